@@ -1,0 +1,428 @@
+// CPU kernels of the fused LSTM (one layer, one direction).
+//
+// Layout (time-major, all contiguous):
+//   x       [T, B, E]   input sequence
+//   h0, c0  [B, H]      initial state
+//   w_ih    [4H, E]     input weights, gate blocks i, f, g, o (nn.LSTM order)
+//   w_hh    [4H, H]     recurrent weights
+//   bias    [4H]        b_ih + b_hh (optional)
+//   lengths [B] int64   CPU, each in 1..T
+// Row b at step s is active while s < lengths[b] and then works on time
+// position p = s (forward) or lengths[b]-1-s (reverse); an inactive row holds
+// its state. This is exactly nn.LSTM on a PackedSequence.
+//
+// Saved for backward, indexed by position p (zero where p >= lengths[b]):
+//   gates  [T, B, 4H]  post-activation i, f, g, o (the input-projection buffer,
+//                      overwritten in place)
+//   cprev  [T, B, H]   cell state before the step
+//   tanh_c [T, B, H]   tanh of the cell state after the step
+//   hprev  [T, B, H]   hidden state before the step
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../checks.h"
+#include "blas.h"
+#include "vec_math.h"
+
+namespace fastvae {
+namespace cpu {
+namespace {
+
+// Rows per parallel chunk: keep ~32k gate values per task so small batches
+// stay on one thread (a parallel region costs microseconds per step).
+int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 32768 / (4 * H)); }
+
+// ---------------------------------------------------------------- forward --
+
+// One row of the forward cell. pre: [4H] input projection at this position,
+// overwritten with the activations; rec: [4H] h_{t-1} @ w_hh^T.
+template <typename scalar_t>
+FASTVAE_INLINE void fwd_row(scalar_t* __restrict pre, const scalar_t* __restrict rec,
+                            const scalar_t* __restrict bias, scalar_t* __restrict h,
+                            scalar_t* __restrict c, scalar_t* __restrict y,
+                            scalar_t* __restrict cprev, scalar_t* __restrict tanh_c,
+                            scalar_t* __restrict hprev, int64_t H) {
+  const int64_t H2 = 2 * H, H3 = 3 * H, H4 = 4 * H;
+  if (bias != nullptr) {
+#pragma omp simd
+    for (int64_t j = 0; j < H4; ++j) pre[j] += rec[j] + bias[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < H4; ++j) pre[j] += rec[j];
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < H2; ++j) pre[j] = sigmoid(pre[j]);
+#pragma omp simd
+  for (int64_t j = H2; j < H3; ++j) pre[j] = tanh(pre[j]);
+#pragma omp simd
+  for (int64_t j = H3; j < H4; ++j) pre[j] = sigmoid(pre[j]);
+  if (cprev != nullptr) {
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      cprev[j] = c[j];
+      hprev[j] = h[j];
+    }
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t cn = pre[H + j] * c[j] + pre[j] * pre[H2 + j];
+    const scalar_t tc = tanh(cn);
+    const scalar_t hn = pre[H3 + j] * tc;
+    c[j] = cn;
+    h[j] = hn;
+    y[j] = hn;
+    if (tanh_c != nullptr) tanh_c[j] = tc;
+  }
+}
+
+struct StepRows {
+  const int64_t* lengths;
+  int64_t B, H, step;
+  bool reverse;
+  // Time position of row b at this step, or -1 when the row is finished.
+  int64_t pos(int64_t b) const {
+    const int64_t L = lengths[b];
+    if (step >= L) return -1;
+    return reverse ? L - 1 - step : step;
+  }
+};
+
+template <typename scalar_t>
+FASTVAE_TARGET_CLONES void fwd_rows(const StepRows& rows, int64_t b0, int64_t b1,
+                                    scalar_t* gates, const scalar_t* rec,
+                                    const scalar_t* bias, scalar_t* h, scalar_t* c,
+                                    scalar_t* y, scalar_t* cprev, scalar_t* tanh_c,
+                                    scalar_t* hprev) {
+  const int64_t B = rows.B, H = rows.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t p = rows.pos(b);
+    if (p < 0) continue;
+    const int64_t o1 = p * B + b;  // [T, B] index
+    const bool save = cprev != nullptr;
+    fwd_row<scalar_t>(gates + o1 * 4 * H, rec + b * 4 * H, bias, h + b * H, c + b * H,
+                      y + o1 * H, save ? cprev + o1 * H : nullptr,
+                      save ? tanh_c + o1 * H : nullptr, save ? hprev + o1 * H : nullptr, H);
+  }
+}
+
+// --------------------------------------------------------------- backward --
+
+// One row of the backward cell. Reads the carried dh/dc, writes the gate
+// pre-activation gradients to dgate[4H] and the new carried dc.
+template <typename scalar_t>
+FASTVAE_INLINE void bwd_row(const scalar_t* __restrict gates, const scalar_t* __restrict cprev,
+                            const scalar_t* __restrict tanh_c, const scalar_t* __restrict gy,
+                            const scalar_t* __restrict dh, scalar_t* __restrict dc,
+                            scalar_t* __restrict dgate, int64_t H) {
+  const scalar_t* gi = gates;
+  const scalar_t* gf = gates + H;
+  const scalar_t* gg = gates + 2 * H;
+  const scalar_t* go = gates + 3 * H;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = tanh_c[j];
+    const scalar_t dht = gy[j] + dh[j];
+    const scalar_t dct = dc[j] + dht * o * (scalar_t(1) - tc * tc);
+    dgate[j] = dct * g * i * (scalar_t(1) - i);
+    dgate[H + j] = dct * cprev[j] * f * (scalar_t(1) - f);
+    dgate[2 * H + j] = dct * i * (scalar_t(1) - g * g);
+    dgate[3 * H + j] = dht * tc * o * (scalar_t(1) - o);
+    dc[j] = dct * f;
+  }
+}
+
+template <typename scalar_t>
+FASTVAE_TARGET_CLONES void bwd_rows(const StepRows& rows, int64_t b0, int64_t b1,
+                                    const scalar_t* gates, const scalar_t* cprev,
+                                    const scalar_t* tanh_c, const scalar_t* grad_y,
+                                    const scalar_t* dh, scalar_t* dc, scalar_t* dgates,
+                                    scalar_t* dgate_step) {
+  const int64_t B = rows.B, H = rows.H;
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t p = rows.pos(b);
+    if (p < 0) continue;
+    const int64_t o1 = p * B + b;
+    scalar_t* out = dgates + o1 * 4 * H;
+    bwd_row<scalar_t>(gates + o1 * 4 * H, cprev + o1 * H, tanh_c + o1 * H, grad_y + o1 * H,
+                      dh + b * H, dc + b * H, out, H);
+    if (dgate_step != nullptr) std::copy(out, out + 4 * H, dgate_step + b * 4 * H);
+  }
+}
+
+// ------------------------------------------------------------------ cell --
+
+template <typename scalar_t>
+FASTVAE_TARGET_CLONES void cell_rows(int64_t b0, int64_t b1, int64_t H, scalar_t* pre,
+                                     const scalar_t* bias, const scalar_t* c,
+                                     scalar_t* h_out, scalar_t* c_out) {
+  const int64_t H2 = 2 * H, H3 = 3 * H, H4 = 4 * H;
+  for (int64_t b = b0; b < b1; ++b) {
+    scalar_t* g = pre + b * H4;
+    const scalar_t* cb = c + b * H;
+    scalar_t* hb = h_out + b * H;
+    scalar_t* cn = c_out + b * H;
+    if (bias != nullptr) {
+#pragma omp simd
+      for (int64_t j = 0; j < H4; ++j) g[j] += bias[j];
+    }
+#pragma omp simd
+    for (int64_t j = 0; j < H2; ++j) g[j] = sigmoid(g[j]);
+#pragma omp simd
+    for (int64_t j = H2; j < H3; ++j) g[j] = tanh(g[j]);
+#pragma omp simd
+    for (int64_t j = H3; j < H4; ++j) g[j] = sigmoid(g[j]);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const scalar_t cv = g[H + j] * cb[j] + g[j] * g[H2 + j];
+      cn[j] = cv;
+      hb[j] = g[H3 + j] * tanh(cv);
+    }
+  }
+}
+
+// ------------------------------------------------------------ validation --
+
+struct Dims {
+  int64_t T, B, E, H;
+};
+
+Dims check_lstm_args(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                     const at::Tensor& w_ih, const at::Tensor& w_hh,
+                     const c10::optional<at::Tensor>& bias, const at::Tensor& lengths) {
+  FASTVAE_CHECK_DIM(x, 3);
+  FASTVAE_CHECK_DIM(w_hh, 2);
+  const int64_t T = x.size(0), B = x.size(1), E = x.size(2), H = w_hh.size(1);
+  FASTVAE_CHECK_FLOAT(x);
+  FASTVAE_CHECK_SHAPE(w_ih, 4 * H, E);
+  FASTVAE_CHECK_SHAPE(w_hh, 4 * H, H);
+  FASTVAE_CHECK_SHAPE(h0, B, H);
+  FASTVAE_CHECK_SHAPE(c0, B, H);
+  for (const at::Tensor* t : {&h0, &c0, &w_ih, &w_hh}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "fastvae.lstm: all tensors must have x's dtype ",
+                     x.scalar_type(), ", got ", t->scalar_type());
+  }
+  if (bias.has_value()) {
+    FASTVAE_CHECK_SHAPE((*bias), 4 * H);
+    TORCH_CHECK_TYPE(bias->scalar_type() == x.scalar_type(), "fastvae.lstm: bias must have x's dtype");
+  }
+  check_lengths(lengths, B, T);
+  return {T, B, E, H};
+}
+
+bool all_full(const int64_t* len, int64_t B, int64_t T) {
+  for (int64_t b = 0; b < B; ++b)
+    if (len[b] != T) return false;
+  return true;
+}
+
+int64_t count_active(const int64_t* len, int64_t B, int64_t step) {
+  int64_t n = 0;
+  for (int64_t b = 0; b < B; ++b) n += len[b] > step;
+  return n;
+}
+
+// ---------------------------------------------------------------- drivers --
+
+template <typename scalar_t>
+void lstm_fwd_impl(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const scalar_t* bias, const int64_t* len,
+                   bool reverse, at::Tensor& gates, at::Tensor& y, at::Tensor& h,
+                   at::Tensor& c, at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev,
+                   bool save) {
+  const int64_t T = d.T, B = d.B, E = d.E, H = d.H;
+  scalar_t* G = gates.data_ptr<scalar_t>();
+  // Input projection of every step in one GEMM: [T*B, E] @ w_ih^T.
+  gemm<scalar_t>(false, true, T * B, 4 * H, E, 1, x.data_ptr<scalar_t>(), E,
+                 w_ih.data_ptr<scalar_t>(), E, 0, G, 4 * H);
+  auto rec = at::empty({B, 4 * H}, x.options());
+  scalar_t* R = rec.data_ptr<scalar_t>();
+  scalar_t* hp = h.data_ptr<scalar_t>();
+  scalar_t* cp = c.data_ptr<scalar_t>();
+  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  scalar_t* yp = y.data_ptr<scalar_t>();
+  scalar_t* cpp = save ? cprev.data_ptr<scalar_t>() : nullptr;
+  scalar_t* tcp = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* hpp = save ? hprev.data_ptr<scalar_t>() : nullptr;
+  const int64_t grain = row_grain(H);
+  for (int64_t s = 0; s < T; ++s) {
+    if (count_active(len, B, s) == 0) break;
+    gemm<scalar_t>(false, true, B, 4 * H, H, 1, hp, H, whh, H, 0, R, 4 * H);
+    StepRows rows{len, B, H, s, reverse};
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      fwd_rows<scalar_t>(rows, b0, b1, G, R, bias, hp, cp, yp, cpp, tcp, hpp);
+    });
+  }
+}
+
+template <typename scalar_t>
+void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh, const int64_t* len,
+                   bool reverse, const at::Tensor& gates, const at::Tensor& cprev,
+                   const at::Tensor& tanh_c, const at::Tensor& hprev, at::Tensor& dgates,
+                   at::Tensor& dh, at::Tensor& dc, at::Tensor& dx, at::Tensor& dw_ih,
+                   at::Tensor& dw_hh, at::Tensor& db) {
+  const int64_t T = d.T, B = d.B, E = d.E, H = d.H;
+  const bool full = all_full(len, B, T);
+  // Rows of one step sit side by side in dgates unless reversed sequences of
+  // different lengths scatter them over positions; then gather per step.
+  const bool scattered = reverse && !full;
+  at::Tensor step_buf = scattered ? at::zeros({B, 4 * H}, x.options()) : at::Tensor();
+  at::Tensor dh_new = full ? at::Tensor() : at::empty({B, H}, x.options());
+  scalar_t* DG = dgates.data_ptr<scalar_t>();
+  scalar_t* DGS = scattered ? step_buf.data_ptr<scalar_t>() : nullptr;
+  scalar_t* dhp = dh.data_ptr<scalar_t>();
+  scalar_t* dcp = dc.data_ptr<scalar_t>();
+  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  const int64_t grain = row_grain(H);
+  for (int64_t s = T - 1; s >= 0; --s) {
+    const int64_t active = count_active(len, B, s);
+    if (active == 0) continue;
+    StepRows rows{len, B, H, s, reverse};
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      bwd_rows<scalar_t>(rows, b0, b1, gates.data_ptr<scalar_t>(), cprev.data_ptr<scalar_t>(),
+                         tanh_c.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), dhp, dcp, DG,
+                         DGS);
+    });
+    const scalar_t* step =
+        scattered ? DGS : DG + (reverse ? T - 1 - s : s) * B * 4 * H;
+    if (active == B) {
+      gemm<scalar_t>(false, false, B, H, 4 * H, 1, step, 4 * H, whh, H, 0, dhp, H);
+    } else {
+      // Finished rows keep their carried gradient (their state was held).
+      scalar_t* tmp = dh_new.data_ptr<scalar_t>();
+      gemm<scalar_t>(false, false, B, H, 4 * H, 1, step, 4 * H, whh, H, 0, tmp, H);
+      for (int64_t b = 0; b < B; ++b)
+        if (len[b] > s) std::copy(tmp + b * H, tmp + (b + 1) * H, dhp + b * H);
+    }
+  }
+  // Weight and input gradients as large GEMMs over all T*B rows.
+  const int64_t N = T * B;
+  gemm<scalar_t>(false, false, N, E, 4 * H, 1, DG, 4 * H, w_ih.data_ptr<scalar_t>(), E, 0,
+                 dx.data_ptr<scalar_t>(), E);
+  gemm<scalar_t>(true, false, 4 * H, E, N, 1, DG, 4 * H, x.data_ptr<scalar_t>(), E, 0,
+                 dw_ih.data_ptr<scalar_t>(), E);
+  gemm<scalar_t>(true, false, 4 * H, H, N, 1, DG, 4 * H, hprev.data_ptr<scalar_t>(), H, 0,
+                 dw_hh.data_ptr<scalar_t>(), H);
+  at::sum_out(db, dgates.view({N, 4 * H}), {0});
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
+             const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+             const c10::optional<at::Tensor>& bias_in, const at::Tensor& lengths, bool reverse,
+             bool need_grad) {
+  const Dims d = check_lstm_args(x_in, h0, c0, w_ih_in, w_hh_in, bias_in, lengths);
+  const auto x = x_in.contiguous();
+  const auto w_ih = w_ih_in.contiguous();
+  const auto w_hh = w_hh_in.contiguous();
+  const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  const auto len_t = lengths.contiguous();
+  const int64_t* len = len_t.data_ptr<int64_t>();
+  const bool full = all_full(len, d.B, d.T);
+  const auto opts = x.options();
+  auto gates = at::empty({d.T, d.B, 4 * d.H}, opts);
+  auto y = full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
+  auto h = h0.contiguous().clone();
+  auto c = c0.contiguous().clone();
+  auto make_saved = [&]() {
+    if (!need_grad) return at::empty({0}, opts);
+    return full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
+  };
+  auto cprev = make_saved(), tanh_c = make_saved(), hprev = make_saved();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_fwd", [&] {
+    lstm_fwd_impl<scalar_t>(d, x, w_ih, w_hh,
+                            bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, len,
+                            reverse, gates, y, h, c, cprev, tanh_c, hprev, need_grad);
+  });
+  return {y, h, c, gates, cprev, tanh_c, hprev};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
+             const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+             const at::Tensor& lengths, const at::Tensor& gates, const at::Tensor& cprev,
+             const at::Tensor& tanh_c, const at::Tensor& hprev, bool reverse) {
+  FASTVAE_CHECK_DIM(x_in, 3);
+  FASTVAE_CHECK_DIM(w_hh_in, 2);
+  const Dims d{x_in.size(0), x_in.size(1), x_in.size(2), w_hh_in.size(1)};
+  FASTVAE_CHECK_SHAPE(w_ih_in, 4 * d.H, d.E);
+  FASTVAE_CHECK_SHAPE(grad_y, d.T, d.B, d.H);
+  FASTVAE_CHECK_SHAPE(grad_hn, d.B, d.H);
+  FASTVAE_CHECK_SHAPE(grad_cn, d.B, d.H);
+  FASTVAE_CHECK_SHAPE(gates, d.T, d.B, 4 * d.H);
+  FASTVAE_CHECK_SHAPE(cprev, d.T, d.B, d.H);
+  FASTVAE_CHECK_SHAPE(tanh_c, d.T, d.B, d.H);
+  FASTVAE_CHECK_SHAPE(hprev, d.T, d.B, d.H);
+  check_lengths(lengths, d.B, d.T);
+  const auto len_t = lengths.contiguous();
+  const int64_t* len = len_t.data_ptr<int64_t>();
+  const auto opts = x_in.options();
+  const bool full = all_full(len, d.B, d.T);
+  auto dgates = full ? at::empty({d.T, d.B, 4 * d.H}, opts) : at::zeros({d.T, d.B, 4 * d.H}, opts);
+  auto dh = grad_hn.contiguous().clone();
+  auto dc = grad_cn.contiguous().clone();
+  auto dx = at::empty({d.T, d.B, d.E}, opts);
+  auto dw_ih = at::empty({4 * d.H, d.E}, opts);
+  auto dw_hh = at::empty({4 * d.H, d.H}, opts);
+  auto db = at::empty({4 * d.H}, opts);
+  const auto gy = grad_y.contiguous();
+  const auto x = x_in.contiguous();
+  const auto w_ih = w_ih_in.contiguous();
+  const auto w_hh = w_hh_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_bwd", [&] {
+    lstm_bwd_impl<scalar_t>(d, gy, x, w_ih, w_hh, len, reverse, gates.contiguous(),
+                            cprev.contiguous(), tanh_c.contiguous(), hprev.contiguous(), dgates,
+                            dh, dc, dx, dw_ih, dw_hh, db);
+  });
+  return {dx, dh, dc, dw_ih, dw_hh, db};
+}
+
+std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x_in, const at::Tensor& h_in,
+                                                 const at::Tensor& c_in,
+                                                 const at::Tensor& w_ih_in,
+                                                 const at::Tensor& w_hh_in,
+                                                 const c10::optional<at::Tensor>& bias_in) {
+  FASTVAE_CHECK_DIM(x_in, 2);
+  FASTVAE_CHECK_DIM(w_hh_in, 2);
+  FASTVAE_CHECK_FLOAT(x_in);
+  const int64_t B = x_in.size(0), E = x_in.size(1), H = w_hh_in.size(1);
+  FASTVAE_CHECK_SHAPE(w_ih_in, 4 * H, E);
+  FASTVAE_CHECK_SHAPE(w_hh_in, 4 * H, H);
+  FASTVAE_CHECK_SHAPE(h_in, B, H);
+  FASTVAE_CHECK_SHAPE(c_in, B, H);
+  if (bias_in.has_value()) FASTVAE_CHECK_SHAPE((*bias_in), 4 * H);
+  const auto x = x_in.contiguous(), h = h_in.contiguous(), c = c_in.contiguous();
+  const auto w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  auto pre = at::empty({B, 4 * H}, x.options());
+  auto h_out = at::empty({B, H}, x.options());
+  auto c_out = at::empty({B, H}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_cell", [&] {
+    scalar_t* P = pre.data_ptr<scalar_t>();
+    gemm<scalar_t>(false, true, B, 4 * H, E, 1, x.data_ptr<scalar_t>(), E,
+                   w_ih.data_ptr<scalar_t>(), E, 0, P, 4 * H);
+    gemm<scalar_t>(false, true, B, 4 * H, H, 1, h.data_ptr<scalar_t>(), H,
+                   w_hh.data_ptr<scalar_t>(), H, 1, P, 4 * H);
+    const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
+      cell_rows<scalar_t>(b0, b1, H, P, bp, c.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(),
+                          c_out.data_ptr<scalar_t>());
+    });
+  });
+  return {h_out, c_out};
+}
+
+TORCH_LIBRARY_IMPL(fastvae, CPU, m) {
+  m.impl("lstm_fwd", &lstm_fwd_cpu);
+  m.impl("lstm_bwd", &lstm_bwd_cpu);
+  m.impl("lstm_cell", &lstm_cell_cpu);
+}
+
+}  // namespace cpu
+}  // namespace fastvae

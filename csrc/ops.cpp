@@ -1,0 +1,40 @@
+// Operator schemas of the fastvae library, and the Python module fastvae._C.
+//
+// Kernels register per backend with TORCH_LIBRARY_IMPL (csrc/cpu/*.cpp,
+// csrc/cuda/*.cu); fake (meta) kernels and autograd are registered from
+// Python in fastvae/ops/. Shapes use T = time, B = batch, E = input size,
+// H = hidden size.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing fastvae._C runs the static registrations below; the module
+// itself is empty.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fastvae, m) {
+  // One LSTM layer in one direction over a padded, time-major sequence.
+  //   x [T,B,E], h0/c0 [B,H], w_ih [4H,E], w_hh [4H,H], bias [4H] (b_ih+b_hh),
+  //   lengths int64 [B] on CPU with values in 1..T.
+  // Returns y [T,B,H] (zero past each length), h_n, c_n [B,H] and what the
+  // backward needs: gates [T,B,4H], cprev/tanh_c/hprev [T,B,H] (empty when
+  // need_grad is false).
+  m.def(
+      "lstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, "
+      "Tensor lengths, bool reverse, bool need_grad) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Gradients of lstm_fwd: dx [T,B,E], dh0, dc0 [B,H], dw_ih [4H,E],
+  // dw_hh [4H,H], dbias [4H].
+  m.def(
+      "lstm_bwd(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor x, Tensor w_ih, "
+      "Tensor w_hh, Tensor lengths, Tensor gates, Tensor cprev, Tensor tanh_c, Tensor hprev, "
+      "bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // One decoding step: x [B,E], h/c [B,H] -> (h', c') [B,H].
+  m.def(
+      "lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? bias) -> "
+      "(Tensor, Tensor)");
+}

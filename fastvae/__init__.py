@@ -1,0 +1,9 @@
+"""fastvae: fast variational text generation with fused CPU/GPU kernels."""
+
+from fastvae import ops
+from fastvae._ext import HAS_EXTENSION
+from fastvae.nn import LSTM
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "LSTM", "HAS_EXTENSION", "__version__"]

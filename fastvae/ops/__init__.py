@@ -1,0 +1,5 @@
+"""fastvae.ops: the fused ops, each next to its plain-PyTorch ``*_ref`` twin."""
+
+from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref
+
+__all__ = ["lstm", "lstm_ref", "lstm_cell", "lstm_cell_ref"]

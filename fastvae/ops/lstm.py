@@ -1,0 +1,312 @@
+"""The fused LSTM: one autograd node per layer and direction for a whole sequence.
+
+Public ops (all tensors time-major, one layer, one direction):
+
+* ``lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False)``
+  -> ``(y, h_n, c_n)``
+* ``lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None)`` -> ``(h', c')``
+
+and their plain-PyTorch twins ``lstm_ref`` / ``lstm_cell_ref`` with the same
+signatures (the test oracle and the benchmark baseline).
+
+Backends: on CPU the C++ kernels of ``fastvae._C`` (float32/float64), on CUDA
+the Triton kernels of ``fastvae.kernels.lstm`` (registered as
+``torch.library.triton_op``); other dtypes/devices, or a missing build, run the
+reference.
+"""
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from fastvae import _ext
+from fastvae.ops import _checks
+
+Tensor = torch.Tensor
+
+# ----------------------------------------------------------------- reference
+
+
+def _reverse_within_lengths(x, lengths):
+    """Flip each sequence of ``x`` [T, B, ...] within its own length (padding stays put)."""
+    T = x.shape[0]
+    pos = torch.arange(T).unsqueeze(1)  # [T, 1]
+    lens = lengths.unsqueeze(0)  # [1, B]
+    src = torch.where(pos < lens, lens - 1 - pos, pos).to(x.device)  # [T, B]
+    index = src.reshape(T, -1, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(0, index)
+
+
+def lstm_ref(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+    """Plain-PyTorch LSTM layer with the exact semantics of :func:`lstm`."""
+    T, B, _ = x.shape
+    lengths = _checks.lengths(lengths, B, T)
+    if reverse:
+        x = _reverse_within_lengths(x, lengths)
+    xg = F.linear(x, w_ih, b_ih)
+    if b_hh is not None:
+        xg = xg + b_hh
+    active = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).to(x.device).unsqueeze(-1)  # [T, B, 1]
+    h, c = h0, c0
+    outputs = []
+    for t in range(T):
+        i, f, g, o = (xg[t] + F.linear(h, w_hh)).chunk(4, dim=1)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h = torch.where(active[t], h_new, h)
+        c = torch.where(active[t], c_new, c)
+        outputs.append(torch.where(active[t], h_new, torch.zeros_like(h_new)))
+    y = torch.stack(outputs) if outputs else x.new_zeros(0, B, w_hh.shape[1])
+    if reverse:
+        y = _reverse_within_lengths(y, lengths)
+    return y, h, c
+
+
+def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """Plain-PyTorch LSTM cell (one step) with the semantics of :func:`lstm_cell`."""
+    gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+
+# ----------------------------------------------------- autograd and fake impls
+
+
+def _setup_context(ctx, inputs, output):
+    x, _h0, _c0, w_ih, w_hh, bias, lengths, reverse, _need_grad = inputs
+    _y, _hn, _cn, gates, cprev, tanh_c, hprev = output
+    ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev)
+    ctx.reverse = reverse
+    ctx.has_bias = bias is not None
+    ctx.mark_non_differentiable(gates, cprev, tanh_c, hprev)
+
+
+def _make_backward(bwd_op):
+    def backward(ctx, grad_y, grad_hn, grad_cn, *_saved_grads):
+        x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev = ctx.saved_tensors
+        if cprev.dim() != 3:
+            raise RuntimeError("fastvae lstm: backward of a forward that ran with need_grad=False")
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        grad_y = x.new_zeros(T, B, H) if grad_y is None else grad_y
+        grad_hn = x.new_zeros(B, H) if grad_hn is None else grad_hn
+        grad_cn = x.new_zeros(B, H) if grad_cn is None else grad_cn
+        dx, dh0, dc0, dw_ih, dw_hh, db = bwd_op(
+            grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, ctx.reverse
+        )
+        return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None, None, None
+
+    return backward
+
+
+def _fake_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad):
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    saved = (T, B, H) if need_grad else (0,)
+    return (
+        x.new_empty(T, B, H),
+        x.new_empty(B, H),
+        x.new_empty(B, H),
+        x.new_empty(T, B, 4 * H),
+        x.new_empty(saved),
+        x.new_empty(saved),
+        x.new_empty(saved),
+    )
+
+
+def _fake_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, reverse):
+    T, B, E = x.shape
+    H = w_hh.shape[1]
+    return (
+        x.new_empty(T, B, E),
+        x.new_empty(B, H),
+        x.new_empty(B, H),
+        x.new_empty(4 * H, E),
+        x.new_empty(4 * H, H),
+        x.new_empty(4 * H),
+    )
+
+
+def _fake_cell(x, h, c, w_ih, w_hh, bias):
+    return x.new_empty(h.shape), x.new_empty(h.shape)
+
+
+@dataclass(frozen=True)
+class _Backend:
+    fwd: Callable
+    bwd: Callable
+    cell: Callable
+    lengths_on_device: bool  # the kernels read lengths on x's device (Triton) or the CPU (C++)
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_backend() -> Optional[_Backend]:
+    if not _ext.HAS_EXTENSION:
+        return None
+    ops = torch.ops.fastvae
+    torch.library.register_fake("fastvae::lstm_fwd")(_fake_fwd)
+    torch.library.register_fake("fastvae::lstm_bwd")(_fake_bwd)
+    torch.library.register_fake("fastvae::lstm_cell")(_fake_cell)
+    torch.library.register_autograd(
+        "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
+    )
+    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, False)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_backend() -> Optional[_Backend]:
+    """Triton ops (``fastvae::lstm_*_triton``), registered on first use."""
+    if not _ext.HAS_TRITON:
+        return None
+    from torch.library import triton_op
+
+    from fastvae.kernels import lstm as klstm
+
+    @triton_op("fastvae::lstm_fwd_triton", mutates_args=())
+    def lstm_fwd_triton(
+        x: Tensor,
+        h0: Tensor,
+        c0: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        bias: Optional[Tensor],
+        lengths: Tensor,
+        reverse: bool,
+        need_grad: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return klstm.lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad)
+
+    @triton_op("fastvae::lstm_bwd_triton", mutates_args=())
+    def lstm_bwd_triton(
+        grad_y: Tensor,
+        grad_hn: Tensor,
+        grad_cn: Tensor,
+        x: Tensor,
+        w_ih: Tensor,
+        w_hh: Tensor,
+        lengths: Tensor,
+        gates: Tensor,
+        cprev: Tensor,
+        tanh_c: Tensor,
+        hprev: Tensor,
+        reverse: bool,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return klstm.lstm_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, reverse)
+
+    @triton_op("fastvae::lstm_cell_triton", mutates_args=())
+    def lstm_cell_triton(
+        x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        return klstm.lstm_cell(x, h, c, w_ih, w_hh, bias)
+
+    lstm_fwd_triton.register_autograd(_make_backward(lstm_bwd_triton), setup_context=_setup_context)
+    return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton, True)
+
+
+_CPU_DTYPES = (torch.float32, torch.float64)
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
+    """The fused backend for ``x``'s device and dtype, or None for the reference."""
+    if x.device.type == "cpu":
+        if x.dtype not in _CPU_DTYPES:
+            return None
+        backend = _cpu_backend()
+        if backend is None:
+            _ext.warn_fallback(f"fastvae.ops.{op_name}")
+        return backend
+    if x.device.type == "cuda" and x.dtype in _TRITON_DTYPES:
+        return _triton_backend()
+    return None
+
+
+# -------------------------------------------------------------- public ops
+
+
+def _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    _checks.tensor("x", x, ndim=3)
+    _checks.tensor("w_hh", w_hh, ndim=2)
+    T, B, E = x.shape
+    H = w_hh.shape[1]
+    _checks.shape("w_hh", w_hh, (4 * H, H))
+    _checks.shape("w_ih", _checks.tensor("w_ih", w_ih, ndim=2), (4 * H, E))
+    _checks.shape("h0", _checks.tensor("h0", h0, ndim=2), (B, H))
+    _checks.shape("c0", _checks.tensor("c0", c0, ndim=2), (B, H))
+    for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if b is not None:
+            _checks.shape(name, _checks.tensor(name, b, ndim=1), (4 * H,))
+    _checks.same_device("x", x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    _checks.same_dtype("x", x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    return T, B
+
+
+def _combined_bias(b_ih, b_hh):
+    if b_ih is None:
+        return b_hh
+    return b_ih if b_hh is None else b_ih + b_hh
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+    """One LSTM layer over a padded sequence, fused (one autograd node).
+
+    Args:
+        x: ``[T, B, E]`` float input, time-major (any strides).
+        h0, c0: ``[B, H]`` initial hidden and cell state.
+        w_ih: ``[4H, E]``, w_hh: ``[4H, H]`` weights, gate blocks in
+            ``nn.LSTM``'s order (input, forget, cell, output).
+        b_ih, b_hh: ``[4H]`` biases or None.
+        lengths: ``[B]`` integer lengths in ``1..T`` (CPU int64 preferred) or
+            None for all ``T``. A sequence's state stops at its length.
+        reverse: run each sequence backwards from its own last element.
+
+    Returns:
+        ``y [T, B, H]`` (zero past each length), ``h_n, c_n [B, H]`` -- the
+        state at each sequence's last real step, exactly ``nn.LSTM`` on a
+        ``PackedSequence``.
+    """
+    T, B = _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    lengths = _checks.lengths(lengths, B, T)
+    backend = backend_for(x, "lstm") if T > 0 and B > 0 else None
+    if backend is None:
+        return lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+    bias = _combined_bias(b_ih, b_hh)
+    if backend.lengths_on_device:
+        lengths = lengths.to(x.device)
+    need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, bias)
+    y, h_n, c_n, *_saved = backend.fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad)
+    return y, h_n, c_n
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step, fused: the decoding step of generation.
+
+    Args:
+        x: ``[B, E]`` input; h, c: ``[B, H]`` state; w_ih ``[4H, E]``,
+            w_hh ``[4H, H]``, b_ih/b_hh ``[4H]`` or None.
+
+    Returns:
+        ``(h', c')``, each ``[B, H]``. Differentiable (through :func:`lstm`
+        with ``T = 1`` when gradients are needed).
+    """
+    _checks.tensor("x", x, ndim=2)
+    _checks.tensor("h", h, ndim=2)
+    _checks.tensor("c", c, ndim=2)
+    if x.shape[0] != h.shape[0]:
+        raise ValueError(f"x and h must have the same batch size, got {x.shape[0]} and {h.shape[0]}")
+    if _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        _, h_new, c_new = lstm(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
+        return h_new, c_new
+    _check_lstm_args(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
+    backend = backend_for(x, "lstm_cell") if x.shape[0] > 0 else None
+    if backend is None:
+        return lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return backend.cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))

@@ -1,0 +1,1 @@
+"""Triton GPU kernels for fastvae (installed as ``fastvae.kernels``)."""

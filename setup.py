@@ -1,0 +1,95 @@
+"""Build of fastvae and its compiled extension ``fastvae._C``.
+
+Install torch first, then build without isolation (an isolated build would
+download a multi-GB CUDA torch)::
+
+    pip install torch==2.13.0 setuptools wheel ninja
+    pip install -e ".[test]" --no-build-isolation
+
+Environment switches (no probing of the machine, no downloads):
+
+* ``FASTVAE_SKIP_CUDA=1``  never compile CUDA sources.
+* ``FASTVAE_FORCE_CUDA=1`` compile CUDA sources even if torch has no CUDA
+  (needs nvcc / ``CUDA_HOME``); an error if that is impossible.
+* ``TORCH_CUDA_ARCH_LIST`` the GPU architectures, e.g. ``"8.0;9.0"``.
+* ``FASTVAE_NO_CLONES=1``  build one generic copy of the CPU loops instead of
+  the default/AVX2/AVX-512 clones picked at load time.
+* ``MAX_JOBS``             parallel compile jobs (ninja).
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cuda_wanted(cuda_sources):
+    """CUDA is compiled when torch was built with it and nvcc is there.
+
+    Never decided by ``torch.cuda.is_available()``: the build machine needs no
+    GPU, only the toolkit.
+    """
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if env_flag("FASTVAE_SKIP_CUDA") or not cuda_sources:
+        return False
+    if env_flag("FASTVAE_FORCE_CUDA"):
+        if CUDA_HOME is None:
+            raise RuntimeError("FASTVAE_FORCE_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
+        return True
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def extensions():
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+
+    rel = lambda pattern: sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    cuda_sources = rel("csrc/cuda/*.cu")
+    cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-Wno-unknown-pragmas"]
+    if env_flag("FASTVAE_NO_CLONES"):
+        cxx.append("-DFASTVAE_NO_CLONES")
+    if cuda_wanted(cuda_sources):
+        return [
+            CUDAExtension(
+                "fastvae._C",
+                sources + cuda_sources,
+                extra_compile_args={"cxx": cxx + ["-DFASTVAE_WITH_CUDA"], "nvcc": ["-O3", "-std=c++17"]},
+                extra_link_args=["-fopenmp"],
+            )
+        ]
+    return [CppExtension("fastvae._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])]
+
+
+def build_ext_class():
+    from torch.utils.cpp_extension import BuildExtension
+
+    return BuildExtension.with_options(use_ninja=True)
+
+
+setup(
+    name="fastvae",
+    version="0.1.0",
+    description="Fast variational text generation (Sentence-VAE, CVAE, SLCVAE) with fused CPU/GPU kernels",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.kernels"],
+    package_dir={"fastvae.kernels": "kernels"},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": build_ext_class()},
+    install_requires=["torch>=2.5", "numpy"],
+    extras_require={
+        "gpu": ["triton>=3.0"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "expecttest"],
+    },
+    zip_safe=False,
+)

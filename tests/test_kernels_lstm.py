@@ -1,0 +1,291 @@
+"""Tests for the Triton LSTM kernels in ``fastvae.kernels.lstm``.
+
+Without CUDA the kernels run under the Triton interpreter, so every shape here
+is tiny. References are ``torch.nn.LSTM`` (with packed sequences for mixed
+lengths) and ``torch.nn.LSTMCell``.
+"""
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+
+from fastvae.kernels import lstm as klstm  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ATOL = RTOL = 1e-5
+GRAD_ATOL = GRAD_RTOL = 1e-4
+
+T, B, E, H = 4, 5, 19, 23
+MIXED_LENGTHS = [4, 1, 3, 4, 2]
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32_matmul():
+    """Keep cuBLAS/cuDNN references in full fp32 (no TF32)."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def make_inputs(t, b, e, h, dtype=torch.float32, seed=0):
+    """Random x [t,b,e], h0/c0 [b,h], w_ih [4h,e], w_hh [4h,h], b_ih/b_hh [4h] on DEVICE."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).mul_(0.5).to(DEVICE, dtype)
+
+    return {
+        "x": rand(t, b, e), "h0": rand(b, h), "c0": rand(b, h),
+        "w_ih": rand(4 * h, e), "w_hh": rand(4 * h, h), "b_ih": rand(4 * h), "b_hh": rand(4 * h),
+    }
+
+
+def flip_within_lengths(t, lengths):
+    """Reverse each sequence of t [T, B, ...] within its length; padded positions stay put."""
+    steps = torch.arange(t.shape[0], device=t.device)[:, None]
+    idx = torch.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)
+    idx = idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand_as(t)
+    return t.gather(0, idx)
+
+
+def reference_lstm(inp, lengths, reverse):
+    """nn.LSTM with PackedSequence semantics. Returns (y, h_n, c_n); y zero-padded."""
+    e, h = inp["x"].shape[2], inp["h0"].shape[1]
+    module = torch.nn.LSTM(e, h).to(DEVICE, inp["x"].dtype)
+    params = {
+        "weight_ih_l0": inp["w_ih"], "weight_hh_l0": inp["w_hh"],
+        "bias_ih_l0": inp["b_ih"], "bias_hh_l0": inp["b_hh"],
+    }
+    x = flip_within_lengths(inp["x"], lengths) if reverse else inp["x"]
+    packed = pack_padded_sequence(x, lengths.cpu(), enforce_sorted=False)
+    state = (inp["h0"][None], inp["c0"][None])
+    out, (h_n, c_n) = torch.func.functional_call(module, params, (packed, state))
+    y, _ = pad_packed_sequence(out, total_length=x.shape[0])
+    if reverse:
+        y = flip_within_lengths(y, lengths)
+    return y, h_n[0], c_n[0]
+
+
+def run_fwd(inp, lengths, reverse, need_grad=True, with_bias=True):
+    bias = inp["b_ih"] + inp["b_hh"] if with_bias else None
+    return klstm.lstm_fwd(
+        inp["x"], inp["h0"], inp["c0"], inp["w_ih"], inp["w_hh"], bias, lengths, reverse, need_grad
+    )
+
+
+def as_lengths(values):
+    return torch.tensor(values, dtype=torch.int64, device=DEVICE)
+
+
+def assert_close(actual, expected, atol=ATOL, rtol=RTOL):
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+
+
+def check_forward(inp, lengths, reverse):
+    y, h_n, c_n, *_ = run_fwd(inp, lengths, reverse)
+    y_ref, h_ref, c_ref = reference_lstm(inp, lengths, reverse)
+    assert_close(y, y_ref)
+    assert_close(h_n, h_ref)
+    assert_close(c_n, c_ref)
+
+
+def check_backward(inp, lengths, reverse):
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    y_ref, h_ref, c_ref = reference_lstm(leaves, lengths, reverse)
+    gen = torch.Generator().manual_seed(1)
+    grad_y, grad_hn, grad_cn = (torch.randn(t.shape, generator=gen).to(DEVICE) for t in (y_ref, h_ref, c_ref))
+    loss = (y_ref * grad_y).sum() + (h_ref * grad_hn).sum() + (c_ref * grad_cn).sum()
+    loss.backward()
+
+    _, _, _, gates, cprev, tanh_c, hprev = run_fwd(inp, lengths, reverse)
+    dx, dh0, dc0, dw_ih, dw_hh, db = klstm.lstm_bwd(
+        grad_y, grad_hn, grad_cn, inp["x"], inp["w_ih"], inp["w_hh"], lengths,
+        gates, cprev, tanh_c, hprev, reverse,
+    )
+    for name, got in [("x", dx), ("h0", dh0), ("c0", dc0), ("w_ih", dw_ih), ("w_hh", dw_hh), ("b_ih", db)]:
+        assert got.shape == leaves[name].shape, name
+        assert_close(got, leaves[name].grad, atol=GRAD_ATOL, rtol=GRAD_RTOL)
+
+
+LENGTH_CASES = [pytest.param([T] * B, id="full"), pytest.param(MIXED_LENGTHS, id="mixed")]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("lengths", LENGTH_CASES)
+def test_forward_matches_nn_lstm(lengths, reverse):
+    check_forward(make_inputs(T, B, E, H), as_lengths(lengths), reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("lengths", LENGTH_CASES)
+def test_backward_matches_autograd(lengths, reverse):
+    check_backward(make_inputs(T, B, E, H), as_lengths(lengths), reverse)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_multiple_blocks_per_dim(monkeypatch, reverse):
+    """Force 16-wide blocks so B, H and the reductions span several blocks / K chunks."""
+    for name in ("_batch_block", "_hidden_block", "_reduction_block"):
+        monkeypatch.setattr(klstm, name, lambda n: 16)
+    inp = make_inputs(3, 17, 19, 21, seed=3)
+    lengths = as_lengths([3, 1, 2] + [3, 2] * 7)
+    check_forward(inp, lengths, reverse)
+    check_backward(inp, lengths, reverse)
+
+
+def test_single_step_and_batch_of_one():
+    inp = make_inputs(1, 1, 3, 5, seed=4)
+    lengths = as_lengths([1])
+    check_forward(inp, lengths, reverse=False)
+    check_backward(inp, lengths, reverse=True)
+
+
+def test_non_contiguous_input():
+    inp = make_inputs(T, B, E, H, seed=5)
+    inp["x"] = inp["x"].transpose(0, 1).contiguous().transpose(0, 1)
+    assert not inp["x"].is_contiguous()
+    check_forward(inp, as_lengths(MIXED_LENGTHS), reverse=True)
+
+
+def test_without_bias():
+    inp = make_inputs(T, B, E, H, seed=6)
+    inp["b_ih"].zero_()
+    inp["b_hh"].zero_()
+    lengths = as_lengths(MIXED_LENGTHS)
+    y, h_n, c_n, *_ = run_fwd(inp, lengths, reverse=False, with_bias=False)
+    y_ref, h_ref, c_ref = reference_lstm(inp, lengths, reverse=False)
+    assert_close(y, y_ref)
+    assert_close(h_n, h_ref)
+    assert_close(c_n, c_ref)
+
+
+def test_saved_buffers():
+    inp = make_inputs(T, B, E, H, seed=7)
+    lengths = as_lengths(MIXED_LENGTHS)
+    y, _, _, gates, cprev, tanh_c, hprev = run_fwd(inp, lengths, reverse=False)
+    assert gates.shape == (T, B, 4 * H)
+    assert cprev.shape == tanh_c.shape == hprev.shape == (T, B, H)
+    padded = torch.arange(T, device=DEVICE)[:, None] >= lengths[None, :]
+    for buf in (y, gates, cprev, tanh_c, hprev):
+        assert torch.all(buf[padded] == 0)
+    assert_close(hprev[0], inp["h0"])
+    assert_close(cprev[0], inp["c0"])
+    assert_close(hprev[1:][~padded[1:]], y[:-1][~padded[1:]])
+    assert_close(tanh_c[~padded] * gates[..., 3 * H:][~padded], y[~padded])
+
+
+def test_need_grad_false_returns_empty_buffers():
+    inp = make_inputs(T, B, E, H, seed=8)
+    lengths = as_lengths(MIXED_LENGTHS)
+    with_grad = run_fwd(inp, lengths, reverse=True, need_grad=True)
+    without = run_fwd(inp, lengths, reverse=True, need_grad=False)
+    for got, expected in zip(without[:3], with_grad[:3]):
+        assert torch.equal(got, expected)
+    for buf in without[3:]:
+        assert buf.numel() == 0
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
+def test_cell_matches_nn_lstm_cell(with_bias):
+    b, e, h = 5, 19, 23
+    inp = make_inputs(1, b, e, h, seed=9)
+    cell = torch.nn.LSTMCell(e, h, bias=with_bias).to(DEVICE)
+    with torch.no_grad():
+        cell.weight_ih.copy_(inp["w_ih"])
+        cell.weight_hh.copy_(inp["w_hh"])
+        if with_bias:
+            cell.bias_ih.copy_(inp["b_ih"])
+            cell.bias_hh.copy_(inp["b_hh"])
+        x, h0, c0 = inp["x"][0], inp["h0"], inp["c0"]
+        h_ref, c_ref = cell(x, (h0, c0))
+    bias = inp["b_ih"] + inp["b_hh"] if with_bias else None
+    h_new, c_new = klstm.lstm_cell(x, h0, c0, inp["w_ih"], inp["w_hh"], bias)
+    assert_close(h_new, h_ref)
+    assert_close(c_new, c_ref)
+
+
+def test_cell_non_contiguous_inputs():
+    b, e, h = 3, 7, 9
+    inp = make_inputs(1, b, e, h, seed=10)
+    w_ih_t = inp["w_ih"].t().contiguous().t()
+    x = inp["x"][0].t().contiguous().t()
+    bias = inp["b_ih"] + inp["b_hh"]
+    h_new, c_new = klstm.lstm_cell(x, inp["h0"], inp["c0"], w_ih_t, inp["w_hh"], bias)
+    expected = klstm.lstm_cell(inp["x"][0], inp["h0"], inp["c0"], inp["w_ih"], inp["w_hh"], bias)
+    assert_close(h_new, expected[0])
+    assert_close(c_new, expected[1])
+
+
+def _shape_check_inputs(device):
+    inp = {k: torch.empty_like(v, device=device) for k, v in make_inputs(T, B, E, H).items()}
+    lengths = torch.full((B,), T, dtype=torch.int64, device=device)
+    return inp, lengths
+
+
+def _assert_shapes(fwd, bwd, cell, dtype=torch.float32):
+    y, h_n, c_n, gates, cprev, tanh_c, hprev = fwd
+    assert y.shape == (T, B, H) and h_n.shape == c_n.shape == (B, H)
+    assert gates.shape == (T, B, 4 * H) and cprev.shape == tanh_c.shape == hprev.shape == (T, B, H)
+    assert [t.shape for t in bwd] == [(T, B, E), (B, H), (B, H), (4 * H, E), (4 * H, H), (4 * H,)]
+    assert [t.shape for t in cell] == [(B, H), (B, H)]
+    assert all(t.dtype == dtype for t in (y, h_n, c_n, *bwd, *cell))
+
+
+def _run_all(inp, lengths):
+    fwd = run_fwd(inp, lengths, reverse=True)
+    bwd = klstm.lstm_bwd(
+        fwd[0], inp["h0"], inp["c0"], inp["x"], inp["w_ih"], inp["w_hh"], lengths, *fwd[3:], True
+    )
+    cell = klstm.lstm_cell(inp["x"][0], inp["h0"], inp["c0"], inp["w_ih"], inp["w_hh"], None)
+    return fwd, bwd, cell
+
+
+def test_meta_tensors_give_shapes():
+    inp, lengths = _shape_check_inputs("meta")
+    _assert_shapes(*_run_all(inp, lengths))
+
+
+def test_fake_tensors_give_shapes():
+    inp, lengths = _shape_check_inputs(DEVICE)
+    with FakeTensorMode() as mode:
+        fake_inp = {k: mode.from_tensor(v) for k, v in inp.items()}
+        _assert_shapes(*_run_all(fake_inp, mode.from_tensor(lengths)))
+
+
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 is not supported by the Triton interpreter")
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float16, pytest.param(torch.bfloat16, marks=NEEDS_CUDA)], ids=["fp16", "bf16"]
+)
+def test_low_precision_close_to_fp32(dtype):
+    """16-bit inputs give 16-bit outputs close to the fp32 result (fp32 accumulation inside)."""
+    inp32 = make_inputs(T, B, E, H, seed=11)
+    inp = {k: v.to(dtype) for k, v in inp32.items()}
+    lengths = as_lengths(MIXED_LENGTHS)
+    y, h_n, c_n, gates, cprev, tanh_c, hprev = run_fwd(inp, lengths, reverse=True)
+    y_ref, h_ref, c_ref = reference_lstm(inp32, lengths, reverse=True)
+    tol = {"atol": 3e-2, "rtol": 3e-2}
+    for got, ref in [(y, y_ref), (h_n, h_ref), (c_n, c_ref)]:
+        assert got.dtype == dtype
+        assert_close(got.float(), ref, **tol)
+    grads = klstm.lstm_bwd(
+        torch.ones_like(y), torch.zeros_like(h_n), torch.zeros_like(c_n), inp["x"], inp["w_ih"],
+        inp["w_hh"], lengths, gates, cprev, tanh_c, hprev, True,
+    )
+    grads32 = klstm.lstm_bwd(
+        torch.ones_like(y_ref), torch.zeros_like(h_ref), torch.zeros_like(c_ref), inp32["x"], inp32["w_ih"],
+        inp32["w_hh"], lengths, *run_fwd(inp32, lengths, reverse=True)[3:], True,
+    )
+    for got, ref in zip(grads, grads32):
+        assert got.dtype == dtype
+        assert_close(got.float(), ref, atol=1e-1, rtol=5e-2)
