@@ -12,8 +12,8 @@ Environment switches (no probing of the machine, no downloads):
 * ``FASTVAE_FORCE_CUDA=1`` compile CUDA sources even if torch has no CUDA
   (needs nvcc / ``CUDA_HOME``); an error if that is impossible.
 * ``TORCH_CUDA_ARCH_LIST`` the GPU architectures, e.g. ``"8.0;9.0"``.
-* ``FASTVAE_NO_CLONES=1``  build one generic copy of the CPU loops instead of
-  the default/AVX2/AVX-512 clones picked at load time.
+* ``FASTVAE_NO_ISA_DISPATCH=1`` build one generic copy of the CPU loops instead of
+  the generic/AVX2/AVX-512 copies picked at run time.
 * ``MAX_JOBS``             parallel compile jobs (ninja).
 """
 
@@ -54,8 +54,8 @@ def extensions():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     cuda_sources = rel("csrc/cuda/*.cu")
     cxx = ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-Wno-unknown-pragmas"]
-    if env_flag("FASTVAE_NO_CLONES"):
-        cxx.append("-DFASTVAE_NO_CLONES")
+    if env_flag("FASTVAE_NO_ISA_DISPATCH"):
+        cxx.append("-DFASTVAE_NO_ISA_DISPATCH")
     if cuda_wanted(cuda_sources):
         return [
             CUDAExtension(

@@ -7,6 +7,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <string>
+
 extern "C" {
 // Importing fastvae._C runs the static registrations below; the module
 // itself is empty.
@@ -16,7 +18,16 @@ PyObject* PyInit__C(void) {
 }
 }
 
+namespace fastvae {
+namespace cpu {
+std::string capability();
+}
+}  // namespace fastvae
+
 TORCH_LIBRARY(fastvae, m) {
+  // What the CPU kernels run with: ISA level of the pointwise loops and
+  // whether GEMMs call BLAS directly, e.g. "isa=avx512 blas=direct".
+  m.def("cpu_capability() -> str", &fastvae::cpu::capability);
   // One LSTM layer in one direction over a padded, time-major sequence.
   //   x [T,B,E], h0/c0 [B,H], w_ih [4H,E], w_hh [4H,H], bias [4H] (b_ih+b_hh),
   //   lengths int64 [B] on CPU with values in 1..T.

@@ -129,12 +129,12 @@ def _gate_matmul(
     DOT_PRECISION: tl.constexpr,
 ):
     """acc_q += a[rows, :] @ w[q * H + cols, :]^T for each gate q; returns the four accumulators."""
+    gate_stride = H * stride_wn
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < K
         a = _load_tile(a_ptr, rows, ks, stride_am, stride_ak, row_mask, k_mask)
         a = a.to(w_ptr.dtype.element_ty)
-        gate_stride = H * stride_wn
         w = _load_tile(w_ptr, ks, cols, stride_wk, stride_wn, k_mask, col_mask)
         acc_i = tl.dot(a, w, acc_i, input_precision=DOT_PRECISION)
         w = _load_tile(w_ptr + gate_stride, ks, cols, stride_wk, stride_wn, k_mask, col_mask)
@@ -169,7 +169,7 @@ def _matmul(
 
 @triton.jit
 def _cell_update(pre_i, pre_f, pre_g, pre_o, c_prev):
-    """LSTM pointwise cell; all arguments fp32 [BLOCK_B, BLOCK_H]. Returns (i, f, g, o, c, tanh_c, h)."""
+    """LSTM pointwise cell on fp32 [BLOCK_B, BLOCK_H] tiles; returns (i, f, g, o, c, tanh_c, h)."""
     i = tl.sigmoid(pre_i)
     f = tl.sigmoid(pre_f)
     g = _tanh(pre_g)
@@ -411,7 +411,10 @@ def _input_projection(x, w_ih, bias):
 
 
 def _saved_buffers(T, B, H, dtype, device, need_grad):
-    """(gates [T,B,4H] fp32, cprev [T,B,H] fp32, tanh_c [T,B,H] fp32, hprev [T,B,H] dtype), empty if not need_grad."""
+    """Buffers saved for backward, or four empty tensors when ``need_grad`` is False.
+
+    Returns (gates [T,B,4H] fp32, cprev [T,B,H] fp32, tanh_c [T,B,H] fp32, hprev [T,B,H] dtype).
+    """
     shapes = ((T, B, 4 * H), (T, B, H), (T, B, H), (T, B, H)) if need_grad else ((0,),) * 4
     dtypes = (torch.float32, torch.float32, torch.float32, dtype)
     return tuple(torch.empty(shape, dtype=dt, device=device) for shape, dt in zip(shapes, dtypes))
@@ -488,7 +491,9 @@ def _recurrent_gate_grads(grad_y, grad_hn, grad_cn, w_hh, lengths, gates, cprev,
     return dg, dh0, dc
 
 
-def lstm_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, reverse: bool):
+def lstm_bwd(
+    grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, reverse: bool
+):
     """Backward pass matching :func:`lstm_fwd` (called with ``need_grad=True``).
 
     Args:

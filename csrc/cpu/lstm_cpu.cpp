@@ -92,11 +92,10 @@ struct StepRows {
 };
 
 template <typename scalar_t>
-FASTVAE_TARGET_CLONES void fwd_rows(const StepRows& rows, int64_t b0, int64_t b1,
-                                    scalar_t* gates, const scalar_t* rec,
-                                    const scalar_t* bias, scalar_t* h, scalar_t* c,
-                                    scalar_t* y, scalar_t* cprev, scalar_t* tanh_c,
-                                    scalar_t* hprev) {
+FASTVAE_INLINE void fwd_rows_body(const StepRows& rows, int64_t b0, int64_t b1,
+                                  scalar_t* gates, const scalar_t* rec, const scalar_t* bias,
+                                  scalar_t* h, scalar_t* c, scalar_t* y, scalar_t* cprev,
+                                  scalar_t* tanh_c, scalar_t* hprev) {
   const int64_t B = rows.B, H = rows.H;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t p = rows.pos(b);
@@ -108,6 +107,12 @@ FASTVAE_TARGET_CLONES void fwd_rows(const StepRows& rows, int64_t b0, int64_t b1
                       save ? tanh_c + o1 * H : nullptr, save ? hprev + o1 * H : nullptr, H);
   }
 }
+
+FASTVAE_ISA_VARIANTS(fwd_rows, fwd_rows_body,
+                     (const StepRows& rows, int64_t b0, int64_t b1, scalar_t* gates,
+                      const scalar_t* rec, const scalar_t* bias, scalar_t* h, scalar_t* c,
+                      scalar_t* y, scalar_t* cprev, scalar_t* tanh_c, scalar_t* hprev),
+                     (rows, b0, b1, gates, rec, bias, h, c, y, cprev, tanh_c, hprev))
 
 // --------------------------------------------------------------- backward --
 
@@ -136,11 +141,11 @@ FASTVAE_INLINE void bwd_row(const scalar_t* __restrict gates, const scalar_t* __
 }
 
 template <typename scalar_t>
-FASTVAE_TARGET_CLONES void bwd_rows(const StepRows& rows, int64_t b0, int64_t b1,
-                                    const scalar_t* gates, const scalar_t* cprev,
-                                    const scalar_t* tanh_c, const scalar_t* grad_y,
-                                    const scalar_t* dh, scalar_t* dc, scalar_t* dgates,
-                                    scalar_t* dgate_step) {
+FASTVAE_INLINE void bwd_rows_body(const StepRows& rows, int64_t b0, int64_t b1,
+                                  const scalar_t* gates, const scalar_t* cprev,
+                                  const scalar_t* tanh_c, const scalar_t* grad_y,
+                                  const scalar_t* dh, scalar_t* dc, scalar_t* dgates,
+                                  scalar_t* dgate_step) {
   const int64_t B = rows.B, H = rows.H;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t p = rows.pos(b);
@@ -153,12 +158,18 @@ FASTVAE_TARGET_CLONES void bwd_rows(const StepRows& rows, int64_t b0, int64_t b1
   }
 }
 
+FASTVAE_ISA_VARIANTS(bwd_rows, bwd_rows_body,
+                     (const StepRows& rows, int64_t b0, int64_t b1, const scalar_t* gates,
+                      const scalar_t* cprev, const scalar_t* tanh_c, const scalar_t* grad_y,
+                      const scalar_t* dh, scalar_t* dc, scalar_t* dgates, scalar_t* dgate_step),
+                     (rows, b0, b1, gates, cprev, tanh_c, grad_y, dh, dc, dgates, dgate_step))
+
 // ------------------------------------------------------------------ cell --
 
 template <typename scalar_t>
-FASTVAE_TARGET_CLONES void cell_rows(int64_t b0, int64_t b1, int64_t H, scalar_t* pre,
-                                     const scalar_t* bias, const scalar_t* c,
-                                     scalar_t* h_out, scalar_t* c_out) {
+FASTVAE_INLINE void cell_rows_body(int64_t b0, int64_t b1, int64_t H, scalar_t* pre,
+                                   const scalar_t* bias, const scalar_t* c, scalar_t* h_out,
+                                   scalar_t* c_out) {
   const int64_t H2 = 2 * H, H3 = 3 * H, H4 = 4 * H;
   for (int64_t b = b0; b < b1; ++b) {
     scalar_t* g = pre + b * H4;
@@ -183,6 +194,11 @@ FASTVAE_TARGET_CLONES void cell_rows(int64_t b0, int64_t b1, int64_t H, scalar_t
     }
   }
 }
+
+FASTVAE_ISA_VARIANTS(cell_rows, cell_rows_body,
+                     (int64_t b0, int64_t b1, int64_t H, scalar_t* pre, const scalar_t* bias,
+                      const scalar_t* c, scalar_t* h_out, scalar_t* c_out),
+                     (b0, b1, H, pre, bias, c, h_out, c_out))
 
 // ------------------------------------------------------------ validation --
 

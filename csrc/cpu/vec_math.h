@@ -12,20 +12,28 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
-    !defined(FASTVAE_NO_CLONES)
-// One copy of a hot loop per ISA level, picked at load time (ifunc): the
-// extension stays portable without -march=native and still uses AVX-512.
-#define FASTVAE_TARGET_CLONES \
-  __attribute__((target_clones("default", "arch=haswell", "arch=skylake-avx512")))
-#else
-#define FASTVAE_TARGET_CLONES
+// ISA levels of the hot CPU loops. Each loop is compiled once per level
+// (FASTVAE_ISA_VARIANTS below) and the best one the CPU supports is picked at
+// run time, so the extension stays portable without -march=native and still
+// uses AVX-512 where it exists. (GCC's target_clones was tried: its resolver
+// picked the generic copy on AVX-512 AMD CPUs.) FASTVAE_CPU_ISA=generic|avx2|
+// avx512 forces a level (tests use it to check every variant).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(FASTVAE_NO_ISA_DISPATCH)
+#define FASTVAE_X86_DISPATCH 1
+#define FASTVAE_ISA_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2,f16c")))
+#define FASTVAE_ISA_AVX2 __attribute__((target("avx2,fma,bmi2,f16c")))
 #endif
 
 #define FASTVAE_INLINE inline __attribute__((always_inline))
 
 namespace fastvae {
 namespace cpu {
+
+enum class Isa { Generic, Avx2, Avx512 };
+
+// The ISA level used by the CPU loops (detected once, FASTVAE_CPU_ISA overrides).
+Isa cpu_isa();
+const char* isa_name(Isa isa);
 
 FASTVAE_INLINE float exp_approx(float x) {
   // Clamp to the range where 2^n stays a normal float; NaN passes through.
@@ -59,3 +67,31 @@ FASTVAE_INLINE double tanh(double x) { return std::tanh(x); }
 
 }  // namespace cpu
 }  // namespace fastvae
+
+// FASTVAE_ISA_VARIANTS(NAME, BODY, (params...), (args...)) defines the
+// function template NAME<scalar_t>(params...) that runs BODY<scalar_t>(args...)
+// compiled for the best ISA level of this CPU. BODY must be FASTVAE_INLINE.
+#ifdef FASTVAE_X86_DISPATCH
+#define FASTVAE_ISA_VARIANTS(NAME, BODY, PARAMS, ARGS)                       \
+  template <typename scalar_t>                                               \
+  FASTVAE_ISA_AVX512 void NAME##_avx512 PARAMS { BODY<scalar_t> ARGS; }      \
+  template <typename scalar_t>                                               \
+  FASTVAE_ISA_AVX2 void NAME##_avx2 PARAMS { BODY<scalar_t> ARGS; }          \
+  template <typename scalar_t>                                               \
+  void NAME PARAMS {                                                         \
+    switch (::fastvae::cpu::cpu_isa()) {                                     \
+      case ::fastvae::cpu::Isa::Avx512:                                      \
+        NAME##_avx512<scalar_t> ARGS;                                        \
+        return;                                                              \
+      case ::fastvae::cpu::Isa::Avx2:                                        \
+        NAME##_avx2<scalar_t> ARGS;                                          \
+        return;                                                              \
+      default:                                                               \
+        BODY<scalar_t> ARGS;                                                 \
+    }                                                                        \
+  }
+#else
+#define FASTVAE_ISA_VARIANTS(NAME, BODY, PARAMS, ARGS) \
+  template <typename scalar_t>                         \
+  void NAME PARAMS { BODY<scalar_t> ARGS; }
+#endif

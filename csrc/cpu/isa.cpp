@@ -1,0 +1,69 @@
+#include <cstdlib>
+#include <cstring>
+
+#include <c10/util/Exception.h>
+
+#include <string>
+
+#include "blas.h"
+#include "vec_math.h"
+
+namespace fastvae {
+namespace cpu {
+namespace {
+
+Isa detect() {
+#ifdef FASTVAE_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+#endif
+  return Isa::Generic;
+}
+
+Isa choose() {
+  const Isa best = detect();
+  const char* env = std::getenv("FASTVAE_CPU_ISA");
+  if (env == nullptr || *env == '\0') return best;
+  Isa wanted;
+  if (std::strcmp(env, "generic") == 0) {
+    wanted = Isa::Generic;
+  } else if (std::strcmp(env, "avx2") == 0) {
+    wanted = Isa::Avx2;
+  } else if (std::strcmp(env, "avx512") == 0) {
+    wanted = Isa::Avx512;
+  } else {
+    TORCH_CHECK_VALUE(false, "FASTVAE_CPU_ISA must be generic, avx2 or avx512, got '", env, "'");
+  }
+  TORCH_CHECK_VALUE(static_cast<int>(wanted) <= static_cast<int>(best), "FASTVAE_CPU_ISA=", env,
+                    " is not supported by this CPU (best: ", isa_name(best), ")");
+  return wanted;
+}
+
+}  // namespace
+
+Isa cpu_isa() {
+  static const Isa isa = choose();
+  return isa;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512:
+      return "avx512";
+    case Isa::Avx2:
+      return "avx2";
+    default:
+      return "generic";
+  }
+}
+
+std::string capability() {
+  return std::string("isa=") + isa_name(cpu_isa()) + " blas=" + (has_direct_blas() ? "direct" : "aten");
+}
+
+}  // namespace cpu
+}  // namespace fastvae
