@@ -28,6 +28,9 @@ TORCH_LIBRARY(fastvae, m) {
   // What the CPU kernels run with: ISA level of the pointwise loops and
   // whether GEMMs call BLAS directly, e.g. "isa=avx512 blas=direct".
   m.def("cpu_capability() -> str", &fastvae::cpu::capability);
+  // Internal: the GEMM the CPU kernels use, exposed for tests and tuning.
+  // a [M,K] (or [K,M] if trans_a), b [K,N] (or [N,K] if trans_b) -> [M,N].
+  m.def("_gemm(Tensor a, Tensor b, bool trans_a, bool trans_b) -> Tensor");
   // One LSTM layer in one direction over a padded, time-major sequence.
   //   x [T,B,E], h0/c0 [B,H], w_ih [4H,E], w_hh [4H,H], bias [4H] (b_ih+b_hh),
   //   lengths int64 [B] on CPU with values in 1..T.

@@ -1,6 +1,9 @@
 #include "blas.h"
 
+#include <torch/library.h>
+
 #include <limits>
+#include <type_traits>
 
 extern "C" {
 // Fortran BLAS, LP64 (int) interface, as exported by libtorch_cpu.
@@ -51,6 +54,12 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                  float alpha, const float* A, int64_t lda, const float* B,
                  int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if (alpha == 1.0f && cpu_isa() == Isa::Avx512) {
+    static thread_local PackedB scratch;
+    pack_b(trans_b, K, N, B, ldb, scratch);
+    gemm_packed(trans_a, M, A, lda, scratch, beta, C, ldc);
+    return;
+  }
   if (sgemm_ == nullptr || !fits_int(M) || !fits_int(N) || !fits_int(K) ||
       !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) || K == 0) {
     gemm_aten<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -77,6 +86,61 @@ void gemm<double>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
   const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
   dgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }
+
+template <typename scalar_t>
+RightOperand<scalar_t>::RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B,
+                                     int64_t ldb)
+    : trans_b_(trans_b), K_(K), N_(N), B_(B), ldb_(ldb) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (cpu_isa() == Isa::Avx512) {
+      pack_b(trans_b, K, N, B, ldb, panels_);
+      packed_ = true;
+    }
+  }
+}
+
+template <typename scalar_t>
+void RightOperand<scalar_t>::multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda,
+                                      scalar_t beta, scalar_t* C, int64_t ldc) const {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (packed_) {
+      gemm_packed(trans_a, M, A, lda, panels_, beta, C, ldc);
+      return;
+    }
+  }
+  gemm<scalar_t>(trans_a, trans_b_, M, N_, K_, scalar_t(1), A, lda, B_, ldb_, beta, C, ldc);
+}
+
+template class RightOperand<float>;
+template class RightOperand<double>;
+
+}  // namespace cpu
+}  // namespace fastvae
+
+namespace fastvae {
+namespace cpu {
+namespace {
+
+at::Tensor gemm_op(const at::Tensor& a_in, const at::Tensor& b_in, bool trans_a, bool trans_b) {
+  TORCH_CHECK_VALUE(a_in.dim() == 2 && b_in.dim() == 2, "fastvae._gemm: a and b must be 2-D");
+  TORCH_CHECK_TYPE(a_in.scalar_type() == b_in.scalar_type() &&
+                       (a_in.scalar_type() == at::kFloat || a_in.scalar_type() == at::kDouble),
+                   "fastvae._gemm: a and b must both be float32 or both float64");
+  const auto a = a_in.contiguous(), b = b_in.contiguous();
+  const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+  const int64_t N = trans_b ? b.size(0) : b.size(1);
+  TORCH_CHECK_VALUE((trans_b ? b.size(1) : b.size(0)) == K, "fastvae._gemm: inner sizes differ");
+  auto c = at::empty({M, N}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "fastvae_gemm", [&] {
+    gemm<scalar_t>(trans_a, trans_b, M, N, K, 1, a.data_ptr<scalar_t>(), a.size(1),
+                   b.data_ptr<scalar_t>(), b.size(1), 0, c.data_ptr<scalar_t>(), N);
+  });
+  return c;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastvae, CPU, m) { m.impl("_gemm", &gemm_op); }
 
 }  // namespace cpu
 }  // namespace fastvae

@@ -10,6 +10,8 @@
 
 #include <ATen/ATen.h>
 
+#include "gemm_avx512.h"
+
 namespace fastvae {
 namespace cpu {
 
@@ -23,6 +25,27 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 
 // True when the GEMMs go straight to BLAS (false: the at::mm_out fallback).
 bool has_direct_blas();
+
+// The right operand B of many products C = op(A) @ op(B) (the recurrent
+// weights of a time loop): prepared once -- packed for the AVX-512 kernel
+// when that is the CPU's path -- then multiplied step after step.
+template <typename scalar_t>
+class RightOperand {
+ public:
+  // B stored [K, N] (ldb >= N), or [N, K] (ldb >= K) when trans_b.
+  RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb);
+  // C[M, N] = op(A)[M, K] @ op(B) + beta * C.
+  void multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda, scalar_t beta,
+                scalar_t* C, int64_t ldc) const;
+
+ private:
+  bool trans_b_;
+  int64_t K_, N_;
+  const scalar_t* B_;
+  int64_t ldb_;
+  bool packed_ = false;
+  PackedB panels_;  // used for float on AVX-512
+};
 
 }  // namespace cpu
 }  // namespace fastvae

@@ -258,7 +258,8 @@ void lstm_fwd_impl(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
   scalar_t* R = rec.data_ptr<scalar_t>();
   scalar_t* hp = h.data_ptr<scalar_t>();
   scalar_t* cp = c.data_ptr<scalar_t>();
-  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  // Recurrent product h @ w_hh^T: w_hh [4H, H] is B^T of a [H, 4H] operand.
+  const RightOperand<scalar_t> whh_t(true, H, 4 * H, w_hh.data_ptr<scalar_t>(), H);
   scalar_t* yp = y.data_ptr<scalar_t>();
   scalar_t* cpp = save ? cprev.data_ptr<scalar_t>() : nullptr;
   scalar_t* tcp = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
@@ -266,7 +267,7 @@ void lstm_fwd_impl(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
   const int64_t grain = row_grain(H);
   for (int64_t s = 0; s < T; ++s) {
     if (count_active(len, B, s) == 0) break;
-    gemm<scalar_t>(false, true, B, 4 * H, H, 1, hp, H, whh, H, 0, R, 4 * H);
+    whh_t.multiply(false, B, hp, H, 0, R, 4 * H);
     StepRows rows{len, B, H, s, reverse};
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
       fwd_rows<scalar_t>(rows, b0, b1, G, R, bias, hp, cp, yp, cpp, tcp, hpp);
@@ -292,7 +293,8 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
   scalar_t* DGS = scattered ? step_buf.data_ptr<scalar_t>() : nullptr;
   scalar_t* dhp = dh.data_ptr<scalar_t>();
   scalar_t* dcp = dc.data_ptr<scalar_t>();
-  const scalar_t* whh = w_hh.data_ptr<scalar_t>();
+  // dh = dgates_step @ w_hh, w_hh [4H, H].
+  const RightOperand<scalar_t> whh(false, 4 * H, H, w_hh.data_ptr<scalar_t>(), H);
   const int64_t grain = row_grain(H);
   for (int64_t s = T - 1; s >= 0; --s) {
     const int64_t active = count_active(len, B, s);
@@ -306,11 +308,11 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
     const scalar_t* step =
         scattered ? DGS : DG + (reverse ? T - 1 - s : s) * B * 4 * H;
     if (active == B) {
-      gemm<scalar_t>(false, false, B, H, 4 * H, 1, step, 4 * H, whh, H, 0, dhp, H);
+      whh.multiply(false, B, step, 4 * H, 0, dhp, H);
     } else {
       // Finished rows keep their carried gradient (their state was held).
       scalar_t* tmp = dh_new.data_ptr<scalar_t>();
-      gemm<scalar_t>(false, false, B, H, 4 * H, 1, step, 4 * H, whh, H, 0, tmp, H);
+      whh.multiply(false, B, step, 4 * H, 0, tmp, H);
       for (int64_t b = 0; b < B; ++b)
         if (len[b] > s) std::copy(tmp + b * H, tmp + (b + 1) * H, dhp + b * H);
     }
