@@ -32,23 +32,24 @@ TORCH_LIBRARY(fastvae, m) {
   // a [M,K] (or [K,M] if trans_a), b [K,N] (or [N,K] if trans_b) -> [M,N].
   m.def("_gemm(Tensor a, Tensor b, bool trans_a, bool trans_b) -> Tensor");
   // One LSTM layer in one direction over a padded, time-major sequence.
-  //   x [T,B,E], h0/c0 [B,H], w_ih [4H,E], w_hh [4H,H], bias [4H] (b_ih+b_hh),
-  //   lengths int64 [B] on CPU with values in 1..T.
+  //   x [T,B,E], h0/c0 [B,H], w_ih [4H,E], w_hh [4H,H], b_ih/b_hh [4H],
+  //   lengths int64 [B] on CPU with values in 1..T (None: all T).
   // Returns y [T,B,H] (zero past each length), h_n, c_n [B,H] and what the
   // backward needs: gates [T,B,4H], cprev/tanh_c/hprev [T,B,H] (empty when
   // need_grad is false).
   m.def(
-      "lstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, "
-      "Tensor lengths, bool reverse, bool need_grad) -> "
+      "lstm_fwd(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh, Tensor? lengths, bool reverse, bool need_grad) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Gradients of lstm_fwd: dx [T,B,E], dh0, dc0 [B,H], dw_ih [4H,E],
-  // dw_hh [4H,H], dbias [4H].
+  // dw_hh [4H,H], db [4H] (the gradient of b_ih and of b_hh alike).
   m.def(
       "lstm_bwd(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor x, Tensor w_ih, "
-      "Tensor w_hh, Tensor lengths, Tensor gates, Tensor cprev, Tensor tanh_c, Tensor hprev, "
+      "Tensor w_hh, Tensor? lengths, Tensor gates, Tensor cprev, Tensor tanh_c, Tensor hprev, "
       "bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // One decoding step: x [B,E], h/c [B,H] -> (h', c') [B,H].
   m.def(
-      "lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? bias) -> "
+      "lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+      "Tensor? b_hh) -> "
       "(Tensor, Tensor)");
 }

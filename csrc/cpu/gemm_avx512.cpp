@@ -1,4 +1,4 @@
-// Single-precision GEMM for AVX-512 CPUs: packed right operand + 8x32
+// Single-precision GEMM for AVX-512 CPUs: packed right operand + 12x32
 // register-blocked micro-kernel.
 //
 // Why our own: MKL picks a slow generic path on some CPUs (measured ~55-80
@@ -123,26 +123,40 @@ void pack_a(int64_t m0, int64_t m1, int64_t k0, int64_t kc, bool trans_a, const 
   }
 }
 
+// A is packed when its rows would be read with a large stride: transposed A
+// (kRows values per k, lda apart) or rows >= 2 KB apart, which share L1 sets.
+// Small row-major A (a recurrent state [B, H]) is read in place: packing
+// would cost as much as the product.
+bool should_pack_a(bool trans_a, int64_t lda) { return trans_a || lda >= 512; }
+
 // Rows [m0, m1) of C over all panels and depth passes.
 void gemm_rows(int64_t m0, int64_t m1, bool trans_a, const float* A, int64_t lda,
                const PackedB& Bp, float beta, float* C, int64_t ldc) {
   const int64_t K = Bp.K, N = Bp.N;
   const int64_t panels = (N + kPanel - 1) / kPanel;
-  const int64_t row_blocks = (m1 - m0 + kRows - 1) / kRows;
+  const bool packed = should_pack_a(trans_a, lda);
   static thread_local std::vector<float> a_panels;
-  a_panels.resize(static_cast<size_t>(row_blocks * kRows * std::min(kDepth, K)));
+  if (packed) {
+    const int64_t row_blocks = (m1 - m0 + kRows - 1) / kRows;
+    a_panels.resize(static_cast<size_t>(row_blocks * kRows * std::min(kDepth, K)));
+  }
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t kc = std::min(kDepth, K - k0);
     const float pass_beta = k0 == 0 ? beta : 1.0f;
-    pack_a(m0, m1, k0, kc, trans_a, A, lda, a_panels.data());
+    if (packed) pack_a(m0, m1, k0, kc, trans_a, A, lda, a_panels.data());
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * kPanel;
       const __mmask16 mk0 = lane_mask(N - n0), mk1 = lane_mask(N - n0 - 16);
       const float* panel = Bp.data.data() + (p * K + k0) * kPanel;
       for (int64_t i = m0; i < m1; i += kRows) {
         const int64_t rows = std::min(kRows, m1 - i);
-        kKernels[rows](kc, a_panels.data() + (i - m0) * kc, 1, kRows, panel, C + i * ldc + n0,
-                       ldc, pass_beta, mk0, mk1);
+        float* c = C + i * ldc + n0;
+        if (packed) {
+          kKernels[rows](kc, a_panels.data() + (i - m0) * kc, 1, kRows, panel, c, ldc, pass_beta,
+                         mk0, mk1);
+        } else {
+          kKernels[rows](kc, A + i * lda + k0, lda, 1, panel, c, ldc, pass_beta, mk0, mk1);
+        }
       }
     }
   }

@@ -5,8 +5,8 @@
 //   h0, c0  [B, H]      initial state
 //   w_ih    [4H, E]     input weights, gate blocks i, f, g, o (nn.LSTM order)
 //   w_hh    [4H, H]     recurrent weights
-//   bias    [4H]        b_ih + b_hh (optional)
-//   lengths [B] int64   CPU, each in 1..T
+//   b_ih, b_hh [4H]     optional biases (summed once per call)
+//   lengths [B] int64   CPU, each in 1..T (absent: all T)
 // Row b at step s is active while s < lengths[b] and then works on time
 // position p = s (forward) or lengths[b]-1-s (reverse); an inactive row holds
 // its state. This is exactly nn.LSTM on a PackedSequence.
@@ -206,9 +206,32 @@ struct Dims {
   int64_t T, B, E, H;
 };
 
+// b_ih + b_hh as one [4H] vector (undefined when there is no bias).
+at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+                         int64_t H, c10::ScalarType dtype) {
+  for (const auto* b : {&b_ih, &b_hh}) {
+    if (!b->has_value()) continue;
+    const at::Tensor& t = **b;
+    TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == 4 * H, "fastvae: biases b_ih/b_hh must have shape [",
+                      4 * H, "], got ", t.sizes());
+    TORCH_CHECK_TYPE(t.scalar_type() == dtype, "fastvae: biases must have x's dtype ", dtype, ", got ",
+                     t.scalar_type());
+  }
+  if (b_ih.has_value() && b_hh.has_value()) return (*b_ih + *b_hh).contiguous();
+  if (b_ih.has_value()) return b_ih->contiguous();
+  if (b_hh.has_value()) return b_hh->contiguous();
+  return at::Tensor();
+}
+
+// Lengths as an int64 CPU tensor (all T when absent), validated.
+at::Tensor lengths_or_full(const c10::optional<at::Tensor>& lengths, int64_t B, int64_t T) {
+  if (!lengths.has_value()) return at::full({B}, T, at::TensorOptions().dtype(at::kLong));
+  check_lengths(*lengths, B, T);
+  return lengths->contiguous();
+}
+
 Dims check_lstm_args(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-                     const at::Tensor& w_ih, const at::Tensor& w_hh,
-                     const c10::optional<at::Tensor>& bias, const at::Tensor& lengths) {
+                     const at::Tensor& w_ih, const at::Tensor& w_hh) {
   FASTVAE_CHECK_DIM(x, 3);
   FASTVAE_CHECK_DIM(w_hh, 2);
   const int64_t T = x.size(0), B = x.size(1), E = x.size(2), H = w_hh.size(1);
@@ -221,11 +244,6 @@ Dims check_lstm_args(const at::Tensor& x, const at::Tensor& h0, const at::Tensor
     TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "fastvae.lstm: all tensors must have x's dtype ",
                      x.scalar_type(), ", got ", t->scalar_type());
   }
-  if (bias.has_value()) {
-    FASTVAE_CHECK_SHAPE((*bias), 4 * H);
-    TORCH_CHECK_TYPE(bias->scalar_type() == x.scalar_type(), "fastvae.lstm: bias must have x's dtype");
-  }
-  check_lengths(lengths, B, T);
   return {T, B, E, H};
 }
 
@@ -333,14 +351,14 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
              const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
-             const c10::optional<at::Tensor>& bias_in, const at::Tensor& lengths, bool reverse,
-             bool need_grad) {
-  const Dims d = check_lstm_args(x_in, h0, c0, w_ih_in, w_hh_in, bias_in, lengths);
+             const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+             const c10::optional<at::Tensor>& lengths, bool reverse, bool need_grad) {
+  const Dims d = check_lstm_args(x_in, h0, c0, w_ih_in, w_hh_in);
   const auto x = x_in.contiguous();
   const auto w_ih = w_ih_in.contiguous();
   const auto w_hh = w_hh_in.contiguous();
-  const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
-  const auto len_t = lengths.contiguous();
+  const auto bias = combined_bias(b_ih, b_hh, d.H, x.scalar_type());
+  const auto len_t = lengths_or_full(lengths, d.B, d.T);
   const int64_t* len = len_t.data_ptr<int64_t>();
   const bool full = all_full(len, d.B, d.T);
   const auto opts = x.options();
@@ -364,7 +382,7 @@ lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
              const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
-             const at::Tensor& lengths, const at::Tensor& gates, const at::Tensor& cprev,
+             const c10::optional<at::Tensor>& lengths, const at::Tensor& gates, const at::Tensor& cprev,
              const at::Tensor& tanh_c, const at::Tensor& hprev, bool reverse) {
   FASTVAE_CHECK_DIM(x_in, 3);
   FASTVAE_CHECK_DIM(w_hh_in, 2);
@@ -377,8 +395,7 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   FASTVAE_CHECK_SHAPE(cprev, d.T, d.B, d.H);
   FASTVAE_CHECK_SHAPE(tanh_c, d.T, d.B, d.H);
   FASTVAE_CHECK_SHAPE(hprev, d.T, d.B, d.H);
-  check_lengths(lengths, d.B, d.T);
-  const auto len_t = lengths.contiguous();
+  const auto len_t = lengths_or_full(lengths, d.B, d.T);
   const int64_t* len = len_t.data_ptr<int64_t>();
   const auto opts = x_in.options();
   const bool full = all_full(len, d.B, d.T);
@@ -405,7 +422,8 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x_in, const a
                                                  const at::Tensor& c_in,
                                                  const at::Tensor& w_ih_in,
                                                  const at::Tensor& w_hh_in,
-                                                 const c10::optional<at::Tensor>& bias_in) {
+                                                 const c10::optional<at::Tensor>& b_ih,
+                                                 const c10::optional<at::Tensor>& b_hh) {
   FASTVAE_CHECK_DIM(x_in, 2);
   FASTVAE_CHECK_DIM(w_hh_in, 2);
   FASTVAE_CHECK_FLOAT(x_in);
@@ -414,10 +432,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x_in, const a
   FASTVAE_CHECK_SHAPE(w_hh_in, 4 * H, H);
   FASTVAE_CHECK_SHAPE(h_in, B, H);
   FASTVAE_CHECK_SHAPE(c_in, B, H);
-  if (bias_in.has_value()) FASTVAE_CHECK_SHAPE((*bias_in), 4 * H);
   const auto x = x_in.contiguous(), h = h_in.contiguous(), c = c_in.contiguous();
   const auto w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
-  const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
+  const auto bias = combined_bias(b_ih, b_hh, H, x.scalar_type());
   auto pre = at::empty({B, 4 * H}, x.options());
   auto h_out = at::empty({B, H}, x.options());
   auto c_out = at::empty({B, H}, x.options());

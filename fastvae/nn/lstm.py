@@ -80,7 +80,8 @@ class LSTM(torch.nn.LSTM):
         weight = self.weight_ih_l0
         _checks.same_device("weights", weight, input=x)
         h0, c0 = self._initial_state(hx, x, unbatched)
-        lengths = _checks.lengths(lengths, x.shape[1], x.shape[0])
+        if lengths is not None:
+            lengths = _checks.lengths(lengths, x.shape[1], x.shape[0])
         D = 2 if self.bidirectional else 1
         h_n, c_n = [], []
         layer_input = x

@@ -77,17 +77,18 @@ def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 
 
 def _setup_context(ctx, inputs, output):
-    x, _h0, _c0, w_ih, w_hh, bias, lengths, reverse, _need_grad = inputs
+    x, _h0, _c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, _need_grad = inputs
     _y, _hn, _cn, gates, cprev, tanh_c, hprev = output
-    ctx.save_for_backward(x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev)
+    ctx.save_for_backward(x, w_ih, w_hh, gates, cprev, tanh_c, hprev)
+    ctx.lengths = lengths  # int64, never differentiated
     ctx.reverse = reverse
-    ctx.has_bias = bias is not None
+    ctx.has_bias = (b_ih is not None, b_hh is not None)
     ctx.mark_non_differentiable(gates, cprev, tanh_c, hprev)
 
 
 def _make_backward(bwd_op):
     def backward(ctx, grad_y, grad_hn, grad_cn, *_saved_grads):
-        x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev = ctx.saved_tensors
+        x, w_ih, w_hh, gates, cprev, tanh_c, hprev = ctx.saved_tensors
         if cprev.dim() != 3:
             raise RuntimeError("fastvae lstm: backward of a forward that ran with need_grad=False")
         T, B, _ = x.shape
@@ -96,14 +97,15 @@ def _make_backward(bwd_op):
         grad_hn = x.new_zeros(B, H) if grad_hn is None else grad_hn
         grad_cn = x.new_zeros(B, H) if grad_cn is None else grad_cn
         dx, dh0, dc0, dw_ih, dw_hh, db = bwd_op(
-            grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, ctx.reverse
+            grad_y, grad_hn, grad_cn, x, w_ih, w_hh, ctx.lengths, gates, cprev, tanh_c, hprev, ctx.reverse
         )
-        return dx, dh0, dc0, dw_ih, dw_hh, (db if ctx.has_bias else None), None, None, None
+        has_ih, has_hh = ctx.has_bias
+        return dx, dh0, dc0, dw_ih, dw_hh, (db if has_ih else None), (db if has_hh else None), None, None, None
 
     return backward
 
 
-def _fake_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad):
+def _fake_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad):
     T, B, _ = x.shape
     H = w_hh.shape[1]
     saved = (T, B, H) if need_grad else (0,)
@@ -131,7 +133,7 @@ def _fake_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, ta
     )
 
 
-def _fake_cell(x, h, c, w_ih, w_hh, bias):
+def _fake_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return x.new_empty(h.shape), x.new_empty(h.shape)
 
 
@@ -140,7 +142,6 @@ class _Backend:
     fwd: Callable
     bwd: Callable
     cell: Callable
-    lengths_on_device: bool  # the kernels read lengths on x's device (Triton) or the CPU (C++)
 
 
 @functools.lru_cache(maxsize=None)
@@ -154,7 +155,7 @@ def _cpu_backend() -> Optional[_Backend]:
     torch.library.register_autograd(
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
-    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, False)
+    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default)
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,6 +167,11 @@ def _triton_backend() -> Optional[_Backend]:
 
     from fastvae.kernels import lstm as klstm
 
+    def device_lengths(lengths, x):
+        if lengths is None:
+            return torch.full((x.shape[1],), x.shape[0], dtype=torch.int64, device=x.device)
+        return lengths.to(x.device)
+
     @triton_op("fastvae::lstm_fwd_triton", mutates_args=())
     def lstm_fwd_triton(
         x: Tensor,
@@ -173,12 +179,14 @@ def _triton_backend() -> Optional[_Backend]:
         c0: Tensor,
         w_ih: Tensor,
         w_hh: Tensor,
-        bias: Optional[Tensor],
-        lengths: Tensor,
+        b_ih: Optional[Tensor],
+        b_hh: Optional[Tensor],
+        lengths: Optional[Tensor],
         reverse: bool,
         need_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return klstm.lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad)
+        bias = _combined_bias(b_ih, b_hh)
+        return klstm.lstm_fwd(x, h0, c0, w_ih, w_hh, bias, device_lengths(lengths, x), reverse, need_grad)
 
     @triton_op("fastvae::lstm_bwd_triton", mutates_args=())
     def lstm_bwd_triton(
@@ -188,23 +196,25 @@ def _triton_backend() -> Optional[_Backend]:
         x: Tensor,
         w_ih: Tensor,
         w_hh: Tensor,
-        lengths: Tensor,
+        lengths: Optional[Tensor],
         gates: Tensor,
         cprev: Tensor,
         tanh_c: Tensor,
         hprev: Tensor,
         reverse: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return klstm.lstm_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, reverse)
+        return klstm.lstm_bwd(
+            grad_y, grad_hn, grad_cn, x, w_ih, w_hh, device_lengths(lengths, x), gates, cprev, tanh_c, hprev, reverse
+        )
 
     @triton_op("fastvae::lstm_cell_triton", mutates_args=())
     def lstm_cell_triton(
-        x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, bias: Optional[Tensor]
+        x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        return klstm.lstm_cell(x, h, c, w_ih, w_hh, bias)
+        return klstm.lstm_cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))
 
     lstm_fwd_triton.register_autograd(_make_backward(lstm_bwd_triton), setup_context=_setup_context)
-    return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton, True)
+    return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
 
 
 _CPU_DTYPES = (torch.float32, torch.float64)
@@ -274,15 +284,13 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=Fals
         ``PackedSequence``.
     """
     T, B = _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    lengths = _checks.lengths(lengths, B, T)
+    if lengths is not None:
+        lengths = _checks.lengths(lengths, B, T)
     backend = backend_for(x, "lstm") if T > 0 and B > 0 else None
     if backend is None:
         return lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
-    bias = _combined_bias(b_ih, b_hh)
-    if backend.lengths_on_device:
-        lengths = lengths.to(x.device)
-    need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, bias)
-    y, h_n, c_n, *_saved = backend.fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse, need_grad)
+    need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    y, h_n, c_n, *_saved = backend.fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad)
     return y, h_n, c_n
 
 
@@ -309,4 +317,4 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     backend = backend_for(x, "lstm_cell") if x.shape[0] > 0 else None
     if backend is None:
         return lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return backend.cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))
+    return backend.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
