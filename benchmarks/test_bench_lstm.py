@@ -1,0 +1,125 @@
+"""The fused LSTM against ``torch.nn.LSTM`` / ``nn.LSTMCell`` and the ``lstm_ref`` loop.
+
+Shapes (float32, CPU, one thread):
+
+* DailyDialog -- the CVAE/SLCVAE encoders: B=64, T=20, E=H=32, 2 layers.
+* Sentence-VAE -- B=32, T=40, E=300, H=256, 1 layer.
+* decoding step -- one ``lstm_cell`` of generation: B=640, E=H=256.
+
+Targets (speed-up over the baseline, reported in the table, not asserted):
+DailyDialog fwd+bwd vs nn.LSTM >= 3x, Sentence-VAE fwd+bwd vs nn.LSTM >= 1.2x,
+decoding step vs nn.LSTMCell >= 3x.
+"""
+
+import pytest
+import torch
+
+import fastvae
+from fastvae.ops import lstm_cell, lstm_ref
+
+SHAPES = {
+    "DailyDialog": dict(B=64, T=20, E=32, H=32, layers=2),
+    "Sentence-VAE": dict(B=32, T=40, E=300, H=256, layers=1),
+}
+CELL = dict(B=640, E=256, H=256)
+FWD, FWD_BWD = "LSTM fwd (no grad)", "LSTM fwd+bwd"
+TARGETS = {  # (case, shape, baseline) -> the speed-up we aim for
+    (FWD_BWD, "DailyDialog", "nn.LSTM"): 3.0,
+    (FWD_BWD, "Sentence-VAE", "nn.LSTM"): 1.2,
+}
+CELL_TARGET = 3.0
+
+
+class RefLSTM(torch.nn.Module):
+    """The stacked unidirectional LSTM of ``lstm`` run on ``fastvae.ops.lstm_ref``."""
+
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        m = self.lstm
+        zeros = x.new_zeros(x.shape[1], m.hidden_size)
+        h_n, c_n = [], []
+        for layer in range(m.num_layers):
+            weights = [getattr(m, f"{kind}_l{layer}") for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x, h, c = lstm_ref(x, zeros, zeros, *weights)
+            h_n.append(h)
+            c_n.append(c)
+        return x, (torch.stack(h_n), torch.stack(c_n))
+
+
+def make_models(spec, baseline):
+    """The fused ``fastvae.nn.LSTM`` and the baseline model, with the same weights."""
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(spec["E"], spec["H"], spec["layers"])
+    fast = fastvae.nn.LSTM(spec["E"], spec["H"], spec["layers"])
+    fast.load_state_dict(reference.state_dict())
+    if baseline == "lstm_ref":
+        return fast, RefLSTM(reference)
+    return fast, reference
+
+
+def forward_fn(model, x):
+    model.eval()
+
+    def fn():
+        with torch.no_grad():
+            y, (h_n, c_n) = model(x)
+        return y, h_n, c_n
+
+    return fn
+
+
+def forward_backward_fn(model, x, grad_y):
+    """One training step's LSTM work; returns the output and every gradient."""
+    model.train()
+    x = x.clone().requires_grad_()
+    params = list(model.parameters())
+
+    def fn():
+        x.grad = None
+        for p in params:
+            p.grad = None
+        y, _ = model(x)
+        y.backward(grad_y)
+        return (y.detach(), x.grad, *(p.grad for p in params))
+
+    return fn
+
+
+def shape_label(name, spec):
+    return f"{name} B{spec['B']} T{spec['T']} E{spec['E']} H{spec['H']} L{spec['layers']}"
+
+
+@pytest.mark.parametrize("baseline", ["nn.LSTM", "lstm_ref"])
+@pytest.mark.parametrize("case", [FWD, FWD_BWD], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lstm(ratio_bench, shape, case, baseline):
+    spec = SHAPES[shape]
+    fast_model, base_model = make_models(spec, baseline)
+    x = torch.randn(spec["T"], spec["B"], spec["E"])
+    if case == FWD:
+        fast, base = forward_fn(fast_model, x), forward_fn(base_model, x)
+    else:
+        grad_y = torch.randn(spec["T"], spec["B"], spec["H"])
+        fast, base = forward_backward_fn(fast_model, x, grad_y), forward_backward_fn(base_model, x, grad_y)
+    ratio_bench(case, shape_label(shape, spec), baseline, fast, base, TARGETS.get((case, shape, baseline)))
+
+
+def test_decoding_step(ratio_bench):
+    torch.manual_seed(0)
+    B, E, H = CELL["B"], CELL["E"], CELL["H"]
+    cell = torch.nn.LSTMCell(E, H)
+    x, h, c = torch.randn(B, E), torch.randn(B, H), torch.randn(B, H)
+    weights = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+
+    def fast():
+        with torch.no_grad():
+            return lstm_cell(x, h, c, *weights)
+
+    def base():
+        with torch.no_grad():
+            return cell(x, (h, c))
+
+    ratio_bench("decoding step (no grad)", f"B{B} E{E} H{H}", "nn.LSTMCell", fast, base, CELL_TARGET)
