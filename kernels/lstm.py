@@ -30,8 +30,8 @@ by a GEMM and is stored in the input dtype.
 import torch
 import triton
 import triton.language as tl
-from torch._subclasses.fake_tensor import is_fake
-from torch.library import wrap_triton
+
+from fastvae.kernels._launch import launch as _launch
 
 _DOT_PRECISION = "ieee"
 _MIN_DOT_BLOCK = 16
@@ -68,35 +68,6 @@ def _reduction_block(k: int) -> int:
 def _grid(batch: int, hidden: int) -> tuple:
     """Programs over (batch blocks, hidden blocks)."""
     return (triton.cdiv(batch, _batch_block(batch)), triton.cdiv(hidden, _hidden_block(hidden)))
-
-
-# --------------------------------------------------------------------------
-# Launching
-# --------------------------------------------------------------------------
-
-
-def _has_meta(values) -> bool:
-    return any(isinstance(v, torch.Tensor) and v.device.type == "meta" for v in values)
-
-
-def _has_fake(values) -> bool:
-    return any(isinstance(v, torch.Tensor) and is_fake(v) for v in values)
-
-
-def _launch(kernel, grid, *args, **kwargs) -> None:
-    """Launch ``kernel`` through ``wrap_triton``; skip it where it cannot run.
-
-    Meta tensors carry no data, so the launch is always skipped for them.
-    Fake tensors are skipped only when ``wrap_triton`` hands back the raw
-    kernel (e.g. under ``TRITON_INTERPRET=1``), which cannot run on them;
-    otherwise the traceable wrapper must see them so that ``torch.compile``
-    records the launch in its graph.
-    """
-    values = (*args, *kwargs.values())
-    launcher = wrap_triton(kernel)
-    if _has_meta(values) or (launcher is kernel and _has_fake(values)):
-        return
-    launcher[grid](*args, **kwargs)
 
 
 # --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fastvae import _ext
-from fastvae.ops import _checks
+from fastvae.ops import _checks, _dispatch
 
 Tensor = torch.Tensor
 
@@ -217,20 +217,12 @@ def _triton_backend() -> Optional[_Backend]:
     return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
 
 
-_CPU_DTYPES = (torch.float32, torch.float64)
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-
-
 def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
     """The fused backend for ``x``'s device and dtype, or None for the reference."""
-    if x.device.type == "cpu":
-        if x.dtype not in _CPU_DTYPES:
-            return None
-        backend = _cpu_backend()
-        if backend is None:
-            _ext.warn_fallback(f"fastvae.ops.{op_name}")
-        return backend
-    if x.device.type == "cuda" and x.dtype in _TRITON_DTYPES:
+    kind = _dispatch.fused_backend(x, op_name)
+    if kind == "cpu":
+        return _cpu_backend()
+    if kind == "triton":
         return _triton_backend()
     return None
 
