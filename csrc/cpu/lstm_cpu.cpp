@@ -349,14 +349,14 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
-             const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+             const at::Tensor& w_ih, const at::Tensor& w_hh,
              const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
              const c10::optional<at::Tensor>& lengths, bool reverse, bool need_grad) {
-  const Dims d = check_lstm_args(x_in, h0, c0, w_ih_in, w_hh_in);
-  const auto x = x_in.contiguous();
-  const auto w_ih = w_ih_in.contiguous();
-  const auto w_hh = w_hh_in.contiguous();
+  const Dims d = check_lstm_args(x, h0, c0, w_ih, w_hh);
+  const auto xc = x.contiguous();
+  const auto wi = w_ih.contiguous();
+  const auto wh = w_hh.contiguous();
   const auto bias = combined_bias(b_ih, b_hh, d.H, x.scalar_type());
   const auto len_t = lengths_or_full(lengths, d.B, d.T);
   const int64_t* len = len_t.data_ptr<int64_t>();
@@ -372,7 +372,7 @@ lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
   };
   auto cprev = make_saved(), tanh_c = make_saved(), hprev = make_saved();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_fwd", [&] {
-    lstm_fwd_impl<scalar_t>(d, x, w_ih, w_hh,
+    lstm_fwd_impl<scalar_t>(d, xc, wi, wh,
                             bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, len,
                             reverse, gates, y, h, c, cprev, tanh_c, hprev, need_grad);
   });
@@ -381,13 +381,13 @@ lstm_fwd_cpu(const at::Tensor& x_in, const at::Tensor& h0, const at::Tensor& c0,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tensor& grad_cn,
-             const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
+             const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
              const c10::optional<at::Tensor>& lengths, const at::Tensor& gates, const at::Tensor& cprev,
              const at::Tensor& tanh_c, const at::Tensor& hprev, bool reverse) {
-  FASTVAE_CHECK_DIM(x_in, 3);
-  FASTVAE_CHECK_DIM(w_hh_in, 2);
-  const Dims d{x_in.size(0), x_in.size(1), x_in.size(2), w_hh_in.size(1)};
-  FASTVAE_CHECK_SHAPE(w_ih_in, 4 * d.H, d.E);
+  FASTVAE_CHECK_DIM(x, 3);
+  FASTVAE_CHECK_DIM(w_hh, 2);
+  const Dims d{x.size(0), x.size(1), x.size(2), w_hh.size(1)};
+  FASTVAE_CHECK_SHAPE(w_ih, 4 * d.H, d.E);
   FASTVAE_CHECK_SHAPE(grad_y, d.T, d.B, d.H);
   FASTVAE_CHECK_SHAPE(grad_hn, d.B, d.H);
   FASTVAE_CHECK_SHAPE(grad_cn, d.B, d.H);
@@ -397,7 +397,7 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   FASTVAE_CHECK_SHAPE(hprev, d.T, d.B, d.H);
   const auto len_t = lengths_or_full(lengths, d.B, d.T);
   const int64_t* len = len_t.data_ptr<int64_t>();
-  const auto opts = x_in.options();
+  const auto opts = x.options();
   const bool full = all_full(len, d.B, d.T);
   auto dgates = full ? at::empty({d.T, d.B, 4 * d.H}, opts) : at::zeros({d.T, d.B, 4 * d.H}, opts);
   auto dh = grad_hn.contiguous().clone();
@@ -407,46 +407,49 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   auto dw_hh = at::empty({4 * d.H, d.H}, opts);
   auto db = at::empty({4 * d.H}, opts);
   const auto gy = grad_y.contiguous();
-  const auto x = x_in.contiguous();
-  const auto w_ih = w_ih_in.contiguous();
-  const auto w_hh = w_hh_in.contiguous();
+  const auto xc = x.contiguous();
+  const auto wi = w_ih.contiguous();
+  const auto wh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_bwd", [&] {
-    lstm_bwd_impl<scalar_t>(d, gy, x, w_ih, w_hh, len, reverse, gates.contiguous(),
+    lstm_bwd_impl<scalar_t>(d, gy, xc, wi, wh, len, reverse, gates.contiguous(),
                             cprev.contiguous(), tanh_c.contiguous(), hprev.contiguous(), dgates,
                             dh, dc, dx, dw_ih, dw_hh, db);
   });
   return {dx, dh, dc, dw_ih, dw_hh, db};
 }
 
-std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x_in, const at::Tensor& h_in,
-                                                 const at::Tensor& c_in,
-                                                 const at::Tensor& w_ih_in,
-                                                 const at::Tensor& w_hh_in,
+std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x, const at::Tensor& h,
+                                                 const at::Tensor& c, const at::Tensor& w_ih,
+                                                 const at::Tensor& w_hh,
                                                  const c10::optional<at::Tensor>& b_ih,
                                                  const c10::optional<at::Tensor>& b_hh) {
-  FASTVAE_CHECK_DIM(x_in, 2);
-  FASTVAE_CHECK_DIM(w_hh_in, 2);
-  FASTVAE_CHECK_FLOAT(x_in);
-  const int64_t B = x_in.size(0), E = x_in.size(1), H = w_hh_in.size(1);
-  FASTVAE_CHECK_SHAPE(w_ih_in, 4 * H, E);
-  FASTVAE_CHECK_SHAPE(w_hh_in, 4 * H, H);
-  FASTVAE_CHECK_SHAPE(h_in, B, H);
-  FASTVAE_CHECK_SHAPE(c_in, B, H);
-  const auto x = x_in.contiguous(), h = h_in.contiguous(), c = c_in.contiguous();
-  const auto w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  FASTVAE_CHECK_DIM(x, 2);
+  FASTVAE_CHECK_DIM(w_hh, 2);
+  FASTVAE_CHECK_FLOAT(x);
+  const int64_t B = x.size(0), E = x.size(1), H = w_hh.size(1);
+  FASTVAE_CHECK_SHAPE(w_ih, 4 * H, E);
+  FASTVAE_CHECK_SHAPE(w_hh, 4 * H, H);
+  FASTVAE_CHECK_SHAPE(h, B, H);
+  FASTVAE_CHECK_SHAPE(c, B, H);
+  for (const at::Tensor* t : {&h, &c, &w_ih, &w_hh}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "fastvae.lstm_cell: all tensors must have x's dtype ",
+                     x.scalar_type(), ", got ", t->scalar_type());
+  }
+  const auto xc = x.contiguous(), hc = h.contiguous(), cc = c.contiguous();
+  const auto wi = w_ih.contiguous(), wh = w_hh.contiguous();
   const auto bias = combined_bias(b_ih, b_hh, H, x.scalar_type());
   auto pre = at::empty({B, 4 * H}, x.options());
   auto h_out = at::empty({B, H}, x.options());
   auto c_out = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_cell", [&] {
     scalar_t* P = pre.data_ptr<scalar_t>();
-    gemm<scalar_t>(false, true, B, 4 * H, E, 1, x.data_ptr<scalar_t>(), E,
-                   w_ih.data_ptr<scalar_t>(), E, 0, P, 4 * H);
-    gemm<scalar_t>(false, true, B, 4 * H, H, 1, h.data_ptr<scalar_t>(), H,
-                   w_hh.data_ptr<scalar_t>(), H, 1, P, 4 * H);
+    gemm<scalar_t>(false, true, B, 4 * H, E, 1, xc.data_ptr<scalar_t>(), E,
+                   wi.data_ptr<scalar_t>(), E, 0, P, 4 * H);
+    gemm<scalar_t>(false, true, B, 4 * H, H, 1, hc.data_ptr<scalar_t>(), H,
+                   wh.data_ptr<scalar_t>(), H, 1, P, 4 * H);
     const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      cell_rows<scalar_t>(b0, b1, H, P, bp, c.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(),
+      cell_rows<scalar_t>(b0, b1, H, P, bp, cc.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(),
                           c_out.data_ptr<scalar_t>());
     });
   });

@@ -1,9 +1,13 @@
 """``fastvae.nn.LSTM``: a drop-in for ``torch.nn.LSTM`` on the fused op.
 
-It *is* an ``nn.LSTM`` (same constructor, parameter names, shapes and
-initialisation, so ``load_state_dict`` works both ways); only ``forward`` is
-replaced by calls to :func:`fastvae.ops.lstm`, one per layer and direction.
+Same constructor, parameter names, shapes and initialisation as
+``torch.nn.LSTM`` (so ``load_state_dict`` works both ways); ``forward`` calls
+:func:`fastvae.ops.lstm` once per layer and direction. It is a plain
+``nn.Module`` rather than an ``nn.LSTM`` subclass because ``torch.compile``
+refuses to trace ``nn.RNNBase`` modules (without a global Dynamo flag).
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -13,12 +17,15 @@ from fastvae import ops
 from fastvae.ops import _checks
 
 
-class LSTM(torch.nn.LSTM):
+class LSTM(torch.nn.Module):
     """Multi-layer, optionally bidirectional LSTM with fused kernels.
 
     Args (as ``torch.nn.LSTM``): ``input_size, hidden_size, num_layers=1,
-    bias=True, batch_first=False, dropout=0.0, bidirectional=False``
-    (``proj_size`` is not supported).
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False``, and
+    ``device``/``dtype`` for the parameters (``proj_size`` is not supported).
+    Parameters: ``weight_ih_l{k}[_reverse]`` ``[4H, E_k]``,
+    ``weight_hh_l{k}[_reverse]`` ``[4H, H]``, ``bias_ih_l{k}[_reverse]`` and
+    ``bias_hh_l{k}[_reverse]`` ``[4H]``, gates in the order i, f, g, o.
 
     ``forward(input, hx=None, lengths=None)``:
         input: ``[T, B, E]`` (``[B, T, E]`` if batch_first), ``[T, E]``
@@ -31,10 +38,72 @@ class LSTM(torch.nn.LSTM):
     Returns ``output, (h_n, c_n)`` like ``nn.LSTM``.
     """
 
-    def __init__(self, *args, **kwargs):
-        if kwargs.get("proj_size", 0) or (len(args) > 7 and args[7]):
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        bias=True,
+        batch_first=False,
+        dropout=0.0,
+        bidirectional=False,
+        proj_size=0,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if proj_size:
             raise ValueError("fastvae.nn.LSTM does not support proj_size > 0")
-        super().__init__(*args, **kwargs)
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = 0
+        factory = {"device": device, "dtype": dtype}
+        directions = 2 if bidirectional else 1
+        gates = 4 * hidden_size
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * directions
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                self.register_parameter(
+                    "weight_ih" + suffix, torch.nn.Parameter(torch.empty(gates, layer_input, **factory))
+                )
+                self.register_parameter(
+                    "weight_hh" + suffix, torch.nn.Parameter(torch.empty(gates, hidden_size, **factory))
+                )
+                if bias:
+                    self.register_parameter("bias_ih" + suffix, torch.nn.Parameter(torch.empty(gates, **factory)))
+                    self.register_parameter("bias_hh" + suffix, torch.nn.Parameter(torch.empty(gates, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """nn.LSTM's initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            torch.nn.init.uniform_(weight, -bound, bound)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        return text
 
     def forward(self, input, hx=None, lengths=None):  # noqa: A002  (nn.LSTM's name)
         if isinstance(input, PackedSequence):
@@ -53,6 +122,14 @@ class LSTM(torch.nn.LSTM):
         if unbatched:
             return output.squeeze(1), state
         return (output.transpose(0, 1) if self.batch_first else output), state
+
+    def _layer_parameters(self, layer, direction):
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (biases None without bias)."""
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+        weights = [getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix)]
+        if self.bias:
+            return (*weights, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix))
+        return (*weights, None, None)
 
     def _initial_state(self, hx, x, unbatched):
         D = 2 if self.bidirectional else 1
@@ -88,12 +165,7 @@ class LSTM(torch.nn.LSTM):
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(D):
-                suffix = "_reverse" if direction else ""
-                params = [getattr(self, f"{kind}_l{layer}{suffix}") for kind in ("weight_ih", "weight_hh")]
-                if self.bias:
-                    params += [getattr(self, f"{kind}_l{layer}{suffix}") for kind in ("bias_ih", "bias_hh")]
-                else:
-                    params += [None, None]
+                params = self._layer_parameters(layer, direction)
                 k = layer * D + direction
                 y, h, c = ops.lstm(layer_input, h0[k], c0[k], *params, lengths=lengths, reverse=bool(direction))
                 outputs.append(y)

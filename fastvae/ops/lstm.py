@@ -15,7 +15,6 @@ the Triton kernels of ``fastvae.kernels.lstm`` (registered as
 reference.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -137,6 +136,12 @@ def _fake_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return x.new_empty(h.shape), x.new_empty(h.shape)
 
 
+def _fake_gemm(a, b, trans_a, trans_b):
+    M = a.shape[1] if trans_a else a.shape[0]
+    N = b.shape[0] if trans_b else b.shape[1]
+    return a.new_empty(M, N)
+
+
 @dataclass(frozen=True)
 class _Backend:
     fwd: Callable
@@ -144,25 +149,21 @@ class _Backend:
     cell: Callable
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_backend() -> Optional[_Backend]:
-    if not _ext.HAS_EXTENSION:
-        return None
+def _register_cpu() -> _Backend:
+    """Fake kernels and autograd of the C++ ops (their schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
     torch.library.register_fake("fastvae::lstm_fwd")(_fake_fwd)
     torch.library.register_fake("fastvae::lstm_bwd")(_fake_bwd)
     torch.library.register_fake("fastvae::lstm_cell")(_fake_cell)
+    torch.library.register_fake("fastvae::_gemm")(_fake_gemm)
     torch.library.register_autograd(
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
     return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default)
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_backend() -> Optional[_Backend]:
-    """Triton ops (``fastvae::lstm_*_triton``), registered on first use."""
-    if not _ext.HAS_TRITON:
-        return None
+def _register_triton() -> _Backend:
+    """Triton ops ``fastvae::lstm_*_triton`` (torch.library.triton_op) with their autograd."""
     from torch.library import triton_op
 
     from fastvae.kernels import lstm as klstm
@@ -217,6 +218,28 @@ def _triton_backend() -> Optional[_Backend]:
     return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
 
 
+# Registered at import (not lazily inside a traced call: torch.compile cannot
+# trace torch.library registrations). The Triton ops cost a triton import, so
+# on a machine without CUDA they are registered on first use (tests).
+_CPU_BACKEND = _register_cpu() if _ext.HAS_EXTENSION else None
+_TRITON_BACKEND = None
+
+
+def _cpu_backend() -> Optional[_Backend]:
+    return _CPU_BACKEND
+
+
+def _triton_backend() -> Optional[_Backend]:
+    global _TRITON_BACKEND
+    if _TRITON_BACKEND is None and _ext.HAS_TRITON:
+        _TRITON_BACKEND = _register_triton()
+    return _TRITON_BACKEND
+
+
+if _ext.HAS_TRITON and torch.cuda.is_available():
+    _triton_backend()
+
+
 def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
     """The fused backend for ``x``'s device and dtype, or None for the reference."""
     kind = _dispatch.fused_backend(x, op_name)
@@ -230,20 +253,23 @@ def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
 # -------------------------------------------------------------- public ops
 
 
-def _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    _checks.tensor("x", x, ndim=3)
+def _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh, names=("x", "h0", "c0"), time_major=True):
+    """Shapes, dtypes and devices of an LSTM call; x is [T, B, E] (or [B, E] for a cell)."""
+    x_name, h_name, c_name = names
+    _checks.tensor(x_name, x, ndim=3 if time_major else 2)
     _checks.tensor("w_hh", w_hh, ndim=2)
-    T, B, E = x.shape
+    T, B, E = x.shape if time_major else (1, *x.shape)
     H = w_hh.shape[1]
     _checks.shape("w_hh", w_hh, (4 * H, H))
     _checks.shape("w_ih", _checks.tensor("w_ih", w_ih, ndim=2), (4 * H, E))
-    _checks.shape("h0", _checks.tensor("h0", h0, ndim=2), (B, H))
-    _checks.shape("c0", _checks.tensor("c0", c0, ndim=2), (B, H))
+    _checks.shape(h_name, _checks.tensor(h_name, h0, ndim=2), (B, H))
+    _checks.shape(c_name, _checks.tensor(c_name, c0, ndim=2), (B, H))
     for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None:
             _checks.shape(name, _checks.tensor(name, b, ndim=1), (4 * H,))
-    _checks.same_device("x", x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
-    _checks.same_dtype("x", x, h0=h0, c0=c0, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    others = {h_name: h0, c_name: c0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    _checks.same_device(x_name, x, **others)
+    _checks.same_dtype(x_name, x, **others)
     return T, B
 
 
@@ -297,15 +323,10 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
         ``(h', c')``, each ``[B, H]``. Differentiable (through :func:`lstm`
         with ``T = 1`` when gradients are needed).
     """
-    _checks.tensor("x", x, ndim=2)
-    _checks.tensor("h", h, ndim=2)
-    _checks.tensor("c", c, ndim=2)
-    if x.shape[0] != h.shape[0]:
-        raise ValueError(f"x and h must have the same batch size, got {x.shape[0]} and {h.shape[0]}")
+    _check_lstm_args(x, h, c, w_ih, w_hh, b_ih, b_hh, names=("x", "h", "c"), time_major=False)
     if _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh):
         _, h_new, c_new = lstm(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
         return h_new, c_new
-    _check_lstm_args(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
     backend = backend_for(x, "lstm_cell") if x.shape[0] > 0 else None
     if backend is None:
         return lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh)

@@ -1,0 +1,81 @@
+"""Import and fallback behaviour of the fastvae package."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import torch
+
+import fastvae
+
+
+def test_import_and_extension():
+    assert fastvae.HAS_EXTENSION is True
+    assert set(fastvae.__all__) >= {"ops", "LSTM", "HAS_EXTENSION"}
+    for name in ("lstm", "lstm_ref", "lstm_cell", "lstm_cell_ref"):
+        assert callable(getattr(fastvae.ops, name))
+
+
+def test_cpu_capability():
+    cap = torch.ops.fastvae.cpu_capability()
+    assert isinstance(cap, str) and cap.startswith("isa=")
+    assert re.fullmatch(r"isa=(generic|avx2|avx512) blas=(direct|aten)", cap), cap
+
+
+def test_no_fallback_warning_with_the_extension():
+    args = [torch.randn(3, 2, 4), torch.randn(2, 5), torch.randn(2, 5), torch.randn(20, 4), torch.randn(20, 5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastvae.ops.lstm(*args)
+        with torch.no_grad():
+            fastvae.ops.lstm_cell(args[0][0], *args[1:])
+
+
+FALLBACK = textwrap.dedent(
+    """
+    import sys, warnings
+    sys.modules["fastvae._C"] = None  # makes `from fastvae import _C` raise ImportError
+
+    import torch
+    import fastvae
+    from fastvae.ops import lstm, lstm_cell, lstm_cell_ref, lstm_ref
+
+    assert fastvae.HAS_EXTENSION is False
+    assert not hasattr(torch.ops.fastvae, "lstm_fwd")
+
+    torch.manual_seed(0)
+    args = [torch.randn(5, 3, 4), torch.randn(3, 6), torch.randn(3, 6), torch.randn(24, 4) * 0.4,
+            torch.randn(24, 6) * 0.4, torch.randn(24) * 0.4, torch.randn(24) * 0.4]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        first = lstm(*args, lengths=[5, 1, 3], reverse=True)
+        second = lstm(*args, lengths=[5, 1, 3], reverse=True)
+        with torch.no_grad():
+            cell = lstm_cell(args[0][0], *args[1:])
+        module = fastvae.nn.LSTM(4, 6)
+        out, _ = module(args[0])
+    expected = lstm_ref(*args, lengths=[5, 1, 3], reverse=True)
+    for got in (first, second):
+        for a, e in zip(got, expected):
+            torch.testing.assert_close(a, e, rtol=0, atol=0)
+    for a, e in zip(cell, lstm_cell_ref(args[0][0], *args[1:])):
+        torch.testing.assert_close(a, e, rtol=0, atol=0)
+    ref_module = torch.nn.LSTM(4, 6)
+    ref_module.load_state_dict(module.state_dict())
+    torch.testing.assert_close(out, ref_module(args[0])[0], rtol=1e-5, atol=1e-5)
+
+    runtime = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime) == 1, [str(w.message) for w in runtime]
+    assert "--no-build-isolation" in str(runtime[0].message), str(runtime[0].message)
+    """
+)
+
+
+def test_fallback_without_extension():
+    result = subprocess.run(
+        [sys.executable, "-c", FALLBACK], env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
