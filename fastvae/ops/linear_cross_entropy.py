@@ -75,13 +75,22 @@ def _make_backward(bwd_op):
         want = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
         fwd_grads, ctx.fwd_grads = ctx.fwd_grads, None
         if fwd_grads is not None and all(have or not w for have, w in zip(ctx.fwd_mask, want)):
-            grads = [g.mul_(grad_loss) if w else None for g, w in zip(fwd_grads, want)]
+            grads = [(_scale_owned(g, grad_loss) if w else None) for g, w in zip(fwd_grads, want)]
         else:
             computed = bwd_op(grad_loss, hidden, weight, bias, target, lse, ctx.ignore_index, ctx.reduction, list(want))
             grads = [g if w else None for g, w in zip(computed, want)]
         return (*grads, None, None, None, None)
 
     return backward
+
+
+def _scale_owned(grad, grad_loss):
+    """``grad * grad_loss``, in place on the eager tensor the forward handed over (no second
+    d_weight); out of place when traced (fake / functional tensors under torch.compile or
+    opcheck), where an in-place update of a forward output breaks the graph partitioner."""
+    if type(grad) is torch.Tensor and type(grad_loss) is torch.Tensor:
+        return grad.mul_(grad_loss)
+    return grad * grad_loss
 
 
 def _fake_fwd(hidden, weight, bias, target, ignore_index, reduction, grad_mask):
