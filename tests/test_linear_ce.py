@@ -1,7 +1,7 @@
 """fastvae.ops.linear_cross_entropy (C++ CPU kernel) against linear_cross_entropy_ref.
 
 The CPU kernel works in chunks of up to 256 rows and vocabulary blocks of
-1024 rows of weight (fewer rows per chunk above V = 16384), so the odd shapes
+512 rows of weight (fewer rows per chunk above V = 16384), so the odd shapes
 below straddle both: N = 300, V = 1100, V = 20000.
 """
 
@@ -87,7 +87,7 @@ def test_vocabulary_splits_chunks(reduction):
 @pytest.mark.parametrize(
     "N,H,V",
     [(1, 16, 50), (5, 3, 1), (257, 9, 1025), (513, 4, 7), (33, 1, 2048)],
-    ids=["N1", "V1", "N-and-V-past-a-chunk", "several-chunks", "H1-two-blocks"],
+    ids=["N1", "V1", "N-and-V-past-a-chunk", "several-chunks", "H1-four-blocks"],
 )
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_odd_shapes(N, H, V, reduction):
