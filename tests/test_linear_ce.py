@@ -100,6 +100,18 @@ def test_without_bias(reduction):
     assert fused[3] is None
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_counts(threads):
+    """The softmax loops split columns / vocabulary rows over threads, the GEMMs their rows."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for reduction in REDUCTIONS:
+            check_against_ref(*make_inputs(300, 24, 1100, ignore_every=7, seed=18), reduction=reduction)
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_realistic_shape_fp32():
     """Sentence-VAE scale (smaller N): long softmax rows, rounding in fp32."""
     check_against_ref(*make_inputs(160, 256, 10000, ignore_every=9, seed=3))
