@@ -69,7 +69,7 @@ def format_target(speedup, target):
 
 def table_lines(rows):
     """The rows (dicts from the benchmarks) as aligned text lines, header first."""
-    cells = [COLUMNS] + [
+    cells = [
         (
             r["case"],
             r["shape"],
@@ -81,8 +81,16 @@ def table_lines(rows):
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    numeric = {3, 4, 5}
+    return text_table(COLUMNS, cells, numeric={3, 4, 5})
+
+
+def text_table(header, rows, numeric=()):
+    """``rows`` (sequences of strings) under ``header`` as aligned text lines.
+
+    Columns whose index is in ``numeric`` are right-aligned (except the header).
+    """
+    cells = [tuple(header)] + [tuple(row) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
     for k, row in enumerate(cells):
         parts = [c.rjust(w) if i in numeric and k else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]

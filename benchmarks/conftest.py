@@ -6,6 +6,10 @@ medians) and prints the ratio table at the end of the session.
 runs once and the fused result is checked against the baseline, no timing.
 With ``FASTVAE_BENCH_SAVE=1`` the table is also written, with the machine it
 was measured on, to ``benchmarks/results/cpu_lstm.json``.
+
+Benchmarks that measure something other than time (peak memory, ...) add rows
+to their own tables with the ``extra_table`` fixture; those tables are printed
+after the ratio table and saved with it (key ``"tables"``).
 """
 
 import json
@@ -15,7 +19,7 @@ import shlex
 import pytest
 import torch
 
-from _ratios import interleaved_medians, machine_info, table_lines
+from _ratios import interleaved_medians, machine_info, table_lines, text_table
 
 RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_lstm.json")
 # fp32; atol scales with the output's largest entry: weight gradients are sums
@@ -25,11 +29,13 @@ PEDANTIC_ROUNDS = 5  # what pytest-benchmark itself times of the fused callable
 
 _rows_key = pytest.StashKey[list]()
 _checked_key = pytest.StashKey[int]()
+_tables_key = pytest.StashKey[dict]()
 
 
 def pytest_configure(config):
     config.stash[_rows_key] = []
     config.stash[_checked_key] = 0
+    config.stash[_tables_key] = {}
 
 
 def pytest_sessionstart(session):
@@ -87,6 +93,32 @@ def ratio_bench(request, benchmark):
     return run
 
 
+@pytest.fixture
+def timing_enabled(request, benchmark):
+    """False under ``--benchmark-disable`` (the smoke run): skip slow measurements then."""
+    return _timing_enabled(request.config, benchmark)
+
+
+@pytest.fixture
+def extra_table(request):
+    """``add(title, row)``: append ``row`` (a dict column -> str) to the session table ``title``.
+
+    The columns are the keys of the table's first row; the tables are printed
+    after the ratio table and saved with it.
+    """
+    tables = request.config.stash[_tables_key]
+
+    def add(title, row):
+        tables.setdefault(title, []).append({k: str(v) for k, v in row.items()})
+
+    return add
+
+
+def _extra_table_lines(rows):
+    columns = list(rows[0])
+    return text_table(columns, [[row.get(c, "") for c in columns] for row in rows])
+
+
 def _command(config):
     args = shlex.join(config.invocation_params.args)
     return f"FASTVAE_BENCH_SAVE=1 python -m pytest {args}".rstrip()
@@ -96,23 +128,32 @@ def _command(config):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     rows = config.stash.get(_rows_key, [])
     checked = config.stash.get(_checked_key, 0)
-    if not rows:
+    tables = config.stash.get(_tables_key, {})
+    if not rows and not tables:
         if checked:
             terminalreporter.write_line(
                 f"fastvae benchmarks: timing disabled; {checked} cases ran once, fused == baseline (allclose)"
             )
         return
     info = machine_info(_command(config))
-    terminalreporter.write_sep("=", "fastvae speed-ups (medians of interleaved runs)")
-    terminalreporter.write_line(
-        f"torch {info['torch']}, {info['torch_num_threads']} thread(s), {info['cpu_capability']}, "
-        f"{info['cpu']}; {info['rounds']} rounds per candidate"
-    )
-    for line in table_lines(rows):
-        terminalreporter.write_line(line)
+    if rows:
+        terminalreporter.write_sep("=", "fastvae speed-ups (medians of interleaved runs)")
+        terminalreporter.write_line(
+            f"torch {info['torch']}, {info['torch_num_threads']} thread(s), {info['cpu_capability']}, "
+            f"{info['cpu']}; {info['rounds']} rounds per candidate"
+        )
+        for line in table_lines(rows):
+            terminalreporter.write_line(line)
+    for title, table_rows in tables.items():
+        terminalreporter.write_sep("=", f"fastvae: {title}")
+        for line in _extra_table_lines(table_rows):
+            terminalreporter.write_line(line)
     if os.environ.get("FASTVAE_BENCH_SAVE") == "1":
         os.makedirs(os.path.dirname(RESULTS_PATH), exist_ok=True)
+        record = {"machine": info, "rows": rows}
+        if tables:
+            record["tables"] = tables
         with open(RESULTS_PATH, "w", encoding="utf-8") as f:
-            json.dump({"machine": info, "rows": rows}, f, indent=2)
+            json.dump(record, f, indent=2)
             f.write("\n")
         terminalreporter.write_line(f"saved to {RESULTS_PATH}")

@@ -1,5 +1,6 @@
 """fastvae.ops: the fused ops, each next to its plain-PyTorch ``*_ref`` twin."""
 
+from fastvae.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref
 
-__all__ = ["lstm", "lstm_ref", "lstm_cell", "lstm_cell_ref"]
+__all__ = ["lstm", "lstm_ref", "lstm_cell", "lstm_cell_ref", "linear_cross_entropy", "linear_cross_entropy_ref"]
