@@ -24,3 +24,36 @@ def fused_backend(x, op_name, cpu_dtypes=CPU_DTYPES, triton_dtypes=TRITON_DTYPES
     if x.device.type == "cuda" and x.dtype in triton_dtypes and _ext.HAS_TRITON:
         return "triton"
     return None
+
+
+class Backends:
+    """The fused implementations of one op family.
+
+    The C++ ops get their fake kernels and autograd registered at import
+    (``register_cpu``), never lazily inside a call that torch.compile traces:
+    Dynamo cannot trace torch.library registrations. The Triton ops
+    (``register_triton``) cost a triton import, so they are registered at
+    import only where CUDA is available, and otherwise on first use (tests
+    under the Triton interpreter).
+    """
+
+    def __init__(self, register_cpu, register_triton):
+        self.cpu = register_cpu() if _ext.HAS_EXTENSION else None
+        self._register_triton = register_triton
+        self._triton = None
+        if _ext.HAS_TRITON and torch.cuda.is_available():
+            self.triton()
+
+    def triton(self):
+        if self._triton is None and _ext.HAS_TRITON:
+            self._triton = self._register_triton()
+        return self._triton
+
+    def for_input(self, x, op_name):
+        """The backend object for ``x``, or None for the reference."""
+        kind = fused_backend(x, op_name)
+        if kind == "cpu":
+            return self.cpu
+        if kind == "triton":
+            return self.triton()
+        return None

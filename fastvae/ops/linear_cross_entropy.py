@@ -20,14 +20,12 @@ float32/float16/bfloat16); other dtypes/devices, or a missing build, run the
 reference. Not twice differentiable.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
-from fastvae import _ext
 from fastvae.ops import _checks, _dispatch
 
 Tensor = torch.Tensor
@@ -116,10 +114,8 @@ class _Backend:
     bwd: Callable
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_backend() -> Optional[_Backend]:
-    if not _ext.HAS_EXTENSION:
-        return None
+def _register_cpu() -> _Backend:
+    """Fake kernels and autograd of the C++ ops (schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
     torch.library.register_fake("fastvae::linear_ce_fwd")(_fake_fwd)
     torch.library.register_fake("fastvae::linear_ce_bwd")(_fake_bwd)
@@ -129,11 +125,8 @@ def _cpu_backend() -> Optional[_Backend]:
     return _Backend(ops.linear_ce_fwd.default, ops.linear_ce_bwd.default)
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_backend() -> Optional[_Backend]:
-    """Triton ops (``fastvae::linear_ce_{fwd,bwd}_triton``), registered on first use."""
-    if not _ext.HAS_TRITON:
-        return None
+def _register_triton() -> _Backend:
+    """Triton ops ``fastvae::linear_ce_{fwd,bwd}_triton`` (torch.library.triton_op) with their autograd."""
     from torch.library import triton_op
 
     from fastvae.kernels import linear_ce as klce
@@ -168,14 +161,20 @@ def _triton_backend() -> Optional[_Backend]:
     return _Backend(linear_ce_fwd_triton, linear_ce_bwd_triton)
 
 
+BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+
+
+def _cpu_backend() -> Optional[_Backend]:
+    return BACKENDS.cpu
+
+
+def _triton_backend() -> Optional[_Backend]:
+    return BACKENDS.triton()
+
+
 def backend_for(hidden: Tensor) -> Optional[_Backend]:
     """The fused backend for ``hidden``'s device and dtype, or None for the reference."""
-    kind = _dispatch.fused_backend(hidden, "linear_cross_entropy")
-    if kind == "cpu":
-        return _cpu_backend()
-    if kind == "triton":
-        return _triton_backend()
-    return None
+    return BACKENDS.for_input(hidden, "linear_cross_entropy")
 
 
 # -------------------------------------------------------------- public op

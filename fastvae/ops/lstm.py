@@ -21,7 +21,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from fastvae import _ext
 from fastvae.ops import _checks, _dispatch
 
 Tensor = torch.Tensor
@@ -218,36 +217,20 @@ def _register_triton() -> _Backend:
     return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
 
 
-# Registered at import (not lazily inside a traced call: torch.compile cannot
-# trace torch.library registrations). The Triton ops cost a triton import, so
-# on a machine without CUDA they are registered on first use (tests).
-_CPU_BACKEND = _register_cpu() if _ext.HAS_EXTENSION else None
-_TRITON_BACKEND = None
+BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
 
 
 def _cpu_backend() -> Optional[_Backend]:
-    return _CPU_BACKEND
+    return BACKENDS.cpu
 
 
 def _triton_backend() -> Optional[_Backend]:
-    global _TRITON_BACKEND
-    if _TRITON_BACKEND is None and _ext.HAS_TRITON:
-        _TRITON_BACKEND = _register_triton()
-    return _TRITON_BACKEND
-
-
-if _ext.HAS_TRITON and torch.cuda.is_available():
-    _triton_backend()
+    return BACKENDS.triton()
 
 
 def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
     """The fused backend for ``x``'s device and dtype, or None for the reference."""
-    kind = _dispatch.fused_backend(x, op_name)
-    if kind == "cpu":
-        return _cpu_backend()
-    if kind == "triton":
-        return _triton_backend()
-    return None
+    return BACKENDS.for_input(x, op_name)
 
 
 # -------------------------------------------------------------- public ops
