@@ -1,6 +1,21 @@
 """fastvae.ops: the fused ops, each next to its plain-PyTorch ``*_ref`` twin."""
 
+from fastvae.ops.kl import gaussian_kl, gaussian_kl_ref, kl_label_loss, kl_label_loss_ref
 from fastvae.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref
+from fastvae.ops.reparameterize import reparameterize, reparameterize_ref
 
-__all__ = ["lstm", "lstm_ref", "lstm_cell", "lstm_cell_ref", "linear_cross_entropy", "linear_cross_entropy_ref"]
+__all__ = [
+    "lstm",
+    "lstm_ref",
+    "lstm_cell",
+    "lstm_cell_ref",
+    "reparameterize",
+    "reparameterize_ref",
+    "gaussian_kl",
+    "gaussian_kl_ref",
+    "kl_label_loss",
+    "kl_label_loss_ref",
+    "linear_cross_entropy",
+    "linear_cross_entropy_ref",
+]

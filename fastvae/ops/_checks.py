@@ -67,3 +67,37 @@ def lengths(value, batch, steps):
             bad = lo if lo < 1 else hi
             raise ValueError(f"lengths must lie in 1..{steps} (the padded length), got a length of {bad}")
     return value
+
+
+def finite(**tensors):
+    """Every given tensor is free of NaN/inf (skipped while ``torch.compile`` traces).
+
+    This costs a reduction (and a device sync on GPUs) per tensor; the CPU
+    kernels of the latent ops detect non-finite input inside their own loops
+    instead, so their fast path does not call this.
+    """
+    if torch.compiler.is_compiling():
+        return
+    for name, t in tensors.items():
+        if t is not None and t.numel() > 0 and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def nonneg_number(name, value):
+    """``value`` is a real number >= 0 (a Python int/float); returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def number(name, value):
+    """``value`` is a finite real number (a Python int/float); returns it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

@@ -1,0 +1,741 @@
+// CPU kernels of the latent ops (schemas and shapes: csrc/latent_ops.cpp).
+//
+// Every [B, Z] tensor is made contiguous and walked row by row; rows are split
+// over threads with a grain of ~16k elements, so small batches stay on one
+// thread. Inner loops are `omp simd` with the vectorizable exp of vec_math.h
+// (float) or libm (double). The forward loops also fold a NaN/inf detector
+// into their reductions (x * 0 is NaN exactly when x is not finite), so
+// non-finite inputs are reported without a separate pass over the data.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "philox.h"
+#include "vec_math.h"
+
+namespace fastvae {
+namespace cpu {
+namespace {
+
+constexpr int64_t kGrainElems = 16384;
+
+int64_t row_grain(int64_t Z) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(Z, 1)); }
+
+FASTVAE_INLINE float exp_(float x) { return exp_approx(x); }
+FASTVAE_INLINE double exp_(double x) { return std::exp(x); }
+
+// keep ? v : 0 as a bit mask (a float select here stops GCC vectorizing the loop).
+FASTVAE_INLINE float keep_or_zero(bool keep, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  bits &= 0u - static_cast<uint32_t>(keep);
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+FASTVAE_INLINE double keep_or_zero(bool keep, double v) {
+  uint64_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  bits &= uint64_t(0) - static_cast<uint64_t>(keep);
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+}
+
+// Bits of the non-finite detector, one per checked argument.
+enum Arg : int { kMu = 1, kLogvar = 2, kEps = 4, kMuQ = 8, kLogvarQ = 16, kMuP = 32, kLogvarP = 64, kZ = 128, kZLabel = 256 };
+
+const char* arg_name(int bit) {
+  switch (bit) {
+    case kMu: return "mu";
+    case kLogvar: return "logvar";
+    case kEps: return "eps";
+    case kMuQ: return "mu_q";
+    case kLogvarQ: return "logvar_q";
+    case kMuP: return "mu_p";
+    case kLogvarP: return "logvar_p";
+    case kZ: return "z";
+    default: return "z_label";
+  }
+}
+
+void raise_nonfinite(int flags) {
+  if (flags == 0) return;
+  const int bit = flags & -flags;  // the first argument in schema order
+  TORCH_CHECK_VALUE(false, "fastvae: argument '", arg_name(bit),
+                    "' contains NaN or infinite values");
+}
+
+template <typename scalar_t>
+FASTVAE_INLINE void flag_if_nan(std::atomic<int>* flags, scalar_t probe, int bit) {
+  if (std::isnan(probe)) flags->fetch_or(bit, std::memory_order_relaxed);
+}
+
+// ------------------------------------------------------ reparameterize --
+
+// Sampled eps is generated per block of kCounters Philox counters (4 normals
+// each) into a stack buffer by one vectorized loop; the element loop then
+// reads it. Element i uses normal i % 4 of counter i / 4 (philox.h).
+constexpr int64_t kCounters = 64;
+
+FASTVAE_INLINE void normals_block(philox::Key key, int64_t c0, int64_t nc, float* __restrict buf) {
+  const uint32_t k0 = key.k0, k1 = key.k1;
+#pragma omp simd
+  for (int64_t t = 0; t < nc; ++t) {
+    float n0, n1, n2, n3;
+    philox::normal4(k0, k1, static_cast<uint64_t>(c0 + t), n0, n1, n2, n3);
+    buf[4 * t] = n0;
+    buf[4 * t + 1] = n1;
+    buf[4 * t + 2] = n2;
+    buf[4 * t + 3] = n3;
+  }
+}
+
+// Calls fn(lo, hi, e) for consecutive pieces [lo, hi) of [i0, i1), where
+// e[i - lo] is the sampled eps of element i.
+template <typename Fn>
+FASTVAE_INLINE void for_sampled(philox::Key key, int64_t i0, int64_t i1, const Fn& fn) {
+  alignas(64) float buf[4 * kCounters];
+  const int64_t c_end = (i1 + 3) / 4;
+  for (int64_t c = i0 / 4; c < c_end; c += kCounters) {
+    const int64_t nc = std::min(kCounters, c_end - c);
+    normals_block(key, c, nc, buf);
+    const int64_t lo = std::max(i0, 4 * c), hi = std::min(i1, 4 * (c + nc));
+    fn(lo, hi, buf + (lo - 4 * c));
+  }
+}
+
+template <typename scalar_t>
+FASTVAE_INLINE void reparam_fwd_body(int64_t i0, int64_t i1, const scalar_t* __restrict mu,
+                                     const scalar_t* __restrict logvar,
+                                     const scalar_t* __restrict eps, philox::Key key,
+                                     scalar_t* __restrict z, std::atomic<int>* flags) {
+  scalar_t pm = 0, pl = 0, pe = 0;
+  const scalar_t half = scalar_t(0.5);
+  if (eps != nullptr) {
+#pragma omp simd reduction(+ : pm, pl, pe)
+    for (int64_t i = i0; i < i1; ++i) {
+      pm += mu[i] * scalar_t(0);
+      pl += logvar[i] * scalar_t(0);
+      pe += eps[i] * scalar_t(0);
+      z[i] = mu[i] + eps[i] * exp_(half * logvar[i]);
+    }
+  } else {
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* __restrict e) {
+#pragma omp simd reduction(+ : pm, pl)
+      for (int64_t i = lo; i < hi; ++i) {
+        pm += mu[i] * scalar_t(0);
+        pl += logvar[i] * scalar_t(0);
+        z[i] = mu[i] + static_cast<scalar_t>(e[i - lo]) * exp_(half * logvar[i]);
+      }
+    });
+  }
+  flag_if_nan(flags, pm, kMu);
+  flag_if_nan(flags, pl, kLogvar);
+  flag_if_nan(flags, pe, kEps);
+}
+
+FASTVAE_ISA_VARIANTS(reparam_fwd, reparam_fwd_body,
+                     (int64_t i0, int64_t i1, const scalar_t* mu, const scalar_t* logvar,
+                      const scalar_t* eps, philox::Key key, scalar_t* z, std::atomic<int>* flags),
+                     (i0, i1, mu, logvar, eps, key, z, flags))
+
+template <typename scalar_t>
+FASTVAE_INLINE void reparam_bwd_body(int64_t i0, int64_t i1, const scalar_t* __restrict gz,
+                                     int64_t gz_stride, const scalar_t* __restrict logvar,
+                                     const scalar_t* __restrict eps, philox::Key key,
+                                     scalar_t* __restrict glv) {
+  const scalar_t half = scalar_t(0.5);
+  if (eps != nullptr) {
+#pragma omp simd
+    for (int64_t i = i0; i < i1; ++i) glv[i] = half * gz[i * gz_stride] * eps[i] * exp_(half * logvar[i]);
+  } else {
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* __restrict e) {
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {
+        glv[i] = half * gz[i * gz_stride] * static_cast<scalar_t>(e[i - lo]) * exp_(half * logvar[i]);
+      }
+    });
+  }
+}
+
+FASTVAE_ISA_VARIANTS(reparam_bwd, reparam_bwd_body,
+                     (int64_t i0, int64_t i1, const scalar_t* gz, int64_t gz_stride, const scalar_t* logvar,
+                      const scalar_t* eps, philox::Key key, scalar_t* glv),
+                     (i0, i1, gz, gz_stride, logvar, eps, key, glv))
+
+// ------------------------------------------------------------------ KL --
+
+// The [B, Z] operands of one KL / KL+label call (mu_p, logvar_p, z, z_label
+// may be null), all contiguous.
+template <typename scalar_t>
+struct KlArgs {
+  const scalar_t *mu_q, *logvar_q, *mu_p, *logvar_p, *z, *z_label;
+  int64_t Z;
+};
+
+// The per-row output gradients of a backward call, each [B] with any stride
+// (e.g. 0 when expanded from a mean) and possibly absent (zero):
+// kl[b] receives kl_weight * total + kl, label[b] label_weight * total + label.
+template <typename scalar_t>
+struct RowGrads {
+  const scalar_t *total, *kl, *label;
+  int64_t s_total, s_kl, s_label;
+  scalar_t kl_weight, label_weight;
+
+  FASTVAE_INLINE scalar_t of_kl(int64_t b) const {
+    scalar_t g = kl != nullptr ? kl[b * s_kl] : scalar_t(0);
+    return total != nullptr ? g + kl_weight * total[b * s_total] : g;
+  }
+  FASTVAE_INLINE scalar_t of_label(int64_t b) const {
+    scalar_t g = label != nullptr ? label[b * s_label] : scalar_t(0);
+    return total != nullptr ? g + label_weight * total[b * s_total] : g;
+  }
+};
+
+// One dimension's KL(q || p); without a prior mp = lp = 0 fold away.
+//   0.5 * ((lp - lq) + e^(lq - lp) + (mq - mp)^2 e^-lp - 1)
+// Exactly 0 when q == p (every term is exact there).
+template <typename scalar_t, bool kPrior>
+FASTVAE_INLINE scalar_t kl_term(scalar_t mq, scalar_t lq, scalar_t mp, scalar_t lp) {
+  if (kPrior) {
+    const scalar_t d = mq - mp;
+    return scalar_t(0.5) * ((lp - lq) + exp_(lq - lp) + d * d * exp_(-lp) - scalar_t(1));
+  }
+  return scalar_t(0.5) * ((-lq) + exp_(lq) + mq * mq - scalar_t(1));
+}
+
+// Rows are processed in tiles of ~kTileElems elements: the element-wise math
+// runs as one flat loop over a tile, so it vectorizes however small Z is
+// (Z = 8 would leave a per-row loop in its scalar remainder), and the row
+// sums then read the tile buffer.
+constexpr int64_t kTileElems = 1024;
+
+int64_t tile_rows(int64_t Z) { return std::max<int64_t>(1, kTileElems / std::max<int64_t>(Z, 1)); }
+
+// t[i - e0] = KL term of flat element i, for i in [e0, e1).
+template <typename scalar_t, bool kPrior>
+FASTVAE_INLINE void kl_terms_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t e1,
+                                  scalar_t* __restrict t, std::atomic<int>* flags) {
+  const scalar_t* __restrict mq = a.mu_q;
+  const scalar_t* __restrict lq = a.logvar_q;
+  const scalar_t* __restrict mp = a.mu_p;
+  const scalar_t* __restrict lp = a.logvar_p;
+  scalar_t p_mq = 0, p_lq = 0, p_mp = 0, p_lp = 0;
+#pragma omp simd reduction(+ : p_mq, p_lq, p_mp, p_lp)
+  for (int64_t i = e0; i < e1; ++i) {
+    p_mq += mq[i] * scalar_t(0);
+    p_lq += lq[i] * scalar_t(0);
+    if (kPrior) {
+      p_mp += mp[i] * scalar_t(0);
+      p_lp += lp[i] * scalar_t(0);
+    }
+    t[i - e0] = kl_term<scalar_t, kPrior>(mq[i], lq[i], kPrior ? mp[i] : scalar_t(0),
+                                          kPrior ? lp[i] : scalar_t(0));
+  }
+  flag_if_nan(flags, p_mq, kMuQ);
+  flag_if_nan(flags, p_lq, kLogvarQ);
+  flag_if_nan(flags, p_mp, kMuP);
+  flag_if_nan(flags, p_lp, kLogvarP);
+}
+
+// t[i - e0] = (z[i] - z_label[i])^2.
+template <typename scalar_t>
+FASTVAE_INLINE void sq_diff_flat(const scalar_t* __restrict z, const scalar_t* __restrict zl, int64_t e0,
+                                 int64_t e1, scalar_t* __restrict t, std::atomic<int>* flags) {
+  scalar_t p_z = 0, p_zl = 0;
+#pragma omp simd reduction(+ : p_z, p_zl)
+  for (int64_t i = e0; i < e1; ++i) {
+    p_z += z[i] * scalar_t(0);
+    p_zl += zl[i] * scalar_t(0);
+    const scalar_t d = z[i] - zl[i];
+    t[i - e0] = d * d;
+  }
+  flag_if_nan(flags, p_z, kZ);
+  flag_if_nan(flags, p_zl, kZLabel);
+}
+
+// out[r] = sum_j t[r, j] for a [rows, Z] tile.
+template <typename scalar_t>
+FASTVAE_INLINE void row_sums(const scalar_t* t, int64_t rows, int64_t Z, scalar_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* __restrict tr = t + r * Z;
+    scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < Z; ++j) acc += tr[j];
+    out[r] = acc;
+  }
+}
+
+// Rows [b0, b1): kl[b] (and, with z, label[b]) summed over Z; with `terms`
+// ([B, Z], free bits) the KL terms are written there instead of summed.
+template <typename scalar_t, bool kPrior>
+FASTVAE_INLINE void kl_fwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
+                                scalar_t* label, scalar_t* terms, std::atomic<int>* flags) {
+  const int64_t Z = a.Z, R = tile_rows(Z);
+  std::vector<scalar_t> buf(std::min(R, b1 - b0) * Z);
+  for (int64_t r0 = b0; r0 < b1; r0 += R) {
+    const int64_t r1 = std::min(b1, r0 + R), e0 = r0 * Z, e1 = r1 * Z;
+    if (terms != nullptr) {
+      kl_terms_flat<scalar_t, kPrior>(a, e0, e1, terms + e0, flags);
+    } else {
+      kl_terms_flat<scalar_t, kPrior>(a, e0, e1, buf.data(), flags);
+      row_sums<scalar_t>(buf.data(), r1 - r0, Z, kl + r0);
+    }
+    if (label != nullptr) {
+      sq_diff_flat<scalar_t>(a.z, a.z_label, e0, e1, buf.data(), flags);
+      row_sums<scalar_t>(buf.data(), r1 - r0, Z, label + r0);
+    }
+  }
+}
+
+template <typename scalar_t>
+FASTVAE_INLINE void kl_rows_body(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
+                                 scalar_t* label, scalar_t* terms, std::atomic<int>* flags) {
+  if (a.mu_p != nullptr) {
+    kl_fwd_impl<scalar_t, true>(a, b0, b1, kl, label, terms, flags);
+  } else {
+    kl_fwd_impl<scalar_t, false>(a, b0, b1, kl, label, terms, flags);
+  }
+}
+
+FASTVAE_ISA_VARIANTS(kl_rows, kl_rows_body,
+                     (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
+                      scalar_t* label, scalar_t* terms, std::atomic<int>* flags),
+                     (a, b0, b1, kl, label, terms, flags))
+
+// Free bits: kl[b] = sum_j (active[j] ? terms[b,j] : free_bits).
+template <typename scalar_t>
+FASTVAE_INLINE void clamped_rows_body(int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms,
+                                      const bool* active, scalar_t free_bits, scalar_t* kl) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const scalar_t* __restrict t = terms + b * Z;
+    scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t j = 0; j < Z; ++j) acc += keep_or_zero(active[j], t[j]) + keep_or_zero(!active[j], free_bits);
+    kl[b] = acc;
+  }
+}
+
+FASTVAE_ISA_VARIANTS(clamped_rows, clamped_rows_body,
+                     (int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms, const bool* active,
+                      scalar_t free_bits, scalar_t* kl),
+                     (b0, b1, Z, terms, active, free_bits, kl))
+
+// KL gradients of flat elements [e0, e1); g[i - e0] is the gradient reaching
+// element i's KL term (its row's, or 0 on a clamped dimension).
+template <typename scalar_t, bool kPrior>
+FASTVAE_INLINE void kl_grads_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t e1,
+                                  const scalar_t* __restrict g, scalar_t* __restrict dmq,
+                                  scalar_t* __restrict dlq, scalar_t* __restrict dmp,
+                                  scalar_t* __restrict dlp) {
+  const scalar_t* __restrict mq = a.mu_q;
+  const scalar_t* __restrict lq = a.logvar_q;
+  const scalar_t* __restrict mp = a.mu_p;
+  const scalar_t* __restrict lp = a.logvar_p;
+  const scalar_t half = scalar_t(0.5), one = scalar_t(1);
+#pragma omp simd
+  for (int64_t i = e0; i < e1; ++i) {
+    const scalar_t gi = g[i - e0];
+    if (kPrior) {
+      const scalar_t d = mq[i] - mp[i];
+      const scalar_t inv_var_p = exp_(-lp[i]);
+      const scalar_t ratio = exp_(lq[i] - lp[i]);
+      const scalar_t gm = gi * d * inv_var_p;
+      dmq[i] = gm;
+      dmp[i] = -gm;
+      dlq[i] = half * gi * (ratio - one);
+      dlp[i] = half * gi * (one - ratio - d * d * inv_var_p);
+    } else {
+      dmq[i] = gi * mq[i];
+      dlq[i] = half * gi * (exp_(lq[i]) - one);
+    }
+  }
+}
+
+// dz[i] = g2[i - e0] * (z[i] - z_label[i]), g2 = 2 * the row's label gradient.
+template <typename scalar_t>
+FASTVAE_INLINE void label_grads_flat(const scalar_t* __restrict z, const scalar_t* __restrict zl,
+                                     int64_t e0, int64_t e1, const scalar_t* __restrict g2,
+                                     scalar_t* __restrict dz) {
+#pragma omp simd
+  for (int64_t i = e0; i < e1; ++i) dz[i] = g2[i - e0] * (z[i] - zl[i]);
+}
+
+// Rows [b0, b1) of the gradients; active: kept dimensions (null: all).
+template <typename scalar_t, bool kPrior>
+FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
+                                const bool* active, scalar_t* d_mq, scalar_t* d_lq,
+                                scalar_t* d_mp, scalar_t* d_lp, scalar_t* d_z) {
+  const int64_t Z = a.Z, R = tile_rows(Z);
+  std::vector<scalar_t> buf(std::min(R, b1 - b0) * Z);
+  scalar_t* __restrict g = buf.data();
+  for (int64_t r0 = b0; r0 < b1; r0 += R) {
+    const int64_t r1 = std::min(b1, r0 + R), e0 = r0 * Z, e1 = r1 * Z;
+    for (int64_t r = r0; r < r1; ++r) {
+      scalar_t* __restrict gr = g + (r - r0) * Z;
+      const scalar_t v = rg.of_kl(r);
+      if (active != nullptr) {
+#pragma omp simd
+        for (int64_t j = 0; j < Z; ++j) gr[j] = keep_or_zero(active[j], v);
+      } else {
+#pragma omp simd
+        for (int64_t j = 0; j < Z; ++j) gr[j] = v;
+      }
+    }
+    kl_grads_flat<scalar_t, kPrior>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
+    if (d_z != nullptr) {
+      for (int64_t r = r0; r < r1; ++r) {
+        scalar_t* __restrict gr = g + (r - r0) * Z;
+        const scalar_t v = scalar_t(2) * rg.of_label(r);
+#pragma omp simd
+        for (int64_t j = 0; j < Z; ++j) gr[j] = v;
+      }
+      label_grads_flat<scalar_t>(a.z, a.z_label, e0, e1, g, d_z);
+    }
+  }
+}
+
+template <typename scalar_t>
+FASTVAE_INLINE void kl_bwd_body(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
+                                const bool* active, scalar_t* d_mq, scalar_t* d_lq,
+                                scalar_t* d_mp, scalar_t* d_lp, scalar_t* d_z) {
+  if (a.mu_p != nullptr) {
+    kl_bwd_impl<scalar_t, true>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
+  } else {
+    kl_bwd_impl<scalar_t, false>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
+  }
+}
+
+FASTVAE_ISA_VARIANTS(kl_bwd_rows, kl_bwd_body,
+                     (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
+                      const bool* active, scalar_t* d_mq, scalar_t* d_lq, scalar_t* d_mp, scalar_t* d_lp,
+                      scalar_t* d_z),
+                     (a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z))
+
+// Free bits: active[j] = (batch mean of terms[:, j]) >= free_bits.
+template <typename scalar_t>
+void mark_active(const scalar_t* terms, int64_t B, int64_t Z, scalar_t free_bits, bool* active) {
+  std::vector<scalar_t> colsum(Z, scalar_t(0));
+  scalar_t* __restrict cs = colsum.data();
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* __restrict t = terms + b * Z;
+#pragma omp simd
+    for (int64_t j = 0; j < Z; ++j) cs[j] += t[j];
+  }
+  for (int64_t j = 0; j < Z; ++j) active[j] = !(cs[j] / static_cast<scalar_t>(B) < free_bits);
+}
+
+// out = a * x + b * y over n entries.
+template <typename scalar_t>
+void axpby(int64_t n, scalar_t a, const scalar_t* __restrict x, scalar_t b, const scalar_t* __restrict y,
+           scalar_t* __restrict out) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = a * x[i] + b * y[i];
+}
+
+// ------------------------------------------------------------ checks --
+
+void check_latent(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "fastvae: argument '", name,
+                   "' must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 2, "fastvae: argument '", name, "' must be 2-D [B, Z], got shape ",
+                    t.sizes());
+}
+
+// `t` matches `ref` (shape [B, Z], dtype); named after `name`.
+void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "fastvae: argument '", name,
+                   "' must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), "fastvae: argument '", name, "' must have the shape of '",
+                    ref_name, "' ", ref.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), "fastvae: argument '", name, "' has dtype ",
+                   t.scalar_type(), " but '", ref_name, "' has ", ref.scalar_type(), "; use one dtype");
+}
+
+void check_rows(const at::Tensor& t, const char* name, int64_t B, c10::ScalarType dtype) {
+  TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == B, "fastvae: argument '", name, "' must have shape [", B,
+                    "], got ", t.sizes());
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, "fastvae: argument '", name, "' must have dtype ", dtype,
+                   ", got ", t.scalar_type());
+}
+
+// Both prior tensors or neither; checked against mu_q.
+bool check_prior(const c10::optional<at::Tensor>& mu_p, const c10::optional<at::Tensor>& logvar_p,
+                 const at::Tensor& mu_q) {
+  TORCH_CHECK_VALUE(mu_p.has_value() == logvar_p.has_value(),
+                    "fastvae: give both 'mu_p' and 'logvar_p', or neither (standard normal prior)");
+  if (!mu_p.has_value()) return false;
+  check_like(*mu_p, "mu_p", mu_q, "mu_q");
+  check_like(*logvar_p, "logvar_p", mu_q, "mu_q");
+  return true;
+}
+
+void check_free_bits(double free_bits) {
+  TORCH_CHECK_VALUE(free_bits >= 0.0 && std::isfinite(free_bits),
+                    "fastvae: argument 'free_bits' must be a finite number >= 0, got ", free_bits);
+}
+
+void check_active(const at::Tensor& active, int64_t Z) {
+  TORCH_CHECK_TYPE(active.scalar_type() == at::kBool, "fastvae: argument 'active' must be bool, got ",
+                   active.scalar_type());
+  TORCH_CHECK_VALUE(active.dim() == 1 && (active.size(0) == Z || active.size(0) == 0),
+                    "fastvae: argument 'active' must have shape [", Z, "] or [0], got ", active.sizes());
+}
+
+philox::Key seed_key(const c10::optional<at::Tensor>& eps, const c10::optional<at::Tensor>& seed) {
+  TORCH_CHECK_VALUE(eps.has_value() != seed.has_value(),
+                    "fastvae.reparameterize: give exactly one of 'eps' and 'seed'");
+  if (!seed.has_value()) return philox::Key(0);
+  TORCH_CHECK_TYPE(seed->scalar_type() == at::kLong, "fastvae: argument 'seed' must be int64, got ",
+                   seed->scalar_type());
+  TORCH_CHECK_VALUE(seed->numel() == 1 && seed->device().is_cpu(),
+                    "fastvae: argument 'seed' must be a one-element CPU tensor, got shape ", seed->sizes(),
+                    " on ", seed->device());
+  return philox::Key(*seed->const_data_ptr<int64_t>());
+}
+
+at::Tensor opt_contiguous(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+template <typename scalar_t>
+KlArgs<scalar_t> kl_args(const at::Tensor& mq, const at::Tensor& lq, const at::Tensor& mp,
+                         const at::Tensor& lp, const at::Tensor& z, const at::Tensor& zl) {
+  return {mq.const_data_ptr<scalar_t>(), lq.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(mp),
+          ptr_or_null<scalar_t>(lp),     ptr_or_null<scalar_t>(z),      ptr_or_null<scalar_t>(zl),
+          mq.size(1)};
+}
+
+// kl [B] (and label [B] when z is defined), free bits applied; returns active
+// [Z] (or [0] without free bits).
+at::Tensor kl_forward(const at::Tensor& mq, const at::Tensor& lq, const at::Tensor& mp, const at::Tensor& lp,
+                      const at::Tensor& z, const at::Tensor& zl, double free_bits, at::Tensor& kl,
+                      at::Tensor& label) {
+  const int64_t B = mq.size(0), Z = mq.size(1);
+  const bool clamp = free_bits > 0.0;
+  at::Tensor active = at::empty({clamp ? Z : 0}, mq.options().dtype(at::kBool));
+  std::atomic<int> flags{0};
+  AT_DISPATCH_FLOATING_TYPES(mq.scalar_type(), "fastvae_kl_fwd", [&] {
+    const auto a = kl_args<scalar_t>(mq, lq, mp, lp, z, zl);
+    scalar_t* klp = kl.data_ptr<scalar_t>();
+    scalar_t* labp = label.defined() ? label.data_ptr<scalar_t>() : nullptr;
+    const int64_t grain = row_grain(Z);
+    if (!clamp) {
+      at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+        kl_rows<scalar_t>(a, b0, b1, klp, labp, nullptr, &flags);
+      });
+      return;
+    }
+    at::Tensor terms = at::empty({B, Z}, mq.options());
+    scalar_t* tp = terms.data_ptr<scalar_t>();
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      kl_rows<scalar_t>(a, b0, b1, klp, labp, tp, &flags);
+    });
+    if (flags.load() != 0) return;
+    bool* act = active.data_ptr<bool>();
+    const scalar_t fb = static_cast<scalar_t>(free_bits);
+    mark_active<scalar_t>(tp, B, Z, fb, act);
+    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+      clamped_rows<scalar_t>(b0, b1, Z, tp, act, fb, klp);
+    });
+  });
+  raise_nonfinite(flags.load());
+  return active;
+}
+
+// A [B] gradient as (pointer, stride), or (null, 0) when absent.
+template <typename scalar_t>
+std::pair<const scalar_t*, int64_t> row_grad(const at::Tensor& g) {
+  if (!g.defined()) return {nullptr, 0};
+  return {g.const_data_ptr<scalar_t>(), g.stride(0)};
+}
+
+// d mu_q, d logvar_q, d mu_p, d logvar_p (and d z when z is defined) from the
+// per-row gradients grad_total / grad_kl / grad_label (each may be undefined).
+std::vector<at::Tensor> kl_backward(const at::Tensor& grad_total, const at::Tensor& grad_kl,
+                                    const at::Tensor& grad_label, double kl_weight, double label_weight,
+                                    const at::Tensor& mq, const at::Tensor& lq, const at::Tensor& mp,
+                                    const at::Tensor& lp, const at::Tensor& z, const at::Tensor& zl,
+                                    const at::Tensor& active) {
+  const int64_t B = mq.size(0), Z = mq.size(1);
+  const bool prior = mp.defined();
+  auto d_mq = at::empty_like(mq), d_lq = at::empty_like(lq);
+  auto d_mp = prior ? at::empty_like(mq) : at::empty({0}, mq.options());
+  auto d_lp = prior ? at::empty_like(mq) : at::empty({0}, mq.options());
+  auto d_z = z.defined() ? at::empty_like(z) : at::Tensor();
+  const bool* act = active.numel() > 0 ? active.const_data_ptr<bool>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES(mq.scalar_type(), "fastvae_kl_bwd", [&] {
+    const auto a = kl_args<scalar_t>(mq, lq, mp, lp, z, zl);
+    const auto [t, st] = row_grad<scalar_t>(grad_total);
+    const auto [k, sk] = row_grad<scalar_t>(grad_kl);
+    const auto [l, sl] = row_grad<scalar_t>(grad_label);
+    const RowGrads<scalar_t> rg{t, k, l, st, sk, sl, static_cast<scalar_t>(kl_weight),
+                                static_cast<scalar_t>(label_weight)};
+    scalar_t* dmp = prior ? d_mp.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dlp = prior ? d_lp.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dz = d_z.defined() ? d_z.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, B, row_grain(Z), [&](int64_t b0, int64_t b1) {
+      kl_bwd_rows<scalar_t>(a, b0, b1, rg, act, d_mq.data_ptr<scalar_t>(), d_lq.data_ptr<scalar_t>(), dmp, dlp,
+                            dz);
+    });
+  });
+  std::vector<at::Tensor> out{d_mq, d_lq, d_mp, d_lp};
+  if (z.defined()) out.push_back(d_z);
+  return out;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ entries --
+
+at::Tensor reparameterize_cpu(const at::Tensor& mu_in, const at::Tensor& logvar_in,
+                              const c10::optional<at::Tensor>& eps_in,
+                              const c10::optional<at::Tensor>& seed) {
+  check_latent(mu_in, "mu");
+  check_like(logvar_in, "logvar", mu_in, "mu");
+  if (eps_in.has_value()) check_like(*eps_in, "eps", mu_in, "mu");
+  const philox::Key key = seed_key(eps_in, seed);
+  const auto mu = mu_in.contiguous(), logvar = logvar_in.contiguous();
+  const auto eps = opt_contiguous(eps_in);
+  auto z = at::empty_like(mu);
+  std::atomic<int> flags{0};
+  const int64_t n = mu.numel();
+  AT_DISPATCH_FLOATING_TYPES(mu.scalar_type(), "fastvae_reparameterize", [&] {
+    const scalar_t* mp = mu.const_data_ptr<scalar_t>();
+    const scalar_t* lp = logvar.const_data_ptr<scalar_t>();
+    const scalar_t* ep = ptr_or_null<scalar_t>(eps);
+    scalar_t* zp = z.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrainElems, [&](int64_t i0, int64_t i1) {
+      reparam_fwd<scalar_t>(i0, i1, mp, lp, ep, key, zp, &flags);
+    });
+  });
+  raise_nonfinite(flags.load());
+  return z;
+}
+
+at::Tensor reparameterize_bwd_cpu(const at::Tensor& grad_z_in, const at::Tensor& logvar_in,
+                                  const c10::optional<at::Tensor>& eps_in,
+                                  const c10::optional<at::Tensor>& seed) {
+  check_latent(logvar_in, "logvar");
+  check_like(grad_z_in, "grad_z", logvar_in, "logvar");
+  if (eps_in.has_value()) check_like(*eps_in, "eps", logvar_in, "logvar");
+  const philox::Key key = seed_key(eps_in, seed);
+  // grad_z expanded from a scalar (x.sum().backward()) is read in place.
+  const bool broadcast = grad_z_in.numel() > 0 && grad_z_in.stride(0) == 0 && grad_z_in.stride(1) == 0;
+  const auto gz = broadcast ? grad_z_in : grad_z_in.contiguous();
+  const auto logvar = logvar_in.contiguous();
+  const auto eps = opt_contiguous(eps_in);
+  auto glv = at::empty_like(logvar);
+  const int64_t n = logvar.numel();
+  AT_DISPATCH_FLOATING_TYPES(logvar.scalar_type(), "fastvae_reparameterize_bwd", [&] {
+    const scalar_t* gp = gz.const_data_ptr<scalar_t>();
+    const scalar_t* lp = logvar.const_data_ptr<scalar_t>();
+    const scalar_t* ep = ptr_or_null<scalar_t>(eps);
+    scalar_t* out = glv.data_ptr<scalar_t>();
+    at::parallel_for(0, n, kGrainElems, [&](int64_t i0, int64_t i1) {
+      reparam_bwd<scalar_t>(i0, i1, gp, broadcast ? 0 : 1, lp, ep, key, out);
+    });
+  });
+  return glv;
+}
+
+std::tuple<at::Tensor, at::Tensor> gaussian_kl_cpu(const at::Tensor& mu_q, const at::Tensor& logvar_q,
+                                                   const c10::optional<at::Tensor>& mu_p,
+                                                   const c10::optional<at::Tensor>& logvar_p,
+                                                   double free_bits) {
+  check_latent(mu_q, "mu_q");
+  check_like(logvar_q, "logvar_q", mu_q, "mu_q");
+  check_prior(mu_p, logvar_p, mu_q);
+  check_free_bits(free_bits);
+  auto kl = at::empty({mu_q.size(0)}, mu_q.options());
+  at::Tensor label;
+  auto active = kl_forward(mu_q.contiguous(), logvar_q.contiguous(), opt_contiguous(mu_p),
+                           opt_contiguous(logvar_p), at::Tensor(), at::Tensor(), free_bits, kl, label);
+  return {kl, active};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gaussian_kl_bwd_cpu(
+    const at::Tensor& grad_kl, const at::Tensor& mu_q, const at::Tensor& logvar_q,
+    const c10::optional<at::Tensor>& mu_p, const c10::optional<at::Tensor>& logvar_p,
+    const at::Tensor& active) {
+  check_latent(mu_q, "mu_q");
+  check_like(logvar_q, "logvar_q", mu_q, "mu_q");
+  check_prior(mu_p, logvar_p, mu_q);
+  check_rows(grad_kl, "grad_kl", mu_q.size(0), mu_q.scalar_type());
+  check_active(active, mu_q.size(1));
+  auto g = kl_backward(at::Tensor(), grad_kl, at::Tensor(), 0.0, 0.0, mu_q.contiguous(), logvar_q.contiguous(),
+                       opt_contiguous(mu_p), opt_contiguous(logvar_p), at::Tensor(), at::Tensor(),
+                       active.contiguous());
+  return {g[0], g[1], g[2], g[3]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_label_loss_cpu(
+    const at::Tensor& mu_q, const at::Tensor& logvar_q, const c10::optional<at::Tensor>& mu_p,
+    const c10::optional<at::Tensor>& logvar_p, const at::Tensor& z, const at::Tensor& z_label,
+    double kl_weight, double label_weight, double free_bits) {
+  check_latent(mu_q, "mu_q");
+  check_like(logvar_q, "logvar_q", mu_q, "mu_q");
+  check_prior(mu_p, logvar_p, mu_q);
+  check_like(z, "z", mu_q, "mu_q");
+  check_like(z_label, "z_label", mu_q, "mu_q");
+  check_free_bits(free_bits);
+  const int64_t B = mu_q.size(0);
+  auto kl = at::empty({B}, mu_q.options());
+  auto label = at::empty({B}, mu_q.options());
+  auto active = kl_forward(mu_q.contiguous(), logvar_q.contiguous(), opt_contiguous(mu_p),
+                           opt_contiguous(logvar_p), z.contiguous(), z_label.contiguous(), free_bits, kl,
+                           label);
+  // total = kl_weight * kl + label_weight * label, in the op's dtype.
+  auto total = at::empty({B}, mu_q.options());
+  AT_DISPATCH_FLOATING_TYPES(mu_q.scalar_type(), "fastvae_kl_label_total", [&] {
+    axpby<scalar_t>(B, static_cast<scalar_t>(kl_weight), kl.const_data_ptr<scalar_t>(),
+                    static_cast<scalar_t>(label_weight), label.const_data_ptr<scalar_t>(),
+                    total.data_ptr<scalar_t>());
+  });
+  return {total, kl, label, active};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_label_loss_bwd_cpu(
+    const c10::optional<at::Tensor>& grad_total, const c10::optional<at::Tensor>& grad_kl,
+    const c10::optional<at::Tensor>& grad_label, const at::Tensor& mu_q, const at::Tensor& logvar_q,
+    const c10::optional<at::Tensor>& mu_p, const c10::optional<at::Tensor>& logvar_p, const at::Tensor& z,
+    const at::Tensor& z_label, double kl_weight, double label_weight, const at::Tensor& active) {
+  check_latent(mu_q, "mu_q");
+  check_like(logvar_q, "logvar_q", mu_q, "mu_q");
+  check_prior(mu_p, logvar_p, mu_q);
+  check_like(z, "z", mu_q, "mu_q");
+  check_like(z_label, "z_label", mu_q, "mu_q");
+  const int64_t B = mu_q.size(0);
+  if (grad_total.has_value()) check_rows(*grad_total, "grad_total", B, mu_q.scalar_type());
+  if (grad_kl.has_value()) check_rows(*grad_kl, "grad_kl", B, mu_q.scalar_type());
+  if (grad_label.has_value()) check_rows(*grad_label, "grad_label", B, mu_q.scalar_type());
+  check_active(active, mu_q.size(1));
+  auto g = kl_backward(grad_total.value_or(at::Tensor()), grad_kl.value_or(at::Tensor()),
+                       grad_label.value_or(at::Tensor()), kl_weight, label_weight, mu_q.contiguous(),
+                       logvar_q.contiguous(), opt_contiguous(mu_p), opt_contiguous(logvar_p), z.contiguous(),
+                       z_label.contiguous(), active.contiguous());
+  return {g[0], g[1], g[2], g[3], g[4]};
+}
+
+TORCH_LIBRARY_IMPL(fastvae, CPU, m) {
+  m.impl("reparameterize", &reparameterize_cpu);
+  m.impl("reparameterize_bwd", &reparameterize_bwd_cpu);
+  m.impl("gaussian_kl", &gaussian_kl_cpu);
+  m.impl("gaussian_kl_bwd", &gaussian_kl_bwd_cpu);
+  m.impl("kl_label_loss", &kl_label_loss_cpu);
+  m.impl("kl_label_loss_bwd", &kl_label_loss_bwd_cpu);
+}
+
+}  // namespace cpu
+}  // namespace fastvae

@@ -1,0 +1,340 @@
+"""Triton kernels of the latent ops: reparameterization, Gaussian KL, KL + label loss.
+
+All tensors are ``[B, Z]`` (made contiguous here), fp32/fp16/bf16; the math
+runs in fp32 and results are stored in the input dtype.
+
+* ``reparameterize``: ``z = mu + eps * exp(0.5 * logvar)``; without ``eps``
+  the kernel draws ``eps[i] = tl.randn4x(seed, i // 4)[i % 4]`` (Philox4x32-10,
+  ``i`` the flat element index), the backward regenerates the same draw. The
+  C++ CPU kernel follows the same recipe (csrc/cpu/philox.h).
+* ``gaussian_kl`` / ``kl_label_loss``: per-row sums over Z. With free bits a
+  first kernel (one program per block of latent dims) takes the batch mean
+  of each dimension's KL and marks the dimensions kept (``active``); the row
+  kernel then replaces clamped dimensions by ``free_bits``.
+
+The public functions are launchers: they allocate the outputs with torch and
+fill them through ``kernels._launch.launch`` so they work inside
+``torch.library.triton_op`` (eager, ``torch.compile`` and the interpreter).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from fastvae.kernels._launch import launch as _launch
+
+_ELEM_BLOCK = 1024  # elements per program of the element-wise kernels
+_MAX_ROWS = 32  # rows per program of the row kernels
+_MAX_COLS = 128  # latent dims per loop step of the row kernels
+
+
+def _row_blocks(B: int, Z: int):
+    block_z = min(triton.next_power_of_2(max(Z, 1)), _MAX_COLS)
+    block_b = min(triton.next_power_of_2(max(B, 1)), _MAX_ROWS)
+    return block_b, block_z
+
+
+# --------------------------------------------------------------------------
+# reparameterize
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _sample_eps(seed_ptr, offs):
+    """eps[offs] = tl.randn4x(seed, offs // 4)[offs % 4] (fp32).
+
+    Each element evaluates its group's randn4x; the redundant work is cheap
+    next to the memory traffic and keeps loads and stores contiguous.
+    """
+    n0, n1, n2, n3 = tl.randn4x(tl.load(seed_ptr), offs // 4)
+    lane = offs % 4
+    return tl.where(lane == 0, n0, tl.where(lane == 1, n1, tl.where(lane == 2, n2, n3)))
+
+
+@triton.jit
+def _reparam_fwd_kernel(mu_ptr, logvar_ptr, eps_ptr, seed_ptr, z_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_EPS:
+        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        eps = _sample_eps(seed_ptr, offs)
+    z = mu + eps * tl.exp(0.5 * logvar)
+    tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _reparam_bwd_kernel(gz_ptr, logvar_ptr, eps_ptr, seed_ptr, out_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gz = tl.load(gz_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_EPS:
+        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        eps = _sample_eps(seed_ptr, offs)
+    out = 0.5 * gz * eps * tl.exp(0.5 * logvar)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def reparameterize(mu, logvar, eps, seed):
+    """z [B, Z] = mu + eps * exp(0.5 logvar); eps drawn from ``seed`` (int64 scalar tensor) when None."""
+    mu, logvar = mu.contiguous(), logvar.contiguous()
+    eps = eps.contiguous() if eps is not None else None
+    z = torch.empty_like(mu)
+    n = mu.numel()
+    if n > 0:
+        _launch(
+            _reparam_fwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
+            mu, logvar, eps if eps is not None else mu, seed if seed is not None else mu, z, n,
+            HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
+        )
+    return z
+
+
+def reparameterize_bwd(grad_z, logvar, eps, seed):
+    """d logvar [B, Z] = 0.5 grad_z eps exp(0.5 logvar), eps regenerated from ``seed`` when None."""
+    grad_z, logvar = grad_z.contiguous(), logvar.contiguous()
+    eps = eps.contiguous() if eps is not None else None
+    out = torch.empty_like(logvar)
+    n = logvar.numel()
+    if n > 0:
+        _launch(
+            _reparam_bwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
+            grad_z, logvar, eps if eps is not None else logvar, seed if seed is not None else logvar, out, n,
+            HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------
+# KL and KL + label
+# --------------------------------------------------------------------------
+
+
+@triton.jit
+def _kl_term(mq, lq, mp, lp, HAS_PRIOR: tl.constexpr):
+    """One dimension's KL(q || p) in fp32; exactly 0 when q == p."""
+    if HAS_PRIOR:
+        d = mq - mp
+        t = 0.5 * ((lp - lq) + tl.exp(lq - lp) + d * d * tl.exp(-lp) - 1.0)
+    else:
+        t = 0.5 * ((-lq) + tl.exp(lq) + mq * mq - 1.0)
+    return t
+
+
+@triton.jit
+def _load_f32(ptr, offs, mask):
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _kl_active_kernel(
+    mq_ptr, lq_ptr, mp_ptr, lp_ptr, active_ptr, B, Z, free_bits,
+    HAS_PRIOR: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_Z: tl.constexpr,
+):
+    """active[j] = (mean over the batch of KL[:, j]) >= free_bits, one program per block of dims."""
+    cols = tl.program_id(0) * BLOCK_Z + tl.arange(0, BLOCK_Z)
+    cmask = cols < Z
+    colsum = tl.zeros([BLOCK_Z], dtype=tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        rows = b0 + tl.arange(0, BLOCK_B)
+        m2 = (rows < B)[:, None] & cmask[None, :]
+        offs = rows.to(tl.int64)[:, None] * Z + cols[None, :]
+        mq = _load_f32(mq_ptr, offs, m2)
+        lq = _load_f32(lq_ptr, offs, m2)
+        if HAS_PRIOR:
+            mp = _load_f32(mp_ptr, offs, m2)
+            lp = _load_f32(lp_ptr, offs, m2)
+        else:
+            mp = mq
+            lp = lq
+        t = _kl_term(mq, lq, mp, lp, HAS_PRIOR)
+        colsum += tl.sum(tl.where(m2, t, 0.0), axis=0)
+    keep = colsum / B >= free_bits
+    tl.store(active_ptr + cols, keep, mask=cmask)
+
+
+@triton.jit
+def _kl_rows_kernel(
+    mq_ptr, lq_ptr, mp_ptr, lp_ptr, z_ptr, zl_ptr, active_ptr,
+    kl_ptr, label_ptr, total_ptr,
+    B, Z, kl_weight, label_weight, free_bits,
+    HAS_PRIOR: tl.constexpr, HAS_LABEL: tl.constexpr, CLAMP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_Z: tl.constexpr,
+):
+    """kl[b] (and label[b], total[b]) summed over Z for a block of rows."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rmask = rows < B
+    acc_kl = tl.zeros([BLOCK_B], dtype=tl.float32)
+    acc_label = tl.zeros([BLOCK_B], dtype=tl.float32)
+    for z0 in range(0, Z, BLOCK_Z):
+        cols = z0 + tl.arange(0, BLOCK_Z)
+        cmask = cols < Z
+        m2 = rmask[:, None] & cmask[None, :]
+        offs = rows.to(tl.int64)[:, None] * Z + cols[None, :]
+        mq = _load_f32(mq_ptr, offs, m2)
+        lq = _load_f32(lq_ptr, offs, m2)
+        if HAS_PRIOR:
+            mp = _load_f32(mp_ptr, offs, m2)
+            lp = _load_f32(lp_ptr, offs, m2)
+        else:
+            mp = mq
+            lp = lq
+        t = _kl_term(mq, lq, mp, lp, HAS_PRIOR)
+        if CLAMP:
+            keep = tl.load(active_ptr + cols, mask=cmask, other=0).to(tl.int1)
+            t = tl.where(keep[None, :], t, free_bits)
+        acc_kl += tl.sum(tl.where(m2, t, 0.0), axis=1)
+        if HAS_LABEL:
+            d = _load_f32(z_ptr, offs, m2) - _load_f32(zl_ptr, offs, m2)
+            acc_label += tl.sum(d * d, axis=1)
+    tl.store(kl_ptr + rows, acc_kl.to(kl_ptr.dtype.element_ty), mask=rmask)
+    if HAS_LABEL:
+        tl.store(label_ptr + rows, acc_label.to(label_ptr.dtype.element_ty), mask=rmask)
+        total = kl_weight * acc_kl + label_weight * acc_label
+        tl.store(total_ptr + rows, total.to(total_ptr.dtype.element_ty), mask=rmask)
+
+
+@triton.jit
+def _kl_bwd_kernel(
+    gt_ptr, gk_ptr, gl_ptr, mq_ptr, lq_ptr, mp_ptr, lp_ptr, z_ptr, zl_ptr, active_ptr,
+    dmq_ptr, dlq_ptr, dmp_ptr, dlp_ptr, dz_ptr,
+    B, Z, kl_weight, label_weight,
+    HAS_PRIOR: tl.constexpr, HAS_LABEL: tl.constexpr, CLAMP: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_Z: tl.constexpr,
+):
+    """Element-wise gradients for a [BLOCK_B, BLOCK_Z] tile from the per-row output gradients."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_Z + tl.arange(0, BLOCK_Z)
+    rmask = rows < B
+    cmask = cols < Z
+    m2 = rmask[:, None] & cmask[None, :]
+    offs = rows.to(tl.int64)[:, None] * Z + cols[None, :]
+    g_kl = _load_f32(gk_ptr, rows, rmask)
+    if HAS_LABEL:
+        g_total = _load_f32(gt_ptr, rows, rmask)
+        g_kl = kl_weight * g_total + g_kl
+        g_label = label_weight * g_total + _load_f32(gl_ptr, rows, rmask)
+        d = _load_f32(z_ptr, offs, m2) - _load_f32(zl_ptr, offs, m2)
+        dz = 2.0 * g_label[:, None] * d
+        tl.store(dz_ptr + offs, dz.to(dz_ptr.dtype.element_ty), mask=m2)
+    g = g_kl[:, None] + tl.zeros([BLOCK_B, BLOCK_Z], dtype=tl.float32)
+    if CLAMP:
+        keep = tl.load(active_ptr + cols, mask=cmask, other=0).to(tl.int1)
+        g = tl.where(keep[None, :], g, 0.0)
+    mq = _load_f32(mq_ptr, offs, m2)
+    lq = _load_f32(lq_ptr, offs, m2)
+    if HAS_PRIOR:
+        mp = _load_f32(mp_ptr, offs, m2)
+        lp = _load_f32(lp_ptr, offs, m2)
+        d = mq - mp
+        inv_var_p = tl.exp(-lp)
+        ratio = tl.exp(lq - lp)
+        gm = g * d * inv_var_p
+        tl.store(dmq_ptr + offs, gm.to(dmq_ptr.dtype.element_ty), mask=m2)
+        tl.store(dmp_ptr + offs, (-gm).to(dmp_ptr.dtype.element_ty), mask=m2)
+        tl.store(dlq_ptr + offs, (0.5 * g * (ratio - 1.0)).to(dlq_ptr.dtype.element_ty), mask=m2)
+        dlp = 0.5 * g * (1.0 - ratio - d * d * inv_var_p)
+        tl.store(dlp_ptr + offs, dlp.to(dlp_ptr.dtype.element_ty), mask=m2)
+    else:
+        tl.store(dmq_ptr + offs, (g * mq).to(dmq_ptr.dtype.element_ty), mask=m2)
+        tl.store(dlq_ptr + offs, (0.5 * g * (tl.exp(lq) - 1.0)).to(dlq_ptr.dtype.element_ty), mask=m2)
+
+
+def _contig(*tensors):
+    return [t.contiguous() if t is not None else None for t in tensors]
+
+
+def _active(mu_q, logvar_q, mu_p, logvar_p, free_bits):
+    """bool [Z]: dims whose batch-mean KL reaches free_bits ([0] when free_bits == 0)."""
+    B, Z = mu_q.shape
+    if free_bits <= 0:
+        return torch.empty(0, dtype=torch.bool, device=mu_q.device)
+    active = torch.empty(Z, dtype=torch.bool, device=mu_q.device)
+    if Z > 0:
+        block_b, block_z = _row_blocks(B, Z)
+        has_prior = mu_p is not None
+        _launch(
+            _kl_active_kernel, (triton.cdiv(Z, block_z),),
+            mu_q, logvar_q, mu_p if has_prior else mu_q, logvar_p if has_prior else mu_q, active,
+            B, Z, float(free_bits), HAS_PRIOR=has_prior, BLOCK_B=block_b, BLOCK_Z=block_z,
+        )
+    return active
+
+
+def _rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits):
+    B, Z = mu_q.shape
+    active = _active(mu_q, logvar_q, mu_p, logvar_p, free_bits)
+    kl = torch.empty(B, dtype=mu_q.dtype, device=mu_q.device)
+    has_label = z is not None
+    label = torch.empty_like(kl) if has_label else None
+    total = torch.empty_like(kl) if has_label else None
+    if B > 0:
+        block_b, block_z = _row_blocks(B, Z)
+        has_prior = mu_p is not None
+        _launch(
+            _kl_rows_kernel, (triton.cdiv(B, block_b),),
+            mu_q, logvar_q, mu_p if has_prior else mu_q, logvar_p if has_prior else mu_q,
+            z if has_label else mu_q, z_label if has_label else mu_q, active if free_bits > 0 else kl,
+            kl, label if has_label else kl, total if has_label else kl,
+            B, Z, float(kl_weight), float(label_weight), float(free_bits),
+            HAS_PRIOR=has_prior, HAS_LABEL=has_label, CLAMP=free_bits > 0, BLOCK_B=block_b, BLOCK_Z=block_z,
+        )
+    return total, kl, label, active
+
+
+def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p, free_bits):
+    """(kl [B], active bool [Z] or [0]); see csrc/latent_ops.cpp for the semantics."""
+    mu_q, logvar_q, mu_p, logvar_p = _contig(mu_q, logvar_q, mu_p, logvar_p)
+    _, kl, _, active = _rows(mu_q, logvar_q, mu_p, logvar_p, None, None, 1.0, 0.0, free_bits)
+    return kl, active
+
+
+def kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits):
+    """(total, kl, label [B], active bool [Z] or [0])."""
+    mu_q, logvar_q, mu_p, logvar_p, z, z_label = _contig(mu_q, logvar_q, mu_p, logvar_p, z, z_label)
+    return _rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits)
+
+
+def _grads(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, active):
+    B, Z = mu_q.shape
+    has_prior, has_label = mu_p is not None, z is not None
+    d_mq, d_lq = torch.empty_like(mu_q), torch.empty_like(mu_q)
+    d_mp = torch.empty_like(mu_q) if has_prior else mu_q.new_empty(0)
+    d_lp = torch.empty_like(mu_q) if has_prior else mu_q.new_empty(0)
+    d_z = torch.empty_like(mu_q) if has_label else None
+    if B > 0 and Z > 0:
+        block_b, block_z = _row_blocks(B, Z)
+        _launch(
+            _kl_bwd_kernel, (triton.cdiv(B, block_b), triton.cdiv(Z, block_z)),
+            grad_total if has_label else grad_kl, grad_kl, grad_label if has_label else grad_kl,
+            mu_q, logvar_q, mu_p if has_prior else mu_q, logvar_p if has_prior else mu_q,
+            z if has_label else mu_q, z_label if has_label else mu_q,
+            active if active.numel() > 0 else mu_q,
+            d_mq, d_lq, d_mp if has_prior else d_mq, d_lp if has_prior else d_mq, d_z if has_label else d_mq,
+            B, Z, float(kl_weight), float(label_weight),
+            HAS_PRIOR=has_prior, HAS_LABEL=has_label, CLAMP=active.numel() > 0, BLOCK_B=block_b, BLOCK_Z=block_z,
+        )
+    return d_mq, d_lq, d_mp, d_lp, d_z
+
+
+def gaussian_kl_bwd(grad_kl, mu_q, logvar_q, mu_p, logvar_p, active):
+    """d mu_q, d logvar_q, d mu_p, d logvar_p ([B, Z]; prior grads [0] without a prior)."""
+    grad_kl, mu_q, logvar_q, mu_p, logvar_p = _contig(grad_kl, mu_q, logvar_q, mu_p, logvar_p)
+    d_mq, d_lq, d_mp, d_lp, _ = _grads(None, grad_kl, None, mu_q, logvar_q, mu_p, logvar_p, None, None, 1.0, 0.0, active)
+    return d_mq, d_lq, d_mp, d_lp
+
+
+def kl_label_loss_bwd(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label,
+                      kl_weight, label_weight, active):
+    """d mu_q, d logvar_q, d mu_p, d logvar_p, d z ([B, Z]; prior grads [0] without a prior).
+
+    ``grad_total``, ``grad_kl``, ``grad_label`` ([B]) may be None (zero).
+    """
+    zeros = mu_q.new_zeros(mu_q.shape[0]) if None in (grad_total, grad_kl, grad_label) else None
+    grad_total, grad_kl, grad_label = (zeros if g is None else g for g in (grad_total, grad_kl, grad_label))
+    tensors = _contig(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label)
+    return _grads(*tensors, kl_weight, label_weight, active)
