@@ -82,11 +82,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.kernels"],
+    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.kernels"],
     package_dir={"fastvae.kernels": "kernels"},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
-    install_requires=["torch>=2.5", "numpy"],
+    install_requires=["torch>=2.5", "numpy", "safetensors>=0.4"],
     extras_require={
         "gpu": ["triton>=3.0"],
         "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "expecttest"],

@@ -22,13 +22,11 @@ Backends: CPU float32/float64 run the C++ ops ``torch.ops.fastvae.gaussian_kl``
 (fp32 math); anything else runs the reference.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from fastvae import _ext
 from fastvae.ops import _checks, _dispatch
 
 Tensor = torch.Tensor
@@ -142,10 +140,8 @@ class _Backend:
     kll_bwd: Callable
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_backend() -> Optional[_Backend]:
-    if not _ext.HAS_EXTENSION:
-        return None
+def _register_cpu() -> _Backend:
+    """Fake kernels of the C++ ops (schemas, CPU kernels and autograd come from fastvae._C)."""
     ops = torch.ops.fastvae
     for name, fake in (
         ("gaussian_kl", _fake_kl),
@@ -161,11 +157,8 @@ def _cpu_backend() -> Optional[_Backend]:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_backend() -> Optional[_Backend]:
+def _register_triton() -> _Backend:
     """Triton ops (``fastvae::gaussian_kl_triton``, ``fastvae::kl_label_loss_triton`` + backwards)."""
-    if not _ext.HAS_TRITON:
-        return None
     from torch.library import triton_op
 
     from fastvae.kernels import latent as klatent
@@ -210,6 +203,17 @@ def _triton_backend() -> Optional[_Backend]:
 
 
 # -------------------------------------------------------------- public ops
+
+
+BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+
+
+def _cpu_backend() -> Optional[_Backend]:
+    return BACKENDS.cpu
+
+
+def _triton_backend() -> Optional[_Backend]:
+    return BACKENDS.triton()
 
 
 def _check_kl_args(mu_q, logvar_q, mu_p, logvar_p, **more):

@@ -19,13 +19,11 @@ CUDA fp32/fp16/bf16 run ``fastvae::reparameterize_triton``; anything else runs
 the reference.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from fastvae import _ext
 from fastvae.ops import _checks, _dispatch, _philox
 
 Tensor = torch.Tensor
@@ -77,10 +75,8 @@ class _Backend:
     bwd: Callable
 
 
-@functools.lru_cache(maxsize=None)
-def _cpu_backend() -> Optional[_Backend]:
-    if not _ext.HAS_EXTENSION:
-        return None
+def _register_cpu() -> _Backend:
+    """Fake kernels of the C++ ops (schemas, CPU kernels and autograd come from fastvae._C)."""
     ops = torch.ops.fastvae
     torch.library.register_fake("fastvae::reparameterize")(_fake_fwd)
     torch.library.register_fake("fastvae::reparameterize_bwd")(_fake_bwd)
@@ -89,11 +85,8 @@ def _cpu_backend() -> Optional[_Backend]:
     return _Backend(ops.reparameterize.default, ops.reparameterize_bwd.default)
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_backend() -> Optional[_Backend]:
+def _register_triton() -> _Backend:
     """Triton ops (``fastvae::reparameterize_triton``, ``..._bwd_triton``), registered on first use."""
-    if not _ext.HAS_TRITON:
-        return None
     from torch.library import triton_op
 
     from fastvae.kernels import latent as klatent
@@ -113,6 +106,17 @@ def _triton_backend() -> Optional[_Backend]:
 
 
 # -------------------------------------------------------------- public op
+
+
+BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+
+
+def _cpu_backend() -> Optional[_Backend]:
+    return BACKENDS.cpu
+
+
+def _triton_backend() -> Optional[_Backend]:
+    return BACKENDS.triton()
 
 
 def _check_args(mu, logvar, eps, generator):

@@ -1,0 +1,177 @@
+"""What every model shares: the batch format, outputs, input checks, save/load."""
+
+import inspect
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from fastvae.nn.rnn import check_backend
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Batch:
+    """A padded, batch-first batch of token ids (int64).
+
+    target: ``[B, T]`` the sentence to generate, ending with ``<eos>``, padded
+        with ``<pad>`` (no ``<sos>``: the decoder adds it).
+    target_lengths: ``[B]`` lengths including ``<eos>``, each in ``1..T``.
+    context, context_lengths: the same for the conditioning sequence
+        (conditional models only; a dialogue context is its utterances joined
+        into one sequence).
+    """
+
+    target: torch.Tensor
+    target_lengths: torch.Tensor
+    context: Optional[torch.Tensor] = None
+    context_lengths: Optional[torch.Tensor] = None
+
+    def to(self, device):
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.target), move(self.target_lengths), move(self.context), move(self.context_lengths))
+
+
+@dataclass
+class ModelOutput:
+    """Batch means of one training step's terms (``loss`` is what to backpropagate).
+
+    nll: mean negative log-likelihood per sentence; kl: mean KL(q || p) per
+    sentence (unweighted); label: mean ``||z - z_label||^2`` (SLCVAE); bow:
+    mean bag-of-words NLL per sentence (CVAE with ``bow=True``).
+    """
+
+    loss: torch.Tensor
+    nll: torch.Tensor
+    kl: Optional[torch.Tensor] = None
+    label: Optional[torch.Tensor] = None
+    bow: Optional[torch.Tensor] = None
+
+
+def check_tokens(name, tokens, lengths, vocab_size):
+    """``tokens [B, T]`` int64 ids in ``[0, vocab_size)``, ``lengths [B]`` in ``1..T``; returns CPU lengths."""
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of token ids, got {type(tokens).__name__}")
+    if tokens.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64 token ids, got dtype {tokens.dtype}")
+    if tokens.dim() != 2:
+        raise ValueError(f"{name} must be [batch, time], got shape {tuple(tokens.shape)}")
+    B, T = tokens.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(tokens.shape)}): a batch needs at least one token")
+    lo, hi = int(tokens.min()), int(tokens.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+    lengths_name = f"{name}_lengths"
+    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"{lengths_name} must be an integer tensor")
+    if lengths.shape != (B,):
+        raise ValueError(f"{lengths_name} must have shape ({B},) (one per sequence of {name}), got {tuple(lengths.shape)}")
+    lengths = lengths.to("cpu", torch.int64)
+    if int(lengths.min()) < 1 or int(lengths.max()) > T:
+        raise ValueError(f"{lengths_name} must lie in 1..{T} (the padded length of {name}), got {lengths.tolist()}")
+    return lengths
+
+
+class BaseModel(torch.nn.Module):
+    """Stores its constructor arguments so ``save_pretrained``/``from_pretrained`` can rebuild it."""
+
+    def _store_config(self, local_vars):
+        params = inspect.signature(type(self).__init__).parameters
+        self.config = {name: local_vars[name] for name in params if name != "self"}
+        self.backend = check_backend(self.config["backend"])
+
+    # ---------------------------------------------------------------- inputs
+
+    def _decoder_io(self, batch):
+        """Decoder inputs ``<sos> x_1 .. x_{n-1}`` and targets ``x_1 .. <eos>`` of ``batch.target``."""
+        target = batch.target
+        sos = torch.full_like(target[:, :1], self.config["sos_id"])
+        return torch.cat([sos, target[:, :-1]], dim=1), target
+
+    def _check_batch(self, batch, conditional):
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch must be a fastvae.models.Batch, got {type(batch).__name__}")
+        V = self.config["vocab_size"]
+        target_lengths = check_tokens("target", batch.target, batch.target_lengths, V)
+        if not conditional:
+            return target_lengths, None
+        if batch.context is None or batch.context_lengths is None:
+            raise ValueError(f"{type(self).__name__} needs batch.context and batch.context_lengths")
+        context_lengths = check_tokens("context", batch.context, batch.context_lengths, V)
+        if batch.context.shape[0] != batch.target.shape[0]:
+            raise ValueError(
+                f"context and target must have the same batch size, got {batch.context.shape[0]} and {batch.target.shape[0]}"
+            )
+        return target_lengths, context_lengths
+
+    # ------------------------------------------------------------- save/load
+
+    def save_pretrained(self, directory):
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        config = {"format_version": FORMAT_VERSION, "model": type(self).__name__, "config": self.config}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(state, path))
+        _atomic_write(os.path.join(directory, CONFIG_NAME), lambda path: _write_json(path, config))
+
+    @classmethod
+    def from_pretrained(cls, directory, backend=None, map_location="cpu"):
+        """Rebuild a model saved by ``save_pretrained`` (optionally on the other backend)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"no model directory at {directory!r}")
+        config_path = os.path.join(directory, CONFIG_NAME)
+        weights_path = os.path.join(directory, WEIGHTS_NAME)
+        for path in (config_path, weights_path):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{directory!r} is not a saved fastvae model: {os.path.basename(path)} is missing")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                saved = json.load(f)
+            kwargs = dict(saved["config"])
+            name = saved["model"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{config_path} is corrupt or not a fastvae config: {exc}") from None
+        if name != cls.__name__:
+            raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}")
+        if backend is not None:
+            kwargs["backend"] = backend
+        model = cls(**kwargs)
+        try:
+            state = load_file(weights_path, device=str(map_location))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{weights_path} is corrupt: {exc}") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{weights_path} does not match the {cls.__name__} in {CONFIG_NAME}: {exc}") from None
+        return model
+
+
+def _write_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def _atomic_write(path, write):
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

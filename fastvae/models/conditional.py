@@ -1,0 +1,369 @@
+"""Conditional text models: Seq2Seq, CVAE (Zhao et al. 2017) and SLCVAE (Zhang et al. 2019).
+
+All take a :class:`Batch` with a context (the condition c) and a target (x).
+The context is one token sequence (a dialogue context: its utterances joined).
+"""
+
+from contextlib import contextmanager
+
+import torch
+
+from fastvae.models._latent import latent_ops
+from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens
+from fastvae.models.generation import DecodeOptions, decode
+from fastvae.nn import VocabProjection, WordEmbedding
+
+
+class _Conditional(BaseModel):
+    """Embedding + context encoder + decoder conditioned on ``[h_c, z]`` (or ``h_c``)."""
+
+    def _build_common(self, latent_size):
+        cfg = self.config
+        self.embedding = WordEmbedding(
+            cfg["vocab_size"],
+            cfg["embed_dim"],
+            cfg["pad_id"],
+            cfg["unk_id"],
+            keep_ids=(cfg["sos_id"],),
+            word_dropout=cfg["word_dropout"],
+            dropout=cfg["embed_dropout"],
+        )
+        enc = (cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
+        self.context_encoder = UtteranceEncoder(*enc)
+        self.decoder = ConditionalDecoder(
+            cfg["embed_dim"],
+            cfg["hidden_size"],
+            cfg["num_layers"],
+            self.context_encoder.output_size + latent_size,
+            cfg["vocab_size"],
+            cfg["backend"],
+        )
+        return enc
+
+    def encode_context(self, context, context_lengths):
+        """``context [B, T]`` -> ``h_c [B, D*H]``."""
+        lengths = check_tokens("context", context, context_lengths, self.config["vocab_size"])
+        return self.context_encoder(self.embedding(context), lengths)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context,
+        context_lengths,
+        num_samples=1,
+        strategy="greedy",
+        max_length=30,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        beam_size=4,
+        generator=None,
+    ):
+        """``num_samples`` responses per context (z drawn from the prior each time).
+
+        Subclasses give the decoder's conditioning in ``_condition(h_c, generator)``.
+
+        Returns ``tokens [B, num_samples, max_length]`` (padded after
+        ``<eos>``) and ``lengths [B, num_samples]`` (counting ``<eos>``). All
+        B * num_samples rows decode in one batched loop; dropout is off.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size).check()
+        was_training = self.training
+        self.eval()
+        try:
+            h_c = self.encode_context(context, context_lengths).repeat_interleave(num_samples, dim=0)
+            cond = self._condition(h_c, generator)
+            cfg = self.config
+            tokens, lengths = decode(
+                self.decoder,
+                self.embedding,
+                self.decoder.initial_state(cond),
+                sos_id=cfg["sos_id"],
+                eos_id=cfg["eos_id"],
+                pad_id=cfg["pad_id"],
+                options=options,
+                generator=generator,
+            )
+        finally:
+            self.train(was_training)
+        B = context.shape[0]
+        return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
+
+
+class Seq2Seq(_Conditional):
+    """Encoder-decoder without a latent (the paper's baseline): the decoder starts from ``h_c``."""
+
+    def __init__(
+        self,
+        vocab_size,
+        embed_dim=32,
+        hidden_size=32,
+        num_layers=2,
+        bidirectional=False,
+        word_dropout=0.0,
+        embed_dropout=0.0,
+        pad_id=0,
+        unk_id=1,
+        sos_id=2,
+        eos_id=3,
+        backend="fused",
+    ):
+        super().__init__()
+        self._store_config(locals())
+        self._build_common(latent_size=0)
+
+    def forward(self, batch):
+        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
+        inputs, targets = self._decoder_io(batch)
+        nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, h_c)
+        B = batch.target.shape[0]
+        return ModelOutput(loss=nll / B, nll=nll.detach() / B)
+
+    def _condition(self, h_c, generator):
+        return h_c
+
+
+class CVAE(_Conditional):
+    """Conditional VAE (Zhao et al. 2017): KL annealing, word dropout, optional bag-of-words loss.
+
+    prior p(z|c): MLP (tanh hidden) on h_c; recognition q(z|x,c): linear on
+    ``[h_c, h_x]``; decoder conditioned on ``[h_c, z]``. Loss per example:
+    ``NLL(x|z,c) + kl_weight * KL(q || p)`` (+ ``NLL_bow(x | h_c, z)`` with
+    ``bow=True``: an MLP on ``[h_c, z]`` predicting every target word).
+    Defaults follow the SLCVAE paper's DailyDialog setup (E = H = 32, Z = 8,
+    2 layers).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embed_dim=32,
+        hidden_size=32,
+        latent_size=8,
+        num_layers=2,
+        bidirectional=False,
+        prior_hidden_size=None,
+        bow=False,
+        bow_hidden_size=None,
+        word_dropout=0.0,
+        embed_dropout=0.0,
+        pad_id=0,
+        unk_id=1,
+        sos_id=2,
+        eos_id=3,
+        backend="fused",
+    ):
+        super().__init__()
+        self._store_config(locals())
+        self._build_cvae()
+
+    def _build_cvae(self):
+        cfg = self.config
+        Z = cfg["latent_size"]
+        enc = self._build_common(latent_size=Z)
+        self.target_encoder = UtteranceEncoder(*enc)
+        C, X = self.context_encoder.output_size, self.target_encoder.output_size
+        self.prior = GaussianNet(C, Z, hidden_size=cfg["prior_hidden_size"] or max(2 * Z, cfg["hidden_size"]))
+        self.recognition = GaussianNet(C + X, Z)
+        if cfg["bow"]:
+            bow_hidden = cfg["bow_hidden_size"] or cfg["hidden_size"]
+            self.bow_hidden = torch.nn.Linear(C + Z, bow_hidden)
+            self.bow_out = VocabProjection(bow_hidden, cfg["vocab_size"], cfg["backend"])
+
+    def _posterior_and_prior(self, batch):
+        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
+        h_x = self.target_encoder(self.embedding(batch.target), target_lengths)
+        mu_q, logvar_q = self.recognition(torch.cat([h_c, h_x], dim=1))
+        mu_p, logvar_p = self.prior(h_c)
+        return (target_lengths, context_lengths), h_c, (mu_q, logvar_q), (mu_p, logvar_p)
+
+    def _reconstruction(self, batch, target_lengths, h_c, z):
+        """Decoder NLL (summed over the batch) and the bag-of-words NLL (or None)."""
+        inputs, targets = self._decoder_io(batch)
+        cond = torch.cat([h_c, z], dim=1)
+        nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, cond)
+        if not self.config["bow"]:
+            return nll, None
+        hidden = torch.tanh(self.bow_hidden(cond))  # [B, Hb]
+        B, T = targets.shape
+        valid = torch.arange(T).unsqueeze(0) < target_lengths.unsqueeze(1)
+        words = targets.masked_fill(~valid.to(targets.device), -100).reshape(-1)
+        bow = self.bow_out.loss(hidden.unsqueeze(1).expand(B, T, -1).reshape(B * T, -1), words, reduction="sum")
+        return nll, bow
+
+    def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
+        (target_lengths, _), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
+        z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
+        nll, bow = self._reconstruction(batch, target_lengths, h_c, z)
+        kl = latent_ops(self.backend).gaussian_kl(mu_q, logvar_q, mu_p, logvar_p, free_bits=free_bits)
+        B = batch.target.shape[0]
+        loss = nll + kl_weight * kl.sum() + (bow if bow is not None else 0.0)
+        return ModelOutput(
+            loss=loss / B,
+            nll=nll.detach() / B,
+            kl=kl.detach().mean(),
+            bow=None if bow is None else bow.detach() / B,
+        )
+
+    def _condition(self, h_c, generator):
+        mu_p, logvar_p = self.prior(h_c)
+        return torch.cat([h_c, latent_ops(self.backend).reparameterize(mu_p, logvar_p, generator=generator)], dim=1)
+
+
+@contextmanager
+def _frozen(parameters):
+    """Parameters receive no gradient inside the block (requires_grad off, restored after)."""
+    parameters = list(parameters)
+    flags = [p.requires_grad for p in parameters]
+    for p in parameters:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(parameters, flags):
+            p.requires_grad_(flag)
+
+
+class SLCVAE(CVAE):
+    """Self-labeling CVAE (Zhang et al. 2019, arXiv 1903.10842).
+
+    The CVAE plus a labeling network g(x, c) -- context and target encoders of
+    the CVAE's structure and a linear map to the latent size -- giving a
+    deterministic ``z_label``, the code the current decoder decodes best.
+    Training alternates two phases (:meth:`train_step` runs both):
+
+    * CVAE phase, ``model(batch, kl_weight)``: ``NLL(x|z,c) + kl_weight * KL(q||p)
+      + label_weight * ||z - z_label||^2`` (``fastvae.ops.kl_label_loss``);
+      ``z_label`` is computed without gradient, the labeling net is not updated.
+      ``label_weight`` defaults to ``label_loss_weight * kl_weight`` (annealed
+      with the KL weight).
+    * labeling phase, ``model.labeling_loss(batch)``: ``NLL(x | z = g(x,c), c)``;
+      every CVAE parameter (embedding, encoders, decoder) is frozen: only g gets
+      gradients.
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embed_dim=32,
+        hidden_size=32,
+        latent_size=8,
+        num_layers=2,
+        bidirectional=False,
+        prior_hidden_size=None,
+        bow=False,
+        bow_hidden_size=None,
+        label_loss_weight=1.0,
+        word_dropout=0.0,
+        embed_dropout=0.0,
+        pad_id=0,
+        unk_id=1,
+        sos_id=2,
+        eos_id=3,
+        backend="fused",
+    ):
+        torch.nn.Module.__init__(self)
+        self._store_config(locals())
+        self._build_cvae()
+        cfg = self.config
+        enc = (cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
+        self.label_context_encoder = UtteranceEncoder(*enc)
+        self.label_target_encoder = UtteranceEncoder(*enc)
+        size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
+        self.label_head = torch.nn.Linear(size, cfg["latent_size"])
+
+    def labeling_modules(self):
+        return (self.label_context_encoder, self.label_target_encoder, self.label_head)
+
+    def labeling_parameters(self):
+        """The labeling network g(x, c): what the labeling phase updates."""
+        return [p for m in self.labeling_modules() for p in m.parameters()]
+
+    def cvae_parameters(self):
+        """Everything else: what the CVAE phase updates."""
+        labeling = {id(p) for p in self.labeling_parameters()}
+        return [p for p in self.parameters() if id(p) not in labeling]
+
+    def label(self, batch, target_lengths=None, context_lengths=None):
+        """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own)."""
+        if target_lengths is None:
+            target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        h_c = self.label_context_encoder(self.embedding(batch.context), context_lengths)
+        h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
+        return self.label_head(torch.cat([h_c, h_x], dim=1))
+
+    def forward(self, batch, kl_weight=1.0, label_weight=None, free_bits=0.0, generator=None):
+        (target_lengths, context_lengths), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
+        if label_weight is None:
+            label_weight = self.config["label_loss_weight"] * kl_weight
+        with torch.no_grad():
+            z_label = self.label(batch, target_lengths, context_lengths)
+        z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
+        nll, bow = self._reconstruction(batch, target_lengths, h_c, z)
+        latent, kl, label = latent_ops(self.backend).kl_label_loss(
+            mu_q, logvar_q, mu_p, logvar_p, z, z_label, float(kl_weight), float(label_weight), free_bits=free_bits
+        )
+        B = batch.target.shape[0]
+        loss = nll + latent.sum() + (bow if bow is not None else 0.0)
+        return ModelOutput(
+            loss=loss / B,
+            nll=nll.detach() / B,
+            kl=kl.detach().mean(),
+            label=label.detach().mean(),
+            bow=None if bow is None else bow.detach() / B,
+        )
+
+    def labeling_loss(self, batch):
+        """``NLL(x | z = g(x, c), c)`` per sentence, batch mean; only g receives gradients."""
+        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        with _frozen(self.cvae_parameters()):
+            z_label = self.label(batch, target_lengths, context_lengths)
+            h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
+            inputs, targets = self._decoder_io(batch)
+            cond = torch.cat([h_c, z_label], dim=1)
+            nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, cond)
+        B = batch.target.shape[0]
+        return ModelOutput(loss=nll / B, nll=nll.detach() / B)
+
+    def train_step(
+        self,
+        batch,
+        cvae_optimizer,
+        label_optimizer,
+        kl_weight=1.0,
+        label_weight=None,
+        free_bits=0.0,
+        max_grad_norm=None,
+        generator=None,
+    ):
+        """One full alternating step: the CVAE phase, then the labeling phase.
+
+        ``cvae_optimizer`` must hold :meth:`cvae_parameters` and
+        ``label_optimizer`` :meth:`labeling_parameters`. Returns the floats
+        ``loss, nll, kl, label`` (CVAE phase) and ``label_nll`` (labeling phase).
+        """
+        cvae_optimizer.zero_grad(set_to_none=True)
+        out = self(batch, kl_weight=kl_weight, label_weight=label_weight, free_bits=free_bits, generator=generator)
+        out.loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.cvae_parameters(), max_grad_norm)
+        cvae_optimizer.step()
+
+        label_optimizer.zero_grad(set_to_none=True)
+        lab = self.labeling_loss(batch)
+        lab.loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.labeling_parameters(), max_grad_norm)
+        label_optimizer.step()
+        return {
+            "loss": float(out.loss.detach()),
+            "nll": float(out.nll),
+            "kl": float(out.kl),
+            "label": float(out.label),
+            "label_nll": float(lab.nll),
+        }

@@ -1,0 +1,137 @@
+"""Batched decoding: greedy, sampling (temperature, top-k, top-p) and beam search.
+
+All rows (inputs x samples, x beams) advance together through one loop of
+single decoding steps (``ConditionalDecoder.step``: the fused single-step
+LSTM op on the fused backend). A row stops at ``<eos>``; the loop ends when
+every row has stopped or ``max_length`` tokens were produced.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+STRATEGIES = ("greedy", "sample", "beam")
+
+
+@dataclass
+class DecodeOptions:
+    strategy: str = "greedy"
+    max_length: int = 30
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    beam_size: int = 4
+
+    def check(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"max_length must be a positive integer, got {self.max_length!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
+        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ValueError(f"beam_size must be a positive integer, got {self.beam_size!r}")
+        return self
+
+
+def _filter_logits(logits, top_k, top_p):
+    """Mask (to -inf) everything outside the top-k and the top-p nucleus."""
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # drop a token when the mass before it already reaches top_p (the first always stays)
+        drop_sorted = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _finish(tokens, lengths, eos_id, pad_id):
+    """Cut at each row's first ``<eos>`` (kept), pad after it; lengths include ``<eos>``."""
+    return tokens.masked_fill(torch.arange(tokens.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1), pad_id), lengths
+
+
+def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=None):
+    """Decode from ``state`` (``(h, c)`` each ``[L, R, H]``) for R rows.
+
+    embed: callable ``tokens [R] -> [R, E]``. Returns ``tokens [R, max_length]``
+    (padded with ``pad_id`` after ``<eos>``) and ``lengths [R]`` (CPU int64,
+    counting ``<eos>``; ``max_length`` when a row never produced it).
+    """
+    options.check()
+    if options.strategy == "beam":
+        return _beam(decoder, embed, state, sos_id, eos_id, pad_id, options)
+    R = state[0].shape[1]
+    device = state[0].device
+    prev = torch.full((R,), sos_id, dtype=torch.int64, device=device)
+    out = torch.full((R, options.max_length), pad_id, dtype=torch.int64, device=device)
+    lengths = torch.full((R,), options.max_length, dtype=torch.int64)
+    done = torch.zeros(R, dtype=torch.bool, device=device)
+    for t in range(options.max_length):
+        hidden, state = decoder.step(embed(prev), state)
+        logits = decoder.out.logits(hidden)
+        if options.strategy == "greedy":
+            token = logits.argmax(dim=-1)
+        else:
+            logits = _filter_logits(logits / options.temperature, options.top_k, options.top_p)
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+        token = token.masked_fill(done, pad_id)
+        out[:, t] = token
+        newly = (token == eos_id) & ~done
+        lengths[newly.cpu()] = t + 1
+        done |= newly
+        if bool(done.all()):
+            break
+        prev = token
+    return _finish(out.cpu(), lengths, eos_id, pad_id)
+
+
+def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options):
+    """Beam search per row; returns each row's best finished (or longest-running) hypothesis."""
+    h, c = state
+    L, R, H = h.shape
+    k = options.beam_size
+    device = h.device
+    # every row starts with k copies; only beam 0 is live at first (others at -inf)
+    h = h.repeat_interleave(k, dim=1)
+    c = c.repeat_interleave(k, dim=1)
+    scores = torch.full((R, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    prev = torch.full((R * k,), sos_id, dtype=torch.int64, device=device)
+    history = torch.full((R, k, options.max_length), pad_id, dtype=torch.int64, device=device)
+    finished = torch.zeros(R, k, dtype=torch.bool, device=device)
+    lengths = torch.full((R, k), options.max_length, dtype=torch.int64, device=device)
+    for t in range(options.max_length):
+        hidden, (h, c) = decoder.step(embed(prev), (h, c))
+        logp = torch.log_softmax(decoder.out.logits(hidden), dim=-1).view(R, k, -1)
+        V = logp.shape[-1]
+        # a finished beam only extends with <pad> at no cost
+        frozen = torch.full_like(logp, float("-inf"))
+        frozen[..., pad_id] = 0.0
+        logp = torch.where(finished.unsqueeze(-1), frozen, logp)
+        total = (scores.unsqueeze(-1) + logp).view(R, k * V)
+        scores, flat = torch.topk(total, k, dim=-1)
+        beam = torch.div(flat, V, rounding_mode="floor")
+        token = flat % V
+        rows = (torch.arange(R, device=device).unsqueeze(1) * k + beam).view(-1)
+        h, c = h[:, rows], c[:, rows]
+        history = history.gather(1, beam.unsqueeze(-1).expand(-1, -1, options.max_length)).clone()
+        finished = finished.gather(1, beam)
+        lengths = lengths.gather(1, beam)
+        history[:, :, t] = token
+        newly = (token == eos_id) & ~finished
+        lengths = torch.where(newly, torch.full_like(lengths, t + 1), lengths)
+        finished |= newly
+        if bool(finished.all()):
+            break
+        prev = token.view(-1)
+    best = scores.argmax(dim=-1)
+    tokens = history[torch.arange(R, device=device), best]
+    return _finish(tokens.cpu(), lengths[torch.arange(R, device=device), best].cpu(), eos_id, pad_id)

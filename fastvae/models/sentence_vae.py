@@ -1,0 +1,110 @@
+"""Sentence-VAE (Bowman et al. 2016, "Generating Sentences from a Continuous Space")."""
+
+import torch
+
+from fastvae.models._latent import latent_ops
+from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
+from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens
+from fastvae.models.generation import DecodeOptions, decode
+from fastvae.nn import WordEmbedding
+
+
+class SentenceVAE(BaseModel):
+    """LSTM encoder -> q(z|x) = N(mu, diag e^logvar) -> z -> LSTM decoder's initial state.
+
+    Loss per sentence: ``NLL(x | z) + kl_weight * KL(q(z|x) || N(0, I))``
+    (with optional free bits). ``model(batch, kl_weight)`` returns a
+    :class:`ModelOutput` of batch means; ``batch.target`` holds the sentences.
+
+    Args:
+        vocab_size, embed_dim, hidden_size, latent_size, num_layers,
+        bidirectional (encoder), word_dropout (decoder inputs -> ``<unk>``),
+        embed_dropout, pad_id/unk_id/sos_id/eos_id (special token ids),
+        backend: "fused" (fastvae kernels) or "reference" (plain PyTorch; same
+        parameters, same losses).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embed_dim=300,
+        hidden_size=256,
+        latent_size=16,
+        num_layers=1,
+        bidirectional=False,
+        word_dropout=0.0,
+        embed_dropout=0.0,
+        pad_id=0,
+        unk_id=1,
+        sos_id=2,
+        eos_id=3,
+        backend="fused",
+    ):
+        super().__init__()
+        self._store_config(locals())
+        self.embedding = WordEmbedding(
+            vocab_size, embed_dim, pad_id, unk_id, keep_ids=(sos_id,), word_dropout=word_dropout, dropout=embed_dropout
+        )
+        self.encoder = UtteranceEncoder(embed_dim, hidden_size, num_layers, bidirectional, backend)
+        self.posterior = GaussianNet(self.encoder.output_size, latent_size)
+        self.decoder = ConditionalDecoder(embed_dim, hidden_size, num_layers, latent_size, vocab_size, backend)
+
+    def encode(self, tokens, lengths):
+        """``tokens [B, T]``, ``lengths [B]`` -> ``(mu, logvar)`` of q(z|x), each ``[B, latent_size]``."""
+        lengths = check_tokens("tokens", tokens, lengths, self.config["vocab_size"])
+        return self.posterior(self.encoder(self.embedding(tokens), lengths))
+
+    def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
+        target_lengths, _ = self._check_batch(batch, conditional=False)
+        mu, logvar = self.posterior(self.encoder(self.embedding(batch.target), target_lengths))
+        z = latent_ops(self.backend).reparameterize(mu, logvar, generator=generator)
+        inputs, targets = self._decoder_io(batch)
+        nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, z)
+        kl = latent_ops(self.backend).gaussian_kl(mu, logvar, free_bits=free_bits)
+        B = batch.target.shape[0]
+        return ModelOutput(loss=(nll + kl_weight * kl.sum()) / B, nll=nll.detach() / B, kl=kl.detach().mean())
+
+    def _decode_from(self, z, options, generator=None):
+        cfg = self.config
+        state = self.decoder.initial_state(z)
+        return decode(
+            self.decoder,
+            self.embedding,
+            state,
+            sos_id=cfg["sos_id"],
+            eos_id=cfg["eos_id"],
+            pad_id=cfg["pad_id"],
+            options=options,
+            generator=generator,
+        )
+
+    @torch.no_grad()
+    def sample(self, n, strategy="greedy", max_length=30, temperature=1.0, top_k=0, top_p=1.0, beam_size=4, generator=None):
+        """``n`` sentences with z drawn from the prior N(0, I) -> ``(tokens [n, max_length], lengths [n])``."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        ref = self.decoder.init_state.weight
+        zeros = ref.new_zeros(n, self.config["latent_size"])
+        z = latent_ops(self.backend).reparameterize(zeros, zeros, generator=generator)
+        options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size)
+        return self._decode_from(z, options, generator)
+
+    @torch.no_grad()
+    def reconstruct(self, tokens, lengths, max_length=30):
+        """Greedy decoding from each sentence's posterior mean."""
+        mu, _ = self.encode(tokens, lengths)
+        return self._decode_from(mu, DecodeOptions(max_length=max_length))
+
+    @torch.no_grad()
+    def interpolate(self, tokens_a, tokens_b, steps=5, max_length=30):
+        """Homotopy between two sentences ``[T_a]`` and ``[T_b]``: greedy decodes of
+        ``(1 - t) mu_a + t mu_b`` for ``steps`` values of t from 0 to 1."""
+        if not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
+        mus = []
+        for name, tokens in (("tokens_a", tokens_a), ("tokens_b", tokens_b)):
+            if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.numel() == 0:
+                raise ValueError(f"{name} must be a non-empty 1-D tensor of token ids")
+            mus.append(self.encode(tokens.unsqueeze(0), torch.tensor([tokens.numel()]))[0])
+        t = torch.linspace(0, 1, steps, device=mus[0].device).unsqueeze(1)
+        return self._decode_from((1 - t) * mus[0] + t * mus[1], DecodeOptions(max_length=max_length))

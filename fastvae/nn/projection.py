@@ -1,0 +1,33 @@
+"""The vocabulary projection + cross-entropy of a decoder, on either backend."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fastvae import ops
+from fastvae.nn.rnn import check_backend
+
+
+class VocabProjection(torch.nn.Module):
+    """``weight [V, H]``, ``bias [V]``: decoder states to vocabulary scores.
+
+    ``loss(hidden [N, H], target [N], reduction)`` is
+    ``fastvae.ops.linear_cross_entropy`` (fused: the ``[N, V]`` logits are
+    never materialised in training) or its ``_ref`` twin; targets equal to
+    ``ignore_index`` (-100) are skipped.
+    """
+
+    def __init__(self, hidden_size, vocab_size, backend="fused"):
+        super().__init__()
+        bound = 1.0 / math.sqrt(hidden_size)
+        self.weight = torch.nn.Parameter(torch.empty(vocab_size, hidden_size).uniform_(-bound, bound))
+        self.bias = torch.nn.Parameter(torch.empty(vocab_size).uniform_(-bound, bound))
+        self.backend = check_backend(backend)
+
+    def logits(self, hidden):
+        return F.linear(hidden, self.weight, self.bias)
+
+    def loss(self, hidden, target, reduction="sum"):
+        fn = ops.linear_cross_entropy if self.backend == "fused" else ops.linear_cross_entropy_ref
+        return fn(hidden, self.weight, self.bias, target, ignore_index=-100, reduction=reduction)

@@ -1,0 +1,374 @@
+"""The models: fused vs reference backends, SLCVAE phases, generation, save/load, bad input."""
+
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+import fastvae
+from fastvae import CVAE, SLCVAE, Batch, Seq2Seq, SentenceVAE
+
+V, E, H, Z = 40, 12, 16, 4
+PAD, UNK, SOS, EOS = 0, 1, 2, 3
+
+
+def make_batch(B=5, Tc=7, Tx=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    target_lengths = torch.randint(1, Tx + 1, (B,), generator=g)
+    target_lengths[0] = Tx
+    context_lengths = torch.randint(1, Tc + 1, (B,), generator=g)
+    context_lengths[-1] = Tc
+    target = torch.randint(4, V, (B, Tx), generator=g)
+    context = torch.randint(4, V, (B, Tc), generator=g)
+    for b in range(B):
+        target[b, target_lengths[b] - 1] = EOS
+        target[b, target_lengths[b] :] = PAD
+        context[b, context_lengths[b] :] = PAD
+    return Batch(target, target_lengths, context, context_lengths)
+
+
+def build(cls, backend="fused", **kw):
+    args = dict(embed_dim=E, hidden_size=H, num_layers=2, backend=backend)
+    if cls is not Seq2Seq:
+        args["latent_size"] = Z
+    if cls is SentenceVAE:
+        args["num_layers"] = 1
+    args.update(kw)
+    torch.manual_seed(1)
+    return cls(V, **args)
+
+
+def twin(model):
+    """The same model (same weights) on the other backend."""
+    other = "reference" if model.backend == "fused" else "fused"
+    clone = type(model)(**{**model.config, "backend": other})
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+def run_loss(model, batch, **kw):
+    if isinstance(model, Seq2Seq):
+        return model(batch)
+    return model(batch, generator=torch.Generator().manual_seed(7), **kw)
+
+
+MODELS = [
+    pytest.param(SentenceVAE, {}, id="SentenceVAE"),
+    pytest.param(SentenceVAE, {"bidirectional": True, "num_layers": 2}, id="SentenceVAE-bi2"),
+    pytest.param(CVAE, {}, id="CVAE"),
+    pytest.param(CVAE, {"bow": True}, id="CVAE-bow"),
+    pytest.param(SLCVAE, {}, id="SLCVAE"),
+    pytest.param(Seq2Seq, {}, id="Seq2Seq"),
+]
+
+
+@pytest.mark.parametrize("cls,kw", MODELS)
+def test_fused_and_reference_give_the_same_loss_and_gradients(cls, kw):
+    fused = build(cls, **kw)
+    ref = twin(fused)
+    batch = make_batch()
+    extra = {} if cls is Seq2Seq else {"kl_weight": 0.7}
+    out_f, out_r = run_loss(fused, batch, **extra), run_loss(ref, batch, **extra)
+    for name in ("loss", "nll", "kl", "label", "bow"):
+        a, b = getattr(out_f, name), getattr(out_r, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+    out_f.loss.backward()
+    out_r.loss.backward()
+    grads_r = dict(ref.named_parameters())
+    for name, p in fused.named_parameters():
+        q = grads_r[name]
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_word_dropout_replaces_decoder_inputs_with_unk_but_never_sos_or_pad():
+    model = build(SentenceVAE, word_dropout=1.0)
+    tokens = torch.tensor([[SOS, 5, 6, PAD, PAD]])
+    dropped = model.embedding.drop_words(tokens)
+    assert dropped.tolist() == [[SOS, UNK, UNK, PAD, PAD]]
+    model.eval()
+    assert torch.equal(model.embedding.drop_words(tokens), tokens)
+
+
+def test_fused_backend_runs_the_fused_ops(monkeypatch):
+    calls = []
+    for name in ("lstm", "lstm_cell", "linear_cross_entropy", "kl_label_loss", "reparameterize"):
+        original = getattr(fastvae.ops, name)
+        monkeypatch.setattr(fastvae.ops, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    model = build(SLCVAE)
+    model(make_batch()).loss.backward()
+    assert {"lstm", "linear_cross_entropy", "kl_label_loss", "reparameterize"} <= set(calls)
+    batch = make_batch(B=2)
+    model.generate(batch.context, batch.context_lengths, max_length=3)
+    assert "lstm_cell" in calls
+
+
+def test_kl_is_exactly_zero_when_posterior_equals_prior():
+    model = build(CVAE)
+    with torch.no_grad():
+        for net in (model.prior, model.recognition):
+            net.out.weight.zero_()
+            net.out.bias.zero_()
+    out = model(make_batch(), kl_weight=1.0)
+    assert out.kl.item() == 0.0
+
+
+# ------------------------------------------------------------------ SLCVAE
+
+
+def snapshot(params):
+    return [p.detach().clone() for p in params]
+
+
+def test_slcvae_phases_update_only_their_own_parameters():
+    model = build(SLCVAE)
+    cvae_opt = torch.optim.Adam(model.cvae_parameters(), lr=1e-2)
+    label_opt = torch.optim.Adam(model.labeling_parameters(), lr=1e-2)
+    batch = make_batch()
+
+    # labeling phase alone: the decoder (and every CVAE parameter) gets no gradient and does not move
+    before_cvae = snapshot(model.cvae_parameters())
+    before_label = snapshot(model.labeling_parameters())
+    label_opt.zero_grad()
+    model.labeling_loss(batch).loss.backward()
+    assert all(p.grad is None for p in model.cvae_parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.labeling_parameters())
+    label_opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before_cvae, model.cvae_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before_label, model.labeling_parameters()))
+
+    # CVAE phase alone: the labeling network gets no gradient and does not move
+    before_label = snapshot(model.labeling_parameters())
+    cvae_opt.zero_grad()
+    label_opt.zero_grad()
+    model(batch, kl_weight=0.5).loss.backward()
+    assert all(p.grad is None for p in model.labeling_parameters())
+    cvae_opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before_label, model.labeling_parameters()))
+
+    # parameters stay trainable after the labeling phase froze them
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_slcvae_train_step_runs_both_phases_and_lowers_the_loss():
+    model = build(SLCVAE)
+    cvae_opt = torch.optim.Adam(model.cvae_parameters(), lr=1e-2)
+    label_opt = torch.optim.Adam(model.labeling_parameters(), lr=1e-2)
+    batch = make_batch()
+    first = model.train_step(batch, cvae_opt, label_opt, kl_weight=0.1)
+    assert set(first) == {"loss", "nll", "kl", "label", "label_nll"}
+    for _ in range(30):
+        last = model.train_step(batch, cvae_opt, label_opt, kl_weight=0.1, max_grad_norm=5.0)
+    assert last["nll"] < first["nll"]
+    assert last["label_nll"] < first["label_nll"]
+
+
+def test_slcvae_label_weight_is_annealed_with_the_kl_weight():
+    model = build(SLCVAE, label_loss_weight=2.0)
+    batch = make_batch()
+    zero = model(batch, kl_weight=0.0, generator=torch.Generator().manual_seed(3))
+    assert zero.loss.item() == pytest.approx(zero.nll.item(), rel=1e-6)
+    explicit = model(batch, kl_weight=0.5, label_weight=1.0, generator=torch.Generator().manual_seed(3))
+    default = model(batch, kl_weight=0.5, generator=torch.Generator().manual_seed(3))
+    assert default.loss.item() == pytest.approx(explicit.loss.item(), rel=1e-6)
+
+
+def test_z_label_gets_no_gradient_in_the_cvae_phase():
+    model = build(SLCVAE)
+    model(make_batch()).loss.backward()
+    assert all(p.grad is None for p in model.labeling_parameters())
+
+
+# -------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("cls", [CVAE, SLCVAE, Seq2Seq])
+@pytest.mark.parametrize("strategy", ["greedy", "sample", "beam"])
+def test_generate_shapes_and_eos(cls, strategy):
+    model = build(cls)
+    batch = make_batch(B=3)
+    tokens, lengths = model.generate(
+        batch.context, batch.context_lengths, num_samples=4, strategy=strategy, max_length=9, beam_size=3,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert tokens.shape == (3, 4, 9) and lengths.shape == (3, 4)
+    assert tokens.dtype == torch.int64 and lengths.dtype == torch.int64
+    assert ((lengths >= 1) & (lengths <= 9)).all()
+    for row, n in zip(tokens.view(-1, 9), lengths.view(-1)):
+        n = int(n)
+        assert (row[n:] == PAD).all()
+        eos = (row[:n] == EOS).nonzero().flatten().tolist()
+        assert eos in ([n - 1], []) and (eos or n == 9)
+
+
+def test_generation_stops_each_row_at_eos():
+    model = build(CVAE)
+    with torch.no_grad():  # make <eos> the certain first token
+        model.decoder.out.weight.zero_()
+        model.decoder.out.bias.zero_()
+        model.decoder.out.bias[EOS] = 10.0
+    batch = make_batch(B=2)
+    tokens, lengths = model.generate(batch.context, batch.context_lengths, num_samples=2, max_length=6)
+    assert (lengths == 1).all()
+    assert (tokens[..., 0] == EOS).all() and (tokens[..., 1:] == PAD).all()
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_generation_is_reproducible_for_a_seed(strategy):
+    model = build(SLCVAE)
+    batch = make_batch(B=3)
+    run = lambda seed: model.generate(  # noqa: E731
+        batch.context, batch.context_lengths, num_samples=5, strategy=strategy, max_length=8,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    a, b, c = run(11), run(11), run(12)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_samples_differ_across_z_draws():
+    model = build(CVAE)
+    with torch.no_grad():  # a strong latent so different z give different words
+        model.decoder.init_state.weight.mul_(20)
+    batch = make_batch(B=2)
+    tokens, _ = model.generate(batch.context, batch.context_lengths, num_samples=8, max_length=6,
+                               generator=torch.Generator().manual_seed(0))
+    assert len({tuple(t.tolist()) for t in tokens[0]}) > 1
+
+
+@pytest.mark.parametrize("cls", [CVAE, Seq2Seq])
+def test_beam_size_one_equals_greedy(cls):
+    model = build(cls)
+    batch = make_batch(B=4)
+    kw = dict(num_samples=2, max_length=8)
+    greedy = model.generate(batch.context, batch.context_lengths, strategy="greedy",
+                            generator=torch.Generator().manual_seed(5), **kw)
+    beam = model.generate(batch.context, batch.context_lengths, strategy="beam", beam_size=1,
+                          generator=torch.Generator().manual_seed(5), **kw)
+    assert torch.equal(greedy[0], beam[0]) and torch.equal(greedy[1], beam[1])
+
+
+def test_generation_fused_equals_reference():
+    fused = build(SLCVAE)
+    ref = twin(fused)
+    batch = make_batch(B=3)
+    kw = dict(num_samples=3, max_length=8)
+    a = fused.generate(batch.context, batch.context_lengths, generator=torch.Generator().manual_seed(2), **kw)
+    b = ref.generate(batch.context, batch.context_lengths, generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_sentence_vae_sample_reconstruct_interpolate():
+    model = build(SentenceVAE)
+    tokens, lengths = model.sample(6, max_length=7, generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (6, 7) and lengths.shape == (6,)
+    again = model.sample(6, max_length=7, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tokens, again[0])
+    batch = make_batch(B=3)
+    rec, rec_len = model.reconstruct(batch.target, batch.target_lengths, max_length=7)
+    assert rec.shape == (3, 7)
+    a = batch.target[0, : batch.target_lengths[0]]
+    b = batch.target[1, : batch.target_lengths[1]]
+    path, path_len = model.interpolate(a, b, steps=4, max_length=7)
+    assert path.shape == (4, 7)
+    mu_a, _ = model.encode(a.unsqueeze(0), torch.tensor([a.numel()]))
+    ends, _ = model._decode_from(mu_a, fastvae.models.generation.DecodeOptions(max_length=7))
+    assert torch.equal(path[0], ends[0])
+
+
+# --------------------------------------------------------------- save/load
+
+
+@pytest.mark.parametrize("cls,kw", MODELS)
+def test_save_load_round_trip(cls, kw, tmp_path):
+    model = build(cls, **kw)
+    model.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == cls.__name__
+    loaded = cls.from_pretrained(tmp_path / "m")
+    for (n, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(p, q), n
+    batch = make_batch()
+    assert torch.equal(run_loss(model, batch).loss, run_loss(loaded, batch).loss)
+    other = cls.from_pretrained(tmp_path / "m", backend="reference")
+    assert other.backend == "reference"
+    torch.testing.assert_close(run_loss(other, batch).loss, run_loss(model, batch).loss, rtol=1e-5, atol=1e-5)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        CVAE.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        CVAE.from_pretrained(tmp_path / "empty")
+    model = build(CVAE)
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="holds a CVAE, not a SLCVAE"):
+        SLCVAE.from_pretrained(tmp_path / "m")
+    corrupt = tmp_path / "corrupt"
+    model.save_pretrained(corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="corrupt"):
+        CVAE.from_pretrained(corrupt)
+    (corrupt / "config.json").write_text("{broken")
+    with pytest.raises(ValueError, match="corrupt"):
+        CVAE.from_pretrained(corrupt)
+    mismatch = tmp_path / "mismatch"
+    model.save_pretrained(mismatch)
+    cfg = json.loads((mismatch / "config.json").read_text())
+    cfg["config"]["hidden_size"] = H + 1
+    (mismatch / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match"):
+        CVAE.from_pretrained(mismatch)
+
+
+def test_save_overwrites_atomically(tmp_path):
+    model = build(Seq2Seq)
+    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+
+
+# --------------------------------------------------------------- bad input
+
+
+def test_bad_input_gives_clear_errors():
+    model = build(CVAE)
+    batch = make_batch()
+    bad = copy.deepcopy(batch)
+    bad.target[0, 0] = V
+    with pytest.raises(ValueError, match=f"target holds token id {V}"):
+        model(bad)
+    bad = copy.deepcopy(batch)
+    bad.context[1, 0] = -1
+    with pytest.raises(ValueError, match="context holds token id -1"):
+        model(bad)
+    bad = copy.deepcopy(batch)
+    bad.target_lengths = batch.target_lengths[:-1]
+    with pytest.raises(ValueError, match="target_lengths must have shape"):
+        model(bad)
+    bad = copy.deepcopy(batch)
+    bad.target_lengths = batch.target_lengths.clone()
+    bad.target_lengths[0] = 0
+    with pytest.raises(ValueError, match="target_lengths must lie in"):
+        model(bad)
+    with pytest.raises(ValueError, match="empty"):
+        model(Batch(batch.target[:0], batch.target_lengths[:0], batch.context[:0], batch.context_lengths[:0]))
+    with pytest.raises(TypeError, match="int64"):
+        model(Batch(batch.target.float(), batch.target_lengths, batch.context, batch.context_lengths))
+    with pytest.raises(ValueError, match="needs batch.context"):
+        model(Batch(batch.target, batch.target_lengths))
+    with pytest.raises(ValueError, match="same batch size"):
+        model(Batch(batch.target, batch.target_lengths, batch.context[:2], batch.context_lengths[:2]))
+    with pytest.raises(TypeError, match="Batch"):
+        model((batch.target, batch.target_lengths))
+    with pytest.raises(ValueError, match="backend"):
+        CVAE(V, backend="cuda")
+    with pytest.raises(ValueError, match="strategy"):
+        model.generate(batch.context, batch.context_lengths, strategy="nucleus")
+    with pytest.raises(ValueError, match="num_samples"):
+        model.generate(batch.context, batch.context_lengths, num_samples=0)
