@@ -23,6 +23,11 @@
 namespace fastvae {
 namespace cpu {
 
+PanelsView panels(const PackedB& Bp, int64_t col0, int64_t ncols) {
+  TORCH_CHECK(col0 % kPanel == 0 && col0 + ncols <= Bp.N, "fastvae: bad panel range");
+  return {Bp.data.data() + (col0 / kPanel) * Bp.K * kPanel, Bp.K, ncols};
+}
+
 void pack_b(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb, PackedB& out) {
   const int64_t panels = (N + kPanel - 1) / kPanel;
   out.K = K;
@@ -131,7 +136,7 @@ bool should_pack_a(bool trans_a, int64_t lda) { return trans_a || lda >= 512; }
 
 // Rows [m0, m1) of C over all panels and depth passes.
 void gemm_rows(int64_t m0, int64_t m1, bool trans_a, const float* A, int64_t lda,
-               const PackedB& Bp, float beta, float* C, int64_t ldc) {
+               PanelsView Bp, float beta, float* C, int64_t ldc) {
   const int64_t K = Bp.K, N = Bp.N;
   const int64_t panels = (N + kPanel - 1) / kPanel;
   const bool packed = should_pack_a(trans_a, lda);
@@ -147,7 +152,7 @@ void gemm_rows(int64_t m0, int64_t m1, bool trans_a, const float* A, int64_t lda
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t n0 = p * kPanel;
       const __mmask16 mk0 = lane_mask(N - n0), mk1 = lane_mask(N - n0 - 16);
-      const float* panel = Bp.data.data() + (p * K + k0) * kPanel;
+      const float* panel = Bp.data + (p * K + k0) * kPanel;
       for (int64_t i = m0; i < m1; i += kRows) {
         const int64_t rows = std::min(kRows, m1 - i);
         float* c = C + i * ldc + n0;
@@ -175,18 +180,29 @@ void gemm_packed(bool trans_a, int64_t M, const float* A, int64_t lda, const Pac
   // Split rows over threads only when each task has real work (~2 MFLOP).
   const int64_t flop_per_row = 2 * Bp.K * Bp.N;
   const int64_t grain = std::max<int64_t>(kRows, ((2000000 / std::max<int64_t>(flop_per_row, 1)) / kRows + 1) * kRows);
+  const PanelsView all = panels(Bp, 0, Bp.N);
   if (M <= grain) {
-    gemm_rows(0, M, trans_a, A, lda, Bp, beta, C, ldc);
+    gemm_rows(0, M, trans_a, A, lda, all, beta, C, ldc);
     return;
   }
   at::parallel_for(0, (M + kRows - 1) / kRows, grain / kRows, [&](int64_t b0, int64_t b1) {
-    gemm_rows(b0 * kRows, std::min(M, b1 * kRows), trans_a, A, lda, Bp, beta, C, ldc);
+    gemm_rows(b0 * kRows, std::min(M, b1 * kRows), trans_a, A, lda, all, beta, C, ldc);
   });
+}
+
+void gemm_panels(int64_t M, const float* A, int64_t lda, PanelsView B, float beta, float* C,
+                 int64_t ldc) {
+  if (M == 0 || B.N == 0 || B.K == 0) return;
+  gemm_rows(0, M, false, A, lda, B, beta, C, ldc);
 }
 
 #else  // no x86 dispatch: never called (cpu_isa() is Generic)
 
 void gemm_packed(bool, int64_t, const float*, int64_t, const PackedB&, float, float*, int64_t) {
+  TORCH_CHECK(false, "fastvae: the AVX-512 GEMM is not compiled in this build");
+}
+
+void gemm_panels(int64_t, const float*, int64_t, PanelsView, float, float*, int64_t) {
   TORCH_CHECK(false, "fastvae: the AVX-512 GEMM is not compiled in this build");
 }
 

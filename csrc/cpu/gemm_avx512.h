@@ -18,6 +18,18 @@ struct PackedB {
   std::vector<float> data;
 };
 
+// A column range of a PackedB: panels [col0 / kPanel, ...) covering N columns.
+struct PanelsView {
+  const float* data;
+  int64_t K, N;
+};
+
+// Columns [col0, col0 + ncols) of Bp; col0 must be a multiple of kPanel.
+PanelsView panels(const PackedB& Bp, int64_t col0, int64_t ncols);
+
+// C[M, N] = A[M, K] @ view + beta * C on the calling thread (A row-major).
+void gemm_panels(int64_t M, const float* A, int64_t lda, PanelsView B, float beta, float* C, int64_t ldc);
+
 // Packs B (stored [K, N], or [N, K] when trans_b) with leading dimension ldb.
 void pack_b(bool trans_b, int64_t K, int64_t N, const float* B, int64_t ldb, PackedB& out);
 

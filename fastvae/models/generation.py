@@ -76,11 +76,10 @@ def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=
     done = torch.zeros(R, dtype=torch.bool, device=device)
     for t in range(options.max_length):
         hidden, state = decoder.step(embed(prev), state)
-        logits = decoder.out.logits(hidden)
         if options.strategy == "greedy":
-            token = logits.argmax(dim=-1)
+            token = decoder.out.greedy(hidden)
         else:
-            logits = _filter_logits(logits / options.temperature, options.top_k, options.top_p)
+            logits = _filter_logits(decoder.out.logits(hidden) / options.temperature, options.top_k, options.top_p)
             token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
         token = token.masked_fill(done, pad_id)
         out[:, t] = token

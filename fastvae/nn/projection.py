@@ -28,6 +28,12 @@ class VocabProjection(torch.nn.Module):
     def logits(self, hidden):
         return F.linear(hidden, self.weight, self.bias)
 
+    def greedy(self, hidden):
+        """The best word per row of ``hidden [R, H]`` (fused: the scores are never materialised)."""
+        if self.backend == "fused":
+            return ops.linear_argmax(hidden, self.weight, self.bias)[0]
+        return self.logits(hidden).argmax(dim=-1)
+
     def loss(self, hidden, target, reduction="sum"):
         fn = ops.linear_cross_entropy if self.backend == "fused" else ops.linear_cross_entropy_ref
         return fn(hidden, self.weight, self.bias, target, ignore_index=-100, reduction=reduction)

@@ -1,6 +1,7 @@
 """fastvae.ops: the fused ops, each next to its plain-PyTorch ``*_ref`` twin."""
 
 from fastvae.ops.kl import gaussian_kl, gaussian_kl_ref, kl_label_loss, kl_label_loss_ref
+from fastvae.ops.linear_argmax import linear_argmax, linear_argmax_ref
 from fastvae.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
 from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref
 from fastvae.ops.reparameterize import reparameterize, reparameterize_ref
@@ -18,4 +19,6 @@ __all__ = [
     "kl_label_loss_ref",
     "linear_cross_entropy",
     "linear_cross_entropy_ref",
+    "linear_argmax",
+    "linear_argmax_ref",
 ]

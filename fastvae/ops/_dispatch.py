@@ -44,6 +44,7 @@ class Backends:
         if _ext.HAS_TRITON and torch.cuda.is_available():
             self.triton()
 
+
     def triton(self):
         if self._triton is None and _ext.HAS_TRITON:
             self._triton = self._register_triton()

@@ -1,0 +1,53 @@
+"""Greedy decoding head: ``argmax(hidden @ weight.T + bias)`` without the ``[R, V]`` scores.
+
+``linear_argmax(hidden, weight, bias=None) -> (index [R] int64, value [R])``
+and its twin ``linear_argmax_ref``. Inference only (no gradient). CPU float32
+uses the fused C++ kernel; other inputs (float64, CUDA) compute the scores
+with ``F.linear`` -- on a GPU the product dominates and cuBLAS is the right tool.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from fastvae.ops import _checks, _dispatch
+
+
+def linear_argmax_ref(hidden, weight, bias=None):
+    """Plain-PyTorch twin: ``F.linear(hidden, weight, bias).max(-1)`` as ``(index, value)``."""
+    value, index = F.linear(hidden, weight, bias).max(dim=-1)
+    return index, value
+
+
+def _fake(hidden, weight, bias):
+    R = hidden.shape[0]
+    return hidden.new_empty(R, dtype=torch.int64), hidden.new_empty(R)
+
+
+def _register_cpu():
+    torch.library.register_fake("fastvae::linear_argmax")(_fake)
+    return torch.ops.fastvae.linear_argmax.default
+
+
+BACKENDS = _dispatch.Backends(_register_cpu, lambda: None)
+
+
+def linear_argmax(hidden, weight, bias=None):
+    """Best word per row.
+
+    Args:
+        hidden: ``[R, H]`` float decoder states; weight: ``[V, H]``; bias: ``[V]`` or None.
+    Returns:
+        ``index [R]`` (int64; ties go to the lowest index) and ``value [R]``
+        (the winning score).
+    """
+    _checks.tensor("hidden", hidden, ndim=2)
+    _checks.tensor("weight", weight, ndim=2)
+    _checks.shape("weight", weight, (None, hidden.shape[1]))
+    if bias is not None:
+        _checks.shape("bias", _checks.tensor("bias", bias, ndim=1), (weight.shape[0],))
+    _checks.same_device("hidden", hidden, weight=weight, bias=bias)
+    _checks.same_dtype("hidden", hidden, weight=weight, bias=bias)
+    kind = _dispatch.fused_backend(hidden, "linear_argmax", cpu_dtypes=(torch.float32,), triton_dtypes=())
+    if kind != "cpu" or (torch.is_grad_enabled() and hidden.requires_grad):
+        return linear_argmax_ref(hidden, weight, bias)
+    return BACKENDS.cpu(hidden, weight, bias)

@@ -1,0 +1,68 @@
+"""fastvae.ops.linear_argmax (the greedy decoding head) vs its reference twin."""
+
+import importlib
+
+import pytest
+import torch
+
+import fastvae  # noqa: F401  (registers the ops)
+from fastvae.ops import linear_argmax, linear_argmax_ref
+
+
+@pytest.mark.parametrize("R,H,V", [(1, 1, 1), (5, 7, 13), (13, 33, 300), (50, 32, 1000), (97, 16, 1025)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_reference(R, H, V, bias, dtype):
+    g = torch.Generator().manual_seed(R * V + H)
+    h = torch.randn(R, H, generator=g, dtype=dtype)
+    w = torch.randn(V, H, generator=g, dtype=dtype)
+    b = torch.randn(V, generator=g, dtype=dtype) if bias else None
+    index, value = linear_argmax(h, w, b)
+    ref_index, ref_value = linear_argmax_ref(h, w, b)
+    assert index.dtype == torch.int64 and index.shape == (R,)
+    assert torch.equal(index, ref_index)
+    torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-5)
+
+
+def test_runs_the_fused_kernel_and_not_the_reference(monkeypatch):
+    module = importlib.import_module("fastvae.ops.linear_argmax")
+
+    monkeypatch.setattr(module, "linear_argmax_ref", lambda *a: pytest.fail("reference used"))
+    h, w = torch.randn(4, 8), torch.randn(20, 8)
+    module.linear_argmax(h, w, None)
+
+
+def test_ties_go_to_the_lowest_index():
+    h = torch.ones(3, 4)
+    w = torch.zeros(600, 4)
+    w[[7, 300, 599]] = 1.0  # equal best scores in different vocabulary blocks
+    index, value = linear_argmax(h, w)
+    assert index.tolist() == [7, 7, 7]
+    assert value.tolist() == [4.0, 4.0, 4.0]
+
+
+def test_non_contiguous_inputs():
+    h = torch.randn(9, 2 * 11)[:, ::2]
+    w = torch.randn(2 * 70, 11)[::2]
+    b = torch.randn(140)[::2]
+    assert torch.equal(linear_argmax(h, w, b)[0], linear_argmax_ref(h, w, b)[0])
+
+
+def test_opcheck():
+    h, w, b = torch.randn(6, 5), torch.randn(40, 5), torch.randn(40)
+    torch.library.opcheck(torch.ops.fastvae.linear_argmax.default, (h, w, b))
+    torch.library.opcheck(torch.ops.fastvae.linear_argmax.default, (h, w, None))
+
+
+def test_bad_input():
+    h, w = torch.randn(4, 8), torch.randn(20, 8)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        linear_argmax(h, torch.randn(20, 7))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        linear_argmax(h, w, torch.randn(19))
+    with pytest.raises(TypeError, match="hidden must be a floating-point"):
+        linear_argmax(h.long(), w)
+    with pytest.raises(TypeError, match="weight has dtype"):
+        linear_argmax(h, w.double())
+    with pytest.raises(ValueError, match="hidden must be 2-D"):
+        linear_argmax(h[0], w)
