@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "normals.h"
 #include "philox.h"
 #include "vec_math.h"
 
@@ -78,33 +79,20 @@ FASTVAE_INLINE void flag_if_nan(std::atomic<int>* flags, scalar_t probe, int bit
 
 // ------------------------------------------------------ reparameterize --
 
-// Sampled eps is generated per block of kCounters Philox counters (4 normals
-// each) into a stack buffer by one vectorized loop; the element loop then
-// reads it. Element i uses normal i % 4 of counter i / 4 (philox.h).
-constexpr int64_t kCounters = 64;
-
-FASTVAE_INLINE void normals_block(philox::Key key, int64_t c0, int64_t nc, float* __restrict buf) {
-  const uint32_t k0 = key.k0, k1 = key.k1;
-#pragma omp simd
-  for (int64_t t = 0; t < nc; ++t) {
-    float n0, n1, n2, n3;
-    philox::normal4(k0, k1, static_cast<uint64_t>(c0 + t), n0, n1, n2, n3);
-    buf[4 * t] = n0;
-    buf[4 * t + 1] = n1;
-    buf[4 * t + 2] = n2;
-    buf[4 * t + 3] = n3;
-  }
-}
+// Sampled eps is generated per block of philox::kBlockCounters counters (4
+// normals each) into a stack buffer (normals.cpp); the element loop then reads
+// it. Element i uses normal i % 4 of counter i / 4 (philox.h).
 
 // Calls fn(lo, hi, e) for consecutive pieces [lo, hi) of [i0, i1), where
 // e[i - lo] is the sampled eps of element i.
 template <typename Fn>
 FASTVAE_INLINE void for_sampled(philox::Key key, int64_t i0, int64_t i1, const Fn& fn) {
+  constexpr int64_t kCounters = philox::kBlockCounters;
   alignas(64) float buf[4 * kCounters];
   const int64_t c_end = (i1 + 3) / 4;
   for (int64_t c = i0 / 4; c < c_end; c += kCounters) {
     const int64_t nc = std::min(kCounters, c_end - c);
-    normals_block(key, c, nc, buf);
+    philox::normals(key, c, nc, buf);
     const int64_t lo = std::max(i0, 4 * c), hi = std::min(i1, 4 * (c + nc));
     fn(lo, hi, buf + (lo - 4 * c));
   }
