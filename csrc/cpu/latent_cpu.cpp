@@ -1,11 +1,16 @@
-// CPU kernels of the latent ops (schemas and shapes: csrc/latent_ops.cpp).
+// CPU kernels of the latent ops (schemas and shapes: csrc/latent_ops.cpp;
+// autograd: csrc/latent_autograd.cpp).
 //
-// Every [B, Z] tensor is made contiguous and walked row by row; rows are split
-// over threads with a grain of ~16k elements, so small batches stay on one
-// thread. Inner loops are `omp simd` with the vectorizable exp of vec_math.h
-// (float) or libm (double). The forward loops also fold a NaN/inf detector
-// into their reductions (x * 0 is NaN exactly when x is not finite), so
-// non-finite inputs are reported without a separate pass over the data.
+// Every [B, Z] tensor is made contiguous. Element-wise work runs as flat
+// `omp simd` loops over tiles of whole rows (so it vectorizes however small Z
+// is) with the vectorizable exp of vec_math.h (float) or libm (double); row
+// sums then read the tile. Rows/elements are split over threads with a grain
+// of ~16k elements, so small batches stay on one thread. Sampled eps comes
+// from the counter-based Philox stream of philox.h / normals.cpp and is
+// regenerated, not stored, for the backward. The forward loops also fold a
+// NaN/inf detector into their reductions (x * 0 is NaN exactly when x is not
+// finite), so non-finite inputs raise a ValueError naming the argument
+// without a separate pass over the data.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -469,6 +474,10 @@ void check_free_bits(double free_bits) {
                     "fastvae: argument 'free_bits' must be a finite number >= 0, got ", free_bits);
 }
 
+void check_weight(double w, const char* name) {
+  TORCH_CHECK_VALUE(std::isfinite(w), "fastvae: argument '", name, "' must be finite, got ", w);
+}
+
 void check_active(const at::Tensor& active, int64_t Z) {
   TORCH_CHECK_TYPE(active.scalar_type() == at::kBool, "fastvae: argument 'active' must be bool, got ",
                    active.scalar_type());
@@ -678,6 +687,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_label_loss_cpu(
   check_like(z, "z", mu_q, "mu_q");
   check_like(z_label, "z_label", mu_q, "mu_q");
   check_free_bits(free_bits);
+  check_weight(kl_weight, "kl_weight");
+  check_weight(label_weight, "label_weight");
   const int64_t B = mu_q.size(0);
   auto kl = at::empty({B}, mu_q.options());
   auto label = at::empty({B}, mu_q.options());

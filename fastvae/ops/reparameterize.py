@@ -154,7 +154,12 @@ def reparameterize(mu, logvar, eps=None, generator=None):
         # The C++ kernel checks shapes, dtypes and finiteness itself.
         if logvar.device != mu.device or (eps is not None and eps.device != mu.device):
             _checks.same_device("mu", mu, logvar=logvar, eps=eps)
-        seed = None if eps is not None else _philox.draw_seed(generator, mu.device)
+        if eps is not None:
+            seed = None
+        elif generator is None:
+            seed = _philox.draw_seed()  # the default CPU generator
+        else:
+            seed = _philox.draw_seed(generator, mu.device)
         return _cpu_backend().fwd(mu, logvar, eps, seed)
     _check_args(mu, logvar, eps, generator)
     _checks.finite(mu=mu, logvar=logvar, eps=eps)
