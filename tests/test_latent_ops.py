@@ -530,3 +530,30 @@ def test_parallel_chunks_match_ref(two_threads):
     out_r[0].sum().backward()
     for t, t_r in zip([mu, logvar, mu_p, logvar_p], ref):
         assert_close(t.grad, t_r.grad, 2e-5)
+
+
+@NEEDS_EXT
+def test_torch_compile_fullgraph():
+    """The ops trace into one graph (after a first eager call registered them) with the same gradients.
+
+    backend="aot_eager": dynamo + AOTAutograd (fake kernels, the C++ autograd
+    node) without inductor, whose triton import would disturb the Triton
+    interpreter tests in the same process.
+    """
+    mu_q, logvar_q, mu_p, logvar_p = leaves(8, 5, torch.float32, 4, seed=13)
+    z_label, eps = torch.randn(8, 5), torch.randn(8, 5)
+
+    def step(mu_q, logvar_q, mu_p, logvar_p):
+        z = reparameterize(mu_q, logvar_q, eps)
+        total, _, _ = kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, 1.0, 0.5, 0.05)
+        return total.mean() + gaussian_kl(mu_q, logvar_q).mean()
+
+    inputs = [mu_q, logvar_q, mu_p, logvar_p]
+    step(*inputs).backward()
+    expected = [t.grad.clone() for t in inputs]
+    for t in inputs:
+        t.grad = None
+    torch._dynamo.reset()
+    torch.compile(step, fullgraph=True, backend="aot_eager")(*inputs).backward()
+    for t, g in zip(inputs, expected):
+        torch.testing.assert_close(t.grad, g, rtol=1e-5, atol=1e-6)

@@ -22,7 +22,6 @@ Backends: CPU float32/float64 run the C++ ops ``torch.ops.fastvae.gaussian_kl``
 (fp32 math); anything else runs the reference.
 """
 
-import functools
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -142,10 +141,33 @@ class _Backend:
     kll_bwd: Callable
 
 
-@functools.lru_cache(maxsize=None)
+_CPU_BACKEND: Optional[_Backend] = None
+_TRITON_BACKEND: Optional[_Backend] = None
+
+
 def _cpu_backend() -> Optional[_Backend]:
-    if not _ext.HAS_EXTENSION:
-        return None
+    """The C++ ops, fake kernels registered on first use; None without the extension.
+
+    A module global rather than functools.lru_cache: torch.compile reads the
+    global as a constant once registered, but would trace into an lru_cache'd
+    function (and its register_fake calls) on every compile. (A first call
+    under torch.compile graph-breaks once at the registration.)
+    """
+    global _CPU_BACKEND
+    if _CPU_BACKEND is None and _ext.HAS_EXTENSION:
+        _CPU_BACKEND = _register_cpu()
+    return _CPU_BACKEND
+
+
+def _triton_backend() -> Optional[_Backend]:
+    """The Triton ops (``fastvae::*_triton``), registered on first use; None without triton."""
+    global _TRITON_BACKEND
+    if _TRITON_BACKEND is None and _ext.HAS_TRITON:
+        _TRITON_BACKEND = _register_triton()
+    return _TRITON_BACKEND
+
+
+def _register_cpu() -> _Backend:
     ops = torch.ops.fastvae
     for name, fake in (
         ("gaussian_kl", _fake_kl),
@@ -161,11 +183,8 @@ def _cpu_backend() -> Optional[_Backend]:
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_backend() -> Optional[_Backend]:
+def _register_triton() -> _Backend:
     """Triton ops (``fastvae::gaussian_kl_triton``, ``fastvae::kl_label_loss_triton`` + backwards)."""
-    if not _ext.HAS_TRITON:
-        return None
     from torch.library import triton_op
 
     from fastvae.kernels import latent as klatent
