@@ -211,10 +211,9 @@ def _register_triton() -> _Backend:
 
     @triton_op("fastvae::kl_label_loss_bwd_triton", mutates_args=())
     def kl_label_loss_bwd_triton(
-        grad_total: Optional[Tensor], grad_kl: Optional[Tensor], grad_label: Optional[Tensor], mu_q: Tensor,
-        logvar_q: Tensor,
-        mu_p: Optional[Tensor], logvar_p: Optional[Tensor], z: Tensor, z_label: Tensor, kl_weight: float,
-        label_weight: float, active: Tensor,
+        grad_total: Optional[Tensor], grad_kl: Optional[Tensor], grad_label: Optional[Tensor],
+        mu_q: Tensor, logvar_q: Tensor, mu_p: Optional[Tensor], logvar_p: Optional[Tensor],
+        z: Tensor, z_label: Tensor, kl_weight: float, label_weight: float, active: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return klatent.kl_label_loss_bwd(
             grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight,
