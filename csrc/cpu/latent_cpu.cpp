@@ -1,11 +1,16 @@
-// CPU kernels of the latent ops (schemas and shapes: csrc/latent_ops.cpp).
+// CPU kernels of the latent ops (schemas and shapes: csrc/latent_ops.cpp;
+// autograd: csrc/latent_autograd.cpp).
 //
-// Every [B, Z] tensor is made contiguous and walked row by row; rows are split
-// over threads with a grain of ~16k elements, so small batches stay on one
-// thread. Inner loops are `omp simd` with the vectorizable exp of vec_math.h
-// (float) or libm (double). The forward loops also fold a NaN/inf detector
-// into their reductions (x * 0 is NaN exactly when x is not finite), so
-// non-finite inputs are reported without a separate pass over the data.
+// Every [B, Z] tensor is made contiguous. Element-wise work runs as flat
+// `omp simd` loops over tiles of whole rows (so it vectorizes however small Z
+// is) with the vectorizable exp of vec_math.h (float) or libm (double); row
+// sums then read the tile. Rows/elements are split over threads with a grain
+// of ~16k elements, so small batches stay on one thread. Sampled eps comes
+// from the counter-based Philox stream of philox.h / normals.cpp and is
+// regenerated, not stored, for the backward. The forward loops also fold a
+// NaN/inf detector into their reductions (x * 0 is NaN exactly when x is not
+// finite), so non-finite inputs raise a ValueError naming the argument
+// without a separate pass over the data.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -16,6 +21,7 @@
 #include <cstring>
 #include <vector>
 
+#include "normals.h"
 #include "philox.h"
 #include "vec_math.h"
 
@@ -78,33 +84,20 @@ FASTVAE_INLINE void flag_if_nan(std::atomic<int>* flags, scalar_t probe, int bit
 
 // ------------------------------------------------------ reparameterize --
 
-// Sampled eps is generated per block of kCounters Philox counters (4 normals
-// each) into a stack buffer by one vectorized loop; the element loop then
-// reads it. Element i uses normal i % 4 of counter i / 4 (philox.h).
-constexpr int64_t kCounters = 64;
-
-FASTVAE_INLINE void normals_block(philox::Key key, int64_t c0, int64_t nc, float* __restrict buf) {
-  const uint32_t k0 = key.k0, k1 = key.k1;
-#pragma omp simd
-  for (int64_t t = 0; t < nc; ++t) {
-    float n0, n1, n2, n3;
-    philox::normal4(k0, k1, static_cast<uint64_t>(c0 + t), n0, n1, n2, n3);
-    buf[4 * t] = n0;
-    buf[4 * t + 1] = n1;
-    buf[4 * t + 2] = n2;
-    buf[4 * t + 3] = n3;
-  }
-}
+// Sampled eps is generated per block of philox::kBlockCounters counters (4
+// normals each) into a stack buffer (normals.cpp); the element loop then reads
+// it. Element i uses normal i % 4 of counter i / 4 (philox.h).
 
 // Calls fn(lo, hi, e) for consecutive pieces [lo, hi) of [i0, i1), where
 // e[i - lo] is the sampled eps of element i.
 template <typename Fn>
 FASTVAE_INLINE void for_sampled(philox::Key key, int64_t i0, int64_t i1, const Fn& fn) {
+  constexpr int64_t kCounters = philox::kBlockCounters;
   alignas(64) float buf[4 * kCounters];
   const int64_t c_end = (i1 + 3) / 4;
   for (int64_t c = i0 / 4; c < c_end; c += kCounters) {
     const int64_t nc = std::min(kCounters, c_end - c);
-    normals_block(key, c, nc, buf);
+    philox::normals(key, c, nc, buf);
     const int64_t lo = std::max(i0, 4 * c), hi = std::min(i1, 4 * (c + nc));
     fn(lo, hi, buf + (lo - 4 * c));
   }
@@ -481,6 +474,10 @@ void check_free_bits(double free_bits) {
                     "fastvae: argument 'free_bits' must be a finite number >= 0, got ", free_bits);
 }
 
+void check_weight(double w, const char* name) {
+  TORCH_CHECK_VALUE(std::isfinite(w), "fastvae: argument '", name, "' must be finite, got ", w);
+}
+
 void check_active(const at::Tensor& active, int64_t Z) {
   TORCH_CHECK_TYPE(active.scalar_type() == at::kBool, "fastvae: argument 'active' must be bool, got ",
                    active.scalar_type());
@@ -690,6 +687,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kl_label_loss_cpu(
   check_like(z, "z", mu_q, "mu_q");
   check_like(z_label, "z_label", mu_q, "mu_q");
   check_free_bits(free_bits);
+  check_weight(kl_weight, "kl_weight");
+  check_weight(label_weight, "label_weight");
   const int64_t B = mu_q.size(0);
   auto kl = at::empty({B}, mu_q.options());
   auto label = at::empty({B}, mu_q.options());

@@ -26,7 +26,10 @@ def draw_seed(generator=None, device=None):
 
     A given generator is used on its own device; without one the default
     generator of ``device`` (so ``torch.manual_seed`` makes runs reproducible).
+    Neither given: the default CPU generator, a CPU tensor.
     """
+    if generator is None and device is None:
+        return torch.randint(_SEED_LOW, _SEED_HIGH, (), dtype=torch.int64)
     gen_device = generator.device if generator is not None else device
     seed = torch.randint(_SEED_LOW, _SEED_HIGH, (), dtype=torch.int64, generator=generator, device=gen_device)
     if device is not None and seed.device != torch.device(device):

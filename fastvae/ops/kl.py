@@ -185,10 +185,9 @@ def _register_triton() -> _Backend:
 
     @triton_op("fastvae::kl_label_loss_bwd_triton", mutates_args=())
     def kl_label_loss_bwd_triton(
-        grad_total: Optional[Tensor], grad_kl: Optional[Tensor], grad_label: Optional[Tensor], mu_q: Tensor,
-        logvar_q: Tensor,
-        mu_p: Optional[Tensor], logvar_p: Optional[Tensor], z: Tensor, z_label: Tensor, kl_weight: float,
-        label_weight: float, active: Tensor,
+        grad_total: Optional[Tensor], grad_kl: Optional[Tensor], grad_label: Optional[Tensor],
+        mu_q: Tensor, logvar_q: Tensor, mu_p: Optional[Tensor], logvar_p: Optional[Tensor],
+        z: Tensor, z_label: Tensor, kl_weight: float, label_weight: float, active: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         return klatent.kl_label_loss_bwd(
             grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight,
@@ -231,25 +230,33 @@ def _check_kl_args(mu_q, logvar_q, mu_p, logvar_p, **more):
     _checks.finite(mu_q=mu_q, **others)
 
 
-def _cpu_ok(mu_q, *others):
-    """The C++ kernels check shapes, dtypes and finiteness; only mixed devices must be caught here."""
-    device = mu_q.device
-    for t in others:
-        if t is not None and (not isinstance(t, Tensor) or t.device != device):
-            return False
-    return True
-
-
 def _backend(mu_q, op_name, *others):
-    """("cpu", backend), ("triton", backend) or (None, None); validates in Python off the C++ path."""
+    """("cpu", backend), ("triton", backend) or (None, None) for these arguments.
+
+    On the C++ path nothing else is checked in Python: the kernels check shapes,
+    dtypes, finiteness and the floats themselves (named errors), so only mixed
+    devices (which the dispatcher would report as a missing kernel) keep a
+    call off it. Everything else gets the full Python checks.
+    """
     if not isinstance(mu_q, Tensor):
         return None, None
     kind = _dispatch.fused_backend(mu_q, op_name)
-    if kind == "cpu" and _cpu_ok(mu_q, *others):
+    if kind == "cpu":
+        device = mu_q.device
+        for t in others:
+            if t is not None and (not isinstance(t, Tensor) or t.device != device):
+                return None, None
         return kind, _cpu_backend()
     if kind == "triton":
         return kind, _triton_backend()
     return None, None
+
+
+def _float(name, value, nonneg=False):
+    """A Python float as is (the C++ kernels check its range); anything else checked here."""
+    if type(value) is float:
+        return value
+    return _checks.nonneg_number(name, value) if nonneg else _checks.number(name, value)
 
 
 def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
@@ -269,9 +276,10 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
         TypeError / ValueError naming the argument for non-tensors, integer
         dtypes, mismatched shapes/dtypes/devices, NaN/inf and negative free_bits.
     """
-    free_bits = _checks.nonneg_number("free_bits", free_bits)
+    free_bits = _float("free_bits", free_bits, nonneg=True)
     kind, backend = _backend(mu_q, "gaussian_kl", logvar_q, mu_p, logvar_p)
     if kind != "cpu":
+        _checks.nonneg_number("free_bits", free_bits)
         _check_kl_args(mu_q, logvar_q, mu_p, logvar_p)
     if backend is None:
         return gaussian_kl_ref(mu_q, logvar_q, mu_p, logvar_p, free_bits)
@@ -299,11 +307,14 @@ def kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_w
         ``(total [B], kl [B], label [B])``; gradients flow to mu_q, logvar_q,
         mu_p, logvar_p and z.
     """
-    kl_weight = _checks.number("kl_weight", kl_weight)
-    label_weight = _checks.number("label_weight", label_weight)
-    free_bits = _checks.nonneg_number("free_bits", free_bits)
+    kl_weight = _float("kl_weight", kl_weight)
+    label_weight = _float("label_weight", label_weight)
+    free_bits = _float("free_bits", free_bits, nonneg=True)
     kind, backend = _backend(mu_q, "kl_label_loss", logvar_q, mu_p, logvar_p, z, z_label)
     if kind != "cpu":
+        _checks.number("kl_weight", kl_weight)
+        _checks.number("label_weight", label_weight)
+        _checks.nonneg_number("free_bits", free_bits)
         _check_kl_args(mu_q, logvar_q, mu_p, logvar_p, z=z, z_label=z_label)
     if backend is None:
         return kl_label_loss_ref(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits)

@@ -5,14 +5,14 @@ its plain-PyTorch twin ``reparameterize_ref`` with the same signature.
 
 Sampling: without ``eps`` one int64 seed is drawn from ``generator`` (or the
 default generator of ``mu``'s device, so ``torch.manual_seed`` reproduces a
-run) and the kernel draws ``eps[b, j]`` as number ``b*Z + j`` of a
-counter-based Philox4x32-10 stream keyed by that seed -- the recipe of
-Triton's ``tl.randn`` (see ``fastvae/ops/_philox.py``). The backward
-regenerates ``eps`` from the seed, so nothing but the seed is saved. CPU
-(C++) and GPU (Triton) kernels draw the same ``eps`` for a seed, to ~1e-6
-(the integer part is bit-exact; log/cos differ by an ulp or two), and so does
-``reparameterize_ref``, which materialises ``eps`` in torch ops. ``eps`` is
-drawn in float32 for every dtype.
+run) and the kernel draws ``eps`` from a counter-based Philox4x32-10 stream
+keyed by that seed: flat element ``i = b*Z + j`` is Triton's
+``tl.randn4x(seed, i // 4)[i % 4]`` (see ``fastvae/ops/_philox.py``). The
+backward regenerates ``eps`` from the seed, so nothing but the seed is saved.
+CPU (C++) and GPU (Triton) kernels draw the same ``eps`` for a seed, to ~1e-6
+(the integer part is bit-exact; log/sin/cos differ by an ulp or two), and so
+does ``reparameterize_ref``, which materialises ``eps`` in torch ops. ``eps``
+is drawn in float32 for every dtype.
 
 Backends: CPU float32/float64 run ``torch.ops.fastvae.reparameterize`` (C++),
 CUDA fp32/fp16/bf16 run ``fastvae::reparameterize_triton``; anything else runs
@@ -151,14 +151,24 @@ def reparameterize(mu, logvar, eps=None, generator=None):
         TypeError / ValueError naming the argument for non-tensors, integer
         dtypes, mismatched shapes/dtypes/devices and NaN/inf in the inputs.
     """
-    if not isinstance(mu, Tensor) or not isinstance(logvar, Tensor):
+    if (
+        not isinstance(mu, Tensor)
+        or not isinstance(logvar, Tensor)
+        or (eps is not None and not isinstance(eps, Tensor))
+        or (generator is not None and not isinstance(generator, torch.Generator))
+    ):
         _check_args(mu, logvar, eps, generator)
     kind = _dispatch.fused_backend(mu, "reparameterize")
     if kind == "cpu":
         # The C++ kernel checks shapes, dtypes and finiteness itself.
         if logvar.device != mu.device or (eps is not None and eps.device != mu.device):
             _checks.same_device("mu", mu, logvar=logvar, eps=eps)
-        seed = None if eps is not None else _philox.draw_seed(generator, mu.device)
+        if eps is not None:
+            seed = None
+        elif generator is None:
+            seed = _philox.draw_seed()  # the default CPU generator
+        else:
+            seed = _philox.draw_seed(generator, mu.device)
         return _cpu_backend().fwd(mu, logvar, eps, seed)
     _check_args(mu, logvar, eps, generator)
     _checks.finite(mu=mu, logvar=logvar, eps=eps)
