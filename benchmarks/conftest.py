@@ -5,7 +5,7 @@ medians) and prints the ratio table at the end of the session.
 ``pytest benchmarks/ --benchmark-disable`` is the smoke run: every callable
 runs once and the fused result is checked against the baseline, no timing.
 With ``FASTVAE_BENCH_SAVE=1`` the table is also written, with the machine it
-was measured on, to ``benchmarks/results/cpu_lstm.json``.
+was measured on, to ``benchmarks/results/cpu.json``.
 
 Benchmarks that measure something other than time (peak memory, ...) add rows
 to their own tables with the ``extra_table`` fixture; those tables are printed
@@ -21,7 +21,7 @@ import torch
 
 from _ratios import interleaved_medians, machine_info, table_lines, text_table
 
-RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu_lstm.json")
+RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu.json")
 # fp32; atol scales with the output's largest entry: weight gradients are sums
 # over B*T terms, their absolute rounding error grows with that magnitude.
 RTOL, ATOL = 1e-4, 1e-5
