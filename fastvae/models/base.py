@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from fastvae.nn import WordEmbedding
 from fastvae.nn.rnn import check_backend
 
 CONFIG_NAME = "config.json"
@@ -87,6 +88,19 @@ class BaseModel(torch.nn.Module):
         params = inspect.signature(type(self).__init__).parameters
         self.config = {name: local_vars[name] for name in params if name != "self"}
         self.backend = check_backend(self.config["backend"])
+
+    def _make_embedding(self):
+        """The token embedding every part shares (word dropout never touches <sos>/<pad>)."""
+        cfg = self.config
+        return WordEmbedding(
+            cfg["vocab_size"],
+            cfg["embed_dim"],
+            cfg["pad_id"],
+            cfg["unk_id"],
+            keep_ids=(cfg["sos_id"],),
+            word_dropout=cfg["word_dropout"],
+            dropout=cfg["embed_dropout"],
+        )
 
     # ---------------------------------------------------------------- inputs
 

@@ -12,7 +12,7 @@ from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
 from fastvae.models.base import BaseModel, ModelOutput, check_tokens
 from fastvae.models.generation import DecodeOptions, decode
-from fastvae.nn import VocabProjection, WordEmbedding
+from fastvae.nn import VocabProjection
 
 
 class _Conditional(BaseModel):
@@ -20,15 +20,7 @@ class _Conditional(BaseModel):
 
     def _build_common(self, latent_size):
         cfg = self.config
-        self.embedding = WordEmbedding(
-            cfg["vocab_size"],
-            cfg["embed_dim"],
-            cfg["pad_id"],
-            cfg["unk_id"],
-            keep_ids=(cfg["sos_id"],),
-            word_dropout=cfg["word_dropout"],
-            dropout=cfg["embed_dropout"],
-        )
+        self.embedding = self._make_embedding()
         enc = (cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
         self.context_encoder = UtteranceEncoder(*enc)
         self.decoder = ConditionalDecoder(

@@ -4,9 +4,8 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens
 from fastvae.models.generation import DecodeOptions, decode
-from fastvae.nn import WordEmbedding
 
 
 class SentenceVAE(BaseModel):
@@ -42,9 +41,7 @@ class SentenceVAE(BaseModel):
     ):
         super().__init__()
         self._store_config(locals())
-        self.embedding = WordEmbedding(
-            vocab_size, embed_dim, pad_id, unk_id, keep_ids=(sos_id,), word_dropout=word_dropout, dropout=embed_dropout
-        )
+        self.embedding = self._make_embedding()
         self.encoder = UtteranceEncoder(embed_dim, hidden_size, num_layers, bidirectional, backend)
         self.posterior = GaussianNet(self.encoder.output_size, latent_size)
         self.decoder = ConditionalDecoder(embed_dim, hidden_size, num_layers, latent_size, vocab_size, backend)
