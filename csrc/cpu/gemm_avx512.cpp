@@ -56,11 +56,15 @@ constexpr int64_t kDepth = 256;  // KC: depth of one pass (keeps a B panel block
 
 // C[MR, 32] (masked to the valid columns) = beta * C + A[MR, kc] @ Bp[kc, 32].
 // A element (r, k) lives at A[r * a_rs + k * a_cs], so both A and A^T work.
-template <int MR>
+// ACCUMULATE: C = beta * C + product; otherwise C = product (C is not read).
+// A compile-time switch keeps the accumulators in registers through the
+// epilogue (a run-time beta branch made the compiler spill all 24).
+template <int MR, bool ACCUMULATE>
 FASTVAE_ISA_AVX512 void micro_kernel(int64_t kc, const float* A, int64_t a_rs, int64_t a_cs,
                                      const float* Bp, float* C, int64_t ldc, float beta,
                                      __mmask16 m0, __mmask16 m1) {
   __m512 acc0[MR], acc1[MR];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     acc0[r] = _mm512_setzero_ps();
     acc1[r] = _mm512_setzero_ps();
@@ -69,20 +73,23 @@ FASTVAE_ISA_AVX512 void micro_kernel(int64_t kc, const float* A, int64_t a_rs, i
     const __m512 b0 = _mm512_loadu_ps(Bp + k * kPanel);
     const __m512 b1 = _mm512_loadu_ps(Bp + k * kPanel + 16);
     const float* a = A + k * a_cs;
-    for (int r = 0; r < MR; ++r) {
+  #pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
       const __m512 av = _mm512_set1_ps(a[r * a_rs]);
       acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
     }
   }
-  if (beta != 0.0f) {
+  if constexpr (ACCUMULATE) {
     const __m512 bv = _mm512_set1_ps(beta);
-    for (int r = 0; r < MR; ++r) {
+  #pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
       float* c = C + r * ldc;
       acc0[r] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(m0, c), acc0[r]);
       acc1[r] = _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(m1, c + 16), acc1[r]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     _mm512_mask_storeu_ps(C + r * ldc, m0, acc0[r]);
     _mm512_mask_storeu_ps(C + r * ldc + 16, m1, acc1[r]);
@@ -91,10 +98,32 @@ FASTVAE_ISA_AVX512 void micro_kernel(int64_t kc, const float* A, int64_t a_rs, i
 
 using Kernel = void (*)(int64_t, const float*, int64_t, int64_t, const float*, float*, int64_t,
                         float, __mmask16, __mmask16);
-constexpr Kernel kKernels[kRows + 1] = {
-    nullptr,         micro_kernel<1>, micro_kernel<2>,  micro_kernel<3>, micro_kernel<4>,
-    micro_kernel<5>, micro_kernel<6>, micro_kernel<7>,  micro_kernel<8>, micro_kernel<9>,
-    micro_kernel<10>, micro_kernel<11>, micro_kernel<12>};
+template <bool ACCUMULATE>
+constexpr Kernel kernel_for(int rows) {
+  switch (rows) {
+    case 1: return micro_kernel<1, ACCUMULATE>;
+    case 2: return micro_kernel<2, ACCUMULATE>;
+    case 3: return micro_kernel<3, ACCUMULATE>;
+    case 4: return micro_kernel<4, ACCUMULATE>;
+    case 5: return micro_kernel<5, ACCUMULATE>;
+    case 6: return micro_kernel<6, ACCUMULATE>;
+    case 7: return micro_kernel<7, ACCUMULATE>;
+    case 8: return micro_kernel<8, ACCUMULATE>;
+    case 9: return micro_kernel<9, ACCUMULATE>;
+    case 10: return micro_kernel<10, ACCUMULATE>;
+    case 11: return micro_kernel<11, ACCUMULATE>;
+    default: return micro_kernel<12, ACCUMULATE>;
+  }
+}
+
+// kKernels[accumulate][rows]
+const Kernel kKernels[2][kRows + 1] = {
+    {nullptr, kernel_for<false>(1), kernel_for<false>(2), kernel_for<false>(3), kernel_for<false>(4),
+     kernel_for<false>(5), kernel_for<false>(6), kernel_for<false>(7), kernel_for<false>(8),
+     kernel_for<false>(9), kernel_for<false>(10), kernel_for<false>(11), kernel_for<false>(12)},
+    {nullptr, kernel_for<true>(1), kernel_for<true>(2), kernel_for<true>(3), kernel_for<true>(4),
+     kernel_for<true>(5), kernel_for<true>(6), kernel_for<true>(7), kernel_for<true>(8),
+     kernel_for<true>(9), kernel_for<true>(10), kernel_for<true>(11), kernel_for<true>(12)}};
 
 __mmask16 lane_mask(int64_t valid) {
   if (valid >= 16) return static_cast<__mmask16>(0xFFFF);
@@ -156,11 +185,12 @@ void gemm_rows(int64_t m0, int64_t m1, bool trans_a, const float* A, int64_t lda
       for (int64_t i = m0; i < m1; i += kRows) {
         const int64_t rows = std::min(kRows, m1 - i);
         float* c = C + i * ldc + n0;
+        const Kernel kernel = kKernels[pass_beta != 0.0f][rows];
         if (packed) {
-          kKernels[rows](kc, a_panels.data() + (i - m0) * kc, 1, kRows, panel, c, ldc, pass_beta,
+          kernel(kc, a_panels.data() + (i - m0) * kc, 1, kRows, panel, c, ldc, pass_beta,
                          mk0, mk1);
         } else {
-          kKernels[rows](kc, A + i * lda + k0, lda, 1, panel, c, ldc, pass_beta, mk0, mk1);
+          kernel(kc, A + i * lda + k0, lda, 1, panel, c, ldc, pass_beta, mk0, mk1);
         }
       }
     }
