@@ -5,7 +5,7 @@
   each NLTK ``sentence_bleu`` with uniform weights over its orders and
   ``SmoothingFunction().method7``.
   NLTK's method7 includes method5, which averages each n-gram precision with
-  its neighbour orders, so a sample identical to its reference scores a
+  its neighbour orders, so a sample identical to its reference can score
   *above* 1 (1.018 for BLEU-2 of "how are you today", 1.23 for the
   BLEU-1..3 mean of "the cat sat on the mat"); the scores
   are kept as NLTK gives them, to stay comparable with the paper.

@@ -350,3 +350,11 @@ def test_batches_feed_a_model():
     model = CVAE(vocab_size=len(vocab), embed_dim=8, hidden_size=8, latent_size=4, backend="reference")
     out = model(next(batches(ds, 5, generator=torch.Generator().manual_seed(0))))
     assert torch.isfinite(out.loss)
+
+
+def test_bible_full_test_split():
+    pytest.importorskip("pythonbible")
+    examples = load_bible("test")
+    assert len(examples) == 4 * 1535  # 1,535 verses of the 31,098 in all five translations
+    assert [e.group for e in examples[::4]] == list(range(1535))
+    assert all(examples[i].source == examples[i + 3].source for i in range(0, len(examples), 4))
