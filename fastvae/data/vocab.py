@@ -1,0 +1,116 @@
+"""The word <-> id mapping shared by a dataset and a model.
+
+Special tokens come first with the ids every model uses by default:
+``<pad>=0, <unk>=1, <sos>=2, <eos>=3``.
+"""
+
+import json
+import os
+from collections import Counter
+
+PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
+SPECIALS = (PAD, UNK, SOS, EOS)
+FORMAT_VERSION = 1
+
+
+class Vocab:
+    """A fixed list of tokens; ``itos[i]`` is the token of id ``i``."""
+
+    pad_id, unk_id, sos_id, eos_id = 0, 1, 2, 3
+
+    def __init__(self, tokens):
+        """``tokens``: the full list, starting with ``<pad>, <unk>, <sos>, <eos>``, no duplicates."""
+        tokens = list(tokens)
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a vocabulary must start with {list(SPECIALS)}, got {tokens[:len(SPECIALS)]}")
+        for token in tokens:
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"vocabulary tokens must be non-empty strings, got {token!r}")
+        self.itos = tokens
+        self.stoi = {token: i for i, token in enumerate(tokens)}
+        if len(self.stoi) != len(tokens):
+            dup = next(t for t, n in Counter(tokens).items() if n > 1)
+            raise ValueError(f"vocabulary token {dup!r} appears more than once")
+
+    @classmethod
+    def build(cls, token_lists, min_freq=1, max_size=None):
+        """Count the tokens of ``token_lists`` (iterable of lists of str).
+
+        Keeps tokens seen at least ``min_freq`` times, most frequent first,
+        ties in alphabetical order (so the result never depends on the order
+        of the data), at most ``max_size`` tokens in all (specials included).
+        Special tokens found in the data are not counted twice.
+        """
+        if min_freq < 1:
+            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+        if max_size is not None and max_size < len(SPECIALS):
+            raise ValueError(f"max_size must be at least {len(SPECIALS)} (the special tokens), got {max_size}")
+        counts = Counter()
+        for tokens in token_lists:
+            counts.update(tokens)
+        for special in SPECIALS:
+            counts.pop(special, None)
+        words = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
+        if max_size is not None:
+            words = words[: max_size - len(SPECIALS)]
+        return cls(list(SPECIALS) + words)
+
+    def __len__(self):
+        return len(self.itos)
+
+    def __contains__(self, token):
+        return token in self.stoi
+
+    def __eq__(self, other):
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def encode(self, tokens):
+        """List of tokens -> list of ids (unknown tokens -> ``unk_id``); adds no ``<eos>``."""
+        unk = self.unk_id
+        return [self.stoi.get(token, unk) for token in tokens]
+
+    def decode(self, ids):
+        """List (or 1-D tensor) of ids -> tokens, stopping at ``<eos>``, skipping ``<pad>`` and ``<sos>``."""
+        if hasattr(ids, "tolist"):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == self.eos_id:
+                break
+            if i in (self.pad_id, self.sos_id):
+                continue
+            if not 0 <= i < len(self.itos):
+                raise ValueError(f"token id {i} is outside the vocabulary [0, {len(self.itos)})")
+            out.append(self.itos[i])
+        return out
+
+    def save(self, path):
+        """Write the vocabulary as JSON (``{"format_version": 1, "tokens": [...]}``)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"format_version": FORMAT_VERSION, "tokens": self.itos}, f, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a vocabulary written by :meth:`save`; ``ValueError`` naming the file if it is corrupt."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no vocabulary file at {path!r}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            tokens = data["tokens"]
+            version = data["format_version"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is corrupt or not a fastvae vocabulary: {exc!r}") from None
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path} has vocabulary format {version!r}; this fastvae reads {FORMAT_VERSION}")
+        if not isinstance(tokens, list):
+            raise ValueError(f"{path} is corrupt: 'tokens' must be a list, got {type(tokens).__name__}")
+        try:
+            return cls(tokens)
+        except ValueError as exc:
+            raise ValueError(f"{path} is corrupt: {exc}") from None

@@ -1,0 +1,89 @@
+"""Diversity and quality metrics of generated text (as in the SLCVAE paper, Zhang et al. 2019).
+
+* ``distinct_n``: distinct n-grams / generated tokens, over all sentences.
+* BLEU of one sample against one reference: the mean of BLEU-1, -2 and -3,
+  each NLTK ``sentence_bleu`` with uniform weights over its orders and
+  ``SmoothingFunction().method7``.
+  NLTK's method7 includes method5, which averages each n-gram precision with
+  its neighbour orders, so a sample identical to its reference can score
+  *above* 1 (1.018 for BLEU-2 of "how are you today", 1.23 for the
+  BLEU-1..3 mean of "the cat sat on the mat"); the scores
+  are kept as NLTK gives them, to stay comparable with the paper.
+  ``smoothing=None`` gives plain, unsmoothed BLEU (1.0 for identical
+  sentences).
+* BLEU-P (precision): mean over samples of the best BLEU against the references.
+* BLEU-R (recall): mean over references of the best BLEU against the samples.
+
+Sentences are lists of tokens (no ``<eos>``/``<pad>``).
+"""
+
+from functools import lru_cache
+
+BLEU_ORDERS = (1, 2, 3)
+
+
+def distinct_n(sentences, n):
+    """Distinct n-grams across all ``sentences`` divided by their total number of tokens.
+
+    This is the SLCVAE paper's definition (the denominator counts tokens, not
+    n-grams). 0.0 when there are no tokens.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    ngrams, tokens = set(), 0
+    for s in sentences:
+        s = list(s)
+        tokens += len(s)
+        ngrams.update(tuple(s[i : i + n]) for i in range(len(s) - n + 1))
+    return len(ngrams) / tokens if tokens else 0.0
+
+
+@lru_cache(maxsize=None)
+def _nltk(smoothing):
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    if smoothing is None:
+        return sentence_bleu, None
+    method = getattr(SmoothingFunction(), smoothing, None)
+    if method is None or not smoothing.startswith("method"):
+        raise ValueError(f"smoothing must be None or an NLTK SmoothingFunction method name such as 'method7', got {smoothing!r}")
+    return sentence_bleu, method
+
+
+def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
+    """Mean of BLEU-1, -2, -3 of token list ``sample`` against one ``reference`` (0.0 if either is empty).
+
+    orders: the BLEU-n averaged (BLEU-n weighs the 1..n-gram precisions uniformly).
+    smoothing: the ``nltk.translate.bleu_score.SmoothingFunction`` method
+        (the paper's ``"method7"``), or ``None`` for none.
+    """
+    sample, reference = list(sample), list(reference)
+    if not sample or not reference:
+        return 0.0
+    sentence_bleu, smoothing = _nltk(smoothing)
+    scores = [
+        sentence_bleu([reference], sample, weights=(1.0 / n,) * n, smoothing_function=smoothing) for n in orders
+    ]
+    return sum(scores) / len(scores)
+
+
+def bleu_precision_recall(samples, references, smoothing="method7"):
+    """``(BLEU-P, BLEU-R)`` of the generated ``samples`` for one input against its ``references``."""
+    samples, references = [list(s) for s in samples], [list(r) for r in references]
+    if not samples or not references:
+        raise ValueError(f"need at least one sample and one reference, got {len(samples)} and {len(references)}")
+    scores = [[bleu(s, r, smoothing=smoothing) for r in references] for s in samples]
+    precision = sum(max(row) for row in scores) / len(samples)
+    recall = sum(max(scores[i][j] for i in range(len(samples))) for j in range(len(references))) / len(references)
+    return precision, recall
+
+
+def corpus_bleu_pr(list_of_samples, list_of_references, smoothing="method7"):
+    """Mean ``(BLEU-P, BLEU-R)`` over inputs; ``list_of_samples[k]`` are the samples for input k."""
+    list_of_samples, list_of_references = list(list_of_samples), list(list_of_references)
+    if len(list_of_samples) != len(list_of_references):
+        raise ValueError(f"{len(list_of_samples)} sample lists for {len(list_of_references)} reference lists")
+    if not list_of_samples:
+        raise ValueError("no inputs to score")
+    pairs = [bleu_precision_recall(s, r, smoothing) for s, r in zip(list_of_samples, list_of_references)]
+    return sum(p for p, _ in pairs) / len(pairs), sum(r for _, r in pairs) / len(pairs)
