@@ -1,0 +1,22 @@
+"""fastvae.train: KL-weight schedules and atomic, exactly-resumable checkpoints."""
+
+from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
+from fastvae.train.schedules import (
+    ConstantSchedule,
+    CyclicalSchedule,
+    LinearSchedule,
+    LogisticSchedule,
+    make_schedule,
+    schedule_from_dict,
+)
+
+__all__ = [
+    "ConstantSchedule",
+    "CyclicalSchedule",
+    "LinearSchedule",
+    "LogisticSchedule",
+    "make_schedule",
+    "schedule_from_dict",
+    "save_checkpoint",
+    "load_checkpoint",
+]
