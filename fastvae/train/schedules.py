@@ -20,14 +20,13 @@ __all__ = [
 def _number(name, value, *, min_value=None, positive=False):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
-    value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if positive and value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     if min_value is not None and value < min_value:
         raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
-    return value
+    return value if isinstance(value, int) else float(value)
 
 
 def _step(step):
