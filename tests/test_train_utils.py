@@ -124,9 +124,9 @@ def make_batch(B=5, Tc=7, Tx=6, seed=0):
     return Batch(target, target_lengths, context, context_lengths)
 
 
-def build(seed=1):
+def build(seed=1, backend="reference"):
     torch.manual_seed(seed)
-    model = SLCVAE(V, embed_dim=E, hidden_size=H, latent_size=Z, num_layers=1, backend="reference")
+    model = SLCVAE(V, embed_dim=E, hidden_size=H, latent_size=Z, num_layers=1, backend=backend)
     opts = {
         "cvae": torch.optim.Adam(model.cvae_parameters(), lr=1e-2),
         "label": torch.optim.Adam(model.labeling_parameters(), lr=1e-2),
@@ -138,9 +138,10 @@ def step(model, opts, batch):
     return model.train_step(batch, opts["cvae"], opts["label"], kl_weight=0.5)
 
 
-def test_checkpoint_exact_resume(tmp_path):
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_checkpoint_exact_resume(tmp_path, backend):
     batch = make_batch()
-    model, opts = build()
+    model, opts = build(backend=backend)
     for _ in range(2):
         step(model, opts, batch)
     path = tmp_path / "ckpt.pt"
@@ -150,7 +151,7 @@ def test_checkpoint_exact_resume(tmp_path):
     expected = step(model, opts, batch)  # (a) the original run goes on
 
     # (b) a fresh model and optimizers (different init, different RNG), restored
-    fresh, fresh_opts = build(seed=123)
+    fresh, fresh_opts = build(seed=123, backend=backend)
     torch.manual_seed(999)
     random.seed(999)
     info = load_checkpoint(path, fresh, fresh_opts)
