@@ -82,7 +82,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.data", "fastvae.kernels"],
+    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.data", "fastvae.train", "fastvae.kernels"],
     package_dir={"fastvae.kernels": "kernels"},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},

@@ -79,3 +79,14 @@ def test_fallback_without_extension():
         [sys.executable, "-c", FALLBACK], env=dict(os.environ), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_setup_lists_every_subpackage():
+    """A non-editable install ships only the packages setup.py names."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    listed = set(re.search(r"packages=\[(.*?)\]", (root / "setup.py").read_text()).group(1).replace('"', "").split(", "))
+    found = {"fastvae"} | {f"fastvae.{p.parent.name}" for p in (root / "fastvae").glob("*/__init__.py")}
+    assert found | {"fastvae.kernels"} == listed
