@@ -53,7 +53,7 @@ def _filter_logits(logits, top_k, top_p):
     return logits
 
 
-def _finish(tokens, lengths, eos_id, pad_id):
+def _finish(tokens, lengths, pad_id):
     """Cut at each row's first ``<eos>`` (kept), pad after it; lengths include ``<eos>``."""
     return tokens.masked_fill(torch.arange(tokens.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1), pad_id), lengths
 
@@ -89,7 +89,7 @@ def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=
         if bool(done.all()):
             break
         prev = token
-    return _finish(out.cpu(), lengths, eos_id, pad_id)
+    return _finish(out.cpu(), lengths, pad_id)
 
 
 def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options):
@@ -133,4 +133,4 @@ def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options):
         prev = token.view(-1)
     best = scores.argmax(dim=-1)
     tokens = history[torch.arange(R, device=device), best]
-    return _finish(tokens.cpu(), lengths[torch.arange(R, device=device), best].cpu(), eos_id, pad_id)
+    return _finish(tokens.cpu(), lengths[torch.arange(R, device=device), best].cpu(), pad_id)
