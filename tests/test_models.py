@@ -7,26 +7,17 @@ import os
 import pytest
 import torch
 
+import batches
+from batches import EOS, PAD, SOS, UNK
+
 import fastvae
 from fastvae import CVAE, SLCVAE, Batch, Seq2Seq, SentenceVAE
 
 V, E, H, Z = 40, 12, 16, 4
-PAD, UNK, SOS, EOS = 0, 1, 2, 3
 
 
 def make_batch(B=5, Tc=7, Tx=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    target_lengths = torch.randint(1, Tx + 1, (B,), generator=g)
-    target_lengths[0] = Tx
-    context_lengths = torch.randint(1, Tc + 1, (B,), generator=g)
-    context_lengths[-1] = Tc
-    target = torch.randint(4, V, (B, Tx), generator=g)
-    context = torch.randint(4, V, (B, Tc), generator=g)
-    for b in range(B):
-        target[b, target_lengths[b] - 1] = EOS
-        target[b, target_lengths[b] :] = PAD
-        context[b, context_lengths[b] :] = PAD
-    return Batch(target, target_lengths, context, context_lengths)
+    return batches.make_batch(V, B=B, Tc=Tc, Tx=Tx, seed=seed)
 
 
 def build(cls, backend="fused", **kw):

@@ -7,7 +7,9 @@ import random
 import pytest
 import torch
 
-from fastvae import SLCVAE, Batch
+import batches
+
+from fastvae import SLCVAE
 from fastvae.train import (
     ConstantSchedule,
     CyclicalSchedule,
@@ -20,7 +22,6 @@ from fastvae.train import (
 )
 
 V, E, H, Z = 30, 8, 8, 4
-PAD, EOS = 0, 3
 
 
 # ---------------------------------------------------------------- schedules
@@ -110,18 +111,7 @@ def test_dict_round_trip(schedule):
 
 
 def make_batch(B=5, Tc=7, Tx=6, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    target_lengths = torch.randint(1, Tx + 1, (B,), generator=g)
-    target_lengths[0] = Tx
-    context_lengths = torch.randint(1, Tc + 1, (B,), generator=g)
-    context_lengths[-1] = Tc
-    target = torch.randint(4, V, (B, Tx), generator=g)
-    context = torch.randint(4, V, (B, Tc), generator=g)
-    for b in range(B):
-        target[b, target_lengths[b] - 1] = EOS
-        target[b, target_lengths[b] :] = PAD
-        context[b, context_lengths[b] :] = PAD
-    return Batch(target, target_lengths, context, context_lengths)
+    return batches.make_batch(V, B=B, Tc=Tc, Tx=Tx, seed=seed)
 
 
 def build(seed=1, backend="reference"):
