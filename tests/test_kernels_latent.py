@@ -92,7 +92,7 @@ def test_reparameterize_forward_backward(shape):
 
 
 def test_reparameterize_triton_op_autograd():
-    backend = reparam_module._triton_backend()
+    backend = reparam_module.BACKENDS.triton()
     mu, logvar = rand(5, 7, seed=1).requires_grad_(), rand(5, 7, seed=2).requires_grad_()
     seed = seed_tensor(3)
     z = backend.fwd(mu, logvar, None, seed)
@@ -219,7 +219,7 @@ def test_kl_is_zero_when_q_equals_p():
 
 def test_triton_ops_autograd():
     """The triton_ops with their registered (Python) autograd, against the references."""
-    backend = kl_module._triton_backend()
+    backend = kl_module.BACKENDS.triton()
     ins = [rand(4, 6, seed=s).requires_grad_() for s in range(5)] + [rand(4, 6, seed=9).requires_grad_()]
     ref = [t.detach().clone().requires_grad_() for t in ins]
     fb = free_bits_between(*[t.detach() for t in ins[:4]])
@@ -289,7 +289,7 @@ def _triton_opcheck_cases():
 
 @pytest.mark.parametrize("case", range(len(_triton_opcheck_cases())))
 def test_opcheck_triton_ops(case):
-    reparam_module._triton_backend()  # registers the triton_ops
-    kl_module._triton_backend()
+    reparam_module.BACKENDS.triton()  # registers the triton_ops
+    kl_module.BACKENDS.triton()
     name, args = _triton_opcheck_cases()[case]
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)

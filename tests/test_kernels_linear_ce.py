@@ -160,7 +160,7 @@ def test_fp16_close_to_fp32(small_blocks):
 
 def test_triton_ops_autograd(small_blocks):
     """fastvae::linear_ce_fwd_triton with autograd, called directly (it only runs on CUDA via the public op)."""
-    backend = lce_ops._triton_backend()
+    backend = lce_ops.BACKENDS.triton()
     for reduction in ("mean", "none"):
         hidden, weight, bias, target = make_inputs(5, 4, 21, ignore_every=3, seed=9)
         leaves = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
@@ -186,7 +186,7 @@ OPCHECK_UTILS = (
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_opcheck_triton_ops(reduction):
-    backend = lce_ops._triton_backend()
+    backend = lce_ops.BACKENDS.triton()
     hidden, weight, bias, target = make_inputs(4, 3, 20, ignore_every=3, seed=10)
     leaves = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
     mask = [reduction != "none"] * 3

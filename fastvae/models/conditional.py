@@ -18,11 +18,15 @@ from fastvae.nn import VocabProjection
 class _Conditional(BaseModel):
     """Embedding + context encoder + decoder conditioned on ``[h_c, z]`` (or ``h_c``)."""
 
+    def _utterance_encoder(self):
+        """A fresh encoder of the configured structure (context, target and labeling encoders)."""
+        cfg = self.config
+        return UtteranceEncoder(cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
+
     def _build_common(self, latent_size):
         cfg = self.config
         self.embedding = self._make_embedding()
-        enc = (cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
-        self.context_encoder = UtteranceEncoder(*enc)
+        self.context_encoder = self._utterance_encoder()
         self.decoder = ConditionalDecoder(
             cfg["embed_dim"],
             cfg["hidden_size"],
@@ -31,7 +35,6 @@ class _Conditional(BaseModel):
             cfg["vocab_size"],
             cfg["backend"],
         )
-        return enc
 
     def encode_context(self, context, context_lengths):
         """``context [B, T]`` -> ``h_c [B, D*H]``."""
@@ -156,8 +159,8 @@ class CVAE(_Conditional):
     def _build_cvae(self):
         cfg = self.config
         Z = cfg["latent_size"]
-        enc = self._build_common(latent_size=Z)
-        self.target_encoder = UtteranceEncoder(*enc)
+        self._build_common(latent_size=Z)
+        self.target_encoder = self._utterance_encoder()
         C, X = self.context_encoder.output_size, self.target_encoder.output_size
         self.prior = GaussianNet(C, Z, hidden_size=cfg["prior_hidden_size"] or max(2 * Z, cfg["hidden_size"]))
         self.recognition = GaussianNet(C + X, Z)
@@ -263,9 +266,8 @@ class SLCVAE(CVAE):
         self._store_config(locals())
         self._build_cvae()
         cfg = self.config
-        enc = (cfg["embed_dim"], cfg["hidden_size"], cfg["num_layers"], cfg["bidirectional"], cfg["backend"])
-        self.label_context_encoder = UtteranceEncoder(*enc)
-        self.label_target_encoder = UtteranceEncoder(*enc)
+        self.label_context_encoder = self._utterance_encoder()
+        self.label_target_encoder = self._utterance_encoder()
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
         self.label_head = torch.nn.Linear(size, cfg["latent_size"])
 

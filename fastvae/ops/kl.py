@@ -207,14 +207,6 @@ def _register_triton() -> _Backend:
 BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
 
 
-def _cpu_backend() -> Optional[_Backend]:
-    return BACKENDS.cpu
-
-
-def _triton_backend() -> Optional[_Backend]:
-    return BACKENDS.triton()
-
-
 def _check_kl_args(mu_q, logvar_q, mu_p, logvar_p, **more):
     """Shapes/dtypes/devices of the [B, Z] arguments (``more``: further [B, Z] tensors, e.g. z)."""
     _checks.tensor("mu_q", mu_q, ndim=2)
@@ -246,9 +238,9 @@ def _backend(mu_q, op_name, *others):
         for t in others:
             if t is not None and (not isinstance(t, Tensor) or t.device != device):
                 return None, None
-        return kind, _cpu_backend()
+        return kind, BACKENDS.cpu
     if kind == "triton":
-        return kind, _triton_backend()
+        return kind, BACKENDS.triton()
     return None, None
 
 

@@ -220,14 +220,6 @@ def _register_triton() -> _Backend:
 BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
 
 
-def _cpu_backend() -> Optional[_Backend]:
-    return BACKENDS.cpu
-
-
-def _triton_backend() -> Optional[_Backend]:
-    return BACKENDS.triton()
-
-
 def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
     """The fused backend for ``x``'s device and dtype, or None for the reference."""
     return BACKENDS.for_input(x, op_name)

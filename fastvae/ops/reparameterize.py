@@ -111,14 +111,6 @@ def _register_triton() -> _Backend:
 BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
 
 
-def _cpu_backend() -> Optional[_Backend]:
-    return BACKENDS.cpu
-
-
-def _triton_backend() -> Optional[_Backend]:
-    return BACKENDS.triton()
-
-
 def _check_args(mu, logvar, eps, generator):
     _checks.tensor("mu", mu, ndim=2)
     _checks.tensor("logvar", logvar, ndim=2)
@@ -169,10 +161,10 @@ def reparameterize(mu, logvar, eps=None, generator=None):
             seed = _philox.draw_seed()  # the default CPU generator
         else:
             seed = _philox.draw_seed(generator, mu.device)
-        return _cpu_backend().fwd(mu, logvar, eps, seed)
+        return BACKENDS.cpu.fwd(mu, logvar, eps, seed)
     _check_args(mu, logvar, eps, generator)
     _checks.finite(mu=mu, logvar=logvar, eps=eps)
-    backend = _triton_backend() if kind == "triton" else None
+    backend = BACKENDS.triton() if kind == "triton" else None
     if backend is None:
         return reparameterize_ref(mu, logvar, eps, generator)
     seed = None if eps is not None else _philox.draw_seed(generator, mu.device)
