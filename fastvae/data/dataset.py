@@ -80,20 +80,10 @@ def collate(dataset, indices):
     return Batch(target, target_lengths, context, context_lengths)
 
 
-def batches(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop_last=False, bucket_chunk=50, with_indices=False):
-    """Iterate over ``dataset`` in :class:`Batch` es of ``batch_size`` examples.
-
-    shuffle: visit the examples in a random order (``torch.randperm`` with
-        ``generator``), and the batches too.
-    bucket: within chunks of ``bucket_chunk * batch_size`` examples, sort by
-        (target length, source length) before cutting batches, so a batch
-        holds similar lengths and little padding.
-    drop_last: leave out a last, smaller batch.
-    with_indices: yield ``(indices, batch)``, the dataset positions of each row
-        (to find an example's ``groups`` entry, e.g. its references).
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+def batch_indices(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop_last=False, bucket_chunk=50):
+    """The dataset positions of each batch :func:`batches` yields, as a list of index lists (no collation)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     n = len(dataset)
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
     if bucket:
@@ -106,6 +96,21 @@ def batches(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop
         cut.pop()
     if shuffle:
         cut = [cut[i] for i in torch.randperm(len(cut), generator=generator).tolist()]
-    for indices in cut:
+    return cut
+
+
+def batches(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop_last=False, bucket_chunk=50, with_indices=False):
+    """Iterate over ``dataset`` in :class:`Batch` es of ``batch_size`` examples.
+
+    shuffle: visit the examples in a random order (``torch.randperm`` with
+        ``generator``), and the batches too.
+    bucket: within chunks of ``bucket_chunk * batch_size`` examples, sort by
+        (target length, source length) before cutting batches, so a batch
+        holds similar lengths and little padding.
+    drop_last: leave out a last, smaller batch.
+    with_indices: yield ``(indices, batch)``, the dataset positions of each row
+        (to find an example's ``groups`` entry, e.g. its references).
+    """
+    for indices in batch_indices(dataset, batch_size, shuffle, bucket, generator, drop_last, bucket_chunk):
         batch = collate(dataset, indices)
         yield (indices, batch) if with_indices else batch

@@ -1,4 +1,4 @@
-"""fastvae.train: KL-weight schedules and atomic, exactly-resumable checkpoints."""
+"""fastvae.train: the Trainer, KL-weight schedules and atomic, exactly-resumable checkpoints."""
 
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
 from fastvae.train.schedules import (
@@ -9,8 +9,13 @@ from fastvae.train.schedules import (
     make_schedule,
     schedule_from_dict,
 )
+from fastvae.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult
 
 __all__ = [
+    "Trainer",
+    "TrainConfig",
+    "TrainResult",
+    "NonFiniteLossError",
     "ConstantSchedule",
     "CyclicalSchedule",
     "LinearSchedule",

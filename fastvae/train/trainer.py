@@ -1,0 +1,619 @@
+"""The training loop behind ``fastvae train``: annealing, validation, early stopping, logs,
+atomic checkpoints with exact resume, clean Ctrl-C, non-finite-loss stop, torchrun DDP.
+
+Usage::
+
+    from fastvae.train import Trainer, TrainConfig
+    trainer = Trainer(model, train_data, valid_data, TrainConfig(epochs=5), run_dir="runs/slcvae")
+    result = trainer.fit()            # or fit(resume=True) to continue from runs/slcvae/checkpoint.pt
+
+A run directory holds ``checkpoint.pt`` (the latest training state, for
+``resume``), ``model/`` (the best model by validation loss, loadable with
+``from_pretrained``), ``metrics.csv``, ``tb/`` (TensorBoard), and the plots.
+"""
+
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+import torch
+
+from fastvae.data.dataset import TextDataset, batch_indices, collate
+from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+from fastvae.train import distributed
+from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
+from fastvae.train.logs import MetricsLog
+from fastvae.train.schedules import schedule_from_dict
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_DIR = "model"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient norm; nothing was saved from that step."""
+
+
+@dataclass
+class TrainConfig:
+    """What :class:`Trainer` does (every field is also a ``fastvae train`` option).
+
+    epochs: passes over the training data. batch_size: examples per step *per
+    process* (with torchrun, the global batch is ``batch_size * world_size``).
+    lr / label_lr: Adam learning rates (``label_lr``: SLCVAE's labeling network;
+    ``None`` = ``lr``). kl_schedule: a schedule dict (``fastvae.train.make_schedule``
+    arguments), the KL weight at each step. free_bits: per-dimension KL floor
+    (``gaussian_kl``'s ``free_bits``). label_weight: SLCVAE's lambda multiplier,
+    annealed with the KL weight (lambda = label_weight * kl_weight; ``None``: the
+    model's ``label_loss_weight``). max_grad_norm: clip the gradient norm
+    (``None``: no clipping). patience: stop after this many epochs without a
+    better validation loss (``None``: never). log_every: steps per train row in
+    metrics.csv. max_steps / max_time (seconds): stop early, saving a
+    checkpoint (resume continues). save_every: also checkpoint every this many
+    steps. plots: write training_curves.png and latent.png at the end.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    label_lr: Optional[float] = None
+    kl_schedule: dict = field(default_factory=lambda: {"name": "logistic", "k": 0.0025, "x0": 2500})
+    free_bits: float = 0.0
+    label_weight: Optional[float] = None
+    max_grad_norm: Optional[float] = 5.0
+    patience: Optional[int] = 3
+    log_every: int = 50
+    valid_batch_size: int = 128
+    seed: int = 0
+    max_steps: Optional[int] = None
+    max_time: Optional[float] = None
+    save_every: Optional[int] = None
+    progress: bool = True
+    tensorboard: bool = True
+    plots: bool = True
+    device: str = "cpu"
+
+    def check(self):
+        def integer(name, low, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
+
+        def number(name, low, optional=False, strict=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or v < low or (strict and v == low):
+                raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        integer("valid_batch_size", 1)
+        integer("log_every", 1)
+        integer("seed", 0)
+        integer("patience", 1, optional=True)
+        integer("max_steps", 1, optional=True)
+        integer("save_every", 1, optional=True)
+        number("lr", 0, strict=True)
+        number("label_lr", 0, optional=True, strict=True)
+        number("free_bits", 0)
+        number("label_weight", 0, optional=True)
+        number("max_grad_norm", 0, optional=True, strict=True)
+        number("max_time", 0, optional=True, strict=True)
+        schedule_from_dict(self.kl_schedule)  # raises a ValueError naming the bad argument
+        torch.device(self.device)
+        return self
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """How :meth:`Trainer.fit` ended.
+
+    status: "finished" (all epochs), "early_stopped", "interrupted" (Ctrl-C /
+    SIGTERM; a checkpoint was saved), "time_limit" or "max_steps" (checkpoint
+    saved; ``resume`` continues).
+    """
+
+    status: str
+    epoch: int
+    step: int
+    best_valid_loss: Optional[float]
+    best_epoch: Optional[int]
+    checkpoint: str
+    model_dir: str
+    seconds: float
+
+
+class _Phases(torch.nn.Module):
+    """One module for DDP to wrap: ``phase="label"`` runs SLCVAE's labeling loss, anything else the model."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, phase="main", **kwargs):
+        if phase == "label":
+            return self.model.labeling_loss(batch)
+        return self.model(batch, **kwargs)
+
+
+_MODELS = (SentenceVAE, CVAE, SLCVAE, Seq2Seq)
+# fields that change which examples a step sees: a resume must keep them
+_DATA_ORDER_FIELDS = ("batch_size", "seed")
+
+
+class Trainer:
+    """Trains a fastvae model (SentenceVAE, CVAE, SLCVAE or Seq2Seq) on :class:`TextDataset` s.
+
+    train_data / valid_data: TextDatasets (conditional ones for the
+    conditional models). valid_data ``None``: no validation, no early stopping,
+    ``model/`` holds the last epoch's model. dist: a
+    :class:`fastvae.train.distributed.DistInfo` (default: read torchrun's
+    environment, joining the process group when ``WORLD_SIZE > 1``).
+
+    Each optimizer step: KL weight from the schedule at the current step;
+    SLCVAE runs its two phases (CVAE phase on ``cvae_parameters``, labeling
+    phase on ``labeling_parameters``, one Adam each); the others one Adam
+    step on all parameters. Randomness (reparameterization noise, word
+    dropout) comes from the global torch RNG, seeded with ``seed + rank``;
+    the data order from a generator seeded with ``(seed, epoch)``;
+    validation from its own fixed generator. Together with the RNG states in
+    the checkpoint this makes a resumed run continue exactly as an
+    uninterrupted one.
+    """
+
+    def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None):
+        if not isinstance(model, _MODELS):
+            raise TypeError(f"model must be one of {[c.__name__ for c in _MODELS]}, got {type(model).__name__}")
+        self.config = (config or TrainConfig()).check()
+        conditional = not isinstance(model, SentenceVAE)
+        for name, data in (("train_data", train_data), ("valid_data", valid_data)):
+            if data is None and name == "valid_data":
+                continue
+            if not isinstance(data, TextDataset):
+                raise TypeError(f"{name} must be a fastvae.data.TextDataset, got {type(data).__name__}")
+            if data.conditional != conditional:
+                need = "(source, target) examples" if conditional else "sentence-only examples"
+                raise ValueError(f"{name} does not fit a {type(model).__name__}: it needs {need}")
+            if len(data.vocab) != model.config["vocab_size"]:
+                raise ValueError(
+                    f"{name}'s vocabulary has {len(data.vocab)} entries but the model's vocab_size is "
+                    f"{model.config['vocab_size']}"
+                )
+        self.train_data, self.valid_data = train_data, valid_data
+        self.run_dir = os.fspath(run_dir)
+        self.dist = dist if dist is not None else distributed.setup(self.config.device)
+        self.device = torch.device(self.config.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        self.model = model.to(self.device)
+        self.latent = not isinstance(model, Seq2Seq)
+        net = _Phases(self.model)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=ids, find_unused_parameters=isinstance(model, SLCVAE)
+            )
+        self.net = net
+        cfg = self.config
+        if isinstance(model, SLCVAE):
+            self.optimizers = {
+                "cvae": torch.optim.Adam(model.cvae_parameters(), lr=cfg.lr),
+                "label": torch.optim.Adam(model.labeling_parameters(), lr=cfg.label_lr or cfg.lr),
+            }
+        else:
+            self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
+        self.schedule = schedule_from_dict(cfg.kl_schedule)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.best_valid_loss = None
+        self.best_epoch = None
+        self.bad_epochs = 0
+        self._stop_signal = None
+        self._elapsed_before = 0.0
+        self.checkpoint_path = os.path.join(self.run_dir, CHECKPOINT_NAME)
+        self.model_dir = os.path.join(self.run_dir, MODEL_DIR)
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self, resume=False):
+        """Train until the epochs are done, early stopping, a limit or Ctrl-C; returns a :class:`TrainResult`.
+
+        resume: continue from ``<run_dir>/checkpoint.pt`` (model, optimizers,
+        schedule position, RNG states, position inside the epoch).
+        """
+        cfg = self.config
+        os.makedirs(self.run_dir, exist_ok=True)
+        if resume:
+            self._resume()
+        else:
+            torch.manual_seed(cfg.seed + self.dist.rank)
+        self.log = MetricsLog(self.run_dir, tensorboard=cfg.tensorboard) if self.dist.is_main else None
+        if self.log is not None and resume:
+            self.log.truncate_after(self.step)
+        self._start = time.monotonic()
+        handlers = self._install_signal_handlers()
+        status = "finished"
+        try:
+            while self.epoch < cfg.epochs:
+                status = self._train_epoch()
+                if status is not None:
+                    self.save_checkpoint()
+                    break
+                status = "finished"
+                self._end_epoch()
+                if cfg.patience is not None and self.bad_epochs >= cfg.patience and self.epoch < cfg.epochs:
+                    status = "early_stopped"
+                    break
+        finally:
+            self._restore_signal_handlers(handlers)
+            if self.log is not None:
+                self.log.close()
+        if status in ("finished", "early_stopped") and cfg.plots and self.dist.is_main:
+            self._plots()
+        distributed.barrier(self.dist)
+        return TrainResult(
+            status=status,
+            epoch=self.epoch,
+            step=self.step,
+            best_valid_loss=self.best_valid_loss,
+            best_epoch=self.best_epoch,
+            checkpoint=self.checkpoint_path,
+            model_dir=self.model_dir,
+            seconds=self._elapsed(),
+        )
+
+    def _elapsed(self):
+        return self._elapsed_before + time.monotonic() - self._start
+
+    def _epoch_batches(self, epoch, data, batch_size, shuffle):
+        """This process's index lists for one epoch (the same global order on every process)."""
+        world = self.dist.world_size
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        cut = batch_indices(data, batch_size * world, shuffle=shuffle, generator=g, drop_last=world > 1 and shuffle)
+        if world == 1:
+            return cut
+        if shuffle:  # training: every process takes its contiguous share of each global batch
+            r, B = self.dist.rank, batch_size
+            return [idx[r * B : (r + 1) * B] for idx in cut]
+        return cut[self.dist.rank :: world]  # validation: whole batches, split between processes
+
+    def _train_epoch(self):
+        """Runs the rest of the current epoch; returns None when it completes, else the stop status."""
+        cfg = self.config
+        plan = self._epoch_batches(self.epoch, self.train_data, cfg.batch_size, shuffle=True)
+        if not plan:
+            raise ValueError(
+                f"train_data has {len(self.train_data)} examples: too few for one batch of "
+                f"{cfg.batch_size} x {self.dist.world_size} processes"
+            )
+        bar = self._progress(len(plan))
+        window = _Window()
+        try:
+            for indices in plan[self.batch_in_epoch :]:
+                batch = collate(self.train_data, indices).to(self.device)
+                metrics = self._train_step(batch)
+                self.step += 1
+                self.batch_in_epoch += 1
+                window.add(metrics)
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 10 == 0 or self.batch_in_epoch == len(plan):
+                        bar.set_postfix(_postfix(metrics), refresh=False)
+                if self.step % cfg.log_every == 0:
+                    self._log_train(window)
+                status = self._stop_status()
+                if status is not None:
+                    return status
+                if cfg.save_every is not None and self.step % cfg.save_every == 0:
+                    self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        if window.count:
+            self._log_train(window)
+        return None
+
+    def _stop_status(self):
+        cfg = self.config
+        status = None
+        if self._stop_signal is not None:
+            status = "interrupted"
+        elif cfg.max_steps is not None and self.step >= cfg.max_steps:
+            status = "max_steps"
+        elif cfg.max_time is not None and self._elapsed() >= cfg.max_time:
+            status = "time_limit"
+        if self.dist.enabled:  # every process must stop at the same step
+            codes = ("interrupted", "max_steps", "time_limit")
+            votes = distributed.all_sum(self.dist, [float(status == c) for c in codes], self.device)
+            status = next((c for c, v in zip(codes, votes) if v > 0), None)
+        return status
+
+    def _phases(self, kl_weight):
+        """``(optimizer name, forward kwargs)`` of each phase of one step."""
+        cfg = self.config
+        if not self.latent:
+            return [("model", {})]
+        kw = {"kl_weight": kl_weight, "free_bits": cfg.free_bits}
+        if isinstance(self.model, SLCVAE):
+            if cfg.label_weight is not None:
+                kw["label_weight"] = cfg.label_weight * kl_weight
+            return [("cvae", kw), ("label", {"phase": "label"})]
+        return [("model", kw)]
+
+    def _train_step(self, batch):
+        cfg = self.config
+        self.model.train()
+        kl_weight = float(self.schedule(self.step)) if self.latent else None
+        metrics = {}
+        for name, kwargs in self._phases(kl_weight):
+            optimizer = self.optimizers[name]
+            optimizer.zero_grad(set_to_none=True)
+            out = self.net(batch, **kwargs)
+            loss = out.loss
+            self._check_finite(float(loss.detach()), "loss", name)
+            loss.backward()
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
+            self._check_finite(float(norm), "gradient norm", name)
+            optimizer.step()
+            if name == "label":
+                metrics["label_nll"] = float(out.nll)
+            else:
+                metrics.update(loss=float(loss.detach()), nll=float(out.nll), grad_norm=float(norm))
+                for key in ("kl", "label", "bow"):
+                    value = getattr(out, key)
+                    if value is not None:
+                        metrics[key] = float(value)
+        if kl_weight is not None:
+            metrics["kl_weight"] = kl_weight
+            if isinstance(self.model, SLCVAE):
+                base = cfg.label_weight if cfg.label_weight is not None else self.model.config["label_loss_weight"]
+                metrics["label_weight"] = base * kl_weight
+        metrics["lr"] = self.optimizers["cvae" if "cvae" in self.optimizers else "model"].param_groups[0]["lr"]
+        return metrics
+
+    def _check_finite(self, value, what, phase):
+        bad = not math.isfinite(value)
+        if self.dist.enabled:
+            bad = distributed.any_true(self.dist, bad, self.device)
+        if not bad:
+            return
+        if os.path.isfile(self.checkpoint_path):
+            kept = f"the last good checkpoint {self.checkpoint_path!r} is intact; resume from it with a lower lr or more clipping"
+        else:
+            kept = "no checkpoint had been written yet"
+        raise NonFiniteLossError(
+            f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch + 1}, "
+            f"{phase} phase): training stopped without saving this step; {kept}"
+        )
+
+    # ------------------------------------------------------- validation
+
+    @torch.no_grad()
+    def validate(self):
+        """Mean validation NLL, KL and loss (= NLL + KL, the negative ELBO at KL weight 1) per sentence."""
+        if self.valid_data is None:
+            return None
+        model = self.model
+        was_training = model.training
+        model.eval()
+        g = torch.Generator(device=self.device).manual_seed(self.config.seed + 12345)
+        sums = [0.0, 0.0, 0.0]  # sentences, nll, kl
+        try:
+            for indices in self._epoch_batches(0, self.valid_data, self.config.valid_batch_size, shuffle=False):
+                batch = collate(self.valid_data, indices).to(self.device)
+                out = model(batch, kl_weight=1.0, generator=g) if self.latent else model(batch)
+                n = len(indices)
+                sums[0] += n
+                sums[1] += float(out.nll) * n
+                sums[2] += float(out.kl) * n if out.kl is not None else 0.0
+        finally:
+            model.train(was_training)
+        n, nll, kl = distributed.all_sum(self.dist, sums, self.device)
+        result = {"nll": nll / n}
+        if self.latent:
+            result["kl"] = kl / n
+        result["loss"] = result["nll"] + result.get("kl", 0.0)
+        return result
+
+    def _end_epoch(self):
+        valid = self.validate()
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        improved = valid is not None and (self.best_valid_loss is None or valid["loss"] < self.best_valid_loss)
+        if valid is not None:
+            if improved:
+                self.best_valid_loss, self.best_epoch, self.bad_epochs = valid["loss"], self.epoch, 0
+            else:
+                self.bad_epochs += 1
+            if self.log is not None:
+                self.log.write({"step": self.step, "epoch": self.epoch, "split": "valid", "seconds": self._elapsed(), **valid})
+            if self.dist.is_main and self.config.progress:
+                _print(
+                    f"epoch {self.epoch}: valid loss {valid['loss']:.3f} nll {valid['nll']:.3f}"
+                    + (f" kl {valid['kl']:.3f}" if "kl" in valid else "")
+                    + (" (best)" if improved else f" (best {self.best_valid_loss:.3f} at epoch {self.best_epoch})")
+                )
+        if (improved or valid is None) and self.dist.is_main:
+            self.model.save_pretrained(self.model_dir)
+        self.save_checkpoint()
+
+    # ------------------------------------------------------ checkpoints
+
+    def _state(self):
+        return {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best_valid_loss": self.best_valid_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "elapsed": self._elapsed(),
+            "world_size": self.dist.world_size,
+            "config": self.config.to_dict(),
+        }
+
+    def save_checkpoint(self):
+        """Write ``checkpoint.pt`` atomically (main process; every process's RNG state goes in)."""
+        rank_rng = distributed.gather_objects(self.dist, torch.get_rng_state())
+        if self.dist.is_main:
+            save_checkpoint(
+                self.checkpoint_path,
+                model=self.model,
+                optimizers=self.optimizers,
+                step=self.step,
+                epoch=self.epoch,
+                extra={"trainer": self._state(), "rank_rng": rank_rng},
+            )
+        distributed.barrier(self.dist)
+
+    def _resume(self):
+        if not os.path.isfile(self.checkpoint_path):
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {self.checkpoint_path!r}")
+        saved = load_checkpoint(self.checkpoint_path, model=self.model, optimizers=self.optimizers, restore_rng=True)
+        state = saved["extra"].get("trainer")
+        if state is None:
+            raise ValueError(f"{self.checkpoint_path!r} was not written by the Trainer (no trainer state)")
+        old = state["config"]
+        for name in _DATA_ORDER_FIELDS:
+            if old.get(name) != getattr(self.config, name):
+                raise ValueError(
+                    f"cannot resume with {name}={getattr(self.config, name)!r}: the checkpoint was trained with "
+                    f"{name}={old.get(name)!r} (it decides the order of the examples)"
+                )
+        if state["world_size"] != self.dist.world_size:
+            raise ValueError(
+                f"cannot resume on {self.dist.world_size} process(es): the checkpoint was written by "
+                f"{state['world_size']} (it decides which examples each process sees)"
+            )
+        rank_rng = saved["extra"].get("rank_rng")
+        if rank_rng is not None and len(rank_rng) == self.dist.world_size:
+            torch.set_rng_state(rank_rng[self.dist.rank])
+        self.step = saved["step"]
+        self.epoch = state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self.best_valid_loss = state["best_valid_loss"]
+        self.best_epoch = state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+        self._elapsed_before = state.get("elapsed", 0.0)
+
+    # ---------------------------------------------------------- helpers
+
+    def _log_train(self, window):
+        means = window.means(self.dist, self.device)
+        window.reset()
+        if self.log is not None and means:
+            self.log.write({"step": self.step, "epoch": self.epoch + 1, "split": "train", "seconds": self._elapsed(), **means})
+
+    def _progress(self, total):
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=total,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def _install_signal_handlers(self):
+        """Ctrl-C / SIGTERM: finish the current step, save, return "interrupted"; a second Ctrl-C aborts."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            if self.dist.is_main:
+                _print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
+
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, handler)
+        return old
+
+    def _restore_signal_handlers(self, old):
+        if old:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _plots(self):
+        from fastvae.plots import plot_latent_projection, plot_training_curves
+
+        csv_path = os.path.join(self.run_dir, "metrics.csv")
+        try:
+            if os.path.isfile(csv_path):
+                plot_training_curves(csv_path)
+            if self.latent and self.valid_data is not None:
+                plot_latent_projection(self.model, self.valid_data, os.path.join(self.run_dir, "latent.png"))
+        except ImportError as exc:  # matplotlib is a dependency; a broken install must not lose the run
+            _print(f"plots skipped: {exc}")
+
+
+class _Window:
+    """Running sums of step metrics between two train rows of metrics.csv."""
+
+    KEYS = ("loss", "nll", "kl", "label", "label_nll", "bow", "grad_norm")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.count = 0
+        self.sums = {}
+        self.last = {}
+
+    def add(self, metrics):
+        self.count += 1
+        for k, v in metrics.items():
+            if k in self.KEYS:
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            else:
+                self.last[k] = v
+
+    def means(self, dist, device):
+        keys = sorted(self.sums)
+        totals = distributed.all_sum(dist, [float(self.count)] + [self.sums[k] for k in keys], device)
+        count = totals[0]
+        if count == 0:
+            return {}
+        return {**{k: v / count for k, v in zip(keys, totals[1:])}, **self.last}
+
+
+def _postfix(metrics):
+    shown = {}
+    for key in ("loss", "nll", "kl", "kl_weight", "label_nll"):
+        if key in metrics:
+            shown[key] = f"{metrics[key]:.3g}"
+    return shown
+
+
+def _print(message):
+    try:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+    except ImportError:
+        print(message, flush=True)
