@@ -1,0 +1,482 @@
+"""Evaluation of a trained model on a :class:`fastvae.data.TextDataset`.
+
+* :func:`evaluate_likelihood` - reconstruction NLL, KL, ELBO, perplexities,
+  active units, mutual information and an importance-weighted NLL estimate.
+* :func:`evaluate_generation` - BLEU-P/R and distinct-1/2 of responses
+  sampled for every distinct source of a conditional dataset
+  (:func:`generate_texts` gives the decoded samples themselves).
+* :func:`write_report` - a report dict as JSON, written atomically.
+
+Notation: x is the target sentence, c the context (conditional models), z the
+latent code, q(z|x[,c]) the recognition network, p(z[|c]) the prior
+(N(0, I) for SentenceVAE, the prior net for CVAE/SLCVAE). NLLs are in nats,
+summed over a sentence's tokens, ``<eos>`` included.
+"""
+
+import json
+import math
+import numbers
+import os
+import tempfile
+
+import torch
+
+from fastvae.metrics import corpus_bleu_pr, distinct_n
+from fastvae.models import CVAE, Seq2Seq, SentenceVAE
+
+LOG_2PI = math.log(2.0 * math.pi)
+ACTIVE_UNITS_THRESHOLD = 0.01
+
+__all__ = [
+    "evaluate_likelihood",
+    "evaluate_generation",
+    "generate_texts",
+    "posterior_parameters",
+    "write_report",
+    "ACTIVE_UNITS_THRESHOLD",
+]
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _check_model(model, conditional_only=False):
+    if not isinstance(model, (SentenceVAE, CVAE, Seq2Seq)):
+        raise TypeError(f"model must be a fastvae SentenceVAE, CVAE, SLCVAE or Seq2Seq, got {type(model).__name__}")
+    if conditional_only and isinstance(model, SentenceVAE):
+        raise TypeError("model must be a conditional model (Seq2Seq, CVAE or SLCVAE); a SentenceVAE has no context to condition on")
+
+
+def _check_dataset(model, dataset):
+    if not hasattr(dataset, "targets") or not hasattr(dataset, "conditional"):
+        raise TypeError(f"dataset must be a fastvae.data.TextDataset, got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty")
+    conditional = not isinstance(model, SentenceVAE)
+    if conditional and not dataset.conditional:
+        raise ValueError(f"dataset has no sources, but a {type(model).__name__} needs a context for every example")
+    vocab_size = model.config["vocab_size"]
+    if len(dataset.vocab) != vocab_size:
+        raise ValueError(f"dataset's vocabulary has {len(dataset.vocab)} tokens, the model's {vocab_size}")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_generator(generator):
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+# ------------------------------------------------------- per-model pieces
+
+
+class _Terms:
+    """One batch's pieces for evaluation.
+
+    lengths: ``[B]`` target lengths (``<eos>`` included), CPU int64.
+    mu_q, logvar_q: ``[B, Z]`` q(z|x[,c]) (None for Seq2Seq).
+    mu_p, logvar_p: ``[B, Z]`` p(z[|c]) (zeros for SentenceVAE's N(0, I)).
+    rec_nll(z): ``z [B, Z]`` -> ``-log p(x|z[,c])`` per sentence ``[B]``
+        (Seq2Seq: ``rec_nll(None)``, the exact NLL).
+    """
+
+    def __init__(self, lengths, rec_nll, mu_q=None, logvar_q=None, mu_p=None, logvar_p=None):
+        self.lengths, self.rec_nll = lengths, rec_nll
+        self.mu_q, self.logvar_q, self.mu_p, self.logvar_p = mu_q, logvar_q, mu_p, logvar_p
+
+
+def _terms(model, batch):
+    """The :class:`_Terms` of ``batch`` for ``model`` (the model's own submodules, no dropout in eval mode)."""
+    inputs, targets = model._decoder_io(batch)
+    if isinstance(model, SentenceVAE):
+        lengths, _ = model._check_batch(batch, conditional=False)
+        mu, logvar = model.posterior(model.encoder(model.embedding(batch.target), lengths))
+        embedded = model.embedding(inputs)
+        zeros = torch.zeros_like(mu)
+        return _Terms(
+            lengths,
+            lambda z: model.decoder.nll(embedded, targets, lengths, z, reduction="none"),
+            mu, logvar, zeros, zeros,
+        )
+    if isinstance(model, CVAE):  # SLCVAE too: evaluation uses q, p and the decoder, never the labeling net
+        (lengths, _), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = model._posterior_and_prior(batch)
+        embedded = model.embedding(inputs)
+        return _Terms(
+            lengths,
+            lambda z: model.decoder.nll(embedded, targets, lengths, torch.cat([h_c, z], dim=1), reduction="none"),
+            mu_q, logvar_q, mu_p, logvar_p,
+        )
+    lengths, context_lengths = model._check_batch(batch, conditional=True)
+    h_c = model.context_encoder(model.embedding(batch.context), context_lengths)
+    embedded = model.embedding(inputs)
+    return _Terms(lengths, lambda _z: model.decoder.nll(embedded, targets, lengths, h_c, reduction="none"))
+
+
+def _sample(mu, logvar, generator):
+    """``z = mu + exp(logvar / 2) * eps``, ``eps ~ N(0, I)`` drawn from ``generator`` (on its device)."""
+    gen_device = generator.device if generator is not None else mu.device
+    eps = torch.randn(mu.shape, generator=generator, device=gen_device, dtype=mu.dtype).to(mu.device)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def _log_normal(z, mu, logvar):
+    """``log N(z; mu, diag exp(logvar))`` summed over the last dim (broadcasting)."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
+
+
+def _kl(mu_q, logvar_q, mu_p, logvar_p):
+    """Analytic ``KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p))`` per row ``[B]`` (no free bits)."""
+    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) * torch.exp(-logvar_p) - 1.0).sum(-1)
+
+
+def _batch_mutual_info(mu, logvar, z):
+    """He et al. (2019)'s minibatch MI estimate for one batch (``mu, logvar, z [B, Z]``).
+
+    ``E_i[-H(q(z|x_i))] - E_i[log q(z_i)]`` with ``log q(z_i) = logsumexp_j log q(z_i|x_j) - log B``.
+    """
+    B, Z = mu.shape
+    neg_entropy = (-0.5 * Z * (LOG_2PI + 1.0) - 0.5 * logvar.sum(-1)).mean()
+    log_q_ij = _log_normal(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))  # [B_i, B_j]
+    log_qz = torch.logsumexp(log_q_ij, dim=1) - math.log(B)
+    return float(neg_entropy - log_qz.mean())
+
+
+def posterior_parameters(model, batch):
+    """``(mu, logvar)`` of q(z|x) (SentenceVAE) or q(z|x,c) (CVAE, SLCVAE), each ``[B, latent_size]``.
+
+    Runs in whatever mode the model is in (call under ``torch.no_grad()`` and
+    ``model.eval()`` for evaluation); TypeError for a Seq2Seq (no latent).
+    """
+    _check_model(model)
+    if isinstance(model, Seq2Seq):
+        raise TypeError("model is a Seq2Seq, which has no latent code and no posterior")
+    terms = _terms(model, batch)
+    return terms.mu_q, terms.logvar_q
+
+
+class _EvalMode:
+    """``model.eval()`` and ``torch.no_grad()`` inside the block; the model's mode is restored after."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+        self.no_grad.__exit__(*exc)
+        return False
+
+
+# ------------------------------------------------------------- likelihood
+
+
+def evaluate_likelihood(model, dataset, batch_size=64, iw_samples=0, generator=None, device="cpu"):
+    """Likelihood terms of ``model`` over every example of ``dataset`` (a dict of floats).
+
+    The model runs in eval mode (no dropout, no word dropout; its mode is
+    restored after) under ``torch.no_grad()``, over
+    ``batches(dataset, batch_size, shuffle=False, bucket=True)`` moved to
+    ``device`` (where the model must already live). Every random draw (z
+    from q) comes from ``generator``: the same generator state gives the
+    same report.
+
+    Per sentence x (and its context c for conditional models), with one
+    ``z ~ q(z|x[,c])`` (reparameterized):
+
+    * ``rec_nll = -log p(x|z[,c])`` - the ELBO's reconstruction ("NLL") term,
+      as Sentence-VAE papers report it; for Seq2Seq the exact ``-log p(x|c)``.
+    * ``kl = KL(q(z|x[,c]) || p(z[|c]))`` - analytic, unweighted, no free bits.
+    * ``elbo = rec_nll + kl`` - the negative ELBO as a positive loss: an upper
+      bound on ``-log p(x[|c])`` (in expectation over z).
+
+    Keys of every report: ``model`` (class name), ``sentences``, ``tokens``
+    (target tokens, ``<eos>`` included), the dataset means ``rec_nll``,
+    ``rec_nll_per_token`` (= total / tokens), ``elbo``, ``ppl_elbo`` =
+    ``exp(elbo * sentences / tokens)``, and ``nll``, ``nll_per_token``,
+    ``ppl`` = ``exp(nll * sentences / tokens)`` with ``nll_estimate`` saying
+    what ``nll`` is: ``"exact"`` (Seq2Seq: ``nll = elbo = rec_nll``),
+    ``"iw"`` (``nll = nll_iw``) or ``"elbo"`` (VAEs without ``iw_samples``:
+    ``nll = elbo``, an upper bound on the true NLL).
+
+    VAE models (SentenceVAE, CVAE, SLCVAE) also report ``latent_size``, ``kl``,
+
+    * ``active_units`` (Burda et al. 2016): the number of dimensions u with
+      ``Var_x(E_q[z_u]) = Var_x(mu_q,u) > active_units_threshold`` (0.01),
+      the variance over the whole dataset (unbiased, N - 1; 0 for N = 1);
+    * ``mutual_info``: He et al. (2019)'s estimate of ``I_q(x; z) =
+      E_x[-H(q(z|x))] - E_z[log q(z)]``, where the aggregate posterior q(z)
+      is approximated *within each minibatch*: one ``z_i ~ q(z|x_i)`` per
+      example, ``log q(z_i) ~ logsumexp_j log q(z_i|x_j) - log B``. The
+      per-batch estimates are averaged weighted by batch size. It is a
+      minibatch estimate: biased, and bounded above by ``log B``; for a
+      one-example batch it is ~0. For CVAE/SLCVAE the same estimator runs
+      on q(z|x,c), aggregated over the batch's (x, c) pairs: it measures
+      the information z carries about the (context, response) pair, a
+      stand-in for the conditional MI I(x; z | c) (which would need many
+      responses per context).
+
+    With ``iw_samples = K > 0`` (VAEs): the importance-weighted estimate
+    (Burda et al. 2016) ``nll_iw = -mean_x log (1/K sum_k p(x|z_k[,c])
+    p(z_k[|c]) / q(z_k|x[,c]))``, ``z_k ~ q``, a tighter bound than the
+    ELBO as K grows, plus ``nll_iw_per_token``, ``ppl_iw`` and
+    ``iw_samples``. Seq2Seq ignores ``iw_samples`` (its NLL is exact).
+
+    Errors: TypeError for an unsupported ``model``; ValueError naming
+    ``dataset`` (no sources for a conditional model, other vocabulary size),
+    ``batch_size`` (< 1) or ``iw_samples`` (< 0).
+    """
+    _check_model(model)
+    _check_dataset(model, dataset)
+    _check_positive_int("batch_size", batch_size)
+    if isinstance(iw_samples, bool) or not isinstance(iw_samples, int) or iw_samples < 0:
+        raise ValueError(f"iw_samples must be a non-negative integer (0: no importance-weighted estimate), got {iw_samples!r}")
+    _check_generator(generator)
+    from fastvae.data import batches
+
+    is_vae = not isinstance(model, Seq2Seq)
+    K = iw_samples if is_vae else 0
+    n_sent = n_tok = 0
+    rec_total = kl_total = iw_total = mi_total = 0.0
+    mus = []
+    with _EvalMode(model):
+        for batch in batches(dataset, batch_size, shuffle=False, bucket=True):
+            batch = batch.to(device)
+            t = _terms(model, batch)
+            B = batch.target.shape[0]
+            n_sent += B
+            n_tok += int(t.lengths.sum())
+            if not is_vae:
+                rec_total += float(t.rec_nll(None).sum())
+                continue
+            z = _sample(t.mu_q, t.logvar_q, generator)
+            rec_total += float(t.rec_nll(z).sum())
+            kl_total += float(_kl(t.mu_q, t.logvar_q, t.mu_p, t.logvar_p).sum())
+            mi_total += _batch_mutual_info(t.mu_q, t.logvar_q, z) * B
+            mus.append(t.mu_q.double().cpu())
+            if K:
+                log_w = []
+                for _ in range(K):
+                    z_k = _sample(t.mu_q, t.logvar_q, generator)
+                    log_w.append(
+                        -t.rec_nll(z_k) + _log_normal(z_k, t.mu_p, t.logvar_p) - _log_normal(z_k, t.mu_q, t.logvar_q)
+                    )
+                log_px = torch.logsumexp(torch.stack(log_w), dim=0) - math.log(K)
+                iw_total += float(-log_px.sum())
+
+    report = {
+        "model": type(model).__name__,
+        "sentences": float(n_sent),
+        "tokens": float(n_tok),
+        "rec_nll": rec_total / n_sent,
+        "rec_nll_per_token": rec_total / n_tok,
+    }
+    if not is_vae:
+        report.update(elbo=report["rec_nll"], nll=report["rec_nll"], nll_estimate="exact")
+    else:
+        mu = torch.cat(mus)
+        variance = mu.var(dim=0, unbiased=True) if mu.shape[0] > 1 else torch.zeros(mu.shape[1], dtype=mu.dtype)
+        report.update(
+            latent_size=float(mu.shape[1]),
+            kl=kl_total / n_sent,
+            elbo=(rec_total + kl_total) / n_sent,
+            active_units=float((variance > ACTIVE_UNITS_THRESHOLD).sum()),
+            active_units_threshold=ACTIVE_UNITS_THRESHOLD,
+            mutual_info=mi_total / n_sent,
+        )
+        if K:
+            report.update(
+                iw_samples=float(K),
+                nll_iw=iw_total / n_sent,
+                nll_iw_per_token=iw_total / n_tok,
+                ppl_iw=_exp(iw_total / n_tok),
+            )
+            report.update(nll=report["nll_iw"], nll_estimate="iw")
+        else:
+            report.update(nll=report["elbo"], nll_estimate="elbo")
+    report["ppl_elbo"] = _exp(report["elbo"] * n_sent / n_tok)
+    report["nll_per_token"] = report["nll"] * n_sent / n_tok
+    report["ppl"] = _exp(report["nll_per_token"])
+    return report
+
+
+def _exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return float("inf")
+
+
+# ------------------------------------------------------------- generation
+
+
+def _pad(seqs, pad_id):
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
+    out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.int64)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = torch.tensor(s, dtype=torch.int64)
+    return out, lengths
+
+
+def _groups(dataset, max_inputs):
+    """``[(source ids, [target ids, ...]), ...]`` per group, in order of first appearance."""
+    order, members = [], {}
+    for i, group in enumerate(dataset.groups):
+        if group not in members:
+            order.append(group)
+            members[group] = []
+        members[group].append(i)
+    if max_inputs is not None:
+        order = order[:max_inputs]
+    return [(dataset.sources[members[g][0]], [dataset.targets[i] for i in members[g]]) for g in order]
+
+
+def _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p, beam_size,
+                     batch_size, max_inputs, generator):
+    """``[(source tokens, [reference tokens], [sample tokens])]`` per input (token lists, no specials)."""
+    _check_model(model, conditional_only=True)
+    _check_dataset(model, dataset)
+    _check_positive_int("num_samples", num_samples)
+    _check_positive_int("batch_size", batch_size)
+    if max_inputs is not None:
+        _check_positive_int("max_inputs", max_inputs)
+    _check_generator(generator)
+    if len(vocab) != model.config["vocab_size"]:
+        raise ValueError(f"vocab has {len(vocab)} tokens, the model's vocabulary {model.config['vocab_size']}")
+    device = next(model.parameters()).device
+    groups = _groups(dataset, max_inputs)
+    out = []
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start : start + batch_size]
+        context, context_lengths = _pad([source for source, _ in chunk], vocab.pad_id)
+        tokens, lengths = model.generate(
+            context.to(device),
+            context_lengths.to(device),
+            num_samples=num_samples,
+            strategy=strategy,
+            max_length=max_length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            beam_size=beam_size,
+            generator=generator,
+        )
+        tokens, lengths = tokens.cpu(), lengths.cpu()
+        for b, (source, targets) in enumerate(chunk):
+            samples = [vocab.decode(tokens[b, s, : int(lengths[b, s])]) for s in range(num_samples)]
+            out.append((vocab.decode(source), [vocab.decode(t) for t in targets], samples))
+    return out
+
+
+def generate_texts(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0, top_k=0,
+                   top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None):
+    """Decoded samples per distinct input: ``[{"source": str, "references": [str], "samples": [str]}]``.
+
+    Arguments as :func:`evaluate_generation`. Sentences are tokens joined by
+    single spaces, without ``<eos>``, ``<pad>`` or ``<sos>`` (``<unk>`` kept).
+    """
+    triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
+                               beam_size, batch_size, max_inputs, generator)
+    return [_as_text(t) for t in triples]
+
+
+def _as_text(triple):
+    source, references, samples = triple
+    return {"source": " ".join(source), "references": [" ".join(r) for r in references], "samples": [" ".join(s) for s in samples]}
+
+
+def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0,
+                        top_k=0, top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None,
+                        return_texts=False):
+    """BLEU-P/R and distinct-n of responses generated for every distinct input of ``dataset``.
+
+    model: Seq2Seq, CVAE or SLCVAE (TypeError naming ``model`` for a SentenceVAE).
+    dataset: a conditional TextDataset. Its examples are grouped by
+        ``dataset.groups``: one input per group (its source), whose
+        references are the targets of all the group's examples. Only the
+        first ``max_inputs`` groups (in order of first appearance) with
+        ``max_inputs`` set.
+    vocab: the Vocab that decodes ids (references and samples alike).
+    num_samples, strategy, max_length, temperature, top_k, top_p, beam_size,
+        generator: passed to ``model.generate`` for ``batch_size`` inputs at
+        a time (``num_samples`` responses per input; z from the prior).
+
+    Returns ``inputs``, ``num_samples``, ``bleu_precision`` and
+    ``bleu_recall`` (:func:`fastvae.metrics.corpus_bleu_pr`: mean over
+    inputs of the best BLEU per sample / per reference), ``distinct_1``,
+    ``distinct_2`` (:func:`fastvae.metrics.distinct_n` over all generated
+    samples of all inputs), ``avg_length`` (mean tokens per sample, no
+    ``<eos>``) and ``strategy``. With ``return_texts=True``: ``(report,
+    texts)``, ``texts`` as :func:`generate_texts` returns them.
+    """
+    triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
+                               beam_size, batch_size, max_inputs, generator)
+    all_samples = [s for _, _, samples in triples for s in samples]
+    precision, recall = corpus_bleu_pr([t[2] for t in triples], [t[1] for t in triples])
+    report = {
+        "inputs": float(len(triples)),
+        "num_samples": float(num_samples),
+        "bleu_precision": float(precision),
+        "bleu_recall": float(recall),
+        "distinct_1": float(distinct_n(all_samples, 1)),
+        "distinct_2": float(distinct_n(all_samples, 2)),
+        "avg_length": sum(len(s) for s in all_samples) / len(all_samples),
+        "strategy": strategy,
+    }
+    if return_texts:
+        return report, [_as_text(t) for t in triples]
+    return report
+
+
+# ------------------------------------------------------------------ report
+
+
+def _plain(value):
+    """Numbers (Python, NumPy, 0-d tensors) -> plain float/int/bool; containers recursively."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return [_plain(v) for v in value.tolist()]
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"report holds a {type(value).__name__}, which JSON cannot store: {value!r}")
+
+
+def write_report(path, report):
+    """Write ``report`` (a dict) to ``path`` as JSON: sorted keys, indent 2, numbers as plain floats/ints.
+
+    Atomic: written to a temporary file in the same directory, then renamed
+    over ``path`` (its directory is created if needed). Returns ``path``.
+    """
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be a dict, got {type(report).__name__}")
+    data = _plain(report)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

@@ -1,0 +1,362 @@
+"""fastvae.evaluate: likelihood terms, generation metrics and the JSON report."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from fastvae import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+from fastvae.data import Example, TextDataset, Vocab, batches
+from fastvae.evaluate import (
+    _batch_mutual_info,
+    evaluate_generation,
+    evaluate_likelihood,
+    generate_texts,
+    posterior_parameters,
+    write_report,
+)
+from fastvae.metrics import corpus_bleu_pr, distinct_n
+
+WORDS = "the a cat dog sat ran on in mat park big small red blue one two three".split()
+SMALL = dict(embed_dim=8, hidden_size=12, num_layers=1, backend="reference")
+VAES = (SentenceVAE, CVAE, SLCVAE)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def random_examples(n_groups=12, per_group=2, seed=0):
+    g = gen(seed)
+
+    def sentence():
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        return [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (n,), generator=g)]
+
+    return [Example(sentence(), sentence(), group) for group in range(n_groups) for _ in range(per_group)]
+
+
+@pytest.fixture(scope="module")
+def data():
+    examples = random_examples()
+    vocab = Vocab.build([WORDS])
+    return vocab, TextDataset(examples, vocab), TextDataset([e.target for e in examples], vocab)
+
+
+def build(cls, vocab, **kw):
+    args = dict(SMALL, **kw)
+    if cls is not Seq2Seq:
+        args.setdefault("latent_size", 4)
+    return cls(len(vocab), **args)
+
+
+def dataset_for(cls, data):
+    _, conditional, plain = data
+    return plain if cls is SentenceVAE else conditional
+
+
+# ----------------------------------------------------------------- likelihood
+
+
+@pytest.mark.parametrize("cls", [SentenceVAE, CVAE, SLCVAE, Seq2Seq])
+def test_report_keys_and_identities(cls, data):
+    vocab, _, _ = data
+    dataset = dataset_for(cls, data)
+    model = build(cls, vocab)
+    model.train()
+    report = evaluate_likelihood(model, dataset, batch_size=5, generator=gen())
+    assert model.training  # mode restored
+    assert report["model"] == cls.__name__
+    assert report["sentences"] == len(dataset)
+    assert report["tokens"] == sum(len(t) for t in dataset.targets)  # <eos> counted
+    assert report["rec_nll_per_token"] == pytest.approx(report["rec_nll"] * report["sentences"] / report["tokens"])
+    assert report["ppl_elbo"] == pytest.approx(math.exp(report["elbo"] * report["sentences"] / report["tokens"]))
+    assert report["ppl"] == pytest.approx(math.exp(report["nll_per_token"]))
+    if cls is Seq2Seq:
+        assert "kl" not in report and "active_units" not in report and "mutual_info" not in report
+        assert report["nll"] == report["elbo"] == report["rec_nll"] and report["nll_estimate"] == "exact"
+    else:
+        assert report["elbo"] == pytest.approx(report["rec_nll"] + report["kl"])
+        assert report["kl"] >= 0
+        assert report["nll"] == report["elbo"] and report["nll_estimate"] == "elbo"
+        assert 0 <= report["active_units"] <= report["latent_size"] == 4
+        assert report["active_units_threshold"] == 0.01
+        assert report["mutual_info"] > -0.5
+        assert "nll_iw" not in report
+
+
+def test_seq2seq_rec_nll_is_the_models_nll(data):
+    vocab, dataset, _ = data
+    model = build(Seq2Seq, vocab).eval()
+    report = evaluate_likelihood(model, dataset, batch_size=len(dataset))
+    (batch,) = list(batches(dataset, len(dataset), shuffle=False))
+    with torch.no_grad():
+        expected = float(model(batch).nll)
+    assert report["rec_nll"] == pytest.approx(expected, rel=1e-5)
+    # the same over several batches: the mean per sentence does not depend on the batching
+    assert evaluate_likelihood(model, dataset, batch_size=7)["rec_nll"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("cls", VAES)
+def test_kl_matches_the_model_and_eval_mode_turns_word_dropout_off(cls, data):
+    vocab, _, _ = data
+    dataset = dataset_for(cls, data)
+    model = build(cls, vocab, word_dropout=1.0)  # in training every decoder input would become <unk>
+    (batch,) = list(batches(dataset, len(dataset), shuffle=False))
+    model.eval()
+    with torch.no_grad():
+        expected_kl = float(model(batch).kl)
+    report = evaluate_likelihood(model.train(), dataset, batch_size=len(dataset), generator=gen())
+    assert report["kl"] == pytest.approx(expected_kl, rel=1e-5)
+    # a model without word dropout but the same weights gives the same reconstruction term
+    twin = build(cls, vocab)
+    twin.load_state_dict(model.state_dict())
+    again = evaluate_likelihood(twin, dataset, batch_size=len(dataset), generator=gen())
+    assert again["rec_nll"] == pytest.approx(report["rec_nll"], rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", VAES)
+def test_reproducible_with_the_same_generator(cls, data):
+    vocab, _, _ = data
+    dataset = dataset_for(cls, data)
+    model = build(cls, vocab)
+    first = evaluate_likelihood(model, dataset, batch_size=8, iw_samples=3, generator=gen(5))
+    second = evaluate_likelihood(model, dataset, batch_size=8, iw_samples=3, generator=gen(5))
+    assert first == second
+    other = evaluate_likelihood(model, dataset, batch_size=8, iw_samples=3, generator=gen(6))
+    assert other["rec_nll"] != first["rec_nll"]
+    assert other["kl"] == pytest.approx(first["kl"])  # analytic: no sampling
+
+
+@pytest.mark.parametrize("cls", VAES)
+def test_importance_weighted_nll_is_tighter_than_the_elbo(cls, data):
+    vocab, _, _ = data
+    dataset = dataset_for(cls, data)
+    model = build(cls, vocab)
+    with torch.no_grad():  # a wide, informative posterior, so the bounds differ visibly
+        net = model.posterior if cls is SentenceVAE else model.recognition
+        net.out.bias[4:].fill_(0.5)
+    report = evaluate_likelihood(model, dataset, batch_size=8, iw_samples=20, generator=gen(1))
+    assert report["nll_estimate"] == "iw" and report["nll"] == report["nll_iw"]
+    assert report["iw_samples"] == 20
+    assert report["nll_iw"] <= report["elbo"] + 1e-3
+    assert report["nll_iw"] > 0
+    assert report["nll_iw_per_token"] == pytest.approx(report["nll_iw"] * report["sentences"] / report["tokens"])
+    assert report["ppl_iw"] == pytest.approx(math.exp(report["nll_iw_per_token"]))
+
+
+def test_importance_weighting_with_an_exact_posterior_is_exact(data):
+    """When q(z|x) = p(z) and the decoder ignores z, every weight equals p(x): nll_iw = elbo = rec_nll."""
+    vocab, _, plain = data
+    model = build(SentenceVAE, vocab)
+    with torch.no_grad():
+        model.posterior.out.weight.zero_()
+        model.posterior.out.bias.zero_()  # q = N(0, I) = p: KL 0
+        model.decoder.init_state.weight.zero_()  # the decoder no longer sees z
+    report = evaluate_likelihood(model, plain, batch_size=6, iw_samples=5, generator=gen())
+    assert report["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert report["nll_iw"] == pytest.approx(report["rec_nll"], rel=1e-5)
+    assert report["elbo"] == pytest.approx(report["rec_nll"], rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", VAES)
+def test_constant_posterior_has_no_active_units_and_no_information(cls, data):
+    vocab, _, _ = data
+    dataset = dataset_for(cls, data)
+    model = build(cls, vocab)
+    with torch.no_grad():
+        net = model.posterior if cls is SentenceVAE else model.recognition
+        net.out.weight.zero_()  # q(z|x[,c]) = N(bias) for every input
+    estimates = [
+        evaluate_likelihood(model, dataset, batch_size=len(dataset), generator=gen(seed))
+        for seed in range(4)
+    ]
+    assert all(r["active_units"] == 0 for r in estimates)
+    mi = sum(r["mutual_info"] for r in estimates) / len(estimates)
+    assert abs(mi) < 0.3  # zero in expectation; Monte-Carlo noise only
+
+
+def test_separated_posteriors_are_all_active_and_reach_log_batch_size(data):
+    """Distinct sentences with far-apart, narrow posteriors: every unit active, MI = log B (the estimator's max).
+
+    Each z_i has density under q(.|x_i) only, so log q(z_i) = log q(z_i|x_i) - log B and the estimate is
+    log B - H(q) - log q(z_i|x_i) = log B + 0.5 * sum_u (eps_iu^2 - 1), with the eps the generator drew.
+    """
+    vocab, _, _ = data
+    sentences = [[w] for w in WORDS[:8]]
+    dataset = TextDataset(sentences, vocab)
+    model = build(SentenceVAE, vocab)
+    with torch.no_grad():
+        model.posterior.out.weight[:4].mul_(100.0)  # mu spread far apart
+        model.posterior.out.weight[4:].zero_()
+        model.posterior.out.bias[4:].fill_(-12.0)  # sigma ~ 0.0025
+    for batch_size in (8, 4):  # one batch of 8, or two of 4 whose estimates are averaged
+        report = evaluate_likelihood(model, dataset, batch_size=batch_size, generator=gen())
+        assert report["active_units"] == 4
+        g = gen()
+        eps = torch.cat([torch.randn(batch_size, 4, generator=g) for _ in range(8 // batch_size)])
+        expected = math.log(batch_size) + float(0.5 * (eps**2 - 1).sum(1).mean())
+        assert report["mutual_info"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_batch_mutual_info_by_hand():
+    mu = torch.tensor([[0.0], [1.0]])
+    logvar = torch.zeros(2, 1)
+    z = torch.tensor([[0.5], [0.0]])
+
+    def log_n(x, m):
+        return -0.5 * math.log(2 * math.pi) - 0.5 * (x - m) ** 2
+
+    neg_entropy = -0.5 * (math.log(2 * math.pi) + 1)
+    log_qz = [math.log((math.exp(log_n(zi, 0.0)) + math.exp(log_n(zi, 1.0))) / 2) for zi in (0.5, 0.0)]
+    expected = neg_entropy - sum(log_qz) / 2
+    assert _batch_mutual_info(mu, logvar, z) == pytest.approx(expected, rel=1e-6)
+
+
+def test_posterior_parameters(data):
+    vocab, conditional, plain = data
+    (batch,) = list(batches(plain, 5, shuffle=False, bucket=False))[:1]
+    model = build(SentenceVAE, vocab).eval()
+    with torch.no_grad():
+        mu, logvar = posterior_parameters(model, batch)
+        expected = model.encode(batch.target, batch.target_lengths)
+    assert mu.shape == logvar.shape == (5, 4)
+    torch.testing.assert_close(mu, expected[0])
+    torch.testing.assert_close(logvar, expected[1])
+    with pytest.raises(TypeError, match="Seq2Seq"):
+        posterior_parameters(build(Seq2Seq, vocab), next(batches(conditional, 5)))
+
+
+def test_likelihood_errors(data):
+    vocab, conditional, plain = data
+    with pytest.raises(ValueError, match="dataset"):
+        evaluate_likelihood(build(CVAE, vocab), plain)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_likelihood(build(SentenceVAE, vocab), plain, batch_size=0)
+    with pytest.raises(ValueError, match="iw_samples"):
+        evaluate_likelihood(build(SentenceVAE, vocab), plain, iw_samples=-1)
+    with pytest.raises(TypeError, match="model"):
+        evaluate_likelihood(torch.nn.Linear(2, 2), plain)
+    with pytest.raises(ValueError, match="dataset"):
+        evaluate_likelihood(SentenceVAE(len(vocab) + 1, **SMALL, latent_size=4), plain)
+
+
+# ----------------------------------------------------------------- generation
+
+
+def test_generation_metrics_equal_the_metrics_of_the_decoded_samples(data):
+    vocab, dataset, _ = data
+    model = build(CVAE, vocab)
+    report, texts = evaluate_generation(
+        model, dataset, vocab, num_samples=3, max_length=8, batch_size=5, generator=gen(2), return_texts=True
+    )
+    assert report["inputs"] == 12 == len(texts) and report["num_samples"] == 3 and report["strategy"] == "sample"
+    samples = [[s.split() for s in t["samples"]] for t in texts]
+    references = [[r.split() for r in t["references"]] for t in texts]
+    precision, recall = corpus_bleu_pr(samples, references)
+    assert report["bleu_precision"] == pytest.approx(precision)
+    assert report["bleu_recall"] == pytest.approx(recall)
+    flat = [s for per_input in samples for s in per_input]
+    assert len(flat) == 36
+    assert report["distinct_1"] == pytest.approx(distinct_n(flat, 1))
+    assert report["distinct_2"] == pytest.approx(distinct_n(flat, 2))
+    assert report["avg_length"] == pytest.approx(sum(map(len, flat)) / 36)
+    assert all(len(s) <= 8 for s in flat)
+    for text in texts:
+        for sentence in text["samples"] + text["references"]:
+            assert "<eos>" not in sentence and "<pad>" not in sentence and "<sos>" not in sentence
+    # sources and references come from the groups (two targets per source here)
+    first = dataset.groups.index(0)
+    assert texts[0]["source"] == " ".join(vocab.decode(dataset.sources[first]))
+    assert texts[0]["references"] == [" ".join(vocab.decode(dataset.targets[i])) for i in (0, 1)]
+    # the same generator state gives the same samples; generate_texts gives the same texts
+    again = generate_texts(model, dataset, vocab, num_samples=3, max_length=8, batch_size=5, generator=gen(2))
+    assert again == texts
+
+
+def test_generation_on_identical_examples_by_hand():
+    """One input seen three times: one group, three equal references; greedy decoding repeats one sample."""
+    vocab = Vocab.build([["hello", "there", "friend"]])
+    dataset = TextDataset([Example(["hello", "there"], ["hello", "there"], 0)] * 3, vocab)
+    model = build(Seq2Seq, vocab)
+    report, texts = evaluate_generation(
+        model, dataset, vocab, num_samples=4, strategy="greedy", max_length=5, return_texts=True
+    )
+    assert report["inputs"] == 1 and texts[0]["references"] == ["hello there"] * 3
+    (samples,) = [t["samples"] for t in texts]
+    assert len(samples) == 4 and len(set(samples)) == 1  # greedy: the same every time
+    tokens = samples[0].split()
+    n = len(tokens)
+    assert report["avg_length"] == n
+    if n:
+        assert report["distinct_1"] == pytest.approx(len(set(tokens)) / (4 * n))
+        assert report["distinct_2"] == pytest.approx(len(set(zip(tokens, tokens[1:]))) / (4 * n))
+
+
+def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
+    """A model that always answers the reference: BLEU-P = BLEU-R = BLEU(ref, ref); distinct by hand."""
+    vocab = Vocab.build([["hello", "there", "my", "friend"]])
+    target = ["hello", "there", "my", "friend"]
+    dataset = TextDataset([Example(["hi"], target, 0), Example(["yo"], target, 1)], vocab)
+    model = build(Seq2Seq, vocab)
+    ids = torch.tensor(vocab.encode(target) + [vocab.eos_id, vocab.pad_id])
+
+    def fake_generate(context, context_lengths, num_samples=1, **kw):
+        B = context.shape[0]
+        return ids.expand(B, num_samples, -1).clone(), torch.full((B, num_samples), 5)
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    report = evaluate_generation(model, dataset, vocab, num_samples=3)
+    p, r = corpus_bleu_pr([[target]], [[target]])
+    assert report["bleu_precision"] == pytest.approx(p) and report["bleu_recall"] == pytest.approx(r)
+    assert report["distinct_1"] == pytest.approx(4 / 24)  # 4 distinct words over 2 inputs x 3 samples x 4 tokens
+    assert report["distinct_2"] == pytest.approx(3 / 24)
+    assert report["avg_length"] == 4
+    assert evaluate_generation(model, dataset, vocab, num_samples=1, max_inputs=1)["inputs"] == 1
+
+
+def test_generation_errors(data):
+    vocab, conditional, plain = data
+    with pytest.raises(TypeError, match="model"):
+        evaluate_generation(build(SentenceVAE, vocab), plain, vocab)
+    with pytest.raises(ValueError, match="dataset"):
+        evaluate_generation(build(CVAE, vocab), plain, vocab)
+    with pytest.raises(ValueError, match="num_samples"):
+        evaluate_generation(build(CVAE, vocab), conditional, vocab, num_samples=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_generation(build(Seq2Seq, vocab), conditional, vocab, batch_size=0)
+    with pytest.raises(ValueError, match="max_inputs"):
+        generate_texts(build(Seq2Seq, vocab), conditional, vocab, max_inputs=0)
+    with pytest.raises(ValueError, match="strategy"):
+        evaluate_generation(build(Seq2Seq, vocab), conditional, vocab, strategy="nope")
+
+
+# --------------------------------------------------------------------- report
+
+
+def test_write_report_round_trip(tmp_path, data):
+    vocab, dataset, _ = data
+    report = evaluate_likelihood(build(CVAE, vocab), dataset, iw_samples=2, generator=gen())
+    report["tensor"] = torch.tensor(1.5)
+    report["nested"] = {"b": torch.tensor(2), "a": [1, 2.5]}
+    path = tmp_path / "sub" / "report.json"
+    assert write_report(path, report) == str(path)
+    text = path.read_text()
+    loaded = json.loads(text)
+    assert loaded["tensor"] == 1.5 and isinstance(loaded["tensor"], float)
+    assert loaded["nested"] == {"a": [1, 2.5], "b": 2}
+    del report["tensor"], report["nested"]
+    for key, value in report.items():
+        assert loaded[key] == value
+    assert list(loaded) == sorted(loaded) and text.startswith('{\n  "')
+    # overwriting leaves no temporary file behind
+    write_report(path, {"x": 1.0})
+    assert json.loads(path.read_text()) == {"x": 1.0}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]
+    with pytest.raises(TypeError, match="report"):
+        write_report(path, [1, 2])
+    with pytest.raises(TypeError, match="object"):
+        write_report(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
