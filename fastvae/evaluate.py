@@ -21,6 +21,7 @@ import tempfile
 
 import torch
 
+from fastvae.data.dataset import batches
 from fastvae.metrics import corpus_bleu_pr, distinct_n
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
@@ -44,7 +45,9 @@ def _check_model(model, conditional_only=False):
     if not isinstance(model, (SentenceVAE, CVAE, Seq2Seq)):
         raise TypeError(f"model must be a fastvae SentenceVAE, CVAE, SLCVAE or Seq2Seq, got {type(model).__name__}")
     if conditional_only and isinstance(model, SentenceVAE):
-        raise TypeError("model must be a conditional model (Seq2Seq, CVAE or SLCVAE); a SentenceVAE has no context to condition on")
+        raise TypeError(
+            "model must be a conditional model (Seq2Seq, CVAE or SLCVAE); a SentenceVAE has no context to condition on"
+        )
 
 
 def _check_dataset(model, dataset):
@@ -238,10 +241,10 @@ def evaluate_likelihood(model, dataset, batch_size=64, iw_samples=0, generator=N
     _check_dataset(model, dataset)
     _check_positive_int("batch_size", batch_size)
     if isinstance(iw_samples, bool) or not isinstance(iw_samples, int) or iw_samples < 0:
-        raise ValueError(f"iw_samples must be a non-negative integer (0: no importance-weighted estimate), got {iw_samples!r}")
+        raise ValueError(
+            f"iw_samples must be a non-negative integer (0: no importance-weighted estimate), got {iw_samples!r}"
+        )
     _check_generator(generator)
-    from fastvae.data import batches
-
     is_vae = not isinstance(model, Seq2Seq)
     K = iw_samples if is_vae else 0
     n_sent = n_tok = 0
@@ -390,7 +393,11 @@ def generate_texts(model, dataset, vocab, num_samples=10, strategy="sample", max
 
 def _as_text(triple):
     source, references, samples = triple
-    return {"source": " ".join(source), "references": [" ".join(r) for r in references], "samples": [" ".join(s) for s in samples]}
+    return {
+        "source": " ".join(source),
+        "references": [" ".join(r) for r in references],
+        "samples": [" ".join(s) for s in samples],
+    }
 
 
 def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0,
@@ -448,6 +455,8 @@ def _plain(value):
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             return [_plain(v) for v in value.tolist()]
+        value = value.item()
+    elif getattr(value, "shape", None) == () and hasattr(value, "item"):  # NumPy scalars (np.float32, np.bool_)
         value = value.item()
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value

@@ -10,6 +10,10 @@ import os
 
 import torch
 
+from fastvae.data.dataset import collate
+from fastvae.evaluate import _check_dataset, _check_model, _EvalMode, posterior_parameters
+from fastvae.models import Seq2Seq
+
 REQUIRED_COLUMNS = ("step", "split", "loss")
 CURVE_PANELS = (("loss", "loss"), ("nll", "NLL"), ("kl", "KL"))
 WEIGHT_COLUMNS = ("kl_weight", "label_weight")
@@ -41,7 +45,9 @@ def _read_metrics(path):
                 raise ValueError(f"{path} is empty: expected a metrics CSV with columns {', '.join(REQUIRED_COLUMNS)}, ...")
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise ValueError(f"{path} is not a metrics CSV: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+                raise ValueError(
+                    f"{path} is not a metrics CSV: missing column(s) {', '.join(missing)} (header: {','.join(header)})"
+                )
             rows = []
             for row in reader:
                 line = reader.line_num
@@ -177,10 +183,6 @@ def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size
     Z = 1, and otherwise projected on their first two principal components
     (SVD of the centred means).
     """
-    from fastvae.data.dataset import collate
-    from fastvae.evaluate import _EvalMode, _check_dataset, _check_model, posterior_parameters
-    from fastvae.models import Seq2Seq
-
     _check_model(model)
     if isinstance(model, Seq2Seq):
         raise TypeError("model is a Seq2Seq, which has no latent code to plot; pass a SentenceVAE, CVAE or SLCVAE")

@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,11 +60,12 @@ def dataset_for(cls, data):
 # ----------------------------------------------------------------- likelihood
 
 
+@pytest.mark.parametrize("backend", ["reference", "fused"])
 @pytest.mark.parametrize("cls", [SentenceVAE, CVAE, SLCVAE, Seq2Seq])
-def test_report_keys_and_identities(cls, data):
+def test_report_keys_and_identities(cls, backend, data):
     vocab, _, _ = data
     dataset = dataset_for(cls, data)
-    model = build(cls, vocab)
+    model = build(cls, vocab, backend=backend)
     model.train()
     report = evaluate_likelihood(model, dataset, batch_size=5, generator=gen())
     assert model.training  # mode restored
@@ -74,6 +76,7 @@ def test_report_keys_and_identities(cls, data):
     assert report["ppl_elbo"] == pytest.approx(math.exp(report["elbo"] * report["sentences"] / report["tokens"]))
     assert report["ppl"] == pytest.approx(math.exp(report["nll_per_token"]))
     if cls is Seq2Seq:
+        assert evaluate_likelihood(model, dataset, batch_size=5, iw_samples=3) == report  # exact: no IW estimate
         assert "kl" not in report and "active_units" not in report and "mutual_info" not in report
         assert report["nll"] == report["elbo"] == report["rec_nll"] and report["nll_estimate"] == "exact"
     else:
@@ -339,13 +342,13 @@ def test_write_report_round_trip(tmp_path, data):
     vocab, dataset, _ = data
     report = evaluate_likelihood(build(CVAE, vocab), dataset, iw_samples=2, generator=gen())
     report["tensor"] = torch.tensor(1.5)
-    report["nested"] = {"b": torch.tensor(2), "a": [1, 2.5]}
+    report["nested"] = {"b": torch.tensor(2), "a": [1, 2.5], "c": np.float32(0.5), "d": np.bool_(True)}
     path = tmp_path / "sub" / "report.json"
     assert write_report(path, report) == str(path)
     text = path.read_text()
     loaded = json.loads(text)
     assert loaded["tensor"] == 1.5 and isinstance(loaded["tensor"], float)
-    assert loaded["nested"] == {"a": [1, 2.5], "b": 2}
+    assert loaded["nested"] == {"a": [1, 2.5], "b": 2, "c": 0.5, "d": True}
     del report["tensor"], report["nested"]
     for key, value in report.items():
         assert loaded[key] == value

@@ -131,6 +131,8 @@ def test_latent_projection_with_labels(tmp_path, data):
     model = SentenceVAE(len(vocab), latent_size=4, **SMALL)
     labels = [i % 4 for i in range(len(plain))]
     assert_png(plot_latent_projection(model, plain, tmp_path / "labels.png", labels=labels))
+    many = list(range(len(plain)))  # more than 20 values: a colour bar instead of a legend
+    assert_png(plot_latent_projection(model, plain, tmp_path / "many.png", labels=many))
     with pytest.raises(ValueError, match="labels"):
         plot_latent_projection(model, plain, tmp_path / "x.png", labels=labels[:-1])
     with pytest.raises(ValueError, match="labels"):
