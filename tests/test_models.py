@@ -236,12 +236,27 @@ def test_samples_differ_across_z_draws():
 def test_beam_size_one_equals_greedy(cls):
     model = build(cls)
     batch = make_batch(B=4)
-    kw = dict(num_samples=2, max_length=8)
+    kw = dict(num_samples=2 if cls is CVAE else 1, max_length=8)
     greedy = model.generate(batch.context, batch.context_lengths, strategy="greedy",
                             generator=torch.Generator().manual_seed(5), **kw)
     beam = model.generate(batch.context, batch.context_lengths, strategy="beam", beam_size=1,
                           generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(greedy[0], beam[0]) and torch.equal(greedy[1], beam[1])
+
+
+def test_seq2seq_beam_returns_the_n_best_hypotheses():
+    model = build(Seq2Seq)
+    batch = make_batch(B=3)
+    one = model.generate(batch.context, batch.context_lengths, num_samples=1, strategy="beam", beam_size=4, max_length=8)
+    many, lengths = model.generate(batch.context, batch.context_lengths, num_samples=4, strategy="beam", beam_size=4,
+                                   max_length=8)
+    assert many.shape == (3, 4, 8) and lengths.shape == (3, 4)
+    assert torch.equal(many[:, 0], one[0][:, 0])  # best first
+    for b in range(3):  # four different hypotheses per input, not four copies
+        assert len({tuple(t.tolist()) for t in many[b]}) == 4
+    # a beam narrower than num_samples widens to it
+    wide, _ = model.generate(batch.context, batch.context_lengths, num_samples=4, strategy="beam", beam_size=2, max_length=8)
+    assert torch.equal(wide, many)
 
 
 def test_generation_fused_equals_reference():

@@ -18,6 +18,8 @@ from fastvae.nn import VocabProjection
 class _Conditional(BaseModel):
     """Embedding + context encoder + decoder conditioned on ``[h_c, z]`` (or ``h_c``)."""
 
+    _latent_free = False
+
     def _utterance_encoder(self):
         """A fresh encoder of the configured structure (context, target and labeling encoders)."""
         cfg = self.config
@@ -58,6 +60,9 @@ class _Conditional(BaseModel):
         """``num_samples`` responses per context (z drawn from the prior each time).
 
         Subclasses give the decoder's conditioning in ``_condition(h_c, generator)``.
+        Seq2Seq (no latent) with ``strategy="beam"`` returns the ``num_samples``
+        best beam hypotheses, best first (the beam widens to ``num_samples``
+        when narrower); every other case decodes ``num_samples`` independent rows.
 
         Returns ``tokens [B, num_samples, max_length]`` (padded after
         ``<eos>``) and ``lengths [B, num_samples]`` (counting ``<eos>``). All
@@ -66,10 +71,16 @@ class _Conditional(BaseModel):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size).check()
+        # without a latent, beam search returns its n best hypotheses instead of n copies of the best
+        n_best = self._latent_free and options.strategy == "beam"
+        if n_best:
+            options.beam_size = max(options.beam_size, num_samples)
         was_training = self.training
         self.eval()
         try:
-            h_c = self.encode_context(context, context_lengths).repeat_interleave(num_samples, dim=0)
+            h_c = self.encode_context(context, context_lengths)
+            if not n_best:
+                h_c = h_c.repeat_interleave(num_samples, dim=0)
             cond = self._condition(h_c, generator)
             cfg = self.config
             tokens, lengths = decode(
@@ -81,6 +92,7 @@ class _Conditional(BaseModel):
                 pad_id=cfg["pad_id"],
                 options=options,
                 generator=generator,
+                num_return=num_samples if n_best else 1,
             )
         finally:
             self.train(was_training)
@@ -90,6 +102,8 @@ class _Conditional(BaseModel):
 
 class Seq2Seq(_Conditional):
     """Encoder-decoder without a latent (the paper's baseline): the decoder starts from ``h_c``."""
+
+    _latent_free = True
 
     def __init__(
         self,

@@ -58,16 +58,22 @@ def _finish(tokens, lengths, pad_id):
     return tokens.masked_fill(torch.arange(tokens.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1), pad_id), lengths
 
 
-def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=None):
+def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=None, num_return=1):
     """Decode from ``state`` (``(h, c)`` each ``[L, R, H]``) for R rows.
 
     embed: callable ``tokens [R] -> [R, E]``. Returns ``tokens [R, max_length]``
     (padded with ``pad_id`` after ``<eos>``) and ``lengths [R]`` (CPU int64,
     counting ``<eos>``; ``max_length`` when a row never produced it).
+    num_return: beam search only: the best ``num_return`` hypotheses of each
+    row (``num_return <= beam_size``), best first: ``[R * num_return, max_length]``.
     """
     options.check()
     if options.strategy == "beam":
-        return _beam(decoder, embed, state, sos_id, eos_id, pad_id, options)
+        if not 1 <= num_return <= options.beam_size:
+            raise ValueError(f"num_return must lie in 1..beam_size ({options.beam_size}), got {num_return}")
+        return _beam(decoder, embed, state, sos_id, eos_id, pad_id, options, num_return)
+    if num_return != 1:
+        raise ValueError("num_return > 1 needs strategy='beam'")
     R = state[0].shape[1]
     device = state[0].device
     prev = torch.full((R,), sos_id, dtype=torch.int64, device=device)
@@ -92,8 +98,8 @@ def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=
     return _finish(out.cpu(), lengths, pad_id)
 
 
-def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options):
-    """Beam search per row; returns each row's best finished (or longest-running) hypothesis."""
+def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options, num_return=1):
+    """Beam search per row; returns each row's ``num_return`` best hypotheses (finished or still running)."""
     h, c = state
     L, R, H = h.shape
     k = options.beam_size
@@ -131,6 +137,7 @@ def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options):
         if bool(finished.all()):
             break
         prev = token.view(-1)
-    best = scores.argmax(dim=-1)
-    tokens = history[torch.arange(R, device=device), best]
-    return _finish(tokens.cpu(), lengths[torch.arange(R, device=device), best].cpu(), pad_id)
+    best = scores.topk(num_return, dim=-1).indices  # [R, n], best first
+    rows = torch.arange(R, device=device).unsqueeze(1)
+    tokens = history[rows, best].reshape(R * num_return, -1)
+    return _finish(tokens.cpu(), lengths[rows, best].reshape(-1).cpu(), pad_id)

@@ -1,0 +1,159 @@
+"""Reproduce Table 1 of the SLCVAE paper (Zhang et al. 2019) on DailyDialog with fastvae, on a CPU.
+
+One command:
+
+    python examples/reproduce_dailydialog.py [--data-dir DIR] [--run-root runs/dailydialog] [--threads 1]
+
+DIR holds ``dailydialog/dialogues_{train,validation,test}.txt`` (the official
+11,118/1,000/1,000 split; default ``$FASTVAE_DATA`` or ``../shared/data``).
+Every response is an example whose context is the up to 5 utterances before
+it. Four models are trained with the same settings (``fastvae train``;
+E=H=32, Z=8, 2 LSTM layers, vocabulary 10,000, sequences cut to 40 tokens,
+batch 64, Adam 1e-3, logistic KL annealing k=0.0025 x0=2500, word dropout
+0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
+stopping on the validation loss): Seq2Seq, CVAE, CVAE+BOW and SLCVAE. Each is
+evaluated on the test split with ``--samples`` (10) responses per context:
+z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
+hypotheses), BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
+method 7) and distinct-1/2 over all generated responses. Prints the table and
+writes ``benchmarks/results/dailydialog.json`` (``--results``).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from fastvae.cli import main as fastvae_main
+from fastvae.cli import runs
+from fastvae.cli.evaluate import evaluate_run
+from fastvae.data.sources import CorpusSpec
+
+PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
+    "Seq2Seq+beam": None,
+    "CVAE": (0.212, 0.345, 0.010, 0.041),
+    "SLCVAE": (0.214, 0.354, 0.014, 0.078),
+}
+MODELS = (  # row name, --model, extra flags
+    ("Seq2Seq+beam", "seq2seq", []),
+    ("CVAE", "cvae", ["--word-dropout", "0.2"]),
+    ("CVAE+BOW", "cvae", ["--word-dropout", "0.2", "--bow"]),
+    ("SLCVAE", "slcvae", ["--word-dropout", "0.2"]),
+)
+
+
+def train_argv(args, model, extra, run_dir):
+    argv = [
+        "train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
+        "--embed-dim", "32", "--hidden-size", "32", "--num-layers", "2", "--max-vocab", "10000", "--max-length", "40",
+        "--batch-size", "64", "--lr", "1e-3", "--epochs", str(args.epochs), "--max-time", str(args.minutes * 60),
+        "--patience", "3", "--threads", str(args.threads), "--log-every", "100", *extra,
+    ]
+    if model != "seq2seq":
+        argv += ["--latent-size", "8", "--kl-schedule", "logistic", "--kl-k", "0.0025", "--kl-x0", "2500"]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def _model(run_dir):
+    """The best model by validation loss, or the checkpoint's weights when no epoch finished."""
+    if os.path.isdir(os.path.join(run_dir, runs.MODEL_DIR)):
+        return runs.load_run(run_dir)[:2]
+    from fastvae.data import Vocab
+    from fastvae.train.checkpoint import load_checkpoint
+
+    model = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["model"].eval()
+    return model, Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir")
+    p.add_argument("--run-root", default=os.path.join("runs", "dailydialog"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--minutes", type=float, default=15.0, help="training time limit per model (default 15)")
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", nargs="*", help="row names to run (default all)")
+    p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--results", default=os.path.join("benchmarks", "results", "dailydialog.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = {}
+    if os.path.isfile(args.results):
+        with open(args.results) as f:
+            rows = json.load(f).get("rows", {})
+    for name, model_name, extra in MODELS:
+        if args.only and name not in args.only:
+            continue
+        run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
+        t0 = time.monotonic()
+        if not args.skip_training:
+            resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
+            code = fastvae_main(["train", "--run-dir", run_dir, "--resume"] if resume else train_argv(args, model_name, extra, run_dir))
+            if code != 0:
+                return code
+        train_seconds = time.monotonic() - t0
+        model, vocab = _model(run_dir)
+        run = runs.read_run(run_dir)
+        spec = runs.corpus_spec(run)
+        if args.data_dir:
+            spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
+        test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
+        eval_args = argparse.Namespace(
+            batch_size=64, iw_samples=0, no_generation=False, strategy=None, samples=args.samples, max_length=30,
+            temperature=1.0, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
+        )
+        t0 = time.monotonic()
+        report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0))
+        report["eval_seconds"] = time.monotonic() - t0
+        report["train_seconds_this_call"] = train_seconds
+        report["train_command"] = "fastvae " + " ".join(train_argv(args, model_name, extra, run_dir))
+        report["examples_shown"] = texts[:5]
+        rows[name] = report
+        g = report["generation"]
+        print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
+              f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
+        _write(args, rows, argv)
+    print(table(rows))
+    return 0
+
+
+def _write(args, rows, argv):
+    result = {
+        "command": "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
+        "paper": {k: v for k, v in PAPER.items() if v is not None},
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
+    tmp = args.results + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    os.replace(tmp, args.results)
+
+
+def table(rows):
+    lines = ["| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 |", "|---|---|---|---|---|"]
+    for name, _, _ in MODELS:
+        if name in rows:
+            g = rows[name]["generation"]
+            lines.append(f"| fastvae {name} | {g['bleu_precision']:.3f} | {g['bleu_recall']:.3f} | "
+                         f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} |")
+    for name, v in PAPER.items():
+        if v is not None:
+            lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The ``fastvae`` command: train, evaluate, generate, sample, interpolate, plot, demo.
+
+``fastvae <command> --help`` describes each. Errors in the arguments or the
+data end the command with a one-line message naming the culprit and exit
+status 2; a non-finite training loss exits with 1; Ctrl-C during training
+saves a checkpoint and exits with 130.
+"""
+
+import argparse
+import sys
+
+from fastvae.train import NonFiniteLossError
+
+
+def build_parser():
+    from fastvae.cli import demo, evaluate, generate, train
+
+    parser = argparse.ArgumentParser(
+        prog="fastvae",
+        description="Variational text generation with fused kernels: train and use Sentence-VAE, CVAE, SLCVAE, Seq2Seq.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    train.add_parser(sub)
+    evaluate.add_parsers(sub)
+    generate.add_parsers(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except NonFiniteLossError as exc:
+        print(f"fastvae {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"fastvae {args.command}: error: {exc}", file=sys.stderr)
+        return 2

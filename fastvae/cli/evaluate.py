@@ -1,0 +1,117 @@
+"""``fastvae evaluate`` (likelihood + generation metrics, JSON report) and ``fastvae plot``."""
+
+import dataclasses
+import json
+import os
+
+import torch
+
+from fastvae.cli import runs
+from fastvae.data.sources import SPLITS
+from fastvae.evaluate import evaluate_generation, evaluate_likelihood, write_report
+from fastvae.models import SentenceVAE
+
+
+def add_parsers(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="NLL, PPL, KL, ELBO, active units, MI and BLEU-P/R, distinct-1/2 of a trained model",
+        description="Evaluate RUN_DIR's best model on a split of its corpus. Likelihood: NLL per sentence and per "
+        "token, perplexity, KL, ELBO, active units, mutual information (and an importance-weighted NLL with "
+        "--iw-samples). Conditional models also get --samples responses per distinct input: BLEU-precision/recall "
+        "(mean of BLEU-1..3, NLTK smoothing 7) and distinct-1/2. Prints and writes a JSON report.",
+    )
+    p.add_argument("run_dir", help="a run directory written by fastvae train")
+    p.add_argument("--split", choices=SPLITS, default="test", help="which split (default test)")
+    p.add_argument("--data-dir", help="override the corpus folder stored in the run")
+    p.add_argument("--max-examples", type=int, help="evaluate only the first N examples of the split")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per batch (default 64)")
+    p.add_argument("--iw-samples", type=int, default=0, help="importance samples for the NLL estimate (0 = off)")
+    p.add_argument("--samples", type=int, default=10, help="responses per input for BLEU/distinct (default 10)")
+    p.add_argument("--max-inputs", type=int, help="score generation on the first N distinct inputs only")
+    p.add_argument("--strategy", choices=("greedy", "sample", "beam"), help="decoding (default: beam for seq2seq, greedy otherwise)")
+    p.add_argument("--max-length", type=int, default=30, help="longest response (default 30)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--beam-size", type=int, default=4)
+    p.add_argument("--no-generation", action="store_true", help="likelihood metrics only")
+    p.add_argument("--write-samples", help="also write the generated responses (JSON lines) to this file")
+    p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(func=run_evaluate)
+
+    p = sub.add_parser("plot", help="redraw a run's training curves and latent projection", description="Write "
+                       "RUN_DIR/training_curves.png from metrics.csv and RUN_DIR/latent.png (VAEs) from the validation split.")
+    p.add_argument("run_dir")
+    p.add_argument("--max-points", type=int, default=2000, help="latent points to project (default 2000)")
+    p.set_defaults(func=run_plot)
+
+
+def default_strategy(model):
+    """Seq2Seq has no latent to sample: beam search, as in the paper's baseline; the VAEs decode greedily per z."""
+    return "beam" if type(model).__name__ == "Seq2Seq" else "greedy"
+
+
+def evaluate_run(model, vocab, data, args_like, generator):
+    """The report dict of ``model`` on ``data`` (likelihood, then generation for conditional models)."""
+    report = {"model": type(model).__name__, "examples": len(data)}
+    report["likelihood"] = evaluate_likelihood(
+        model, data, batch_size=args_like.batch_size, iw_samples=args_like.iw_samples, generator=generator,
+        device=str(next(model.parameters()).device),
+    )
+    texts = None
+    if not isinstance(model, SentenceVAE) and not args_like.no_generation:
+        strategy = args_like.strategy or default_strategy(model)
+        report["generation"], texts = evaluate_generation(
+            model, data, vocab, num_samples=args_like.samples, strategy=strategy, max_length=args_like.max_length,
+            temperature=args_like.temperature, top_k=args_like.top_k, top_p=args_like.top_p,
+            beam_size=args_like.beam_size, batch_size=args_like.batch_size, max_inputs=args_like.max_inputs,
+            generator=generator, return_texts=True,
+        )
+    return report, texts
+
+
+def run_evaluate(args):
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    for name in ("batch_size", "samples"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    spec = runs.corpus_spec(run)
+    if args.data_dir:
+        spec = dataclasses.replace(spec, data_dir=args.data_dir)
+    if args.max_examples is not None:
+        spec = dataclasses.replace(spec, max_examples=args.max_examples).check()
+    data = runs.dataset(spec, args.split, run["model"], vocab, run.get("max_length"))
+    if data is None:
+        raise ValueError(f"the run's {spec.name} corpus has no {args.split} file; train with --{args.split}-file")
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    report, texts = evaluate_run(model, vocab, data, args, generator)
+    report.update(split=args.split, corpus=spec.name, run_dir=os.path.abspath(args.run_dir))
+    output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
+    write_report(output, report)
+    if args.write_samples and texts is not None:
+        with open(args.write_samples, "w", encoding="utf-8") as f:
+            for item in texts:
+                f.write(json.dumps(item) + "\n")
+    print(json.dumps(report, indent=2, sort_keys=True))
+    print(f"report written to {output}")
+    return 0
+
+
+def run_plot(args):
+    from fastvae.plots import plot_latent_projection, plot_training_curves
+
+    model, vocab, run = runs.load_run(args.run_dir)
+    written = [plot_training_curves(os.path.join(args.run_dir, "metrics.csv"))]
+    if type(model).__name__ != "Seq2Seq":
+        data = runs.dataset(runs.corpus_spec(run), "valid", run["model"], vocab, run.get("max_length"))
+        if data is not None:
+            written.append(plot_latent_projection(model, data, os.path.join(args.run_dir, "latent.png"), max_points=args.max_points))
+    for path in written:
+        print(path)
+    return 0

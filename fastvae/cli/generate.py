@@ -1,0 +1,150 @@
+"""``fastvae generate`` (N outputs per input), ``fastvae sample`` and ``fastvae interpolate`` (Sentence-VAE)."""
+
+import json
+import sys
+
+import torch
+
+from fastvae.cli import runs
+from fastvae.models import SentenceVAE
+
+
+def _decoding_options(p, default_strategy):
+    p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default=default_strategy, help=f"decoding (default {default_strategy})")
+    p.add_argument("--max-length", type=int, default=30, help="longest output in tokens (default 30)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
+    p.add_argument("--beam-size", type=int, default=4, help="beam width (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+def add_parsers(sub):
+    p = sub.add_parser(
+        "generate",
+        help="N diverse outputs per input from a trained conditional model",
+        description="Read one input per line from --input (a file, or - for stdin), tokenize it like the training "
+        "data and print --samples outputs for each (z drawn from the prior each time).",
+    )
+    p.add_argument("run_dir", help="a run directory written by fastvae train")
+    p.add_argument("--input", default="-", help="file with one input per line, or - for stdin (default)")
+    p.add_argument("--samples", type=int, default=5, help="outputs per input (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per input instead of text")
+    _decoding_options(p, "greedy")
+    p.set_defaults(func=run_generate)
+
+    p = sub.add_parser("sample", help="sentences from a Sentence-VAE's prior", description="Decode -n sentences from z ~ N(0, I).")
+    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("-n", "--num", type=int, default=10, help="how many sentences (default 10)")
+    _decoding_options(p, "greedy")
+    p.set_defaults(func=run_sample)
+
+    p = sub.add_parser(
+        "interpolate",
+        help="decode points between two sentences in a Sentence-VAE's latent space",
+        description="Greedy decodes of (1 - t) mu_a + t mu_b for --steps values of t in [0, 1].",
+    )
+    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("sentence_a")
+    p.add_argument("sentence_b")
+    p.add_argument("--steps", type=int, default=5, help="points on the line, ends included (default 5)")
+    p.add_argument("--max-length", type=int, default=30)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run_interpolate)
+
+
+def _decode_kwargs(args):
+    if args.max_length < 1:
+        raise ValueError(f"--max-length must be >= 1, got {args.max_length}")
+    return {
+        "strategy": args.strategy,
+        "max_length": args.max_length,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "beam_size": args.beam_size,
+    }
+
+
+def _text(vocab, ids):
+    """Token ids up to (not including) ``<eos>`` as a string."""
+    return " ".join(vocab.decode(ids))
+
+
+def _read_inputs(path):
+    if path == "-":
+        lines = sys.stdin.read().splitlines()
+        where = "stdin"
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"--input: no file at {path!r}") from None
+        where = path
+    inputs = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    if not inputs:
+        raise ValueError(f"--input: {where} holds no non-empty lines")
+    return inputs
+
+
+def run_generate(args):
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    kwargs = _decode_kwargs(args)
+    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    tokenize = runs.tokenizer(run)
+    if isinstance(model, SentenceVAE):
+        raise ValueError(f"{args.run_dir!r} holds a sentence-vae: use fastvae sample / interpolate")
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    for lineno, line in _read_inputs(args.input):
+        tokens = tokenize(line)
+        if not tokens:
+            raise ValueError(f"--input line {lineno}: no tokens in {line!r}")
+        ids = torch.tensor([vocab.encode(tokens) + [vocab.eos_id]], device=args.device)
+        out, _ = model.generate(ids, torch.tensor([ids.shape[1]]), num_samples=args.samples, generator=g, **kwargs)
+        texts = [_text(vocab, out[0, k]) for k in range(args.samples)]
+        if args.json:
+            print(json.dumps({"input": line, "outputs": texts}), flush=True)
+        else:
+            print(f"> {line}")
+            for k, text in enumerate(texts, 1):
+                print(f"  {k}. {text}")
+            print(flush=True)
+    return 0
+
+
+def _sentence_vae(args):
+    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    if not isinstance(model, SentenceVAE):
+        raise ValueError(f"{args.run_dir!r} holds a {type(model).__name__}; sample/interpolate need a sentence-vae")
+    return model, vocab, runs.tokenizer(run)
+
+
+def run_sample(args):
+    if args.num < 1:
+        raise ValueError(f"-n/--num must be >= 1, got {args.num}")
+    kwargs = _decode_kwargs(args)
+    model, vocab, _ = _sentence_vae(args)
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    tokens, _ = model.sample(args.num, generator=g, **kwargs)
+    for row in range(args.num):
+        print(_text(vocab, tokens[row]))
+    return 0
+
+
+def run_interpolate(args):
+    if args.steps < 2:
+        raise ValueError(f"--steps must be >= 2, got {args.steps}")
+    model, vocab, tokenize = _sentence_vae(args)
+    ends = []
+    for name, sentence in (("sentence_a", args.sentence_a), ("sentence_b", args.sentence_b)):
+        tokens = tokenize(sentence)
+        if not tokens:
+            raise ValueError(f"{name} has no tokens")
+        ends.append(torch.tensor(vocab.encode(tokens) + [vocab.eos_id], device=args.device))
+    tokens, _ = model.interpolate(ends[0], ends[1], steps=args.steps, max_length=args.max_length)
+    for row, t in enumerate(torch.linspace(0, 1, args.steps).tolist()):
+        print(f"{t:.2f}  {_text(vocab, tokens[row])}")
+    return 0

@@ -1,0 +1,85 @@
+"""Run directories: what ``fastvae train`` writes and what the other commands read.
+
+A run directory holds ``run.json`` (model class and config, corpus, vocabulary
+and training settings), ``vocab.json``, ``model/`` (the best model),
+``checkpoint.pt`` (for ``--resume``), ``metrics.csv``, ``tb/`` and the plots.
+"""
+
+import json
+import os
+
+from fastvae.data import TextDataset, Vocab
+from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
+from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+
+RUN_FILE = "run.json"
+VOCAB_FILE = "vocab.json"
+MODEL_DIR = "model"
+
+MODELS = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
+CLASS_TO_NAME = {cls.__name__: name for name, cls in MODELS.items()}
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_run(run_dir):
+    path = os.path.join(run_dir, RUN_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir!r} is not a fastvae run directory: {RUN_FILE} is missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+        run["model"], run["corpus"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is corrupt: {exc}") from None
+    return run
+
+
+def load_run(run_dir, backend=None, device="cpu"):
+    """``(model, vocab, run)`` of a run directory (its best model, in eval mode)."""
+    run_dir = os.fspath(run_dir)
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"no run directory at {run_dir!r}")
+    run = read_run(run_dir)
+    model_dir = os.path.join(run_dir, MODEL_DIR)
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"{run_dir!r} has no trained model yet ({MODEL_DIR}/ is written after the first epoch)")
+    cls = MODELS[run["model"]]
+    model = cls.from_pretrained(model_dir, backend=backend).to(device).eval()
+    vocab = Vocab.load(os.path.join(run_dir, VOCAB_FILE))
+    if len(vocab) != model.config["vocab_size"]:
+        raise ValueError(f"{run_dir!r}: vocab.json has {len(vocab)} tokens, the model {model.config['vocab_size']}")
+    return model, vocab, run
+
+
+def corpus_examples(spec, split, model_name):
+    """The split's examples in the form the model reads (targets only for a Sentence-VAE)."""
+    examples = load_corpus(spec, split)
+    if examples is None:
+        return None
+    if model_name == "sentence-vae":
+        return target_sentences(examples)
+    if not spec.conditional:
+        raise ValueError(f"--model {model_name} needs (source, target) pairs; the {spec.name!r} corpus has sentences only")
+    return examples
+
+
+def dataset(spec, split, model_name, vocab, max_length):
+    examples = corpus_examples(spec, split, model_name)
+    return None if examples is None else TextDataset(examples, vocab, max_length=max_length)
+
+
+def tokenizer(run):
+    """How the run's corpus was tokenized (PTB: already tokenized, split on spaces)."""
+    from fastvae.data.tokenizer import tokenize
+
+    return str.split if run["corpus"]["name"] == "ptb" else tokenize
+
+
+def corpus_spec(run):
+    return CorpusSpec.from_dict(run["corpus"])
