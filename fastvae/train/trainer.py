@@ -230,6 +230,7 @@ class Trainer:
         self.bad_epochs = 0
         self._stop_signal = None
         self._elapsed_before = 0.0
+        self._window = _Window()  # metrics since the last train row (checkpointed: a resume logs the same rows)
         self.checkpoint_path = os.path.join(self.run_dir, CHECKPOINT_NAME)
         self.model_dir = os.path.join(self.run_dir, MODEL_DIR)
 
@@ -307,7 +308,7 @@ class Trainer:
                 f"{cfg.batch_size} x {self.dist.world_size} processes"
             )
         bar = self._progress(len(plan))
-        window = _Window()
+        window = self._window
         try:
             for indices in plan[self.batch_in_epoch :]:
                 batch = collate(self.train_data, indices).to(self.device)
@@ -474,7 +475,9 @@ class Trainer:
 
     def save_checkpoint(self):
         """Write ``checkpoint.pt`` atomically (main process; every process's RNG state goes in)."""
+        # per-process state: RNG and the metrics window of every process
         rank_rng = distributed.gather_objects(self.dist, torch.get_rng_state())
+        rank_window = distributed.gather_objects(self.dist, self._window.state())
         if self.dist.is_main:
             save_checkpoint(
                 self.checkpoint_path,
@@ -482,7 +485,7 @@ class Trainer:
                 optimizers=self.optimizers,
                 step=self.step,
                 epoch=self.epoch,
-                extra={"trainer": self._state(), "rank_rng": rank_rng},
+                extra={"trainer": self._state(), "rank_rng": rank_rng, "rank_window": rank_window},
             )
         distributed.barrier(self.dist)
 
@@ -508,6 +511,9 @@ class Trainer:
         rank_rng = saved["extra"].get("rank_rng")
         if rank_rng is not None and len(rank_rng) == self.dist.world_size:
             torch.set_rng_state(rank_rng[self.dist.rank])
+        rank_window = saved["extra"].get("rank_window")
+        if rank_window is not None and len(rank_window) == self.dist.world_size:
+            self._window.load(rank_window[self.dist.rank])
         self.step = saved["step"]
         self.epoch = state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
@@ -584,6 +590,13 @@ class _Window:
         self.count = 0
         self.sums = {}
         self.last = {}
+
+    def state(self):
+        return {"count": self.count, "sums": dict(self.sums), "last": dict(self.last)}
+
+    def load(self, state):
+        if state:
+            self.count, self.sums, self.last = state["count"], dict(state["sums"]), dict(state["last"])
 
     def add(self, metrics):
         self.count += 1
