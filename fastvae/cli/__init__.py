@@ -25,7 +25,17 @@ def build_parser():
     evaluate.add_parsers(sub)
     generate.add_parsers(sub)
     demo.add_parser(sub)
+    parser.set_defaults(commands=sub.choices)
     return parser
+
+
+def _name_flag(message, command_parser):
+    """``message`` with a leading option name (``top_p must ...``, from a library check) spelled as its flag."""
+    field, _, rest = message.partition(" ")
+    for action in command_parser._actions:
+        if action.dest == field and action.option_strings:
+            return f"{action.option_strings[-1]} {rest}"
+    return message
 
 
 def main(argv=None):
@@ -37,5 +47,5 @@ def main(argv=None):
         print(f"fastvae {args.command}: {exc}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"fastvae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"fastvae {args.command}: error: {_name_flag(str(exc), args.commands[args.command])}", file=sys.stderr)
         return 2

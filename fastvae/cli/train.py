@@ -195,6 +195,17 @@ def prepare(args):
     return model, vocab, run
 
 
+def _check_resume_args(args):
+    """Model, data and KL options are read from the run directory on --resume: refuse them rather than ignore them."""
+    keys = ("model", "train_file", "valid_file", "test_file", "data_dir", "max_examples", "bible_max_length",
+            "max_length", "max_vocab", "kl_k", "kl_x0", "kl_warmup", "kl_cycle", "kl_ratio", "kl_max")
+    given = [flag for flag, key, _, _ in MODEL_OPTIONS if getattr(args, key) is not None]
+    given += ["--" + key.replace("_", "-") for key in keys if getattr(args, key) is not None]
+    given += [flag for flag in ("--bidirectional", "--bow") if getattr(args, flag[2:])]
+    if given:
+        raise ValueError(f"{given[0]} cannot change on --resume (it is read from the run directory)")
+
+
 def run(args):
     if args.threads is not None:
         if args.threads < 1:
@@ -202,6 +213,7 @@ def run(args):
         torch.set_num_threads(args.threads)
     run_dir = args.run_dir
     if args.resume:
+        _check_resume_args(args)
         saved = runs.read_run(run_dir)
         config = _train_config(args, saved["train"])
         model_name = saved["model"]

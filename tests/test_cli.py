@@ -1,0 +1,405 @@
+"""The ``fastvae`` command line: help texts, argument errors (exit 2, one line naming the culprit) and
+tiny end-to-end runs of train / evaluate / generate / sample / interpolate / plot / demo."""
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastvae.cli import main
+
+TINY = [
+    "--embed-dim", "8", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "8",
+    "--epochs", "2", "--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1",
+]
+SUBJECTS = ["the cat", "a dog", "my friend", "the man", "she", "he"]
+VERBS = ["sees", "likes", "eats", "finds", "wants"]
+OBJECTS = ["the ball", "a fish", "the bread", "an apple", "the book"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """``--threads 1`` sets torch's process-wide thread count: give the other test files theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def sentence_files(directory):
+    rng = random.Random(0)
+    lines = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ." for _ in range(60)]
+    return write(directory / "train.txt", lines[:48]), write(directory / "valid.txt", lines[48:])
+
+
+def pair_files(directory):
+    """``source<TAB>target``: 12 sources with 4 targets each (one-to-many groups)."""
+    rng = random.Random(1)
+    pairs = [f"{s} {v}\t{s} {v} {rng.choice(OBJECTS)} ." for s in SUBJECTS[:4] for v in VERBS[:3] for _ in range(4)]
+    return write(directory / "train.tsv", pairs[:40]), write(directory / "valid.tsv", pairs[40:])
+
+
+def run_cli(argv):
+    """``(exit code, stdout)`` of ``main(argv)`` (for module fixtures, which cannot use capsys)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    return code, out.getvalue()
+
+
+def train_argv(model, run_dir, data, train_file, valid_file, *extra):
+    latent = [] if model == "seq2seq" else ["--latent-size", "4"]
+    return ["train", "--model", model, "--run-dir", str(run_dir), "--data", data, "--train-file", train_file,
+            "--valid-file", valid_file, *TINY, *latent, *extra]
+
+
+def metric_rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv"), newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return pair_files(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def slcvae_run(tmp_path_factory, pairs):
+    run_dir = tmp_path_factory.mktemp("runs") / "slcvae"
+    code, out = run_cli(train_argv("slcvae", run_dir, "tsv", *pairs))
+    assert code == 0, out
+    return str(run_dir)
+
+
+@pytest.fixture(scope="module")
+def svae_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("lines")
+    code, out = run_cli(train_argv("sentence-vae", directory / "svae", "lines", *sentence_files(directory)))
+    assert code == 0, out
+    return str(directory / "svae")
+
+
+# ---------------------------------------------------------------------------------------------- help
+HELP = {
+    (): ["train", "evaluate", "plot", "generate", "sample", "interpolate", "demo"],
+    ("train",): ["--model", "--run-dir", "--resume", "--data", "--train-file", "--valid-file", "--epochs",
+                 "--batch-size", "--kl-schedule", "--kl-warmup", "--bow", "--threads", "--no-progress"],
+    ("evaluate",): ["run_dir", "--split", "--samples", "--iw-samples", "--strategy", "--output", "--write-samples"],
+    ("plot",): ["run_dir", "--max-points"],
+    ("generate",): ["run_dir", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
+    ("sample",): ["run_dir", "--num", "--strategy", "--temperature"],
+    ("interpolate",): ["run_dir", "sentence_a", "sentence_b", "--steps", "--max-length"],
+    ("demo",): ["--run-dir", "--minutes", "--verses", "--show", "--samples", "--eval-inputs"],
+}
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: c[0] if c else "fastvae")
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fastvae")
+    missing = [word for word in HELP[command] if word not in out]
+    assert not missing, out
+
+
+def test_module_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "fastvae", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: fastvae" in proc.stdout and "generate" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------ argument errors
+def assert_error(capsys, argv, *words, command=None):
+    """``main(argv)`` exits 2 with one line on stderr naming ``words``."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err, err
+    assert err.startswith(f"fastvae {command or argv[0]}: error: "), err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+@pytest.fixture
+def files(tmp_path):
+    lines_train, _ = sentence_files(tmp_path)
+    tsv_train, _ = pair_files(tmp_path)
+    return {"lines": lines_train, "tsv": tsv_train, "run": str(tmp_path / "run")}
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--data", "tsv", "--train-file", "{tsv}"], ["--model", "--resume"]),
+        (["--model", "cvae", "--data", "lines", "--train-file", "{lines}"], ["--model cvae", "'lines'"]),
+        (["--model", "slcvae", "--data", "tsv", "--train-file", "{tsv}", "--epochs", "0"], ["--epochs", "0"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--batch-size", "-1"], ["--batch-size"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--hidden-size", "0"], ["--hidden-size"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--kl-schedule", "linear"], ["--kl-warmup"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--kl-schedule", "logistic", "--kl-warmup", "9"],
+         ["logistic", "--kl-warmup"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--kl-warmup", "9"], ["--kl-warmup"]),
+        (["--model", "sentence-vae", "--data", "lines", "--train-file", "{lines}", "--bow"], ["--bow", "sentence-vae"]),
+        (["--model", "seq2seq", "--data", "tsv", "--train-file", "{tsv}", "--latent-size", "4"], ["--latent-size"]),
+        (["--model", "cvae", "--data", "tsv"], ["train_file"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--max-length", "1"], ["--max-length"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--threads", "0"], ["--threads"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--lr", "-1"], ["--lr"]),
+        (["--model", "cvae", "--data", "tsv", "--train-file", "{tsv}", "--max-examples", "0"], ["--max-examples"]),
+    ],
+    ids=["no-model", "cvae-on-lines", "epochs-0", "batch-size", "hidden-size", "linear-no-warmup",
+         "logistic-warmup", "default-logistic-warmup", "bow-svae", "seq2seq-latent", "no-train-file",
+         "max-length", "threads", "lr", "max-examples"],
+)
+def test_train_argument_errors(capsys, files, extra, words):
+    argv = ["train", "--run-dir", files["run"], *[a.format(**files) for a in extra]]
+    assert_error(capsys, argv, *words)
+    assert not os.path.exists(files["run"]), "a refused run must not leave a run directory"
+
+
+def test_missing_train_file(capsys, tmp_path):
+    missing = str(tmp_path / "nope.tsv")
+    assert_error(capsys, ["train", "--model", "cvae", "--run-dir", str(tmp_path / "r"), "--data", "tsv",
+                          "--train-file", missing], missing)
+
+
+def test_missing_valid_file(capsys, tmp_path):
+    train, _ = pair_files(tmp_path)
+    missing = str(tmp_path / "nope.tsv")
+    assert_error(capsys, ["train", "--model", "cvae", "--run-dir", str(tmp_path / "r"), "--data", "tsv",
+                          "--train-file", train, "--valid-file", missing], missing)
+
+
+def test_malformed_tsv(capsys, tmp_path):
+    bad = write(tmp_path / "bad.tsv", ["a b\tc d", "e f\tg h", "no tab here", "i j\tk l"])
+    assert_error(capsys, ["train", "--model", "slcvae", "--run-dir", str(tmp_path / "r"), "--data", "tsv",
+                          "--train-file", bad], f"{bad}:3:", "malformed")
+    empty_target = write(tmp_path / "empty.tsv", ["a b\tc d", "e f\t  "])
+    assert_error(capsys, ["train", "--model", "slcvae", "--run-dir", str(tmp_path / "r"), "--data", "tsv",
+                          "--train-file", empty_target], f"{empty_target}:2:")
+
+
+def test_unknown_choice_is_argparse_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "bogus", "--run-dir", "x"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "invalid choice" in err and "bogus" in err
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "x", "--split", "dev"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+
+
+def test_run_dir_errors(capsys, tmp_path, slcvae_run, svae_run):
+    nowhere = str(tmp_path / "no-such-run")
+    assert_error(capsys, ["generate", nowhere, "--input", "-"], nowhere)
+    assert_error(capsys, ["evaluate", nowhere], nowhere)
+    assert_error(capsys, ["sample", nowhere], nowhere)
+    (tmp_path / "not-a-run").mkdir()
+    assert_error(capsys, ["plot", str(tmp_path / "not-a-run")], "run.json")
+    assert_error(capsys, ["sample", slcvae_run, "-n", "2"], "sentence-vae")
+    assert_error(capsys, ["interpolate", slcvae_run, "a b", "c d"], "sentence-vae")
+    assert_error(capsys, ["generate", svae_run, "--input", "-"], "sentence-vae")
+    assert_error(capsys, ["evaluate", slcvae_run, "--samples", "0"], "--samples")
+    assert_error(capsys, ["evaluate", slcvae_run, "--split", "test"], "test", "--test-file")
+    assert_error(capsys, ["generate", slcvae_run, "--samples", "0"], "--samples")
+    # library checks name their parameter (top_p, iw_samples); the message names the flag instead
+    inputs = write(tmp_path / "in.txt", ["he eats"])
+    assert_error(capsys, ["generate", slcvae_run, "--input", inputs, "--top-p", "0"], "--top-p")
+    assert_error(capsys, ["generate", slcvae_run, "--input", inputs, "--temperature", "0"], "--temperature")
+    assert_error(capsys, ["evaluate", slcvae_run, "--split", "valid", "--iw-samples", "-1"], "--iw-samples")
+    assert_error(capsys, ["evaluate", slcvae_run, "--split", "valid", "--max-examples", "0"], "--max-examples")
+    assert_error(capsys, ["generate", slcvae_run, "--input", str(tmp_path / "none.txt")], "--input", "none.txt")
+    assert_error(capsys, ["sample", svae_run, "-n", "0"], "--num")
+    assert_error(capsys, ["interpolate", svae_run, "a b", "c d", "--steps", "1"], "--steps")
+    assert_error(capsys, ["train", "--run-dir", nowhere, "--resume"], nowhere, command="train")
+
+
+# ---------------------------------------------------------------------------------- end to end: tsv
+def test_train_writes_run_directory(slcvae_run):
+    for name in ("run.json", "vocab.json", "checkpoint.pt", "metrics.csv"):
+        assert os.path.isfile(os.path.join(slcvae_run, name)), name
+    assert os.path.isdir(os.path.join(slcvae_run, "model")) and os.listdir(os.path.join(slcvae_run, "model"))
+    with open(os.path.join(slcvae_run, "run.json"), encoding="utf-8") as f:
+        run = json.load(f)
+    assert run["model"] == "slcvae" and run["corpus"]["name"] == "tsv"
+    assert run["train"]["epochs"] == 2 and run["train"]["batch_size"] == 8
+    rows = metric_rows(slcvae_run)
+    assert {r["split"] for r in rows} == {"train", "valid"}
+    assert [int(r["epoch"]) for r in rows if r["split"] == "valid"] == [1, 2]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_evaluate_report(slcvae_run, tmp_path, capsys):
+    output = tmp_path / "report.json"
+    samples = tmp_path / "samples.jsonl"
+    argv = ["evaluate", slcvae_run, "--split", "valid", "--samples", "3", "--output", str(output),
+            "--write-samples", str(samples), "--threads", "1"]
+    assert main(argv) == 0
+    assert str(output) in capsys.readouterr().out
+    report = json.loads(output.read_text(encoding="utf-8"))
+    assert report["model"] == "SLCVAE" and report["split"] == "valid" and report["examples"] == 8
+    for key in ("nll", "kl", "elbo", "ppl", "active_units", "mutual_info"):
+        assert math.isfinite(report["likelihood"][key]), key
+    assert report["likelihood"]["nll"] > 0 and report["likelihood"]["ppl"] > 1
+    generation = report["generation"]
+    for key in ("bleu_precision", "bleu_recall", "distinct_1", "distinct_2"):
+        assert math.isfinite(generation[key]) and 0 <= generation[key] <= 1, key
+    assert generation["num_samples"] == 3 and generation["inputs"] == 2  # 2 distinct sources in valid.tsv
+    items = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
+    assert len(items) == 2 and all(len(item["samples"]) == 3 for item in items)
+
+
+def parse_generate(out):
+    """``{input: [outputs]}`` of generate's text output."""
+    blocks, current = {}, None
+    for line in out.splitlines():
+        if line.startswith("> "):
+            current = blocks.setdefault(line[2:], [])
+        elif line:
+            m = re.match(r"^  (\d+)\. ?(.*)$", line)
+            assert m and current is not None, line
+            assert int(m.group(1)) == len(current) + 1, line
+            current.append(m.group(2))
+    return blocks
+
+
+def test_generate_from_file(slcvae_run, tmp_path, capsys):
+    inputs = write(tmp_path / "in.txt", ["the cat sees", "", "a dog likes"])
+    assert main(["generate", slcvae_run, "--samples", "3", "--input", inputs]) == 0
+    blocks = parse_generate(capsys.readouterr().out)
+    assert list(blocks) == ["the cat sees", "a dog likes"]
+    assert all(len(outputs) == 3 for outputs in blocks.values())
+
+
+def test_generate_json(slcvae_run, tmp_path, capsys):
+    inputs = write(tmp_path / "in.txt", ["the cat sees", "a dog likes", "she eats"])
+    assert main(["generate", slcvae_run, "--samples", "3", "--input", inputs, "--json", "--strategy", "sample",
+                 "--top-k", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    objects = [json.loads(line) for line in lines]
+    assert [o["input"] for o in objects] == ["the cat sees", "a dog likes", "she eats"]
+    assert all(len(o["outputs"]) == 3 and all(isinstance(t, str) for t in o["outputs"]) for o in objects)
+
+
+def test_generate_from_stdin_is_reproducible(slcvae_run, monkeypatch, capsys):
+    outs = []
+    for _ in range(2):
+        monkeypatch.setattr(sys, "stdin", io.StringIO("the man finds\nmy friend wants\n"))
+        assert main(["generate", slcvae_run, "--samples", "2", "--strategy", "sample", "--seed", "3"]) == 0
+        outs.append(capsys.readouterr().out)
+    blocks = parse_generate(outs[0])
+    assert list(blocks) == ["the man finds", "my friend wants"] and all(len(v) == 2 for v in blocks.values())
+    assert outs[0] == outs[1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    assert_error(capsys, ["generate", slcvae_run], "stdin")
+
+
+@pytest.mark.parametrize("model", ["cvae", "seq2seq"])
+def test_other_conditional_models(model, tmp_path, capsys):
+    run_dir = str(tmp_path / model)
+    assert main(train_argv(model, run_dir, "tsv", *pair_files(tmp_path))) == 0
+    capsys.readouterr()
+    inputs = write(tmp_path / "in.txt", ["he likes"])
+    strategy = ["--strategy", "beam", "--beam-size", "2"] if model == "seq2seq" else []
+    assert main(["generate", run_dir, "--samples", "2", "--input", inputs, "--json", *strategy]) == 0
+    (obj,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert obj["input"] == "he likes" and len(obj["outputs"]) == 2
+    report = str(tmp_path / "r.json")
+    assert main(["evaluate", run_dir, "--split", "valid", "--samples", "2", "--output", report, "--threads", "1"]) == 0
+    with open(report, encoding="utf-8") as f:
+        generation = json.load(f)["generation"]
+    assert math.isfinite(generation["bleu_precision"])
+
+
+# ------------------------------------------------------------------------ end to end: sentence-vae
+def test_sample(svae_run, capsys):
+    assert main(["sample", svae_run, "-n", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 4 and out.endswith("\n")
+    assert main(["sample", svae_run, "-n", "4"]) == 0
+    assert capsys.readouterr().out == out  # same --seed, same sentences
+
+
+def test_interpolate(svae_run, capsys):
+    assert main(["interpolate", svae_run, "a b", "c d", "--steps", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert [line[:4] for line in lines] == ["0.00", "0.50", "1.00"]
+
+
+def test_plot(svae_run, slcvae_run, capsys):
+    for run_dir in (svae_run, slcvae_run):
+        for name in ("training_curves.png", "latent.png"):
+            path = os.path.join(run_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        assert main(["plot", run_dir]) == 0
+        out = capsys.readouterr().out
+        for name in ("training_curves.png", "latent.png"):
+            path = os.path.join(run_dir, name)
+            with open(path, "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n", path
+            assert name in out
+
+
+# ------------------------------------------------------------------------------------------- resume
+def test_resume(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    argv = train_argv("cvae", run_dir, "tsv", *pair_files(tmp_path))
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert_error(capsys, argv, "--resume", run_dir)
+    flags = ["--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1"]
+    assert_error(capsys, ["train", "--run-dir", run_dir, "--resume", "--batch-size", "4", *flags], "--batch-size",
+                 "--resume")
+    assert_error(capsys, ["train", "--run-dir", run_dir, "--resume", "--hidden-size", "16", *flags], "--hidden-size")
+    assert_error(capsys, ["train", "--run-dir", run_dir, "--resume", "--kl-schedule", "constant", *flags],
+                 "--kl-schedule")
+    assert [int(r["epoch"]) for r in metric_rows(run_dir) if r["split"] == "valid"] == [1, 2]
+    assert main(["train", "--run-dir", run_dir, "--resume", "--epochs", "3", *flags]) == 0
+    assert "finished 3 epochs" in capsys.readouterr().out
+    rows = metric_rows(run_dir)
+    assert [int(r["epoch"]) for r in rows if r["split"] == "valid"] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows if r["split"] == "train"] == [1, 2, 3]
+    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+        assert json.load(f)["train"]["epochs"] == 3
+
+
+# --------------------------------------------------------------------------------------------- demo
+@pytest.mark.slow
+def test_demo(tmp_path, capsys):
+    run_dir = str(tmp_path / "demo")
+    argv = ["demo", "--run-dir", run_dir, "--minutes", "0.1", "--verses", "20", "--show", "1", "--samples", "2",
+            "--eval-inputs", "3", "--no-progress", "--threads", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for word in ("KJV:", "WEB:", "SLCVAE", "CVAE", "BLEU-P", "distinct-2"):
+        assert word in out, word
+    for name in ("slcvae", "cvae"):
+        assert os.path.isfile(os.path.join(run_dir, name, "checkpoint.pt"))
+    # the runs stay usable, and a second demo into the same folder is refused
+    inputs = write(tmp_path / "in.txt", ["in the beginning god created the heaven"])
+    assert main(["generate", os.path.join(run_dir, "slcvae"), "--samples", "2", "--input", inputs, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["outputs"]) == 2
+    assert_error(capsys, argv, "already holds a run")
