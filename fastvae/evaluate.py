@@ -420,7 +420,10 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     ``bleu_recall`` (:func:`fastvae.metrics.corpus_bleu_pr`: mean over
     inputs of the best BLEU per sample / per reference), ``distinct_1``,
     ``distinct_2`` (:func:`fastvae.metrics.distinct_n` over all generated
-    samples of all inputs), ``avg_length`` (mean tokens per sample, no
+    samples of all inputs; the SLCVAE paper's definition, which falls as more
+    text is pooled), ``intra_distinct_1``/``intra_distinct_2`` (distinct-n
+    among one input's samples, averaged over inputs: how different the
+    samples of one input are), ``avg_length`` (mean tokens per sample, no
     ``<eos>``) and ``strategy``. With ``return_texts=True``: ``(report,
     texts)``, ``texts`` as :func:`generate_texts` returns them.
     """
@@ -435,6 +438,8 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
         "bleu_recall": float(recall),
         "distinct_1": float(distinct_n(all_samples, 1)),
         "distinct_2": float(distinct_n(all_samples, 2)),
+        "intra_distinct_1": sum(distinct_n(t[2], 1) for t in triples) / len(triples),
+        "intra_distinct_2": sum(distinct_n(t[2], 2) for t in triples) / len(triples),
         "avg_length": sum(len(s) for s in all_samples) / len(all_samples),
         "strategy": strategy,
     }

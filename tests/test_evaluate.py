@@ -264,6 +264,9 @@ def test_generation_metrics_equal_the_metrics_of_the_decoded_samples(data):
     assert len(flat) == 36
     assert report["distinct_1"] == pytest.approx(distinct_n(flat, 1))
     assert report["distinct_2"] == pytest.approx(distinct_n(flat, 2))
+    for n in (1, 2):
+        intra = sum(distinct_n(per_input, n) for per_input in samples) / len(samples)
+        assert report[f"intra_distinct_{n}"] == pytest.approx(intra)
     assert report["avg_length"] == pytest.approx(sum(map(len, flat)) / 36)
     assert all(len(s) <= 8 for s in flat)
     for text in texts:
@@ -315,6 +318,8 @@ def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
     assert report["bleu_precision"] == pytest.approx(p) and report["bleu_recall"] == pytest.approx(r)
     assert report["distinct_1"] == pytest.approx(4 / 24)  # 4 distinct words over 2 inputs x 3 samples x 4 tokens
     assert report["distinct_2"] == pytest.approx(3 / 24)
+    assert report["intra_distinct_1"] == pytest.approx(4 / 12)  # per input: 4 distinct words in 3 x 4 tokens
+    assert report["intra_distinct_2"] == pytest.approx(3 / 12)
     assert report["avg_length"] == 4
     assert evaluate_generation(model, dataset, vocab, num_samples=1, max_inputs=1)["inputs"] == 1
 
