@@ -169,6 +169,27 @@ def test_slcvae_label_weight_is_annealed_with_the_kl_weight():
     assert default.loss.item() == pytest.approx(explicit.loss.item(), rel=1e-6)
 
 
+def test_label_prior_weight_adds_the_prior_log_density_of_z_label():
+    plain, regular = build(SLCVAE), build(SLCVAE, label_prior_weight=0.5)
+    regular.load_state_dict(plain.state_dict())
+    batch = make_batch()
+    base = plain.labeling_loss(batch)
+    out = regular.labeling_loss(batch)
+    with torch.no_grad():
+        h_c = regular.encode_context(batch.context, batch.context_lengths)
+        mu_p, logvar_p = regular.prior(h_c)
+        z_label = regular.label(batch)
+        penalty = 0.5 * ((z_label - mu_p) ** 2 / logvar_p.exp()).sum(1).mean()
+    assert base.label is None
+    assert out.nll.item() == pytest.approx(base.nll.item(), rel=1e-6)
+    assert out.label.item() == pytest.approx(penalty.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(base.loss.item() + 0.5 * penalty.item(), rel=1e-5)
+    out.loss.backward()  # the prior net stays frozen in the labeling phase
+    assert all(p.grad is None for p in regular.cvae_parameters())
+    with pytest.raises(ValueError, match="label_prior_weight"):
+        build(SLCVAE, label_prior_weight=-1.0)
+
+
 def test_z_label_gets_no_gradient_in_the_cvae_phase():
     model = build(SLCVAE)
     model(make_batch()).loss.backward()

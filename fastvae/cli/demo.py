@@ -43,7 +43,7 @@ def add_parser(sub):
 def _train_args(args, model, run_dir):
     argv = [
         "--model", model, "--run-dir", run_dir, "--data", "bible",
-        "--max-examples", str(4 * args.verses), "--bible-max-length", "24", "--min-freq", "2",
+        "--max-examples", str(4 * args.verses), "--bible-max-length", "16", "--min-freq", "3",
         "--embed-dim", "64", "--hidden-size", "128", "--latent-size", "16", "--num-layers", "1",
         "--word-dropout", "0.25", "--batch-size", "64", "--lr", "2e-3", "--epochs", "100", "--patience", "0",
         "--kl-schedule", "logistic", "--kl-k", "0.01", "--kl-x0", "400",

@@ -20,6 +20,7 @@ MODEL_OPTIONS = (
     ("--word-dropout", "word_dropout", float, "probability of replacing a decoder input by <unk>"),
     ("--embed-dropout", "embed_dropout", float, "dropout on embedded tokens"),
     ("--label-loss-weight", "label_loss_weight", float, "SLCVAE: weight of ||z - z_label||^2 (times the KL weight)"),
+    ("--label-prior-weight", "label_prior_weight", float, "SLCVAE: weight of -log p(z_label|c) in the labeling loss (default 0)"),
 )
 
 # training options: (flag, TrainConfig field, type, help)

@@ -254,6 +254,15 @@ class SLCVAE(CVAE):
     * labeling phase, ``model.labeling_loss(batch)``: ``NLL(x | z = g(x,c), c)``;
       every CVAE parameter (embedding, encoders, decoder) is frozen: only g gets
       gradients.
+
+    ``label_prior_weight`` (fastvae's addition, default 0 = the paper's
+    objective): adds ``label_prior_weight * 0.5 * ||(g(x,c) - mu_p) / sigma_p||^2``
+    to the labeling loss, i.e. with weight 1 g estimates the MAP code
+    ``argmax_z log p(x|z,c) + log p(z|c)`` instead of the maximum-likelihood one.
+    Unregularized, g can raise the decoder's likelihood by growing
+    ``||z_label||`` without bound, and the label loss then drags q away from
+    the prior that generation samples from; the prior term keeps ``z_label``
+    where the prior puts its mass.
     """
 
     def __init__(
@@ -268,6 +277,7 @@ class SLCVAE(CVAE):
         bow=False,
         bow_hidden_size=None,
         label_loss_weight=1.0,
+        label_prior_weight=0.0,
         word_dropout=0.0,
         embed_dropout=0.0,
         pad_id=0,
@@ -280,6 +290,8 @@ class SLCVAE(CVAE):
         self._store_config(locals())
         self._build_cvae()
         cfg = self.config
+        if not (isinstance(label_prior_weight, (int, float)) and label_prior_weight >= 0):
+            raise ValueError(f"label_prior_weight must be a number >= 0, got {label_prior_weight!r}")
         self.label_context_encoder = self._utterance_encoder()
         self.label_target_encoder = self._utterance_encoder()
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
@@ -335,8 +347,14 @@ class SLCVAE(CVAE):
             inputs, targets = self._decoder_io(batch)
             cond = torch.cat([h_c, z_label], dim=1)
             nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, cond)
+            weight = self.config["label_prior_weight"]
+            prior = None
+            if weight:
+                mu_p, logvar_p = self.prior(h_c)
+                prior = 0.5 * ((z_label - mu_p).pow(2) * torch.exp(-logvar_p)).sum()
         B = batch.target.shape[0]
-        return ModelOutput(loss=nll / B, nll=nll.detach() / B)
+        loss = nll if prior is None else nll + weight * prior
+        return ModelOutput(loss=loss / B, nll=nll.detach() / B, label=None if prior is None else prior.detach() / B)
 
     def train_step(
         self,
