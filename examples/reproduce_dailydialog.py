@@ -11,7 +11,9 @@ it. Four models are trained with the same settings (``fastvae train``;
 E=H=32, Z=8, 2 LSTM layers, vocabulary 10,000, sequences cut to 40 tokens,
 batch 64, Adam 1e-3, logistic KL annealing k=0.0025 x0=2500, word dropout
 0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
-stopping on the validation loss): Seq2Seq, CVAE, CVAE+BOW and SLCVAE. Each is
+stopping on the validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and
+SLCVAE+prior (fastvae's variant whose labeling phase also maximizes
+log p(z_label | c), ``--label-prior-weight 1``). Each is
 evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses), BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
@@ -43,6 +45,8 @@ MODELS = (  # row name, --model, extra flags
     ("CVAE", "cvae", ["--word-dropout", "0.2"]),
     ("CVAE+BOW", "cvae", ["--word-dropout", "0.2", "--bow"]),
     ("SLCVAE", "slcvae", ["--word-dropout", "0.2"]),
+    # fastvae's variant: the labeling phase also maximizes log p(z_label | c) (see SLCVAE's label_prior_weight)
+    ("SLCVAE+prior", "slcvae", ["--word-dropout", "0.2", "--label-prior-weight", "1"]),
 )
 
 

@@ -2,7 +2,8 @@
 
 The corpus comes with the package's dependencies (pythonbible-*): a KJV verse
 is the input, its WEB/ASV/YLT/Darby renderings the four references. Each
-model trains for about ``--minutes / 2`` minutes (CPU) with progress bars;
+model trains for ``--steps`` steps (1200, about two minutes each on a laptop
+CPU; ``--minutes`` caps the total) with progress bars;
 then the demo prints a few test verses with ``--samples`` generated renderings
 from each model, and both models' metrics side by side. The two run
 directories stay usable: ``fastvae generate RUN_DIR/slcvae``.
@@ -29,7 +30,9 @@ def add_parser(sub):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--run-dir", default=os.path.join("runs", "demo"), help="where the two runs go (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=4.0, help="training time for both models together (default 4)")
+    p.add_argument("--steps", type=int, default=1200, help="training steps per model (default 1200)")
+    p.add_argument("--minutes", type=float, default=8.0,
+                   help="cap on the training time of both models together (default 8; a model stopped early keeps its weights)")
     p.add_argument("--verses", type=int, default=6000, help="training verses (default 6000, x4 renderings)")
     p.add_argument("--show", type=int, default=4, help="test verses to print (default 4)")
     p.add_argument("--samples", type=int, default=5, help="renderings per verse (default 5)")
@@ -47,8 +50,11 @@ def _train_args(args, model, run_dir):
         "--embed-dim", "64", "--hidden-size", "128", "--latent-size", "16", "--num-layers", "1",
         "--word-dropout", "0.25", "--batch-size", "64", "--lr", "2e-3", "--epochs", "100", "--patience", "0",
         "--kl-schedule", "logistic", "--kl-k", "0.01", "--kl-x0", "400",
-        "--max-time", str(args.minutes * 60 / len(MODELS)), "--log-every", "20", "--no-plots",
+        "--max-steps", str(args.steps), "--max-time", str(args.minutes * 60 / len(MODELS)), "--log-every", "20",
+        "--no-plots",
     ]
+    if model == "slcvae":
+        argv += ["--label-prior-weight", "1"]
     if args.no_progress:
         argv.append("--no-progress")
     parser = argparse.ArgumentParser()
@@ -75,7 +81,7 @@ def run(args):
     for name in ("minutes",):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
-    for name in ("verses", "show", "samples", "eval_inputs"):
+    for name in ("steps", "verses", "show", "samples", "eval_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.threads is not None:
@@ -87,7 +93,7 @@ def run(args):
     models = {}
     for name in MODELS:
         run_dir = os.path.join(args.run_dir, name)
-        print(f"\n=== training {name.upper()} ({args.minutes / len(MODELS):.1f} min) -> {run_dir}", flush=True)
+        print(f"\n=== training {name.upper()} ({args.steps} steps) -> {run_dir}", flush=True)
         torch.manual_seed(0)
         train.run(_train_args(args, name, run_dir))
         models[name] = _model_of(run_dir, from_checkpoint=True)
