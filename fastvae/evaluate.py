@@ -21,7 +21,7 @@ import tempfile
 
 import torch
 
-from fastvae.data.dataset import batches
+from fastvae.data.dataset import batches, pad
 from fastvae.metrics import corpus_bleu_pr, distinct_n
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
@@ -321,14 +321,6 @@ def _exp(x):
 # ------------------------------------------------------------- generation
 
 
-def _pad(seqs, pad_id):
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-    out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.int64)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = torch.tensor(s, dtype=torch.int64)
-    return out, lengths
-
-
 def _groups(dataset, max_inputs):
     """``[(source ids, [target ids, ...]), ...]`` per group, in order of first appearance."""
     order, members = [], {}
@@ -359,7 +351,7 @@ def _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, t
     out = []
     for start in range(0, len(groups), batch_size):
         chunk = groups[start : start + batch_size]
-        context, context_lengths = _pad([source for source, _ in chunk], vocab.pad_id)
+        context, context_lengths = pad([source for source, _ in chunk], vocab.pad_id)
         tokens, lengths = model.generate(
             context.to(device),
             context_lengths.to(device),

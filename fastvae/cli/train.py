@@ -172,7 +172,7 @@ def _model_kwargs(args, cls):
 
 
 def prepare(args):
-    """``(model, train_data, valid_data, run)`` of a new run (writes run.json and vocab.json)."""
+    """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary."""
     if args.model is None:
         raise ValueError("--model is required (unless --resume)")
     spec = CorpusSpec(

@@ -62,7 +62,8 @@ class TextDataset:
         return len(self.targets)
 
 
-def _pad(seqs, pad_id):
+def pad(seqs, pad_id):
+    """Lists of ids -> ``(tokens [N, longest] int64 padded with pad_id, lengths [N] int64)``."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
     out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.int64)
     for row, s in enumerate(seqs):
@@ -72,11 +73,11 @@ def _pad(seqs, pad_id):
 
 def collate(dataset, indices):
     """The :class:`Batch` of ``dataset`` examples at ``indices`` (padded with ``<pad>``)."""
-    pad = dataset.vocab.pad_id
-    target, target_lengths = _pad([dataset.targets[i] for i in indices], pad)
+    pad_id = dataset.vocab.pad_id
+    target, target_lengths = pad([dataset.targets[i] for i in indices], pad_id)
     if not dataset.conditional:
         return Batch(target, target_lengths)
-    context, context_lengths = _pad([dataset.sources[i] for i in indices], pad)
+    context, context_lengths = pad([dataset.sources[i] for i in indices], pad_id)
     return Batch(target, target_lengths, context, context_lengths)
 
 
