@@ -85,6 +85,8 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=15.0, help="training time limit per model (default 15)")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
+    p.add_argument("--strategy", choices=("greedy", "sample", "beam"),
+                   help="decoding for evaluation (default: beam for Seq2Seq, greedy per z for the VAEs)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="row names to run (default all)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
@@ -114,7 +116,7 @@ def main(argv=None):
             spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
         test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
-            batch_size=64, iw_samples=0, no_generation=False, strategy=None, samples=args.samples, max_length=30,
+            batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
             temperature=1.0, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
         )
         t0 = time.monotonic()
