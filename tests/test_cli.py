@@ -386,6 +386,38 @@ def test_resume(tmp_path, capsys):
         assert json.load(f)["train"]["epochs"] == 3
 
 
+def test_ctrl_c_in_a_real_process_saves_exits_130_and_resumes(tmp_path):
+    """SIGINT to a running ``python -m fastvae train``: the step finishes, a checkpoint is saved, exit 130."""
+    import signal
+    import time
+
+    run_dir = str(tmp_path / "run")
+    train, valid = pair_files(tmp_path)
+    argv = [sys.executable, "-m", "fastvae", "train", "--model", "slcvae", "--run-dir", run_dir, "--data", "tsv",
+            "--train-file", train, "--valid-file", valid, "--embed-dim", "8", "--hidden-size", "8",
+            "--num-layers", "1", "--batch-size", "8", "--epochs", "100000", "--log-every", "1", "--no-progress",
+            "--no-tensorboard", "--no-plots", "--threads", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = os.path.join(run_dir, "metrics.csv")
+    deadline = time.monotonic() + 120
+    while not os.path.exists(metrics) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted at step" in out and "--resume" in out
+    from fastvae.train import load_checkpoint
+
+    step = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["step"]
+    assert step >= 1
+    # continue with a finite number of epochs: the resumed run ends at its last epoch
+    epochs = int(step // 5) + 2  # 40 examples / 8 per batch = 5 steps per epoch
+    assert main(["train", "--run-dir", run_dir, "--resume", "--epochs", str(epochs), "--no-progress",
+                 "--no-tensorboard", "--no-plots", "--threads", "1"]) == 0
+    assert load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["step"] == 5 * epochs
+
+
 # --------------------------------------------------------------------------------------------- demo
 @pytest.mark.slow
 def test_demo(tmp_path, capsys):

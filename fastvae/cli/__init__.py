@@ -43,6 +43,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # a second Ctrl-C during training, or Ctrl-C in any other command
+        print(f"fastvae {args.command}: aborted (checkpoints on disk are whole: they are only ever replaced atomically)",
+              file=sys.stderr)
+        return 130
     except NonFiniteLossError as exc:
         print(f"fastvae {args.command}: {exc}", file=sys.stderr)
         return 1
