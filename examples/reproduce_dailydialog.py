@@ -66,17 +66,6 @@ def train_argv(args, model, extra, run_dir):
     return argv
 
 
-def _model(run_dir):
-    """The best model by validation loss, or the checkpoint's weights when no epoch finished."""
-    if os.path.isdir(os.path.join(run_dir, runs.MODEL_DIR)):
-        return runs.load_run(run_dir)[:2]
-    from fastvae.data import Vocab
-    from fastvae.train.checkpoint import load_checkpoint
-
-    model = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["model"].eval()
-    return model, Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir")
@@ -109,7 +98,7 @@ def main(argv=None):
             if code != 0:
                 return code
         train_seconds = time.monotonic() - t0
-        model, vocab = _model(run_dir)
+        model, vocab = runs.load_best_or_latest(run_dir)
         run = runs.read_run(run_dir)
         spec = runs.corpus_spec(run)
         if args.data_dir:

@@ -63,20 +63,6 @@ def _train_args(args, model, run_dir):
     return parser.parse_args(["train"] + argv)
 
 
-def _model_of(run_dir, from_checkpoint):
-    """The trained model: the checkpoint's (newest weights) when training stopped on the time limit."""
-    from fastvae.data import Vocab
-    from fastvae.train.checkpoint import load_checkpoint
-
-    vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
-    if from_checkpoint:
-        model = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["model"].eval()
-        model.save_pretrained(os.path.join(run_dir, runs.MODEL_DIR))
-        return model, vocab
-    model, vocab, _ = runs.load_run(run_dir)
-    return model, vocab
-
-
 def run(args):
     for name in ("minutes",):
         if not getattr(args, name) > 0:
@@ -96,7 +82,8 @@ def run(args):
         print(f"\n=== training {name.upper()} ({args.steps} steps) -> {run_dir}", flush=True)
         torch.manual_seed(0)
         train.run(_train_args(args, name, run_dir))
-        models[name] = _model_of(run_dir, from_checkpoint=True)
+        models[name] = runs.load_latest(run_dir)  # the step limit's weights, also saved as the run's model
+        models[name][0].save_pretrained(os.path.join(run_dir, runs.MODEL_DIR))
 
     vocab = models[MODELS[0]][1]
     test = runs.dataset(runs.corpus_spec(runs.read_run(os.path.join(args.run_dir, MODELS[0]))), "test", "slcvae", vocab, None)

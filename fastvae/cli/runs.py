@@ -57,6 +57,21 @@ def load_run(run_dir, backend=None, device="cpu"):
     return model, vocab, run
 
 
+def load_latest(run_dir):
+    """``(model, vocab)`` with the newest weights: ``checkpoint.pt``'s (e.g. after a time or step limit), in eval mode."""
+    from fastvae.train.checkpoint import load_checkpoint
+
+    model = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["model"].eval()
+    return model, Vocab.load(os.path.join(run_dir, VOCAB_FILE))
+
+
+def load_best_or_latest(run_dir):
+    """``(model, vocab)``: the best model by validation loss, or the newest weights when no epoch finished."""
+    if os.path.isdir(os.path.join(run_dir, MODEL_DIR)):
+        return load_run(run_dir)[:2]
+    return load_latest(run_dir)
+
+
 def corpus_examples(spec, split, model_name):
     """The split's examples in the form the model reads (targets only for a Sentence-VAE)."""
     examples = load_corpus(spec, split)
