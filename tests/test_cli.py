@@ -397,7 +397,9 @@ def test_ctrl_c_in_a_real_process_saves_exits_130_and_resumes(tmp_path):
             "--train-file", train, "--valid-file", valid, "--embed-dim", "8", "--hidden-size", "8",
             "--num-layers", "1", "--batch-size", "8", "--epochs", "100000", "--log-every", "1", "--no-progress",
             "--no-tensorboard", "--no-plots", "--threads", "1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the default SIGINT disposition even when this test runs in a background job (which ignores SIGINT)
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset)
     metrics = os.path.join(run_dir, "metrics.csv")
     deadline = time.monotonic() + 120
     while not os.path.exists(metrics) and time.monotonic() < deadline and proc.poll() is None:

@@ -148,10 +148,14 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
         return out
 
     trainer._train_step = step_then_ctrl_c
-    result = trainer.fit()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job may ignore SIGINT
+    try:
+        result = trainer.fit()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer put it back
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert result.status == "interrupted" and result.step == 7
     assert load_checkpoint(result.checkpoint, restore_rng=False)["step"] == 7
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     resumed = make_trainer(SLCVAE, tmp_path / "cut", model_seed=9, epochs=2)
     resumed.fit(resume=True)
     for k, v in params(full.model).items():

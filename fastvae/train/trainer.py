@@ -555,7 +555,9 @@ class Trainer:
             if self.dist.is_main:
                 _print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort at once)")
 
+        # a signal the process ignores (e.g. SIGINT of a background job) stays ignored
         old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: h for s, h in old.items() if h is not signal.SIG_IGN}
         for s in old:
             signal.signal(s, handler)
         return old
