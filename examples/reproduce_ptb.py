@@ -51,13 +51,11 @@ def train_argv(args):
     return argv
 
 
-def seconds_per_epoch(run_dir):
-    """Training wall-clock per epoch from metrics.csv (its 'seconds' column at each validation row)."""
+def epoch_times(run_dir):
+    """``(epochs, seconds per epoch)`` from metrics.csv (its 'seconds' column at each validation row)."""
     with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
         marks = [float(r["seconds"]) for r in csv.DictReader(f) if r["split"] == "valid"]
-    if not marks:
-        return None
-    return marks[-1] / len(marks)
+    return len(marks), (marks[-1] / len(marks) if marks else None)
 
 
 def main(argv=None):
@@ -84,12 +82,13 @@ def main(argv=None):
     test = runs.dataset(spec, "test", "sentence-vae", vocab, run.get("max_length"))
     start = time.monotonic()
     report = evaluate_likelihood(model, test, batch_size=64, iw_samples=args.iw_samples, generator=torch.Generator().manual_seed(0))
+    epochs, per_epoch = epoch_times(args.run_dir)
     result = {
         "command": "python examples/reproduce_ptb.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "train_command": "fastvae " + " ".join(train_argv(args)),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
-        "epochs_trained": len([1 for _ in open(os.path.join(args.run_dir, "metrics.csv")) if ",valid," in _]),
-        "seconds_per_epoch": seconds_per_epoch(args.run_dir),
+        "epochs_trained": epochs,
+        "seconds_per_epoch": per_epoch,
         "eval_seconds": time.monotonic() - start,
         "test": report,
         "target": TARGET,

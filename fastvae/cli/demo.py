@@ -57,10 +57,9 @@ def _train_args(args, model, run_dir):
         argv += ["--label-prior-weight", "1"]
     if args.no_progress:
         argv.append("--no-progress")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    train.add_parser(sub)
-    return parser.parse_args(["train"] + argv)
+    from fastvae.cli import build_parser  # the package imports this module: import the parser at call time
+
+    return build_parser().parse_args(["train"] + argv)
 
 
 def run(args):

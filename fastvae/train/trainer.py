@@ -371,7 +371,8 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             out = self.net(batch, **kwargs)
             loss = out.loss
-            self._check_finite(float(loss.detach()), "loss", name)
+            loss_value = float(loss.detach())  # one device sync per phase, used for the check and the log
+            self._check_finite(loss_value, "loss", name)
             loss.backward()
             params = [p for group in optimizer.param_groups for p in group["params"]]
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
@@ -380,7 +381,7 @@ class Trainer:
             if name == "label":
                 metrics["label_nll"] = float(out.nll)
             else:
-                metrics.update(loss=float(loss.detach()), nll=float(out.nll), grad_norm=float(norm))
+                metrics.update(loss=loss_value, nll=float(out.nll), grad_norm=float(norm))
                 for key in ("kl", "label", "bow"):
                     value = getattr(out, key)
                     if value is not None:
