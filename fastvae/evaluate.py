@@ -5,6 +5,8 @@
 * :func:`evaluate_generation` - BLEU-P/R and distinct-1/2 of responses
   sampled for every distinct source of a conditional dataset
   (:func:`generate_texts` gives the decoded samples themselves).
+* :func:`evaluate_random_responses` - the same metrics for random training
+  responses, a baseline that ignores the input.
 * :func:`write_report` - a report dict as JSON, written atomically.
 
 Notation: x is the target sentence, c the context (conditional models), z the
@@ -31,6 +33,7 @@ ACTIVE_UNITS_THRESHOLD = 0.01
 __all__ = [
     "evaluate_likelihood",
     "evaluate_generation",
+    "evaluate_random_responses",
     "generate_texts",
     "posterior_parameters",
     "write_report",
@@ -421,9 +424,50 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     """
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
+    report = _generation_report(triples, num_samples, strategy)
+    if return_texts:
+        return report, [_as_text(t) for t in triples]
+    return report
+
+
+def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None):
+    """The same report as :func:`evaluate_generation` for a baseline that ignores the input.
+
+    Every distinct input of the conditional ``dataset`` gets ``num_samples``
+    responses drawn uniformly at random (with replacement) from
+    ``responses`` -- typically the training targets, ``train.targets`` of a
+    :class:`TextDataset` built with the same ``vocab``. It shows which BLEU
+    and distinct-n a model reaches without looking at its context at all.
+
+    responses: lists of token ids (a trailing ``<eos>`` is dropped), at least one non-empty.
+    vocab: the Vocab that decodes ids (``<unk>`` stays ``<unk>``, as in model outputs).
+    generator: a ``torch.Generator`` for the draws (None: the global RNG).
+
+    The report's ``strategy`` is ``"random-response"``.
+    """
+    if not getattr(dataset, "conditional", False):
+        raise ValueError("dataset must be conditional (examples with a source): the baseline answers sources")
+    _check_positive_int("num_samples", num_samples)
+    if max_inputs is not None:
+        _check_positive_int("max_inputs", max_inputs)
+    _check_generator(generator)
+    pool = [vocab.decode(r) for r in responses]
+    pool = [r for r in pool if r]
+    if not pool:
+        raise ValueError("responses must hold at least one non-empty response")
+    groups = _groups(dataset, max_inputs)
+    picks = torch.randint(len(pool), (len(groups), num_samples), generator=generator).tolist()
+    triples = [
+        (vocab.decode(source), [vocab.decode(t) for t in targets], [pool[i] for i in row])
+        for (source, targets), row in zip(groups, picks)
+    ]
+    return _generation_report(triples, num_samples, "random-response")
+
+
+def _generation_report(triples, num_samples, strategy):
     all_samples = [s for _, _, samples in triples for s in samples]
     precision, recall = corpus_bleu_pr([t[2] for t in triples], [t[1] for t in triples])
-    report = {
+    return {
         "inputs": float(len(triples)),
         "num_samples": float(num_samples),
         "bleu_precision": float(precision),
@@ -432,12 +476,9 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
         "distinct_2": float(distinct_n(all_samples, 2)),
         "intra_distinct_1": sum(distinct_n(t[2], 1) for t in triples) / len(triples),
         "intra_distinct_2": sum(distinct_n(t[2], 2) for t in triples) / len(triples),
-        "avg_length": sum(len(s) for s in all_samples) / len(all_samples),
+        "avg_length": sum(len(s) for s in all_samples) / max(len(all_samples), 1),
         "strategy": strategy,
     }
-    if return_texts:
-        return report, [_as_text(t) for t in triples]
-    return report
 
 
 # ------------------------------------------------------------------ report

@@ -13,11 +13,12 @@ from fastvae.evaluate import (
     _batch_mutual_info,
     evaluate_generation,
     evaluate_likelihood,
+    evaluate_random_responses,
     generate_texts,
     posterior_parameters,
     write_report,
 )
-from fastvae.metrics import corpus_bleu_pr, distinct_n
+from fastvae.metrics import bleu, corpus_bleu_pr, distinct_n
 
 WORDS = "the a cat dog sat ran on in mat park big small red blue one two three".split()
 SMALL = dict(embed_dim=8, hidden_size=12, num_layers=1, backend="reference")
@@ -338,6 +339,52 @@ def test_generation_errors(data):
         generate_texts(build(Seq2Seq, vocab), conditional, vocab, max_inputs=0)
     with pytest.raises(ValueError, match="strategy"):
         evaluate_generation(build(Seq2Seq, vocab), conditional, vocab, strategy="nope")
+
+
+def test_random_responses_baseline_scores_the_drawn_responses(data):
+    vocab, dataset, plain = data
+    pool = plain.targets[:5]
+    report = evaluate_random_responses(dataset, pool, vocab, num_samples=4, generator=gen(3))
+    assert report["inputs"] == 12 and report["num_samples"] == 4 and report["strategy"] == "random-response"
+    # redo the draws by hand: one randint call of shape (inputs, num_samples) on the same generator
+    picks = torch.randint(5, (12, 4), generator=gen(3)).tolist()
+    decoded = [vocab.decode(r) for r in pool]
+    order = list(dict.fromkeys(dataset.groups))
+    references = [[vocab.decode(dataset.targets[i]) for i, g in enumerate(dataset.groups) if g == group] for group in order]
+    samples = [[decoded[i] for i in row] for row in picks]
+    precision, recall = corpus_bleu_pr(samples, references)
+    assert report["bleu_precision"] == pytest.approx(precision) and report["bleu_recall"] == pytest.approx(recall)
+    flat = [s for row in samples for s in row]
+    assert report["distinct_1"] == pytest.approx(distinct_n(flat, 1))
+    assert report["distinct_2"] == pytest.approx(distinct_n(flat, 2))
+    assert report == evaluate_random_responses(dataset, pool, vocab, num_samples=4, generator=gen(3))
+    assert evaluate_random_responses(dataset, pool, vocab, num_samples=2, max_inputs=3)["inputs"] == 3
+
+
+def test_random_responses_that_are_the_references_score_perfectly():
+    vocab = Vocab.build([["good", "morning", "to", "you"]])
+    target = ["good", "morning", "to", "you"]
+    dataset = TextDataset([Example(["hi"], target, 0), Example(["hey"], target, 1)], vocab)
+    report = evaluate_random_responses(dataset, [vocab.encode(target) + [vocab.eos_id]], vocab, num_samples=2)
+    # smoothing method 7 scores a sentence against itself a little above 1 (NLTK's method 5 part)
+    perfect = bleu(target, target)
+    assert perfect > 0.99
+    assert report["bleu_precision"] == pytest.approx(perfect) and report["bleu_recall"] == pytest.approx(perfect)
+    assert report["distinct_1"] == pytest.approx(4 / 16) and report["avg_length"] == 4
+
+
+def test_random_responses_errors(data):
+    vocab, conditional, plain = data
+    with pytest.raises(ValueError, match="dataset"):
+        evaluate_random_responses(plain, plain.targets, vocab)
+    with pytest.raises(ValueError, match="responses"):
+        evaluate_random_responses(conditional, [[vocab.eos_id]], vocab)
+    with pytest.raises(ValueError, match="responses"):
+        evaluate_random_responses(conditional, [], vocab)
+    with pytest.raises(ValueError, match="num_samples"):
+        evaluate_random_responses(conditional, plain.targets, vocab, num_samples=0)
+    with pytest.raises(ValueError, match="max_inputs"):
+        evaluate_random_responses(conditional, plain.targets, vocab, max_inputs=0)
 
 
 # --------------------------------------------------------------------- report
