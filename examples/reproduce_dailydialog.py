@@ -7,18 +7,29 @@ One command:
 DIR holds ``dailydialog/dialogues_{train,validation,test}.txt`` (the official
 11,118/1,000/1,000 split; default ``$FASTVAE_DATA`` or ``../shared/data``).
 Every response is an example whose context is the up to 5 utterances before
-it. Four models are trained with the same settings (``fastvae train``;
-E=H=32, Z=8, 2 LSTM layers, vocabulary 10,000, sequences cut to 40 tokens,
-batch 64, Adam 1e-3, logistic KL annealing k=0.0025 x0=2500, word dropout
-0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
-stopping on the validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and
-SLCVAE+prior (fastvae's variant whose labeling phase also maximizes
-log p(z_label | c), ``--label-prior-weight 1``). Each is
+it. Five models are trained with the same settings (``fastvae train``;
+E=H=32, Z=8 (``--embed-dim``, ``--hidden-size``, ``--latent-size``), 2 LSTM
+layers, vocabulary ``--max-vocab`` (10,000), sequences
+cut to 40 tokens, batch 64, Adam 1e-3, logistic KL annealing k=0.0025
+x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
+``--minutes`` each, early stopping after ``--patience`` epochs without a
+better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and SLCVAE+prior
+(fastvae's variant whose labeling phase also maximizes log p(z_label | c),
+``--label-prior-weight 1``). A run directory that already holds a checkpoint
+is resumed, not started over. Each model's best validation checkpoint is
 evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
-hypotheses), BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
-method 7) and distinct-1/2 over all generated responses. Prints the table and
-writes ``benchmarks/results/dailydialog.json`` (``--results``).
+hypotheses) -- or, with ``--strategy sample``, words sampled from the
+softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
+method 7) and distinct-1/2 over all generated responses. A baseline row
+scores ``--samples`` random training responses per context, which ignores
+the context altogether.
+
+Prints the table and writes ``benchmarks/results/dailydialog.json``
+(``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
+metrics, training summary, run.json, five example contexts with their
+samples) and ``baseline``. Rows of other protocols or models already in the
+file are kept.
 """
 
 import argparse
@@ -34,6 +45,8 @@ from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
 from fastvae.cli.evaluate import evaluate_run
 from fastvae.data.sources import CorpusSpec
+from fastvae.data import Vocab
+from fastvae.evaluate import evaluate_random_responses
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -50,20 +63,47 @@ MODELS = (  # row name, --model, extra flags
 )
 
 
+DECODING = {
+    "greedy": "z from the prior, greedy decoding per z; Seq2Seq: the 10 best beam hypotheses (beam 10)",
+    "sample": "z from the prior, words sampled from the softmax (temperature 1); Seq2Seq: sampled too",
+    "beam": "z from the prior, beam search per z (beam = --samples)",
+}
+BASELINE = "Random train responses"
+
+
 def train_argv(args, model, extra, run_dir):
     argv = [
         "train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
-        "--embed-dim", "32", "--hidden-size", "32", "--num-layers", "2", "--max-vocab", "10000", "--max-length", "40",
-        "--batch-size", "64", "--lr", "1e-3", "--epochs", str(args.epochs), "--max-time", str(args.minutes * 60),
-        "--patience", "3", "--threads", str(args.threads), "--log-every", "100", *extra,
+        "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size), "--num-layers", "2",
+        "--max-vocab", str(args.max_vocab),
+        "--max-length", "40", "--batch-size", "64", "--lr", "1e-3", "--epochs", str(args.epochs),
+        "--max-time", str(args.minutes * 60), "--patience", str(args.patience), "--threads", str(args.threads),
+        "--log-every", "100", *extra,
     ]
     if model != "seq2seq":
-        argv += ["--latent-size", "8", "--kl-schedule", "logistic", "--kl-k", "0.0025", "--kl-x0", "2500"]
+        argv += ["--latent-size", str(args.latent_size), "--kl-schedule", "logistic", "--kl-k", "0.0025", "--kl-x0", "2500"]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if args.no_progress:
         argv.append("--no-progress")
     return argv
+
+
+def training_summary(run_dir):
+    """What the run's metrics.csv says: finished epochs, the best validation epoch and the training time."""
+    import csv
+
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        valid = [row for row in csv.DictReader(f) if row["split"] == "valid"]
+    if not valid:
+        return {"epochs": 0}
+    best = min(valid, key=lambda row: float(row["loss"]))
+    return {
+        "epochs": int(valid[-1]["epoch"]),
+        "best_epoch": int(best["epoch"]),
+        "best_valid_loss": float(best["loss"]),
+        "train_minutes": float(valid[-1]["seconds"]) / 60.0,
+    }
 
 
 def main(argv=None):
@@ -72,32 +112,42 @@ def main(argv=None):
     p.add_argument("--run-root", default=os.path.join("runs", "dailydialog"))
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--minutes", type=float, default=15.0, help="training time limit per model (default 15)")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (0: off; default 3)")
+    p.add_argument("--max-vocab", type=int, default=10000, help="vocabulary size (default 10000)")
+    p.add_argument("--embed-dim", type=int, default=32, help="word embedding size E (default 32)")
+    p.add_argument("--hidden-size", type=int, default=32, help="LSTM hidden size H (default 32)")
+    p.add_argument("--latent-size", type=int, default=8, help="latent size Z of the VAEs (default 8)")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
     p.add_argument("--strategy", choices=("greedy", "sample", "beam"),
                    help="decoding for evaluation (default: beam for Seq2Seq, greedy per z for the VAEs)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", nargs="*", help="row names to run (default all)")
+    p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the random-response baseline)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--results", default=os.path.join("benchmarks", "results", "dailydialog.json"))
     args = p.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - {name for name, _, _ in MODELS})
+    if unknown:
+        p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
     torch.set_num_threads(args.threads)
-    rows = {}
+    protocol = args.strategy or "greedy"
+    results = {}
     if os.path.isfile(args.results):
         with open(args.results) as f:
-            rows = json.load(f).get("rows", {})
+            results = json.load(f)
+    entry = results.setdefault("protocols", {}).setdefault(protocol, {"decoding": DECODING[protocol], "rows": {}})
+    command = "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    entry["commands"] = sorted(set(entry.get("commands", [])) | {command})
     for name, model_name, extra in MODELS:
-        if args.only and name not in args.only:
+        if args.only is not None and name not in args.only:
             continue
         run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
-        t0 = time.monotonic()
         if not args.skip_training:
             resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
             code = fastvae_main(["train", "--run-dir", run_dir, "--resume"] if resume else train_argv(args, model_name, extra, run_dir))
             if code != 0:
                 return code
-        train_seconds = time.monotonic() - t0
         model, vocab = runs.load_best_or_latest(run_dir)
         run = runs.read_run(run_dir)
         spec = runs.corpus_spec(run)
@@ -111,39 +161,64 @@ def main(argv=None):
         t0 = time.monotonic()
         report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0))
         report["eval_seconds"] = time.monotonic() - t0
-        report["train_seconds_this_call"] = train_seconds
+        report["model"] = name
+        report["examples"] = len(test)
+        report["training"] = training_summary(run_dir)
+        report["run_config"] = run  # what the run was trained with (run.json), whatever command made it
         report["train_command"] = "fastvae " + " ".join(train_argv(args, model_name, extra, run_dir))
         report["examples_shown"] = texts[:5]
-        rows[name] = report
+        entry["rows"][name] = report
         g = report["generation"]
         print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
               f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
-        _write(args, rows, argv)
-    print(table(rows))
+        _write(args, results)
+    if BASELINE not in results.get("baseline", {}):
+        results.setdefault("baseline", {})[BASELINE] = random_baseline(args)
+        _write(args, results)
+    print(table(results, protocol))
     return 0
 
 
-def _write(args, rows, argv):
-    result = {
-        "command": "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
-        "paper": {k: v for k, v in PAPER.items() if v is not None},
-        "rows": rows,
-    }
+def random_baseline(args):
+    """The table's metrics for --samples random training responses per test context (the context is ignored).
+
+    Uses the vocabulary of the first run found under --run-root, so that
+    ``<unk>`` falls on the same words as in the models' rows.
+    """
+    for name, model_name, _ in MODELS:
+        run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
+        if os.path.isfile(os.path.join(run_dir, runs.VOCAB_FILE)):
+            break
+    else:
+        raise SystemExit(f"no run under {args.run_root} to take the vocabulary from; train a model first")
+    run = runs.read_run(run_dir)
+    vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
+    spec = runs.corpus_spec(run)
+    if args.data_dir:
+        spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
+    test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
+    train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
+    report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
+                                       max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0))
+    return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
+
+
+def _write(args, results):
+    results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                          "torch": torch.__version__}
+    results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
     os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-    tmp = args.results + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
-    os.replace(tmp, args.results)
+    runs.write_json(args.results, results)
 
 
-def table(rows):
-    lines = ["| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 |", "|---|---|---|---|---|"]
-    for name, _, _ in MODELS:
-        if name in rows:
-            g = rows[name]["generation"]
-            lines.append(f"| fastvae {name} | {g['bleu_precision']:.3f} | {g['bleu_recall']:.3f} | "
-                         f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} |")
+def table(results, protocol):
+    lines = [f"decoding: {protocol}", "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 |", "|---|---|---|---|---|"]
+    rows = results["protocols"][protocol]["rows"]
+    found = [(f"fastvae {name}", rows[name]["generation"]) for name, _, _ in MODELS if name in rows]
+    found += [(name, v["generation"]) for name, v in results.get("baseline", {}).items()]
+    for name, g in found:
+        lines.append(f"| {name} | {g['bleu_precision']:.3f} | {g['bleu_recall']:.3f} | "
+                     f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} |")
     for name, v in PAPER.items():
         if v is not None:
             lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} |")
