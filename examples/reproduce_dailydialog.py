@@ -132,13 +132,13 @@ def main(argv=None):
         p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
     torch.set_num_threads(args.threads)
     protocol = args.strategy or "greedy"
-    results = {}
-    if os.path.isfile(args.results):
-        with open(args.results) as f:
-            results = json.load(f)
-    entry = results.setdefault("protocols", {}).setdefault(protocol, {"decoding": DECODING[protocol], "rows": {}})
     command = "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    entry["commands"] = sorted(set(entry.get("commands", [])) | {command})
+
+    def add_command(results):
+        entry = _entry(results, protocol)
+        entry["commands"] = sorted(set(entry.get("commands", [])) | {command})
+
+    results = _update(args, add_command)
     for name, model_name, extra in MODELS:
         if args.only is not None and name not in args.only:
             continue
@@ -167,14 +167,13 @@ def main(argv=None):
         report["run_config"] = run  # what the run was trained with (run.json), whatever command made it
         report["train_command"] = "fastvae " + " ".join(train_argv(args, model_name, extra, run_dir))
         report["examples_shown"] = texts[:5]
-        entry["rows"][name] = report
+        results = _update(args, lambda results: _entry(results, protocol)["rows"].update({name: report}))
         g = report["generation"]
         print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
               f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
-        _write(args, results)
     if BASELINE not in results.get("baseline", {}):
-        results.setdefault("baseline", {})[BASELINE] = random_baseline(args)
-        _write(args, results)
+        baseline = random_baseline(args)
+        results = _update(args, lambda results: results.setdefault("baseline", {}).update({BASELINE: baseline}))
     print(table(results, protocol))
     return 0
 
@@ -203,12 +202,35 @@ def random_baseline(args):
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
-def _write(args, results):
-    results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                          "torch": torch.__version__}
-    results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
-    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-    runs.write_json(args.results, results)
+def _entry(results, protocol):
+    return results.setdefault("protocols", {}).setdefault(protocol, {"decoding": DECODING[protocol], "rows": {}})
+
+
+def _update(args, change):
+    """Apply ``change`` to the results file as it is on disk now, under a lock, and write it atomically.
+
+    Two runs of this script (say, one per model, in parallel) can share one
+    --results file: each adds its own rows and keeps the other's.
+    """
+    import fcntl
+
+    folder = os.path.dirname(os.path.abspath(args.results))
+    os.makedirs(folder, exist_ok=True)
+    lock = os.open(folder, os.O_RDONLY)  # the folder is the lock: no lock file left behind
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = {}
+        if os.path.isfile(args.results):
+            with open(args.results) as f:
+                results = json.load(f)
+        change(results)
+        results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                              "torch": torch.__version__}
+        results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
+        runs.write_json(args.results, results)
+    finally:
+        os.close(lock)
+    return results
 
 
 def table(results, protocol):
