@@ -16,7 +16,9 @@ x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
 better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and SLCVAE+prior
 (fastvae's variant whose labeling phase also maximizes log p(z_label | c),
 ``--label-prior-weight 1``). A run directory that already holds a checkpoint
-is resumed, not started over. Each model's best validation checkpoint is
+is resumed, not started over, under this call's ``--epochs``, ``--minutes``
+(counted from the run's start) and ``--patience``: the same command
+continues an interrupted run, a larger budget trains it longer. Each model's best validation checkpoint is
 evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
@@ -89,6 +91,13 @@ def train_argv(args, model, extra, run_dir):
     return argv
 
 
+def resume_argv(args, run_dir):
+    """Continue a run under this call's limits (--epochs, --minutes counted from the run's start, --patience)."""
+    argv = ["train", "--run-dir", run_dir, "--resume", "--epochs", str(args.epochs), "--max-time", str(args.minutes * 60),
+            "--patience", str(args.patience)]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
 def training_summary(run_dir):
     """What the run's metrics.csv says: finished epochs, the best validation epoch and the training time."""
     import csv
@@ -145,7 +154,7 @@ def main(argv=None):
         run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
         if not args.skip_training:
             resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
-            code = fastvae_main(["train", "--run-dir", run_dir, "--resume"] if resume else train_argv(args, model_name, extra, run_dir))
+            code = fastvae_main(resume_argv(args, run_dir) if resume else train_argv(args, model_name, extra, run_dir))
             if code != 0:
                 return code
         model, vocab = runs.load_best_or_latest(run_dir)

@@ -53,6 +53,18 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     baseline = out["baseline"]["Random train responses"]
     assert baseline["generation"]["strategy"] == "random-response" and baseline["generation"]["inputs"] == 4
     assert out["paper"]["SLCVAE"] == [0.214, 0.354, 0.014, 0.078]
+    # the same command with a larger budget continues the run (resume), it does not start over:
+    # the first epoch's log row (with its wall-clock seconds) stays as it was
+    log = tmp_path / "runs" / "cvae" / "metrics.csv"
+    first_epoch = [line for line in log.read_text().splitlines() if ",valid," in line]
+    assert len(first_epoch) == 1
+    assert script.main(common + ["--only", "CVAE", "--epochs", "2", "--embed-dim", "8", "--hidden-size", "8",
+                                 "--latent-size", "2"]) == 0
+    resumed = json.loads(results.read_text())["protocols"]["greedy"]["rows"]
+    assert resumed["CVAE"]["training"]["epochs"] == 2 and resumed["SLCVAE"] == rows["SLCVAE"]
+    valid_rows = [line for line in log.read_text().splitlines() if ",valid," in line]
+    assert len(valid_rows) == 2 and valid_rows[0] == first_epoch[0]
+    out = json.loads(results.read_text())
     # a second protocol on the same runs (no training): added next to the first, which stays as it was
     assert script.main(common + ["--only", "CVAE", "--skip-training", "--strategy", "sample"]) == 0
     again = json.loads(results.read_text())
