@@ -18,8 +18,8 @@ better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and SLCVAE+prior
 ``--label-prior-weight 1``). A run directory that already holds a checkpoint
 is resumed, not started over, under this call's ``--epochs``, ``--minutes``
 (counted from the run's start) and ``--patience``: the same command
-continues an interrupted run, a larger budget trains it longer. Each model's best validation checkpoint is
-evaluated on the test split with ``--samples`` (10) responses per context:
+continues an interrupted run, a larger budget trains it longer. Each
+model's best validation checkpoint is evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
 softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
@@ -29,8 +29,8 @@ the context altogether.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
-metrics, training summary, run.json, five example contexts with their
-samples) and ``baseline``. Rows of other protocols or models already in the
+metrics, training summary, run.json, the ``fastvae train`` command when this
+call trained, five example contexts with their samples) and ``baseline``. Rows of other protocols or models already in the
 file are kept.
 """
 
@@ -46,8 +46,8 @@ import torch
 from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
 from fastvae.cli.evaluate import evaluate_run
-from fastvae.data.sources import CorpusSpec
 from fastvae.data import Vocab
+from fastvae.data.sources import CorpusSpec
 from fastvae.evaluate import evaluate_random_responses
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
@@ -152,9 +152,11 @@ def main(argv=None):
         if args.only is not None and name not in args.only:
             continue
         run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
+        train_command = None
         if not args.skip_training:
             resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
-            code = fastvae_main(resume_argv(args, run_dir) if resume else train_argv(args, model_name, extra, run_dir))
+            train_command = resume_argv(args, run_dir) if resume else train_argv(args, model_name, extra, run_dir)
+            code = fastvae_main(train_command)
             if code != 0:
                 return code
         model, vocab = runs.load_best_or_latest(run_dir)
@@ -174,7 +176,8 @@ def main(argv=None):
         report["examples"] = len(test)
         report["training"] = training_summary(run_dir)
         report["run_config"] = run  # what the run was trained with (run.json), whatever command made it
-        report["train_command"] = "fastvae " + " ".join(train_argv(args, model_name, extra, run_dir))
+        if train_command is not None:  # with --skip-training, run_config and training say how the run was made
+            report["train_command"] = "fastvae " + " ".join(train_command)
         report["examples_shown"] = texts[:5]
         results = _update(args, lambda results: _entry(results, protocol)["rows"].update({name: report}))
         g = report["generation"]

@@ -65,11 +65,13 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     valid_rows = [line for line in log.read_text().splitlines() if ",valid," in line]
     assert len(valid_rows) == 2 and valid_rows[0] == first_epoch[0]
     out = json.loads(results.read_text())
+    assert "--resume --epochs 2" in resumed["CVAE"]["train_command"]
     # a second protocol on the same runs (no training): added next to the first, which stays as it was
     assert script.main(common + ["--only", "CVAE", "--skip-training", "--strategy", "sample"]) == 0
     again = json.loads(results.read_text())
     assert again["protocols"]["greedy"] == out["protocols"]["greedy"]
-    assert again["protocols"]["sample"]["rows"]["CVAE"]["generation"]["strategy"] == "sample"
+    sampled = again["protocols"]["sample"]["rows"]["CVAE"]
+    assert sampled["generation"]["strategy"] == "sample" and "train_command" not in sampled
     assert again["baseline"] == out["baseline"]
 
 
