@@ -47,7 +47,6 @@ from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
 from fastvae.cli.evaluate import evaluate_run
 from fastvae.data import Vocab
-from fastvae.data.sources import CorpusSpec
 from fastvae.evaluate import evaluate_random_responses
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
@@ -89,6 +88,11 @@ def train_argv(args, model, extra, run_dir):
     if args.no_progress:
         argv.append("--no-progress")
     return argv
+
+
+def row_run_dir(args, name):
+    """The run directory of a table row: ``--run-root/<row name, lower case, '+' -> '-'>``."""
+    return os.path.join(args.run_root, name.lower().replace("+", "-"))
 
 
 def resume_argv(args, run_dir):
@@ -151,7 +155,7 @@ def main(argv=None):
     for name, model_name, extra in MODELS:
         if args.only is not None and name not in args.only:
             continue
-        run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
+        run_dir = row_run_dir(args, name)
         train_command = None
         if not args.skip_training:
             resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
@@ -161,9 +165,7 @@ def main(argv=None):
                 return code
         model, vocab = runs.load_best_or_latest(run_dir)
         run = runs.read_run(run_dir)
-        spec = runs.corpus_spec(run)
-        if args.data_dir:
-            spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
+        spec = runs.corpus_spec(run, args.data_dir)
         test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
             batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
@@ -197,16 +199,14 @@ def random_baseline(args):
     ``<unk>`` falls on the same words as in the models' rows.
     """
     for name, model_name, _ in MODELS:
-        run_dir = os.path.join(args.run_root, name.lower().replace("+", "-"))
+        run_dir = row_run_dir(args, name)
         if os.path.isfile(os.path.join(run_dir, runs.VOCAB_FILE)):
             break
     else:
         raise SystemExit(f"no run under {args.run_root} to take the vocabulary from; train a model first")
     run = runs.read_run(run_dir)
     vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
-    spec = runs.corpus_spec(run)
-    if args.data_dir:
-        spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
+    spec = runs.corpus_spec(run, args.data_dir)
     test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
     train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,

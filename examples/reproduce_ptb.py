@@ -29,7 +29,6 @@ import torch
 
 from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
-from fastvae.data.sources import CorpusSpec
 from fastvae.evaluate import evaluate_likelihood, write_report
 
 TARGET = {"nll": 103.97, "kl": 7.27}
@@ -76,9 +75,7 @@ def main(argv=None):
         if code != 0:
             return code
     model, vocab, run = runs.load_run(args.run_dir)
-    spec = runs.corpus_spec(run)
-    if args.data_dir:
-        spec = CorpusSpec.from_dict({**spec.to_dict(), "data_dir": args.data_dir})
+    spec = runs.corpus_spec(run, args.data_dir)
     test = runs.dataset(spec, "test", "sentence-vae", vocab, run.get("max_length"))
     start = time.monotonic()
     report = evaluate_likelihood(model, test, batch_size=64, iw_samples=args.iw_samples, generator=torch.Generator().manual_seed(0))

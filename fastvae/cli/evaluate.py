@@ -81,9 +81,7 @@ def run_evaluate(args):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     model, vocab, run = runs.load_run(args.run_dir, device=args.device)
-    spec = runs.corpus_spec(run)
-    if args.data_dir:
-        spec = dataclasses.replace(spec, data_dir=args.data_dir)
+    spec = runs.corpus_spec(run, args.data_dir)
     if args.max_examples is not None:
         spec = dataclasses.replace(spec, max_examples=args.max_examples).check()
     data = runs.dataset(spec, args.split, run["model"], vocab, run.get("max_length"))

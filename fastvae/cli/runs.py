@@ -5,6 +5,7 @@ and training settings), ``vocab.json``, ``model/`` (the best model),
 ``checkpoint.pt`` (for ``--resume``), ``metrics.csv``, ``tb/`` and the plots.
 """
 
+import dataclasses
 import json
 import os
 
@@ -96,5 +97,7 @@ def tokenizer(run):
     return str.split if run["corpus"]["name"] == "ptb" else tokenize
 
 
-def corpus_spec(run):
-    return CorpusSpec.from_dict(run["corpus"])
+def corpus_spec(run, data_dir=None):
+    """The run's corpus; ``data_dir`` (e.g. ``--data-dir``), when given, replaces the folder it was read from."""
+    spec = CorpusSpec.from_dict(run["corpus"])
+    return dataclasses.replace(spec, data_dir=data_dir) if data_dir else spec
