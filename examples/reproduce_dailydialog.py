@@ -13,9 +13,10 @@ layers, vocabulary ``--max-vocab`` (10,000), sequences
 cut to 40 tokens, batch 64, Adam 1e-3, logistic KL annealing k=0.0025
 x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
 ``--minutes`` each, early stopping after ``--patience`` epochs without a
-better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE and SLCVAE+prior
-(fastvae's variant whose labeling phase also maximizes log p(z_label | c),
-``--label-prior-weight 1``). A run directory that already holds a checkpoint
+better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE, SLCVAE+BOW and
+SLCVAE+prior (fastvae's variant whose labeling phase also maximizes
+log p(z_label | c), ``--label-prior-weight 1``); ``--label-loss-weight``
+sets the SLCVAE rows' lambda multiplier (default: the model's, 1). A run directory that already holds a checkpoint
 is resumed, not started over, under this call's ``--epochs``, ``--minutes``
 (counted from the run's start) and ``--patience``: the same command
 continues an interrupted run, a larger budget trains it longer. Each
@@ -59,6 +60,7 @@ MODELS = (  # row name, --model, extra flags
     ("CVAE", "cvae", ["--word-dropout", "0.2"]),
     ("CVAE+BOW", "cvae", ["--word-dropout", "0.2", "--bow"]),
     ("SLCVAE", "slcvae", ["--word-dropout", "0.2"]),
+    ("SLCVAE+BOW", "slcvae", ["--word-dropout", "0.2", "--bow"]),
     # fastvae's variant: the labeling phase also maximizes log p(z_label | c) (see SLCVAE's label_prior_weight)
     ("SLCVAE+prior", "slcvae", ["--word-dropout", "0.2", "--label-prior-weight", "1"]),
 )
@@ -81,6 +83,8 @@ def train_argv(args, model, extra, run_dir):
         "--max-time", str(args.minutes * 60), "--patience", str(args.patience), "--threads", str(args.threads),
         "--log-every", "100", *extra,
     ]
+    if model == "slcvae" and args.label_loss_weight is not None:
+        argv += ["--label-loss-weight", str(args.label_loss_weight)]
     if model != "seq2seq":
         argv += ["--latent-size", str(args.latent_size), "--kl-schedule", "logistic", "--kl-k", "0.0025", "--kl-x0", "2500"]
     if args.data_dir:
@@ -130,6 +134,8 @@ def main(argv=None):
     p.add_argument("--embed-dim", type=int, default=32, help="word embedding size E (default 32)")
     p.add_argument("--hidden-size", type=int, default=32, help="LSTM hidden size H (default 32)")
     p.add_argument("--latent-size", type=int, default=8, help="latent size Z of the VAEs (default 8)")
+    p.add_argument("--label-loss-weight", type=float,
+                   help="SLCVAE rows: weight of ||z - z_label||^2, times the KL weight (default: the model's, 1)")
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
     p.add_argument("--strategy", choices=("greedy", "sample", "beam"),

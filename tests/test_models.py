@@ -12,6 +12,7 @@ from batches import EOS, PAD, SOS, UNK
 
 import fastvae
 from fastvae import CVAE, SLCVAE, Batch, Seq2Seq, SentenceVAE
+from fastvae.models.generation import sample_from_logits
 
 V, E, H, Z = 40, 12, 16, 4
 
@@ -218,6 +219,34 @@ def test_generate_shapes_and_eos(cls, strategy):
         assert eos in ([n - 1], []) and (eos or n == 9)
 
 
+def test_sample_from_logits_draws_from_the_softmax():
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, float("-inf"), 0.0, 0.5]])
+    n = 40000
+    tokens = sample_from_logits(logits.repeat_interleave(n, 0), torch.Generator().manual_seed(0)).view(2, n)
+    assert tokens.dtype == torch.int64
+    probs = torch.softmax(logits.double(), -1)
+    for row in range(2):
+        freq = torch.bincount(tokens[row], minlength=4).double() / n
+        sd = (probs[row] * (1 - probs[row]) / n).sqrt()
+        assert ((freq - probs[row]).abs() <= 5 * sd).all(), (freq, probs[row])
+    assert (tokens[1] != 1).all()  # a -inf logit is never drawn
+
+
+def test_sample_from_logits_edges_and_errors():
+    inf = float("-inf")
+    only = torch.tensor([[0.0, inf, inf], [inf, inf, 5.0], [inf, -3.0, inf]])
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        assert sample_from_logits(only, g).tolist() == [0, 2, 1]
+    huge = torch.tensor([[1e4, 0.0, -1e4]])  # no overflow: the max is subtracted first
+    assert sample_from_logits(huge, g).tolist() == [0]
+    for bad in ([[0.0, float("nan")]], [[inf, inf]], [[0.0, float("inf")]]):
+        with pytest.raises(ValueError, match="logits"):
+            sample_from_logits(torch.tensor(bad), g)
+    with pytest.raises(ValueError, match="logits"):
+        sample_from_logits(torch.zeros(5), g)
+
+
 def test_generation_stops_each_row_at_eos():
     model = build(CVAE)
     with torch.no_grad():  # make <eos> the certain first token
@@ -241,6 +270,46 @@ def test_generation_is_reproducible_for_a_seed(strategy):
     a, b, c = run(11), run(11), run(12)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+class _CountdownOut:
+    """``hidden[:, 0]``: steps left; ``hidden[:, 1]``: the row's word. <eos> when the count reaches 0."""
+
+    def greedy(self, hidden):
+        return torch.where(hidden[:, 0] <= 0, torch.full_like(hidden[:, 1], EOS), hidden[:, 1]).long()
+
+    def logits(self, hidden):  # all the mass on the greedy token, so sampling draws it too
+        return torch.full((hidden.shape[0], V), float("-inf")).scatter(1, self.greedy(hidden).unsqueeze(1), 0.0)
+
+
+class _CountdownDecoder:
+    out = _CountdownOut()
+
+    def step(self, embedded, state):
+        h, c = state
+        assert embedded.shape[0] == h.shape[1]  # the embedded previous tokens of the same rows
+        h = h.clone()
+        h[..., 0] -= 1
+        return h[-1], (h, c)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "sample"])
+def test_finished_rows_leave_the_batch_without_changing_the_others(strategy):
+    from fastvae.models.generation import DecodeOptions, decode
+
+    steps = torch.tensor([3.0, 1.0, 6.0, 2.0, 9.0])  # row r says its word steps[r] - 1 times, then <eos>
+    words = torch.tensor([5.0, 6.0, 7.0, 8.0, 9.0])
+    h = torch.stack([steps, words], dim=1).unsqueeze(0).repeat(2, 1, 1)  # [L=2, R=5, 2]
+    embed = lambda tokens: torch.nn.functional.one_hot(tokens, V).float()  # noqa: E731
+    tokens, lengths = decode(
+        _CountdownDecoder(), embed, (h, torch.zeros_like(h)), sos_id=SOS, eos_id=EOS, pad_id=PAD,
+        options=DecodeOptions(strategy, max_length=7), generator=torch.Generator().manual_seed(0),
+    )
+    assert lengths.tolist() == [3, 1, 6, 2, 7]  # the last row never ends within 7 tokens
+    for r in range(5):
+        n = int(lengths[r])
+        said = [int(words[r])] * (n if r == 4 else n - 1) + ([] if r == 4 else [EOS])
+        assert tokens[r].tolist() == said + [PAD] * (7 - n)
 
 
 def test_samples_differ_across_z_draws():
