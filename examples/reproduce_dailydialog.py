@@ -16,9 +16,10 @@ x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
 better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE, SLCVAE+BOW and
 SLCVAE+prior (fastvae's variant whose labeling phase also maximizes
 log p(z_label | c), ``--label-prior-weight 1``); ``--label-loss-weight``
-sets the SLCVAE rows' lambda multiplier (default: the model's, 1). A run directory that already holds a checkpoint
-is resumed, not started over, under this call's ``--epochs``, ``--minutes``
-(counted from the run's start) and ``--patience``: the same command
+sets the SLCVAE rows' lambda multiplier (default: the model's, 1). A run
+directory that already holds a checkpoint is resumed, not started over,
+under this call's ``--epochs``, ``--minutes`` (counted from the run's start)
+and ``--patience``: the same command
 continues an interrupted run, a larger budget trains it longer. Each
 model's best validation checkpoint is evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
