@@ -7,21 +7,21 @@ One command:
 DIR holds ``dailydialog/dialogues_{train,validation,test}.txt`` (the official
 11,118/1,000/1,000 split; default ``$FASTVAE_DATA`` or ``../shared/data``).
 Every response is an example whose context is the up to 5 utterances before
-it. Five models are trained with the same settings (``fastvae train``;
+it. Six models are trained with the same settings (``fastvae train``;
 E=H=32, Z=8 (``--embed-dim``, ``--hidden-size``, ``--latent-size``), 2 LSTM
-layers, vocabulary ``--max-vocab`` (10,000), sequences
-cut to 40 tokens, batch 64, Adam 1e-3, logistic KL annealing k=0.0025
-x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
-``--minutes`` each, early stopping after ``--patience`` epochs without a
-better validation loss): Seq2Seq, CVAE, CVAE+BOW, SLCVAE, SLCVAE+BOW and
-SLCVAE+prior (fastvae's variant whose labeling phase also maximizes
-log p(z_label | c), ``--label-prior-weight 1``); ``--label-loss-weight``
-sets the SLCVAE rows' lambda multiplier (default: the model's, 1). A run
-directory that already holds a checkpoint is resumed, not started over,
-under this call's ``--epochs``, ``--minutes`` (counted from the run's start)
-and ``--patience``: the same command
-continues an interrupted run, a larger budget trains it longer. Each
-model's best validation checkpoint is evaluated on the test split with ``--samples`` (10) responses per context:
+layers, vocabulary ``--max-vocab`` (10,000), sequences cut to 40 tokens,
+batch 64, Adam 1e-3, logistic KL annealing k=0.0025 x0=2500, word dropout
+0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
+stopping after ``--patience`` epochs without a better validation loss):
+Seq2Seq, CVAE, CVAE+BOW, SLCVAE, SLCVAE+BOW and SLCVAE+prior (fastvae's
+variant whose labeling phase also maximizes log p(z_label | c),
+``--label-prior-weight 1``); ``--label-loss-weight`` sets the SLCVAE rows'
+lambda multiplier (default: the model's, 1). A run directory that already
+holds a checkpoint is resumed, not started over, under this call's
+``--epochs``, ``--minutes`` (counted from the run's start) and
+``--patience``: the same command continues an interrupted run, a larger
+budget trains it longer. Each model's best validation checkpoint is
+evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
 softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
@@ -32,8 +32,8 @@ the context altogether.
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
 metrics, training summary, run.json, the ``fastvae train`` command when this
-call trained, five example contexts with their samples) and ``baseline``. Rows of other protocols or models already in the
-file are kept.
+call trained, five example contexts with their samples) and ``baseline``.
+Rows of other protocols or models already in the file are kept.
 """
 
 import argparse

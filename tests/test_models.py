@@ -12,7 +12,7 @@ from batches import EOS, PAD, SOS, UNK
 
 import fastvae
 from fastvae import CVAE, SLCVAE, Batch, Seq2Seq, SentenceVAE
-from fastvae.models.generation import sample_from_logits
+from fastvae.models.generation import DecodeOptions, decode, sample_from_logits
 
 V, E, H, Z = 40, 12, 16, 4
 
@@ -295,8 +295,6 @@ class _CountdownDecoder:
 
 @pytest.mark.parametrize("strategy", ["greedy", "sample"])
 def test_finished_rows_leave_the_batch_without_changing_the_others(strategy):
-    from fastvae.models.generation import DecodeOptions, decode
-
     steps = torch.tensor([3.0, 1.0, 6.0, 2.0, 9.0])  # row r says its word steps[r] - 1 times, then <eos>
     words = torch.tensor([5.0, 6.0, 7.0, 8.0, 9.0])
     h = torch.stack([steps, words], dim=1).unsqueeze(0).repeat(2, 1, 1)  # [L=2, R=5, 2]
