@@ -232,6 +232,18 @@ def test_sample_from_logits_draws_from_the_softmax():
     assert (tokens[1] != 1).all()  # a -inf logit is never drawn
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_sample_from_logits_other_dtypes(dtype):
+    # half-precision logits are summed in float32; float64 stays float64
+    logits = torch.tensor([[0.0, 1.0, 2.0, -1.0], [3.0, float("-inf"), 0.0, 0.5]], dtype=dtype)
+    n = 20000
+    tokens = sample_from_logits(logits.repeat_interleave(n, 0), torch.Generator().manual_seed(3)).view(2, n)
+    probs = torch.softmax(logits.double(), -1)
+    for row in range(2):
+        freq = torch.bincount(tokens[row], minlength=4).double() / n
+        assert ((freq - probs[row]).abs() <= 5 * (probs[row] * (1 - probs[row]) / n).sqrt()).all(), (freq, probs[row])
+
+
 def test_sample_from_logits_edges_and_errors():
     inf = float("-inf")
     only = torch.tensor([[0.0, inf, inf], [inf, inf, 5.0], [inf, -3.0, inf]])
