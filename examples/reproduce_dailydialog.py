@@ -9,7 +9,7 @@ DIR holds ``dailydialog/dialogues_{train,validation,test}.txt`` (the official
 Every response is an example whose context is the up to 5 utterances before
 it. Six models are trained with the same settings (``fastvae train``;
 E=H=32, Z=8 (``--embed-dim``, ``--hidden-size``, ``--latent-size``), 2 LSTM
-layers, vocabulary ``--max-vocab`` (10,000), sequences cut to 40 tokens,
+layers (``--num-layers``), vocabulary ``--max-vocab`` (10,000), sequences cut to 40 tokens,
 batch 64, Adam 1e-3, logistic KL annealing k=0.0025 x0=2500, word dropout
 0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
 stopping after ``--patience`` epochs without a better validation loss):
@@ -27,7 +27,10 @@ hypotheses) -- or, with ``--strategy sample``, words sampled from the
 softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
 method 7) and distinct-1/2 over all generated responses. A baseline row
 scores ``--samples`` random training responses per context, which ignores
-the context altogether.
+the context altogether. Every row is also scored separately on the test
+contexts that occur in the training split ("seen": 20% of them, from
+dialogues DailyDialog has in both splits) and on the rest ("unseen"): a
+model that memorizes training responses gains on the seen ones only.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
@@ -78,7 +81,7 @@ BASELINE = "Random train responses"
 def train_argv(args, model, extra, run_dir):
     argv = [
         "train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
-        "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size), "--num-layers", "2",
+        "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size), "--num-layers", str(args.num_layers),
         "--max-vocab", str(args.max_vocab),
         "--max-length", "40", "--batch-size", "64", "--lr", "1e-3", "--epochs", str(args.epochs),
         "--max-time", str(args.minutes * 60), "--patience", str(args.patience), "--threads", str(args.threads),
@@ -135,6 +138,7 @@ def main(argv=None):
     p.add_argument("--embed-dim", type=int, default=32, help="word embedding size E (default 32)")
     p.add_argument("--hidden-size", type=int, default=32, help="LSTM hidden size H (default 32)")
     p.add_argument("--latent-size", type=int, default=8, help="latent size Z of the VAEs (default 8)")
+    p.add_argument("--num-layers", type=int, default=2, help="LSTM layers (default 2)")
     p.add_argument("--label-loss-weight", type=float,
                    help="SLCVAE rows: weight of ||z - z_label||^2, times the KL weight (default: the model's, 1)")
     p.add_argument("--samples", type=int, default=10)
@@ -174,12 +178,14 @@ def main(argv=None):
         run = runs.read_run(run_dir)
         spec = runs.corpus_spec(run, args.data_dir)
         test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
+        train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
             batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
             temperature=1.0, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
         )
         t0 = time.monotonic()
-        report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0))
+        report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0),
+                                     seen_sources=train.sources)
         report["eval_seconds"] = time.monotonic() - t0
         report["model"] = name
         report["examples"] = len(test)
@@ -217,7 +223,8 @@ def random_baseline(args):
     test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
     train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
-                                       max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0))
+                                       max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0),
+                                       seen_sources=train.sources)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
@@ -253,16 +260,20 @@ def _update(args, change):
 
 
 def table(results, protocol):
-    lines = [f"decoding: {protocol}", "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 |", "|---|---|---|---|---|"]
+    """The rows as a Markdown table; the last two columns score the test contexts not in the training split."""
+    lines = [f"decoding: {protocol}", "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 | unseen BLEU-P | unseen BLEU-R |",
+             "|---|---|---|---|---|---|---|"]
     rows = results["protocols"][protocol]["rows"]
     found = [(f"fastvae {name}", rows[name]["generation"]) for name, _, _ in MODELS if name in rows]
     found += [(name, v["generation"]) for name, v in results.get("baseline", {}).items()]
     for name, g in found:
+        unseen = g.get("unseen", {})
+        unseen = [f"{unseen[k]:.3f}" if k in unseen else "-" for k in ("bleu_precision", "bleu_recall")]
         lines.append(f"| {name} | {g['bleu_precision']:.3f} | {g['bleu_recall']:.3f} | "
-                     f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} |")
+                     f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} | {unseen[0]} | {unseen[1]} |")
     for name, v in PAPER.items():
         if v is not None:
-            lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} |")
+            lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - |")
     return "\n".join(lines)
 
 

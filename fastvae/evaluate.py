@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_random_responses",
     "generate_texts",
     "posterior_parameters",
+    "split_by_seen",
     "write_report",
     "ACTIVE_UNITS_THRESHOLD",
 ]
@@ -397,7 +398,7 @@ def _as_text(triple):
 
 def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0,
                         top_k=0, top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None,
-                        return_texts=False):
+                        return_texts=False, seen_sources=None):
     """BLEU-P/R and distinct-n of responses generated for every distinct input of ``dataset``.
 
     model: Seq2Seq, CVAE or SLCVAE (TypeError naming ``model`` for a SentenceVAE).
@@ -421,16 +422,28 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     samples of one input are), ``avg_length`` (mean tokens per sample, no
     ``<eos>``) and ``strategy``. With ``return_texts=True``: ``(report,
     texts)``, ``texts`` as :func:`generate_texts` returns them.
+
+    seen_sources: optional, the sources of the training data as id lists
+        (``train.sources`` of a TextDataset built with the same vocabulary
+        and ``max_length``). The report then also holds ``seen`` and
+        ``unseen``: the same metrics over the inputs whose source occurs
+        among them and over the rest (:func:`split_by_seen`). Corpora whose
+        test contexts repeat training ones (DailyDialog: 20% of the test
+        contexts, from dialogues that occur in both splits) reward a model
+        that memorizes its training responses; ``unseen`` is the score
+        without them.
     """
+    seen = _seen_mask(dataset, max_inputs, seen_sources)
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
-    report = _generation_report(triples, num_samples, strategy)
+    report = _generation_report(triples, num_samples, strategy, seen)
     if return_texts:
         return report, [_as_text(t) for t in triples]
     return report
 
 
-def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None):
+def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None,
+                              seen_sources=None):
     """The same report as :func:`evaluate_generation` for a baseline that ignores the input.
 
     Every distinct input of the conditional ``dataset`` gets ``num_samples``
@@ -442,6 +455,8 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
     responses: lists of token ids (a trailing ``<eos>`` is dropped), at least one non-empty.
     vocab: the Vocab that decodes ids (``<unk>`` stays ``<unk>``, as in model outputs).
     generator: a ``torch.Generator`` for the draws (None: the global RNG).
+
+    seen_sources: as in :func:`evaluate_generation` (``seen``/``unseen`` sub-reports).
 
     The report's ``strategy`` is ``"random-response"``.
     """
@@ -455,16 +470,61 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
     pool = [r for r in pool if r]
     if not pool:
         raise ValueError("responses must hold at least one non-empty response")
+    seen = _seen_mask(dataset, max_inputs, seen_sources)
     groups = _groups(dataset, max_inputs)
     picks = torch.randint(len(pool), (len(groups), num_samples), generator=generator).tolist()
     triples = [
         (vocab.decode(source), [vocab.decode(t) for t in targets], [pool[i] for i in row])
         for (source, targets), row in zip(groups, picks)
     ]
-    return _generation_report(triples, num_samples, "random-response")
+    return _generation_report(triples, num_samples, "random-response", seen)
 
 
-def _generation_report(triples, num_samples, strategy):
+def split_by_seen(dataset, seen_sources, max_inputs=None):
+    """Which inputs of the conditional ``dataset`` have a source that occurs in ``seen_sources``.
+
+    One bool per distinct input, in the order :func:`evaluate_generation`
+    scores them (groups in order of first appearance, the first
+    ``max_inputs`` with it set). Sources are compared as id sequences, as
+    the model sees them (after the vocabulary and ``max_length``), so both
+    sides must come from the same vocabulary and ``max_length``.
+
+    seen_sources: an iterable of id lists (e.g. ``train.sources``); a
+        TextDataset is taken to mean its ``sources``.
+    """
+    if not getattr(dataset, "conditional", False):
+        raise ValueError("dataset must be conditional (examples with a source) to compare its sources")
+    if isinstance(seen_sources, (str, bytes)):
+        raise TypeError("seen_sources must hold id lists, not a string")
+    if hasattr(seen_sources, "sources"):
+        if seen_sources.sources is None:
+            raise ValueError("seen_sources is a dataset without sources (sentence-only data)")
+        if seen_sources.vocab is not dataset.vocab and len(seen_sources.vocab) != len(dataset.vocab):
+            raise ValueError(f"seen_sources was encoded with a {len(seen_sources.vocab)}-token vocabulary, "
+                             f"dataset with {len(dataset.vocab)} tokens: ids would not compare")
+        seen_sources = seen_sources.sources
+    try:
+        known = {tuple(int(i) for i in source) for source in seen_sources}
+    except TypeError as err:
+        raise TypeError(f"seen_sources must be an iterable of id lists: {err}") from None
+    return [tuple(source) in known for source, _ in _groups(dataset, max_inputs)]
+
+
+def _seen_mask(dataset, max_inputs, seen_sources):
+    return None if seen_sources is None else split_by_seen(dataset, seen_sources, max_inputs)
+
+
+def _generation_report(triples, num_samples, strategy, seen=None):
+    report = _scores(triples, num_samples, strategy)
+    if seen is not None:
+        for name, keep in (("seen", True), ("unseen", False)):
+            part = [t for t, s in zip(triples, seen) if s == keep]
+            # an empty part has nothing to score: only its count
+            report[name] = _scores(part, num_samples, strategy) if part else {"inputs": 0.0}
+    return report
+
+
+def _scores(triples, num_samples, strategy):
     all_samples = [s for _, _, samples in triples for s in samples]
     precision, recall = corpus_bleu_pr([t[2] for t in triples], [t[1] for t in triples])
     return {

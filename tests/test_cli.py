@@ -97,7 +97,8 @@ HELP = {
     (): ["train", "evaluate", "plot", "generate", "sample", "interpolate", "demo"],
     ("train",): ["--model", "--run-dir", "--resume", "--data", "--train-file", "--valid-file", "--epochs",
                  "--batch-size", "--kl-schedule", "--kl-warmup", "--bow", "--threads", "--no-progress"],
-    ("evaluate",): ["run_dir", "--split", "--samples", "--iw-samples", "--strategy", "--output", "--write-samples"],
+    ("evaluate",): ["run_dir", "--split", "--samples", "--iw-samples", "--strategy", "--output", "--write-samples",
+                    "--by-overlap"],
     ("plot",): ["run_dir", "--max-points"],
     ("generate",): ["run_dir", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
     ("sample",): ["run_dir", "--num", "--strategy", "--temperature"],
@@ -267,6 +268,25 @@ def test_evaluate_report(slcvae_run, tmp_path, capsys):
     assert generation["num_samples"] == 3 and generation["inputs"] == 2  # 2 distinct sources in valid.tsv
     items = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
     assert len(items) == 2 and all(len(item["samples"]) == 3 for item in items)
+
+
+def test_evaluate_by_overlap_scores_seen_and_unseen_sources(slcvae_run, svae_run, tmp_path, capsys):
+    """The training split's sources are all seen; valid.tsv's two sources are not in train.tsv."""
+    reports = {}
+    for split in ("train", "valid"):
+        output = tmp_path / f"{split}.json"
+        assert main(["evaluate", slcvae_run, "--split", split, "--samples", "2", "--by-overlap", "--output",
+                     str(output), "--threads", "1"]) == 0
+        reports[split] = json.loads(output.read_text(encoding="utf-8"))["generation"]
+    capsys.readouterr()
+    train, valid = reports["train"], reports["valid"]
+    assert train["inputs"] == 10 and train["seen"]["inputs"] == 10 and train["unseen"] == {"inputs": 0.0}
+    assert valid["inputs"] == 2 and valid["seen"] == {"inputs": 0.0} and valid["unseen"]["inputs"] == 2
+    for report, part in ((train, "seen"), (valid, "unseen")):  # one part holds every input: it is the whole
+        assert {k: v for k, v in report.items() if k not in ("seen", "unseen")} == report[part]
+    assert_error(capsys, ["evaluate", svae_run, "--by-overlap"], "--by-overlap")
+    assert_error(capsys, ["evaluate", slcvae_run, "--split", "valid", "--by-overlap", "--no-generation"],
+                 "--by-overlap")
 
 
 def parse_generate(out):

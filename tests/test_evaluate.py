@@ -16,6 +16,7 @@ from fastvae.evaluate import (
     evaluate_random_responses,
     generate_texts,
     posterior_parameters,
+    split_by_seen,
     write_report,
 )
 from fastvae.metrics import bleu, corpus_bleu_pr, distinct_n
@@ -385,6 +386,88 @@ def test_random_responses_errors(data):
         evaluate_random_responses(conditional, plain.targets, vocab, num_samples=0)
     with pytest.raises(ValueError, match="max_inputs"):
         evaluate_random_responses(conditional, plain.targets, vocab, max_inputs=0)
+
+
+# ------------------------------------------------------- seen / unseen inputs
+
+
+def test_split_by_seen_marks_inputs_whose_source_is_in_training(data):
+    vocab, dataset, plain = data
+    order = list(dict.fromkeys(dataset.groups))  # inputs in scoring order
+    first = [dataset.sources[dataset.groups.index(g)] for g in order]
+    known = [first[1], first[4], first[4], vocab.encode(["park", "park", "park"]) + [vocab.eos_id]]
+    expected = [i in (1, 4) for i in range(len(order))]
+    assert split_by_seen(dataset, known) == expected
+    assert split_by_seen(dataset, known, max_inputs=3) == expected[:3]
+    assert split_by_seen(dataset, [torch.tensor(s) for s in known]) == expected  # id tensors compare as ids
+    train = TextDataset(random_examples(seed=5)[:2] + [Example(vocab.decode(first[4]), ["a"], 0)], vocab)
+    assert split_by_seen(dataset, train) == [i == 4 for i in range(len(order))]  # a TextDataset: its sources
+    assert split_by_seen(dataset, []) == [False] * len(order)
+    # a source that is a prefix of a seen one is not seen
+    assert split_by_seen(dataset, [first[2][:-1]])[2] is False
+
+
+def test_split_by_seen_errors(data):
+    vocab, dataset, plain = data
+    with pytest.raises(ValueError, match="dataset"):
+        split_by_seen(plain, dataset.sources)
+    with pytest.raises(ValueError, match="seen_sources"):
+        split_by_seen(dataset, plain)
+    with pytest.raises(TypeError, match="seen_sources"):
+        split_by_seen(dataset, "the cat")
+    with pytest.raises(TypeError, match="seen_sources"):
+        split_by_seen(dataset, [1, 2, 3])
+    other = Vocab.build([WORDS + ["extra"]])
+    with pytest.raises(ValueError, match="seen_sources.*vocabulary"):
+        split_by_seen(dataset, TextDataset(random_examples(), other))
+
+
+def test_generation_reports_seen_and_unseen_inputs_apart(monkeypatch):
+    """A model that always answers one sentence: each part scores exactly its own inputs."""
+    words = ["hello", "there", "my", "friend", "good", "bye", "hi", "yo", "hey"]
+    vocab = Vocab.build([words])
+    answer = ["hello", "there", "my", "friend"]
+    examples = [Example(["hi"], answer, 0), Example(["yo"], ["good", "bye"], 1), Example(["hey"], ["my", "friend"], 2),
+                Example(["yo"], ["bye"], 1)]
+    dataset = TextDataset(examples, vocab)
+    model = build(Seq2Seq, vocab)
+    ids = torch.tensor(vocab.encode(answer) + [vocab.eos_id])
+
+    def fake_generate(context, context_lengths, num_samples=1, **kw):
+        return ids.expand(context.shape[0], num_samples, -1).clone(), torch.full((context.shape[0], num_samples), 4)
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    seen_sources = [vocab.encode(["hi"]) + [vocab.eos_id], vocab.encode(["hey"]) + [vocab.eos_id]]
+    report = evaluate_generation(model, dataset, vocab, num_samples=2, seen_sources=seen_sources)
+    plain_report = evaluate_generation(model, dataset, vocab, num_samples=2)
+    assert {k: v for k, v in report.items() if k not in ("seen", "unseen")} == plain_report
+    seen, unseen = report["seen"], report["unseen"]
+    assert seen["inputs"] == 2 and unseen["inputs"] == 1
+    p, r = corpus_bleu_pr([[answer] * 2] * 2, [[answer], [["my", "friend"]]])
+    assert seen["bleu_precision"] == pytest.approx(p) and seen["bleu_recall"] == pytest.approx(r)
+    p, r = corpus_bleu_pr([[answer] * 2], [[["good", "bye"], ["bye"]]])
+    assert unseen["bleu_precision"] == pytest.approx(p) and unseen["bleu_recall"] == pytest.approx(r)
+    assert seen["bleu_recall"] > 0.5 > unseen["bleu_recall"]
+    assert seen["distinct_1"] == pytest.approx(4 / 16) and unseen["distinct_2"] == pytest.approx(3 / 8)
+    # nothing seen: the unseen part is the whole report, the seen part only a count
+    report = evaluate_generation(model, dataset, vocab, num_samples=2, seen_sources=[])
+    assert report["seen"] == {"inputs": 0.0}
+    assert report["unseen"] == plain_report
+    with pytest.raises(ValueError, match="dataset"):
+        evaluate_generation(model, TextDataset([e.target for e in examples], vocab), vocab, seen_sources=[])
+
+
+def test_random_responses_report_seen_and_unseen_inputs(data):
+    vocab, dataset, plain = data
+    order = list(dict.fromkeys(dataset.groups))
+    seen_sources = [dataset.sources[dataset.groups.index(g)] for g in order[:5]]
+    report = evaluate_random_responses(dataset, plain.targets, vocab, num_samples=3, generator=gen(4),
+                                       seen_sources=seen_sources)
+    assert report["seen"]["inputs"] == 5 and report["unseen"]["inputs"] == 7
+    # the parts average to the whole, weighted by their inputs
+    for key in ("bleu_precision", "bleu_recall", "intra_distinct_2"):
+        whole = (5 * report["seen"][key] + 7 * report["unseen"][key]) / 12
+        assert report[key] == pytest.approx(whole), key
 
 
 # --------------------------------------------------------------------- report

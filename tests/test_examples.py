@@ -38,7 +38,8 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     common = ["--data-dir", str(data), "--run-root", str(tmp_path / "runs"), "--results", str(results),
               "--samples", "3", "--max-inputs", "4", "--no-progress"]
     assert script.main(common + ["--only", "CVAE", "SLCVAE", "--epochs", "1", "--embed-dim", "8",
-                                 "--hidden-size", "8", "--latent-size", "2", "--label-loss-weight", "0.5"]) == 0
+                                 "--hidden-size", "8", "--latent-size", "2", "--label-loss-weight", "0.5",
+                                 "--num-layers", "1"]) == 0
     out = json.loads(results.read_text())
     rows = out["protocols"]["greedy"]["rows"]
     assert sorted(rows) == ["CVAE", "SLCVAE"]
@@ -49,15 +50,20 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
         assert row["training"]["epochs"] == 1 and row["training"]["best_epoch"] == 1
         assert row["run_config"]["model"] == name.lower()
         assert "--hidden-size 8" in row["train_command"] and "--latent-size 2" in row["train_command"]
+        assert "--num-layers 1" in row["train_command"]
         assert len(row["examples_shown"]) == 4
+        # the test contexts that occur in the training dialogues are scored apart
+        assert g["seen"]["inputs"] + g["unseen"]["inputs"] == 4
     # --label-loss-weight reaches the SLCVAE rows only
     assert "--label-loss-weight 0.5" in rows["SLCVAE"]["train_command"]
     assert "--label-loss-weight" not in rows["CVAE"]["train_command"]
     from fastvae.cli import runs
 
-    assert runs.load_best_or_latest(str(tmp_path / "runs" / "slcvae"))[0].config["label_loss_weight"] == 0.5
+    slcvae = runs.load_best_or_latest(str(tmp_path / "runs" / "slcvae"))[0]
+    assert slcvae.config["label_loss_weight"] == 0.5 and slcvae.config["num_layers"] == 1
     baseline = out["baseline"]["Random train responses"]
     assert baseline["generation"]["strategy"] == "random-response" and baseline["generation"]["inputs"] == 4
+    assert baseline["generation"]["seen"]["inputs"] + baseline["generation"]["unseen"]["inputs"] == 4
     assert out["paper"]["SLCVAE"] == [0.214, 0.354, 0.014, 0.078]
     # the same command with a larger budget continues the run (resume), it does not start over:
     # the first epoch's log row (with its wall-clock seconds) stays as it was

@@ -36,6 +36,8 @@ def add_parsers(sub):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--no-generation", action="store_true", help="likelihood metrics only")
+    p.add_argument("--by-overlap", action="store_true", help="also score separately the inputs whose source occurs "
+                   "in the run's training split ('seen') and the rest ('unseen')")
     p.add_argument("--write-samples", help="also write the generated responses (JSON lines) to this file")
     p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
     p.add_argument("--seed", type=int, default=0)
@@ -55,8 +57,11 @@ def default_strategy(model):
     return "beam" if type(model).__name__ == "Seq2Seq" else "greedy"
 
 
-def evaluate_run(model, vocab, data, args_like, generator):
-    """The report dict of ``model`` on ``data`` (likelihood, then generation for conditional models)."""
+def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
+    """The report dict of ``model`` on ``data`` (likelihood, then generation for conditional models).
+
+    seen_sources: the training sources, for the ``seen``/``unseen`` generation sub-reports (None: none).
+    """
     report = {"model": type(model).__name__, "examples": len(data)}
     report["likelihood"] = evaluate_likelihood(
         model, data, batch_size=args_like.batch_size, iw_samples=args_like.iw_samples, generator=generator,
@@ -69,7 +74,7 @@ def evaluate_run(model, vocab, data, args_like, generator):
             model, data, vocab, num_samples=args_like.samples, strategy=strategy, max_length=args_like.max_length,
             temperature=args_like.temperature, top_k=args_like.top_k, top_p=args_like.top_p,
             beam_size=args_like.beam_size, batch_size=args_like.batch_size, max_inputs=args_like.max_inputs,
-            generator=generator, return_texts=True,
+            generator=generator, return_texts=True, seen_sources=seen_sources,
         )
     return report, texts
 
@@ -82,13 +87,19 @@ def run_evaluate(args):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     model, vocab, run = runs.load_run(args.run_dir, device=args.device)
     spec = runs.corpus_spec(run, args.data_dir)
+    seen_sources = None
+    if args.by_overlap:
+        if isinstance(model, SentenceVAE) or args.no_generation:
+            raise ValueError("--by-overlap splits the generation metrics: it needs a conditional model and generation")
+        train = runs.dataset(spec, "train", run["model"], vocab, run.get("max_length"))  # what the model trained on
+        seen_sources = train.sources
     if args.max_examples is not None:
         spec = dataclasses.replace(spec, max_examples=args.max_examples).check()
     data = runs.dataset(spec, args.split, run["model"], vocab, run.get("max_length"))
     if data is None:
         raise ValueError(f"the run's {spec.name} corpus has no {args.split} file; train with --{args.split}-file")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    report, texts = evaluate_run(model, vocab, data, args, generator)
+    report, texts = evaluate_run(model, vocab, data, args, generator, seen_sources)
     report.update(split=args.split, corpus=spec.name, run_dir=os.path.abspath(args.run_dir))
     output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
     write_report(output, report)
