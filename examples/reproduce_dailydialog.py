@@ -28,9 +28,9 @@ softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
 method 7) and distinct-1/2 over all generated responses. A baseline row
 scores ``--samples`` random training responses per context, which ignores
 the context altogether. Every row is also scored separately on the test
-contexts that occur in the training split ("seen": 20% of them, from
-dialogues DailyDialog has in both splits) and on the rest ("unseen"): a
-model that memorizes training responses gains on the seen ones only.
+contexts that occur in the training split ("seen": 23% of them) and on the
+rest ("unseen"): a model that memorizes training responses can gain on the
+seen ones only.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
