@@ -11,8 +11,9 @@ it. Six models are trained with the same settings (``fastvae train``;
 E=H=32, Z=8 (``--embed-dim``, ``--hidden-size``, ``--latent-size``), 2 LSTM
 layers (``--num-layers``), vocabulary ``--max-vocab`` (10,000), sequences
 cut to 40 tokens, batch 64, Adam 1e-3, logistic KL annealing k=0.0025
-x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or ``--minutes`` each, early
-stopping after ``--patience`` epochs without a better validation loss):
+x0=2500, word dropout 0.2 for the VAEs, at most ``--epochs`` epochs or
+``--minutes`` each, early stopping after ``--patience`` epochs without a
+better validation loss):
 Seq2Seq, CVAE, CVAE+BOW, SLCVAE, SLCVAE+BOW and SLCVAE+prior (fastvae's
 variant whose labeling phase also maximizes log p(z_label | c),
 ``--label-prior-weight 1``); ``--label-loss-weight`` sets the SLCVAE rows'
