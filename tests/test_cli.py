@@ -235,6 +235,37 @@ def test_run_dir_errors(capsys, tmp_path, slcvae_run, svae_run):
     assert_error(capsys, ["train", "--run-dir", nowhere, "--resume"], nowhere, command="train")
 
 
+def test_threads_and_device_errors(capsys, tmp_path, slcvae_run, svae_run):
+    """Every command refuses --threads < 1 and a device it cannot use with one line naming the flag."""
+    threads = torch.get_num_threads()
+    inputs = write(tmp_path / "in.txt", ["he eats"])
+    for argv in (["evaluate", slcvae_run, "--split", "valid"], ["generate", slcvae_run, "--input", inputs],
+                 ["sample", svae_run], ["interpolate", svae_run, "a b", "c d"], ["plot", svae_run],
+                 ["demo", "--run-dir", str(tmp_path / "demo")]):
+        assert_error(capsys, [*argv, "--threads", "0"], "--threads", "0")
+        assert torch.get_num_threads() == threads
+    assert not (tmp_path / "demo").exists()
+    for argv in (["evaluate", slcvae_run, "--split", "valid"], ["generate", slcvae_run, "--input", inputs],
+                 ["sample", svae_run], ["interpolate", svae_run, "a b", "c d"]):
+        assert_error(capsys, [*argv, "--device", "tpu"], "--device", "'tpu'")
+        assert_error(capsys, [*argv, "--device", "mps"], "--device", "cpu or cuda")
+        if not torch.cuda.is_available():
+            assert_error(capsys, [*argv, "--device", "cuda"], "--device", "no CUDA device")
+    run_dir = str(tmp_path / "run")
+    train = ["train", "--model", "cvae", "--data", "tsv", "--train-file", pair_files(tmp_path)[0],
+             "--run-dir", run_dir]
+    assert_error(capsys, [*train, "--device", "bogus"], "--device", "'bogus'")
+    if not torch.cuda.is_available():
+        assert_error(capsys, [*train, "--device", "cuda"], "--device", "no CUDA device")
+    assert not os.path.exists(run_dir), "a refused run must not leave a run directory"
+
+
+def test_threads_option_sets_torch_threads(capsys, svae_run):
+    assert main(["sample", svae_run, "-n", "2", "--threads", "1"]) == 0  # the autouse fixture restores the count
+    assert torch.get_num_threads() == 1
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
 # ---------------------------------------------------------------------------------- end to end: tsv
 def test_train_writes_run_directory(slcvae_run):
     for name in ("run.json", "vocab.json", "checkpoint.pt", "metrics.csv"):

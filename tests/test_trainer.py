@@ -13,7 +13,7 @@ import torch
 
 import trainer_setup as ts
 from fastvae import SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.train import NonFiniteLossError, Trainer, TrainConfig, load_checkpoint
+from fastvae.train import NonFiniteLossError, Trainer, TrainConfig, load_checkpoint, usable_device
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -254,6 +254,23 @@ def test_bad_arguments_are_named(tmp_path):
         Trainer(Seq2Seq(len(vocab) + 1, embed_dim=4, hidden_size=4), train, None, ts.config(), run_dir=tmp_path)
     with pytest.raises(TypeError, match="model must be"):
         Trainer(torch.nn.Linear(2, 2), train, None, ts.config(), run_dir=tmp_path)
+
+
+def test_device_is_checked_up_front():
+    assert usable_device("cpu") == torch.device("cpu")
+    assert usable_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ValueError, match="device must name a device.*'gpu0'"):
+        TrainConfig(device="gpu0").check()
+    with pytest.raises(ValueError, match="device must be cpu or cuda.*'meta'"):
+        TrainConfig(device="meta").check()
+    with pytest.raises(ValueError, match="where must name"):
+        usable_device(3.5, name="where")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device is 'cuda', but .* no CUDA device"):
+            TrainConfig(device="cuda").check()
+    else:
+        with pytest.raises(ValueError, match="CUDA device\\(s\\) are visible"):
+            usable_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_without_validation_data_the_last_model_is_kept(tmp_path):

@@ -37,7 +37,7 @@ def add_parser(sub):
     p.add_argument("--show", type=int, default=4, help="test verses to print (default 4)")
     p.add_argument("--samples", type=int, default=5, help="renderings per verse (default 5)")
     p.add_argument("--eval-inputs", type=int, default=200, help="test verses scored for BLEU/distinct (default 200)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    runs.add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -69,8 +69,7 @@ def run(args):
     for name in ("steps", "verses", "show", "samples", "eval_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    runs.set_threads(args.threads)
     start = time.monotonic()
     for name in MODELS:
         if os.path.exists(os.path.join(args.run_dir, name, "checkpoint.pt")):

@@ -42,13 +42,14 @@ def add_parsers(sub):
     p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    runs.add_threads_option(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("plot", help="redraw a run's training curves and latent projection", description="Write "
                        "RUN_DIR/training_curves.png from metrics.csv and RUN_DIR/latent.png (VAEs) from the validation split.")
     p.add_argument("run_dir")
     p.add_argument("--max-points", type=int, default=2000, help="latent points to project (default 2000)")
+    runs.add_threads_option(p)
     p.set_defaults(func=run_plot)
 
 
@@ -80,8 +81,7 @@ def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
 
 
 def run_evaluate(args):
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    runs.set_threads(args.threads)
     for name in ("batch_size", "samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -115,6 +115,7 @@ def run_evaluate(args):
 def run_plot(args):
     from fastvae.plots import plot_latent_projection, plot_training_curves
 
+    runs.set_threads(args.threads)
     model, vocab, run = runs.load_run(args.run_dir)
     written = [plot_training_curves(os.path.join(args.run_dir, "metrics.csv"))]
     if type(model).__name__ != "Seq2Seq":

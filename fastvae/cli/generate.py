@@ -18,6 +18,7 @@ def _decoding_options(p, default_strategy):
     p.add_argument("--beam-size", type=int, default=4, help="beam width (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    runs.add_threads_option(p)
 
 
 def add_parsers(sub):
@@ -50,7 +51,8 @@ def add_parsers(sub):
     p.add_argument("sentence_b")
     p.add_argument("--steps", type=int, default=5, help="points on the line, ends included (default 5)")
     p.add_argument("--max-length", type=int, default=30)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    runs.add_threads_option(p)
     p.set_defaults(func=run_interpolate)
 
 
@@ -93,6 +95,7 @@ def run_generate(args):
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     kwargs = _decode_kwargs(args)
+    runs.set_threads(args.threads)
     model, vocab, run = runs.load_run(args.run_dir, device=args.device)
     tokenize = runs.tokenizer(run)
     if isinstance(model, SentenceVAE):
@@ -116,6 +119,7 @@ def run_generate(args):
 
 
 def _sentence_vae(args):
+    runs.set_threads(args.threads)
     model, vocab, run = runs.load_run(args.run_dir, device=args.device)
     if not isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a {type(model).__name__}; sample/interpolate need a sentence-vae")

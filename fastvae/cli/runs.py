@@ -9,9 +9,12 @@ import dataclasses
 import json
 import os
 
+import torch
+
 from fastvae.data import TextDataset, Vocab
 from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+from fastvae.train.trainer import usable_device
 
 RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.json"
@@ -19,6 +22,19 @@ MODEL_DIR = "model"
 
 MODELS = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
 CLASS_TO_NAME = {cls.__name__: name for name, cls in MODELS.items()}
+
+
+def add_threads_option(parser, default_help="torch's default"):
+    parser.add_argument("--threads", type=int, help=f"torch CPU threads (default: {default_help})")
+
+
+def set_threads(threads):
+    """Apply ``--threads`` (None: leave torch's setting)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
 
 
 def write_json(path, obj):
@@ -43,6 +59,7 @@ def read_run(run_dir):
 
 def load_run(run_dir, backend=None, device="cpu"):
     """``(model, vocab, run)`` of a run directory (its best model, in eval mode)."""
+    device = usable_device(device)
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"no run directory at {run_dir!r}")

@@ -3,8 +3,6 @@
 import os
 import sys
 
-import torch
-
 from fastvae.cli import runs
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec
@@ -83,7 +81,7 @@ def add_parser(sub):
     train.add_argument("--kl-cycle", type=int, help="cyclical: steps per cycle")
     train.add_argument("--kl-ratio", type=float, help="cyclical: fraction of a cycle spent rising (default 0.5)")
     train.add_argument("--kl-max", type=float, help="the final KL weight (default 1)")
-    train.add_argument("--threads", type=int, help="torch CPU threads")
+    runs.add_threads_option(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--no-tensorboard", action="store_true", help="metrics.csv only")
     train.add_argument("--no-plots", action="store_true", help="no PNG plots at the end")
@@ -208,10 +206,7 @@ def _check_resume_args(args):
 
 
 def run(args):
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    runs.set_threads(args.threads)
     run_dir = args.run_dir
     if args.resume:
         _check_resume_args(args)

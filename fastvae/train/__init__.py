@@ -9,7 +9,7 @@ from fastvae.train.schedules import (
     make_schedule,
     schedule_from_dict,
 )
-from fastvae.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult
+from fastvae.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult, usable_device
 
 __all__ = [
     "Trainer",
@@ -24,4 +24,5 @@ __all__ = [
     "schedule_from_dict",
     "save_checkpoint",
     "load_checkpoint",
+    "usable_device",
 ]
