@@ -260,6 +260,29 @@ def test_threads_and_device_errors(capsys, tmp_path, slcvae_run, svae_run):
     assert not os.path.exists(run_dir), "a refused run must not leave a run directory"
 
 
+def test_input_and_output_path_errors(capsys, tmp_path, monkeypatch, slcvae_run):
+    """Bad --input files and output paths give one line naming the flag and the file, before any work."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 au lait\n")
+    blank = write(tmp_path / "blank.txt", ["", "   "])
+    assert_error(capsys, ["generate", slcvae_run, "--input", str(folder)], "--input", str(folder), "not a regular file")
+    assert_error(capsys, ["generate", slcvae_run, "--input", str(latin1)], "--input", "latin1.txt", "UTF-8")
+    assert_error(capsys, ["generate", slcvae_run, "--input", blank], "--input", "blank.txt", "empty")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    assert_error(capsys, ["generate", slcvae_run, "--input", "-"], "--input", "stdin")
+    default_report = os.path.join(slcvae_run, "eval_valid.json")
+    before = os.path.getmtime(default_report) if os.path.exists(default_report) else None
+    for flag in ("--output", "--write-samples"):
+        assert_error(capsys, ["evaluate", slcvae_run, "--split", "valid", flag, str(folder)], flag, "is a directory")
+    blocker = write(tmp_path / "blocker", ["a file, not a folder"])
+    assert_error(capsys, ["evaluate", slcvae_run, "--split", "valid", "--output", os.path.join(blocker, "r.json")],
+                 "--output", "cannot create")
+    after = os.path.getmtime(default_report) if os.path.exists(default_report) else None
+    assert after == before, "a refused evaluation must not run (nor write its default report)"
+
+
 def test_threads_option_sets_torch_threads(capsys, svae_run):
     assert main(["sample", svae_run, "-n", "2", "--threads", "1"]) == 0  # the autouse fixture restores the count
     assert torch.get_num_threads() == 1

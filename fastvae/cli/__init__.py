@@ -53,3 +53,6 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"fastvae {args.command}: error: {_name_flag(str(exc), args.commands[args.command])}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (a directory where a file was meant, permissions, a full disk)
+        print(f"fastvae {args.command}: error: {exc}", file=sys.stderr)
+        return 2

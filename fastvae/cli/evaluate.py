@@ -85,6 +85,10 @@ def run_evaluate(args):
     for name in ("batch_size", "samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
+    for path, flag in ((args.output, "--output"), (args.write_samples, "--write-samples")):
+        if path:
+            runs.check_output_path(path, flag)
     model, vocab, run = runs.load_run(args.run_dir, device=args.device)
     spec = runs.corpus_spec(run, args.data_dir)
     seen_sources = None
@@ -101,7 +105,6 @@ def run_evaluate(args):
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     report, texts = evaluate_run(model, vocab, data, args, generator, seen_sources)
     report.update(split=args.split, corpus=spec.name, run_dir=os.path.abspath(args.run_dir))
-    output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
     write_report(output, report)
     if args.write_samples and texts is not None:
         with open(args.write_samples, "w", encoding="utf-8") as f:

@@ -6,6 +6,7 @@ import sys
 import torch
 
 from fastvae.cli import runs
+from fastvae.data.corpora import read_lines
 from fastvae.models import SentenceVAE
 
 
@@ -77,18 +78,14 @@ def _text(vocab, ids):
 def _read_inputs(path):
     if path == "-":
         lines = sys.stdin.read().splitlines()
-        where = "stdin"
+        if not any(line.strip() for line in lines):
+            raise ValueError("--input: stdin holds no non-empty lines")
     else:
         try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"--input: no file at {path!r}") from None
-        where = path
-    inputs = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-    if not inputs:
-        raise ValueError(f"--input: {where} holds no non-empty lines")
-    return inputs
+            lines = read_lines(path)  # errors name the file: missing, a directory, not UTF-8, empty
+        except (ValueError, FileNotFoundError) as exc:
+            raise ValueError(f"--input: {exc}") from None
+    return [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
 
 
 def run_generate(args):

@@ -37,6 +37,16 @@ def set_threads(threads):
     torch.set_num_threads(threads)
 
 
+def check_output_path(path, flag):
+    """Refuse ``flag``'s output ``path`` before any work: not a directory, its folder creatable."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path} is a directory, not a file path")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag}: cannot create the folder of {path}: {exc.strerror}") from None
+
+
 def write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -57,7 +57,7 @@ class Example:
     emotion: Optional[int] = None
 
 
-def _read_lines(path):
+def read_lines(path):
     """The lines of a UTF-8 text file (without line ends); errors name the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -94,7 +94,7 @@ def load_lines(path, tokenizer=None):
     ``file:line``.
     """
     tokenizer = tokenize if tokenizer is None else tokenizer
-    return [_tokens(path, i, line, tokenizer=tokenizer) for i, line in enumerate(_read_lines(path), 1)]
+    return [_tokens(path, i, line, tokenizer=tokenizer) for i, line in enumerate(read_lines(path), 1)]
 
 
 # ------------------------------------------------------------------ DailyDialog
@@ -112,7 +112,7 @@ def _split_dialogue(path, lineno, line):
 
 def _read_labels(path, counts):
     """Integer labels per line; the count on each line must equal the utterances of that dialogue."""
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if len(lines) != len(counts):
         raise ValueError(f"{path} has {len(lines)} lines but the dialogue file has {len(counts)} dialogues")
     labels = []
@@ -151,7 +151,7 @@ def load_dailydialog(directory, split="train", with_labels=False, max_context=DA
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no DailyDialog directory at {directory}")
     path = os.path.join(directory, f"dialogues_{split}.txt")
-    dialogues = [_split_dialogue(path, i, line) for i, line in enumerate(_read_lines(path), 1)]
+    dialogues = [_split_dialogue(path, i, line) for i, line in enumerate(read_lines(path), 1)]
     counts = [len(d) for d in dialogues]
     acts = emotions = None
     if with_labels:
@@ -190,7 +190,7 @@ def load_tsv(path):
     """
     groups = {}
     examples = []
-    for lineno, line in enumerate(_read_lines(path), 1):
+    for lineno, line in enumerate(read_lines(path), 1):
         fields = line.split("\t")
         if len(fields) != 2:
             raise ValueError(f"{path}:{lineno}: malformed line: expected 'source<TAB>target', found {len(fields) - 1} tabs")
