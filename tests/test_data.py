@@ -298,6 +298,12 @@ def test_text_dataset_encoding_and_truncation():
     assert TextDataset([ex], vocab, max_length=1).targets[0] == [vocab.eos_id]
     with pytest.raises(ValueError, match="max_length"):
         TextDataset([ex], vocab, max_length=0)
+    with pytest.raises(TypeError, match="not a string"):
+        vocab.encode("a b")  # would otherwise be encoded character by character
+    with pytest.raises(TypeError, match="lists of token strings, got 1"):
+        TextDataset([1, 2], vocab)
+    with pytest.raises(TypeError, match="lists of token strings"):
+        TextDataset([Example(source=["a"], target=[1, 2], group=0)], vocab)
     with pytest.raises(ValueError, match="source"):
         TextDataset([ex, Example(None, ["a"], 0)], vocab)
     with pytest.raises(TypeError, match="tokenize"):

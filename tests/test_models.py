@@ -430,6 +430,11 @@ def test_load_errors_are_clear(tmp_path):
     (mismatch / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="does not match"):
         CVAE.from_pretrained(mismatch)
+    a_file = tmp_path / "weights.bin"
+    a_file.write_bytes(b"x")
+    with pytest.raises(ValueError, match="is a file"):
+        model.save_pretrained(a_file)
+    assert a_file.read_bytes() == b"x"
 
 
 def test_save_overwrites_atomically(tmp_path):

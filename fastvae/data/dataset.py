@@ -48,6 +48,8 @@ class TextDataset:
     def _encode(self, tokens, keep_end):
         if isinstance(tokens, str):
             raise TypeError("examples must hold token lists, not strings; tokenize them first")
+        if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
+            raise TypeError(f"examples must be Example objects or lists of token strings, got {tokens!r:.60}")
         ids = self.vocab.encode(tokens)
         if self.max_length is not None and len(ids) > self.max_length - 1:
             keep = self.max_length - 1

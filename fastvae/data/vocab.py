@@ -66,6 +66,8 @@ class Vocab:
 
     def encode(self, tokens):
         """List of tokens -> list of ids (unknown tokens -> ``unk_id``); adds no ``<eos>``."""
+        if isinstance(tokens, (str, bytes)):  # a string would be encoded character by character
+            raise TypeError("tokens must be a list of token strings, not a string; tokenize it first")
         unk = self.unk_id
         return [self.stoi.get(token, unk) for token in tokens]
 

@@ -132,6 +132,8 @@ class BaseModel(torch.nn.Module):
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
         from safetensors.torch import save_file
 
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise ValueError(f"directory {os.fspath(directory)!r} is a file; save_pretrained writes a folder")
         os.makedirs(directory, exist_ok=True)
         config = {"format_version": FORMAT_VERSION, "model": type(self).__name__, "config": self.config}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
