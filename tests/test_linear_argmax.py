@@ -66,3 +66,8 @@ def test_bad_input():
         linear_argmax(h, w.double())
     with pytest.raises(ValueError, match="hidden must be 2-D"):
         linear_argmax(h[0], w)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = h.clone()
+        broken[2, 5] = bad
+        with pytest.raises(ValueError, match="hidden contains NaN or infinite"):
+            linear_argmax(broken, w)

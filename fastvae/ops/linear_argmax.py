@@ -39,6 +39,11 @@ def linear_argmax(hidden, weight, bias=None):
     Returns:
         ``index [R]`` (int64; ties go to the lowest index) and ``value [R]``
         (the winning score).
+
+    A NaN or infinite value in ``hidden`` is a ValueError (a broken decoder
+    state would otherwise decode as an arbitrary word). ``weight`` and
+    ``bias`` are not scanned on every decoding step: a [V, H] pass per step
+    would cost several percent of it.
     """
     _checks.tensor("hidden", hidden, ndim=2)
     _checks.tensor("weight", weight, ndim=2)
@@ -47,6 +52,7 @@ def linear_argmax(hidden, weight, bias=None):
         _checks.shape("bias", _checks.tensor("bias", bias, ndim=1), (weight.shape[0],))
     _checks.same_device("hidden", hidden, weight=weight, bias=bias)
     _checks.same_dtype("hidden", hidden, weight=weight, bias=bias)
+    _checks.finite(hidden=hidden)
     kind = _dispatch.fused_backend(hidden, "linear_argmax", cpu_dtypes=(torch.float32,), triton_dtypes=())
     if kind != "cpu" or (torch.is_grad_enabled() and hidden.requires_grad):
         return linear_argmax_ref(hidden, weight, bias)
