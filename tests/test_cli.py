@@ -9,6 +9,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 
@@ -103,7 +104,8 @@ HELP = {
     ("generate",): ["run_dir", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
     ("sample",): ["run_dir", "--num", "--strategy", "--temperature"],
     ("interpolate",): ["run_dir", "sentence_a", "sentence_b", "--steps", "--max-length"],
-    ("demo",): ["--run-dir", "--minutes", "--verses", "--show", "--samples", "--eval-inputs"],
+    ("demo",): ["--run-dir", "--minutes", "--verses", "--show", "--samples", "--eval-inputs", "--temperature",
+                "--greedy"],
 }
 
 
@@ -324,6 +326,33 @@ def test_evaluate_report(slcvae_run, tmp_path, capsys):
     assert len(items) == 2 and all(len(item["samples"]) == 3 for item in items)
 
 
+def test_evaluate_latest_weights(slcvae_run, tmp_path, capsys):
+    """--latest scores checkpoint.pt's weights; without it the best model (model/) is scored."""
+    from fastvae.cli import runs
+    from fastvae.train import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(slcvae_run, run)
+    latest, _, _ = runs.load_run(run, latest=True)
+    saved = load_checkpoint(str(run / "checkpoint.pt"), restore_rng=False)["model"]
+    assert all(torch.equal(a, b) for a, b in zip(latest.state_dict().values(), saved.state_dict().values()))
+    with torch.no_grad():  # make the best model differ from the newest weights
+        for p in saved.parameters():
+            p.mul_(0.5)
+    saved.save_pretrained(run / "model")
+    reports = {}
+    for flags in ([], ["--latest"]):
+        output = tmp_path / f"report{len(flags)}.json"
+        assert main(["evaluate", str(run), "--split", "valid", "--no-generation", "--output", str(output),
+                     "--threads", "1", *flags]) == 0
+        reports[len(flags)] = json.loads(output.read_text(encoding="utf-8"))
+    capsys.readouterr()
+    assert reports[0]["weights"] == "best (model/)" and reports[1]["weights"] == "latest (checkpoint.pt)"
+    assert reports[0]["likelihood"]["elbo"] != reports[1]["likelihood"]["elbo"]
+    (run / "checkpoint.pt").unlink()
+    assert_error(capsys, ["evaluate", str(run), "--latest"], "checkpoint.pt")
+
+
 def test_evaluate_by_overlap_scores_seen_and_unseen_sources(slcvae_run, svae_run, tmp_path, capsys):
     """The training split's sources are all seen; valid.tsv's two sources are not in train.tsv."""
     reports = {}
@@ -502,7 +531,7 @@ def test_demo(tmp_path, capsys):
             "--eval-inputs", "3", "--no-progress", "--threads", "1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    for word in ("KJV:", "WEB:", "SLCVAE", "CVAE", "BLEU-P", "distinct-2"):
+    for word in ("KJV:", "WEB:", "SLCVAE", "CVAE", "BLEU-P", "distinct-2", "sampled at temperature 0.7"):
         assert word in out, word
     for name in ("slcvae", "cvae"):
         assert os.path.isfile(os.path.join(run_dir, name, "checkpoint.pt"))
@@ -511,3 +540,8 @@ def test_demo(tmp_path, capsys):
     assert main(["generate", os.path.join(run_dir, "slcvae"), "--samples", "2", "--input", inputs, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["outputs"]) == 2
     assert_error(capsys, argv, "already holds a run")
+    greedy = ["demo", "--run-dir", str(tmp_path / "greedy"), "--minutes", "0.05", "--verses", "20", "--show", "1",
+              "--samples", "2", "--eval-inputs", "2", "--no-progress", "--threads", "1", "--greedy"]
+    assert main(greedy) == 0
+    assert "greedy per z" in capsys.readouterr().out
+    assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "t0"), "--temperature", "0"], "--temperature")

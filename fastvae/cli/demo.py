@@ -2,10 +2,16 @@
 
 The corpus comes with the package's dependencies (pythonbible-*): a KJV verse
 is the input, its WEB/ASV/YLT/Darby renderings the four references. Each
-model trains for ``--steps`` steps (1200, about two minutes each on a laptop
-CPU; ``--minutes`` caps the total) with progress bars;
-then the demo prints a few test verses with ``--samples`` generated renderings
-from each model, and both models' metrics side by side. The two run
+model trains for ``--steps`` steps (1200, two to three minutes each on a
+laptop CPU; ``--minutes`` caps the total) with progress bars, both with the
+bag-of-words loss (it teaches the context encoder the target's words within
+these few steps: without it both models' renderings ignore the input
+verse), SLCVAE with lambda = 0.1 x the KL weight and the prior term in its
+labeling loss. Then the demo prints a few test verses with ``--samples``
+generated renderings from each model, and both models' metrics side by
+side: words sampled at ``--temperature`` (0.7), or with ``--greedy`` greedy
+decoding per z (the paper's protocol, under which these briefly trained
+models give one rendering per verse: z hardly matters yet). The two run
 directories stay usable: ``fastvae generate RUN_DIR/slcvae``.
 """
 
@@ -37,6 +43,10 @@ def add_parser(sub):
     p.add_argument("--show", type=int, default=4, help="test verses to print (default 4)")
     p.add_argument("--samples", type=int, default=5, help="renderings per verse (default 5)")
     p.add_argument("--eval-inputs", type=int, default=200, help="test verses scored for BLEU/distinct (default 200)")
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="renderings (and the metrics) sample words at this temperature (default 0.7)")
+    p.add_argument("--greedy", action="store_true",
+                   help="decode greedily per z instead (the SLCVAE paper's protocol; z alone must make them differ)")
     runs.add_threads_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -51,10 +61,10 @@ def _train_args(args, model, run_dir):
         "--word-dropout", "0.25", "--batch-size", "64", "--lr", "2e-3", "--epochs", "100", "--patience", "0",
         "--kl-schedule", "logistic", "--kl-k", "0.01", "--kl-x0", "400",
         "--max-steps", str(args.steps), "--max-time", str(args.minutes * 60 / len(MODELS)), "--log-every", "20",
-        "--no-plots",
+        "--no-plots", "--bow",
     ]
     if model == "slcvae":
-        argv += ["--label-prior-weight", "1"]
+        argv += ["--label-loss-weight", "0.1", "--label-prior-weight", "1"]
     if args.no_progress:
         argv.append("--no-progress")
     from fastvae.cli import build_parser  # the package imports this module: import the parser at call time
@@ -66,18 +76,20 @@ def run(args):
     for name in ("minutes",):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
     for name in ("steps", "verses", "show", "samples", "eval_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     runs.set_threads(args.threads)
     start = time.monotonic()
     for name in MODELS:
-        if os.path.exists(os.path.join(args.run_dir, name, "checkpoint.pt")):
+        if os.path.exists(os.path.join(args.run_dir, name, runs.CHECKPOINT_FILE)):
             raise ValueError(f"{os.path.join(args.run_dir, name)!r} already holds a run; pass another --run-dir or delete it")
     models = {}
     for name in MODELS:
         run_dir = os.path.join(args.run_dir, name)
-        print(f"\n=== training {name.upper()} ({args.steps} steps) -> {run_dir}", flush=True)
+        print(f"\n=== training {name.upper()} with the bag-of-words loss ({args.steps} steps) -> {run_dir}", flush=True)
         torch.manual_seed(0)
         train.run(_train_args(args, name, run_dir))
         models[name] = runs.load_latest(run_dir)  # the step limit's weights, also saved as the run's model
@@ -86,15 +98,16 @@ def run(args):
     vocab = models[MODELS[0]][1]
     test = runs.dataset(runs.corpus_spec(runs.read_run(os.path.join(args.run_dir, MODELS[0]))), "test", "slcvae", vocab, None)
     reports, texts = {}, {}
+    decoding = {"strategy": "greedy" if args.greedy else "sample", "temperature": 1.0 if args.greedy else args.temperature}
     eval_args = argparse.Namespace(
-        batch_size=64, iw_samples=0, no_generation=False, strategy="greedy", samples=args.samples, max_length=30,
-        temperature=1.0, top_k=0, top_p=1.0, beam_size=4, max_inputs=args.eval_inputs,
+        batch_size=64, iw_samples=0, no_generation=False, samples=args.samples, max_length=30,
+        top_k=0, top_p=1.0, beam_size=4, max_inputs=args.eval_inputs, **decoding,
     )
     for name, (model, _) in models.items():
         g = torch.Generator().manual_seed(0)
         reports[name], _ = evaluate_run(model, vocab, test, eval_args, g)
         g = torch.Generator().manual_seed(1)
-        texts[name] = generate_texts(model, test, vocab, num_samples=args.samples, strategy="greedy", max_inputs=args.show, generator=g)
+        texts[name] = generate_texts(model, test, vocab, num_samples=args.samples, max_inputs=args.show, generator=g, **decoding)
 
     for i in range(min(args.show, len(texts[MODELS[0]]))):
         item = texts[MODELS[0]][i]
@@ -104,7 +117,8 @@ def run(args):
             print(f"  {name.upper()}:")
             for k, sample in enumerate(texts[name][i]["samples"], 1):
                 print(f"    {k}. {sample}")
-    print(f"\nTest metrics ({args.eval_inputs} verses, {args.samples} samples each; NLL/KL per sentence):")
+    how = "greedy per z" if args.greedy else f"words sampled at temperature {args.temperature:g}"
+    print(f"\nTest metrics ({args.eval_inputs} verses, {args.samples} samples each, {how}; NLL/KL per sentence):")
     rows = [
         ("NLL (ELBO)", "likelihood", "elbo"),
         ("KL", "likelihood", "kl"),

@@ -38,6 +38,8 @@ def add_parsers(sub):
     p.add_argument("--no-generation", action="store_true", help="likelihood metrics only")
     p.add_argument("--by-overlap", action="store_true", help="also score separately the inputs whose source occurs "
                    "in the run's training split ('seen') and the rest ('unseen')")
+    p.add_argument("--latest", action="store_true", help="evaluate the newest weights (RUN_DIR/checkpoint.pt) "
+                   "instead of the best model by validation loss (RUN_DIR/model)")
     p.add_argument("--write-samples", help="also write the generated responses (JSON lines) to this file")
     p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
     p.add_argument("--seed", type=int, default=0)
@@ -89,7 +91,7 @@ def run_evaluate(args):
     for path, flag in ((args.output, "--output"), (args.write_samples, "--write-samples")):
         if path:
             runs.check_output_path(path, flag)
-    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    model, vocab, run = runs.load_run(args.run_dir, device=args.device, latest=args.latest)
     spec = runs.corpus_spec(run, args.data_dir)
     seen_sources = None
     if args.by_overlap:
@@ -104,7 +106,8 @@ def run_evaluate(args):
         raise ValueError(f"the run's {spec.name} corpus has no {args.split} file; train with --{args.split}-file")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     report, texts = evaluate_run(model, vocab, data, args, generator, seen_sources)
-    report.update(split=args.split, corpus=spec.name, run_dir=os.path.abspath(args.run_dir))
+    report.update(split=args.split, corpus=spec.name, run_dir=os.path.abspath(args.run_dir),
+                  weights="latest (checkpoint.pt)" if args.latest else "best (model/)")
     write_report(output, report)
     if args.write_samples and texts is not None:
         with open(args.write_samples, "w", encoding="utf-8") as f:

@@ -19,6 +19,7 @@ from fastvae.train.trainer import usable_device
 RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.json"
 MODEL_DIR = "model"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 MODELS = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
 CLASS_TO_NAME = {cls.__name__: name for name, cls in MODELS.items()}
@@ -67,18 +68,31 @@ def read_run(run_dir):
     return run
 
 
-def load_run(run_dir, backend=None, device="cpu"):
-    """``(model, vocab, run)`` of a run directory (its best model, in eval mode)."""
+def load_run(run_dir, backend=None, device="cpu", latest=False):
+    """``(model, vocab, run)`` of a run directory, in eval mode.
+
+    The best model by validation loss (``model/``), or with ``latest=True``
+    the newest weights, ``checkpoint.pt``'s (e.g. after a time or step limit,
+    or to compare a later epoch with the best one).
+    """
     device = usable_device(device)
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"no run directory at {run_dir!r}")
     run = read_run(run_dir)
-    model_dir = os.path.join(run_dir, MODEL_DIR)
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"{run_dir!r} has no trained model yet ({MODEL_DIR}/ is written after the first epoch)")
-    cls = MODELS[run["model"]]
-    model = cls.from_pretrained(model_dir, backend=backend).to(device).eval()
+    if latest:
+        from fastvae.train.checkpoint import load_checkpoint
+
+        path = os.path.join(run_dir, CHECKPOINT_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{run_dir!r} has no {CHECKPOINT_FILE} (it is written during training)")
+        model = load_checkpoint(path, restore_rng=False, backend=backend)["model"]
+    else:
+        model_dir = os.path.join(run_dir, MODEL_DIR)
+        if not os.path.isdir(model_dir):
+            raise FileNotFoundError(f"{run_dir!r} has no trained model yet ({MODEL_DIR}/ is written after the first epoch)")
+        model = MODELS[run["model"]].from_pretrained(model_dir, backend=backend)
+    model = model.to(device).eval()
     vocab = Vocab.load(os.path.join(run_dir, VOCAB_FILE))
     if len(vocab) != model.config["vocab_size"]:
         raise ValueError(f"{run_dir!r}: vocab.json has {len(vocab)} tokens, the model {model.config['vocab_size']}")
@@ -87,10 +101,7 @@ def load_run(run_dir, backend=None, device="cpu"):
 
 def load_latest(run_dir):
     """``(model, vocab)`` with the newest weights: ``checkpoint.pt``'s (e.g. after a time or step limit), in eval mode."""
-    from fastvae.train.checkpoint import load_checkpoint
-
-    model = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"), restore_rng=False)["model"].eval()
-    return model, Vocab.load(os.path.join(run_dir, VOCAB_FILE))
+    return load_run(run_dir, latest=True)[:2]
 
 
 def load_best_or_latest(run_dir):
