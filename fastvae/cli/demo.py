@@ -9,7 +9,7 @@ these few steps: without it both models' renderings ignore the input
 verse), SLCVAE with lambda = 0.1 x the KL weight and the prior term in its
 labeling loss. Then the demo prints a few test verses with ``--samples``
 generated renderings from each model, and both models' metrics side by
-side: words sampled at ``--temperature`` (0.7), or with ``--greedy`` greedy
+side: words sampled at ``--temperature`` (0.5), or with ``--greedy`` greedy
 decoding per z (the paper's protocol, under which these briefly trained
 models give one rendering per verse: z hardly matters yet). The two run
 directories stay usable: ``fastvae generate RUN_DIR/slcvae``.
@@ -43,8 +43,8 @@ def add_parser(sub):
     p.add_argument("--show", type=int, default=4, help="test verses to print (default 4)")
     p.add_argument("--samples", type=int, default=5, help="renderings per verse (default 5)")
     p.add_argument("--eval-inputs", type=int, default=200, help="test verses scored for BLEU/distinct (default 200)")
-    p.add_argument("--temperature", type=float, default=0.7,
-                   help="renderings (and the metrics) sample words at this temperature (default 0.7)")
+    p.add_argument("--temperature", type=float, default=0.5,
+                   help="renderings (and the metrics) sample words at this temperature (default 0.5)")
     p.add_argument("--greedy", action="store_true",
                    help="decode greedily per z instead (the SLCVAE paper's protocol; z alone must make them differ)")
     runs.add_threads_option(p)
