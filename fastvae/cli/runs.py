@@ -25,8 +25,8 @@ MODELS = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq"
 CLASS_TO_NAME = {cls.__name__: name for name, cls in MODELS.items()}
 
 
-def add_threads_option(parser, default_help="torch's default"):
-    parser.add_argument("--threads", type=int, help=f"torch CPU threads (default: {default_help})")
+def add_threads_option(parser):
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
 def set_threads(threads):

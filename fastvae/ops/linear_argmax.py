@@ -41,9 +41,10 @@ def linear_argmax(hidden, weight, bias=None):
         (the winning score).
 
     A NaN or infinite value in ``hidden`` is a ValueError (a broken decoder
-    state would otherwise decode as an arbitrary word). ``weight`` and
-    ``bias`` are not scanned on every decoding step: a [V, H] pass per step
-    would cost several percent of it.
+    state would otherwise decode as an arbitrary word); the scan costs under
+    1% of a call. ``weight`` and ``bias`` are not scanned: at 640 rows x
+    10,000 words on one thread a scan of ``weight`` measured 8% (H=32) to
+    14% (H=256) of the call, on every decoding step.
     """
     _checks.tensor("hidden", hidden, ndim=2)
     _checks.tensor("weight", weight, ndim=2)
