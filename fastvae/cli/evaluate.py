@@ -16,7 +16,7 @@ def add_parsers(sub):
     p = sub.add_parser(
         "evaluate",
         help="NLL, PPL, KL, ELBO, active units, MI and BLEU-P/R, distinct-1/2 of a trained model",
-        description="Evaluate RUN_DIR's best model on a split of its corpus. Likelihood: NLL per sentence and per "
+        description="Evaluate RUN_DIR's best model (--latest: its newest weights) on a split of its corpus. Likelihood: NLL per sentence and per "
         "token, perplexity, KL, ELBO, active units, mutual information (and an importance-weighted NLL with "
         "--iw-samples). Conditional models also get --samples responses per distinct input: BLEU-precision/recall "
         "(mean of BLEU-1..3, NLTK smoothing 7) and distinct-1/2. Prints and writes a JSON report.",
