@@ -84,7 +84,7 @@ def run(args):
     runs.set_threads(args.threads)
     start = time.monotonic()
     for name in MODELS:
-        if os.path.exists(os.path.join(args.run_dir, name, runs.CHECKPOINT_FILE)):
+        if os.path.exists(os.path.join(args.run_dir, name, runs.CHECKPOINT_NAME)):
             raise ValueError(f"{os.path.join(args.run_dir, name)!r} already holds a run; pass another --run-dir or delete it")
     models = {}
     for name in MODELS:

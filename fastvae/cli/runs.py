@@ -14,12 +14,11 @@ import torch
 from fastvae.data import TextDataset, Vocab
 from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.train.trainer import usable_device
+from fastvae.train.trainer import CHECKPOINT_NAME, usable_device
 
 RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.json"
 MODEL_DIR = "model"
-CHECKPOINT_FILE = "checkpoint.pt"
 
 MODELS = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
 CLASS_TO_NAME = {cls.__name__: name for name, cls in MODELS.items()}
@@ -83,9 +82,9 @@ def load_run(run_dir, backend=None, device="cpu", latest=False):
     if latest:
         from fastvae.train.checkpoint import load_checkpoint
 
-        path = os.path.join(run_dir, CHECKPOINT_FILE)
+        path = os.path.join(run_dir, CHECKPOINT_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{run_dir!r} has no {CHECKPOINT_FILE} (it is written during training)")
+            raise FileNotFoundError(f"{run_dir!r} has no {CHECKPOINT_NAME} (it is written during training)")
         model = load_checkpoint(path, restore_rng=False, backend=backend)["model"]
     else:
         model_dir = os.path.join(run_dir, MODEL_DIR)

@@ -217,12 +217,12 @@ def run(args):
         vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
         from fastvae.train.checkpoint import load_checkpoint
 
-        model = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_FILE), restore_rng=False)["model"]
+        model = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_NAME), restore_rng=False)["model"]
         run_info = saved
         run_info["train"] = config.to_dict()
     else:
         config = _train_config(args)
-        if os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT_FILE)):
+        if os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT_NAME)):
             raise ValueError(f"{run_dir!r} already holds a run; pass --resume to continue it or choose a new --run-dir")
         model, vocab, run_info = prepare(args)
         model_name, spec = args.model, runs.corpus_spec(run_info)
