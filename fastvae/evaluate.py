@@ -24,7 +24,7 @@ import tempfile
 import torch
 
 from fastvae.data.dataset import batches, pad
-from fastvae.metrics import bleu_precision_recall, distinct_n
+from fastvae.metrics import bleu_precision_recall, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -529,11 +529,12 @@ def _generation_report(triples, num_samples, strategy, seen=None):
 def _scores(triples, bleu, num_samples, strategy):
     """The report's metrics over ``triples``; ``bleu`` holds their (BLEU-P, BLEU-R) per input."""
     all_samples = [s for _, _, samples in triples for s in samples]
+    precision, recall = mean_precision_recall(bleu)
     return {
         "inputs": float(len(triples)),
         "num_samples": float(num_samples),
-        "bleu_precision": sum(p for p, _ in bleu) / len(bleu),
-        "bleu_recall": sum(r for _, r in bleu) / len(bleu),
+        "bleu_precision": precision,
+        "bleu_recall": recall,
         "distinct_1": float(distinct_n(all_samples, 1)),
         "distinct_2": float(distinct_n(all_samples, 2)),
         "intra_distinct_1": sum(distinct_n(t[2], 1) for t in triples) / len(triples),

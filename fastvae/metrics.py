@@ -83,7 +83,14 @@ def corpus_bleu_pr(list_of_samples, list_of_references, smoothing="method7"):
     list_of_samples, list_of_references = list(list_of_samples), list(list_of_references)
     if len(list_of_samples) != len(list_of_references):
         raise ValueError(f"{len(list_of_samples)} sample lists for {len(list_of_references)} reference lists")
-    if not list_of_samples:
+    return mean_precision_recall(  # raises for no inputs
+        [bleu_precision_recall(s, r, smoothing) for s, r in zip(list_of_samples, list_of_references)]
+    )
+
+
+def mean_precision_recall(pairs):
+    """Mean ``(BLEU-P, BLEU-R)`` of per-input ``(precision, recall)`` pairs (at least one)."""
+    pairs = list(pairs)
+    if not pairs:
         raise ValueError("no inputs to score")
-    pairs = [bleu_precision_recall(s, r, smoothing) for s, r in zip(list_of_samples, list_of_references)]
     return sum(p for p, _ in pairs) / len(pairs), sum(r for _, r in pairs) / len(pairs)
