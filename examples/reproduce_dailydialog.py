@@ -25,8 +25,8 @@ budget trains it longer. Each model's best validation checkpoint is
 evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
-softmax -- BLEU-precision / BLEU-recall (mean of BLEU-1..3, NLTK smoothing
-method 7) and distinct-1/2 over all generated responses. A baseline row
+softmax at ``--temperature`` (default 1) -- BLEU-precision / BLEU-recall
+(mean of BLEU-1..3, NLTK smoothing method 7) and distinct-1/2 over all generated responses. A baseline row
 scores ``--samples`` random training responses per context, which ignores
 the context altogether. Every row is also scored separately on the test
 contexts that occur in the training split ("seen": 23% of them) and on the
@@ -34,7 +34,9 @@ rest ("unseen"): a model that memorizes training responses can gain on the
 seen ones only.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
-(``--results``): ``protocols.<greedy|sample|beam>.rows.<model>`` (test
+(``--results``): ``protocols.<protocol>.rows.<model>`` (``greedy``,
+``sample``, ``beam``, or ``sample-T<t>`` for sampling at a temperature
+other than 1; test
 metrics, training summary, run.json, the ``fastvae train`` command when this
 call trained, five example contexts with their samples) and ``baseline``.
 Rows of other protocols or models already in the file are kept.
@@ -146,6 +148,8 @@ def main(argv=None):
     p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
     p.add_argument("--strategy", choices=("greedy", "sample", "beam"),
                    help="decoding for evaluation (default: beam for Seq2Seq, greedy per z for the VAEs)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="with --strategy sample: softmax temperature (default 1; > 0)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the random-response baseline)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
@@ -155,8 +159,12 @@ def main(argv=None):
     unknown = sorted(set(args.only or ()) - {name for name, _, _ in MODELS})
     if unknown:
         p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
+    if not (args.temperature > 0 and args.temperature < float("inf")):
+        p.error(f"--temperature must be a positive number, got {args.temperature}")
+    if args.temperature != 1.0 and args.strategy != "sample":
+        p.error("--temperature applies to --strategy sample only")
     torch.set_num_threads(args.threads)
-    protocol = args.strategy or "greedy"
+    protocol = protocol_name(args.strategy, args.temperature)
     command = "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     def add_command(results):
@@ -182,7 +190,7 @@ def main(argv=None):
         train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
             batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
-            temperature=1.0, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
+            temperature=args.temperature, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
         )
         t0 = time.monotonic()
         report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0),
@@ -229,8 +237,21 @@ def random_baseline(args):
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
+def protocol_name(strategy, temperature=1.0):
+    """The results file's key for a decoding: ``greedy``, ``sample``, ``beam`` or ``sample-T<temperature>``."""
+    protocol = strategy or "greedy"
+    return protocol if temperature == 1.0 else f"{protocol}-T{temperature:g}"
+
+
+def _decoding(protocol):
+    strategy, _, temperature = protocol.partition("-T")
+    if not temperature:
+        return DECODING[strategy]
+    return DECODING[strategy].replace("temperature 1", f"temperature {temperature}")
+
+
 def _entry(results, protocol):
-    return results.setdefault("protocols", {}).setdefault(protocol, {"decoding": DECODING[protocol], "rows": {}})
+    return results.setdefault("protocols", {}).setdefault(protocol, {"decoding": _decoding(protocol), "rows": {}})
 
 
 def _update(args, change):

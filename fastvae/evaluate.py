@@ -420,8 +420,11 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     text is pooled), ``intra_distinct_1``/``intra_distinct_2`` (distinct-n
     among one input's samples, averaged over inputs: how different the
     samples of one input are), ``avg_length`` (mean tokens per sample, no
-    ``<eos>``) and ``strategy``. With ``return_texts=True``: ``(report,
-    texts)``, ``texts`` as :func:`generate_texts` returns them.
+    ``<eos>``), ``strategy`` and ``decoding`` (the settings that shaped the
+    samples: ``strategy`` and ``max_length``, plus ``temperature``,
+    ``top_k``, ``top_p`` when sampling, ``beam_size`` for beam search). With
+    ``return_texts=True``: ``(report, texts)``, ``texts`` as
+    :func:`generate_texts` returns them.
 
     seen_sources: optional, the sources of the training data as id lists
         (``train.sources`` of a TextDataset built with the same vocabulary
@@ -436,9 +439,20 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
     report = _generation_report(triples, num_samples, strategy, seen)
+    report["decoding"] = _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_size)
     if return_texts:
         return report, [_as_text(t) for t in triples]
     return report
+
+
+def _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_size):
+    """The generation settings that apply to ``strategy`` (the rest are ignored by it, so not reported)."""
+    settings = {"strategy": strategy, "max_length": max_length}
+    if strategy == "sample":
+        settings.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    elif strategy == "beam":
+        settings["beam_size"] = beam_size
+    return settings
 
 
 def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None,

@@ -324,6 +324,14 @@ def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
     assert report["intra_distinct_2"] == pytest.approx(3 / 12)
     assert report["avg_length"] == 4
     assert evaluate_generation(model, dataset, vocab, num_samples=1, max_inputs=1)["inputs"] == 1
+    # the report says how the samples were decoded, with the settings that apply to the strategy only
+    assert report["decoding"] == {"strategy": "sample", "max_length": 30, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    hot = evaluate_generation(model, dataset, vocab, num_samples=1, temperature=0.5, top_p=0.9, max_length=12)
+    assert hot["decoding"] == {"strategy": "sample", "max_length": 12, "temperature": 0.5, "top_k": 0, "top_p": 0.9}
+    beam = evaluate_generation(model, dataset, vocab, num_samples=2, strategy="beam", beam_size=3, temperature=0.5)
+    assert beam["decoding"] == {"strategy": "beam", "max_length": 30, "beam_size": 3}
+    assert evaluate_generation(model, dataset, vocab, strategy="greedy")["decoding"] == {
+        "strategy": "greedy", "max_length": 30}
 
 
 def test_generation_errors(data):
@@ -452,7 +460,7 @@ def test_generation_reports_seen_and_unseen_inputs_apart(monkeypatch):
     # nothing seen: the unseen part is the whole report, the seen part only a count
     report = evaluate_generation(model, dataset, vocab, num_samples=2, seen_sources=[])
     assert report["seen"] == {"inputs": 0.0}
-    assert report["unseen"] == plain_report
+    assert report["unseen"] == {k: v for k, v in plain_report.items() if k != "decoding"}  # said once, at the top
     with pytest.raises(ValueError, match="dataset"):
         evaluate_generation(model, TextDataset([e.target for e in examples], vocab), vocab, seen_sources=[])
 

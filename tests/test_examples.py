@@ -85,6 +85,29 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     sampled = again["protocols"]["sample"]["rows"]["CVAE"]
     assert sampled["generation"]["strategy"] == "sample" and "train_command" not in sampled
     assert again["baseline"] == out["baseline"]
+    # sampling at another temperature is a protocol of its own; the others stay as they were
+    assert script.main(common + ["--only", "CVAE", "--skip-training", "--strategy", "sample",
+                                 "--temperature", "0.5"]) == 0
+    cooler = json.loads(results.read_text())
+    assert cooler["protocols"]["sample"] == again["protocols"]["sample"]
+    entry = cooler["protocols"]["sample-T0.5"]
+    assert "temperature 0.5" in entry["decoding"]
+    assert entry["rows"]["CVAE"]["generation"]["decoding"]["temperature"] == 0.5
+    assert sampled["generation"]["decoding"]["temperature"] == 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--temperature", "0.5"], "--temperature applies to --strategy sample only"),
+    (["--strategy", "sample", "--temperature", "0"], "--temperature must be a positive number"),
+    (["--strategy", "sample", "--temperature", "nan"], "--temperature must be a positive number"),
+])
+def test_reproduce_dailydialog_rejects_bad_temperature(tmp_path, capsys, argv, message):
+    script = load_script("reproduce_dailydialog")
+    with pytest.raises(SystemExit) as info:
+        script.main(argv + ["--results", str(tmp_path / "x.json")])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_reproduce_dailydialog_rejects_unknown_rows(tmp_path, capsys):
