@@ -30,6 +30,15 @@ c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
 
 Opt maybe(const at::Tensor& t) { return t.defined() ? Opt(t) : Opt(); }
 
+// Grad mode is on inside a backward only for create_graph=True: the *_bwd
+// kernels have no derivative, so higher-order gradients are refused by name
+// (as the Python ops do in fastvae/ops/_checks.py: first_order_only).
+void first_order_only(const char* op) {
+  TORCH_CHECK(!at::GradMode::is_enabled(), "fastvae.ops.", op,
+              " is differentiable once: its backward cannot build a graph for higher-order gradients "
+              "(create_graph=True). Use fastvae.ops.", op, "_ref (or backend='reference' on a model) for those");
+}
+
 // ------------------------------------------------------ reparameterize --
 
 using ReparamSig = at::Tensor(const at::Tensor&, const at::Tensor&, const Opt&, const Opt&);
@@ -50,6 +59,7 @@ struct ReparameterizeFn : public torch::autograd::Function<ReparameterizeFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<ReparamSig>("fastvae::reparameterize_bwd");
+    first_order_only("reparameterize");
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& logvar = saved[0];
     const at::Tensor& eps = saved[1];
@@ -91,6 +101,7 @@ struct GaussianKlFn : public torch::autograd::Function<GaussianKlFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<KlBwdSig>("fastvae::gaussian_kl_bwd");
+    first_order_only("gaussian_kl");
     const auto s = ctx->get_saved_variables();
     const bool prior = s[2].defined();
     if (!grads[0].defined()) return variable_list(5);
@@ -140,6 +151,7 @@ struct KlLabelLossFn : public torch::autograd::Function<KlLabelLossFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<KllBwdSig>("fastvae::kl_label_loss_bwd");
+    first_order_only("kl_label_loss");
     const auto s = ctx->get_saved_variables();
     if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(9);
     const bool prior = s[2].defined();

@@ -33,7 +33,14 @@ constexpr int64_t kGrainElems = 16384;
 
 int64_t row_grain(int64_t Z) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(Z, 1)); }
 
-FASTVAE_INLINE float exp_(float x) { return exp_approx(x); }
+// exp_approx clamps its argument to [-87, 88] (so about 1.6e-38 .. 1.7e38);
+// log-variances may lie anywhere, so the latent ops take exp(x/2)^2, which
+// overflows to inf past float's range and underflows to 0 (or a subnormal)
+// below it, as std::exp does. One multiply more; NaN still flows through.
+FASTVAE_INLINE float exp_(float x) {
+  const float half = exp_approx(0.5f * x);
+  return half * half;
+}
 FASTVAE_INLINE double exp_(double x) { return std::exp(x); }
 
 // keep ? v : 0 as a bit mask (a float select here stops GCC vectorizing the loop).

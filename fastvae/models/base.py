@@ -55,6 +55,41 @@ class ModelOutput:
     bow: Optional[torch.Tensor] = None
 
 
+SPECIAL_IDS = ("pad_id", "unk_id", "sos_id", "eos_id")
+SIZES = ("embed_dim", "hidden_size", "num_layers", "latent_size", "prior_hidden_size", "bow_hidden_size")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_config(config):
+    """Sizes and special token ids of a model's constructor arguments (named ValueError/TypeError)."""
+    V = config["vocab_size"]
+    if not _is_int(V) or V < 1:
+        raise ValueError(f"vocab_size must be a positive integer, got {V!r}")
+    for name in SIZES:
+        value = config.get(name)
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in SPECIAL_IDS:
+        value = config[name]
+        if not _is_int(value) or not 0 <= value < V:
+            raise ValueError(f"{name} must be a token id in [0, vocab_size={V}), got {value!r}")
+
+
+def check_weight(name, value):
+    """A loss weight: a finite real number >= 0 (Python number or one-element tensor); returns a float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value < float("inf"):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
 def check_tokens(name, tokens, lengths, vocab_size):
     """``tokens [B, T]`` int64 ids in ``[0, vocab_size)``, ``lengths [B]`` in ``1..T``; returns CPU lengths."""
     if not isinstance(tokens, torch.Tensor):
@@ -87,6 +122,7 @@ class BaseModel(torch.nn.Module):
     def _store_config(self, local_vars):
         params = inspect.signature(type(self).__init__).parameters
         self.config = {name: local_vars[name] for name in params if name != "self"}
+        check_config(self.config)
         self.backend = check_backend(self.config["backend"])
 
     def _make_embedding(self):
@@ -158,22 +194,45 @@ class BaseModel(torch.nn.Module):
                 saved = json.load(f)
             kwargs = dict(saved["config"])
             name = saved["model"]
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            version = saved.get("format_version")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{config_path} is corrupt or not a fastvae config: {exc}") from None
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{config_path} has format_version {version!r}; this fastvae reads version {FORMAT_VERSION} "
+                "(a model saved by another fastvae version)"
+            )
+        device = _load_device(map_location)
         if name != cls.__name__:
             raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}")
         if backend is not None:
             kwargs["backend"] = backend
-        model = cls(**kwargs)
         try:
-            state = load_file(weights_path, device=str(map_location))
+            model = cls(**kwargs)
+        except TypeError as exc:  # an argument the constructor does not take, or one missing
+            raise ValueError(f"{config_path} does not fit {cls.__name__}: {exc}") from None
+        try:
+            state = load_file(weights_path, device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{weights_path} is corrupt: {exc}") from None
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ValueError(f"{weights_path} does not match the {cls.__name__} in {CONFIG_NAME}: {exc}") from None
-        return model
+        return model.to(device)
+
+
+def _load_device(map_location):
+    """``map_location`` as a torch.device that this machine has (named ValueError otherwise)."""
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"map_location must name a device such as 'cpu' or 'cuda:0', got {map_location!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"map_location={map_location!r}, but CUDA is not available on this machine or torch build")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"map_location must be a cpu or cuda device, got {map_location!r}")
+    return device
 
 
 def _write_json(path, obj):

@@ -10,7 +10,7 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight
 from fastvae.models.generation import DecodeOptions, decode
 from fastvae.nn import VocabProjection
 
@@ -206,6 +206,7 @@ class CVAE(_Conditional):
         return nll, bow
 
     def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
+        kl_weight = check_weight("kl_weight", kl_weight)
         (target_lengths, _), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
         z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
         nll, bow = self._reconstruction(batch, target_lengths, h_c, z)
@@ -290,8 +291,8 @@ class SLCVAE(CVAE):
         self._store_config(locals())
         self._build_cvae()
         cfg = self.config
-        if not (isinstance(label_prior_weight, (int, float)) and label_prior_weight >= 0):
-            raise ValueError(f"label_prior_weight must be a number >= 0, got {label_prior_weight!r}")
+        for name in ("label_loss_weight", "label_prior_weight"):
+            cfg[name] = check_weight(name, cfg[name])
         self.label_context_encoder = self._utterance_encoder()
         self.label_target_encoder = self._utterance_encoder()
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
@@ -311,22 +312,24 @@ class SLCVAE(CVAE):
 
     def label(self, batch, target_lengths=None, context_lengths=None):
         """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own)."""
-        if target_lengths is None:
+        if target_lengths is None or context_lengths is None:  # both come checked together, or not at all
             target_lengths, context_lengths = self._check_batch(batch, conditional=True)
         h_c = self.label_context_encoder(self.embedding(batch.context), context_lengths)
         h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
         return self.label_head(torch.cat([h_c, h_x], dim=1))
 
     def forward(self, batch, kl_weight=1.0, label_weight=None, free_bits=0.0, generator=None):
-        (target_lengths, context_lengths), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
+        kl_weight = check_weight("kl_weight", kl_weight)
         if label_weight is None:
             label_weight = self.config["label_loss_weight"] * kl_weight
+        label_weight = check_weight("label_weight", label_weight)
+        (target_lengths, context_lengths), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
         with torch.no_grad():
             z_label = self.label(batch, target_lengths, context_lengths)
         z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
         nll, bow = self._reconstruction(batch, target_lengths, h_c, z)
         latent, kl, label = latent_ops(self.backend).kl_label_loss(
-            mu_q, logvar_q, mu_p, logvar_p, z, z_label, float(kl_weight), float(label_weight), free_bits=free_bits
+            mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=free_bits
         )
         B = batch.target.shape[0]
         loss = nll + latent.sum() + (bow if bow is not None else 0.0)
@@ -372,7 +375,11 @@ class SLCVAE(CVAE):
         ``cvae_optimizer`` must hold :meth:`cvae_parameters` and
         ``label_optimizer`` :meth:`labeling_parameters`. Returns the floats
         ``loss, nll, kl, label`` (CVAE phase) and ``label_nll`` (labeling phase).
+        An optimizer holding a parameter of the other phase (say, the two
+        swapped) is a ValueError before anything is updated.
         """
+        _check_optimizer("cvae_optimizer", cvae_optimizer, self.cvae_parameters(), "cvae_parameters()")
+        _check_optimizer("label_optimizer", label_optimizer, self.labeling_parameters(), "labeling_parameters()")
         cvae_optimizer.zero_grad(set_to_none=True)
         out = self(batch, kl_weight=kl_weight, label_weight=label_weight, free_bits=free_bits, generator=generator)
         out.loss.backward()
@@ -393,3 +400,13 @@ class SLCVAE(CVAE):
             "label": float(out.label),
             "label_nll": float(lab.nll),
         }
+
+
+def _check_optimizer(name, optimizer, allowed, what):
+    """Every parameter ``optimizer`` updates is one of ``allowed`` (the model's ``what``)."""
+    groups = getattr(optimizer, "param_groups", None)
+    if groups is None:
+        raise TypeError(f"{name} must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    ids = {id(p) for p in allowed}
+    if any(id(p) not in ids for group in groups for p in group["params"]):
+        raise ValueError(f"{name} must hold only the model's {what} (were the two optimizers swapped?)")

@@ -26,15 +26,21 @@ class DecodeOptions:
     def check(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if not isinstance(self.max_length, int) or self.max_length < 1:
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {self.max_length!r}")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            raise TypeError(f"top_k must be an int (0: off), got {self.top_k!r}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
-        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, int) or self.beam_size < 1:
             raise ValueError(f"beam_size must be a positive integer, got {self.beam_size!r}")
         return self
 
@@ -65,8 +71,10 @@ def sample_from_logits(logits, generator=None):
     one per vocabulary entry: 6-7x faster on one CPU thread for 640 rows of
     10,000 or 18,296 words (``benchmarks/test_bench_sampling.py``).
     """
-    if logits.dim() != 2 or not logits.is_floating_point():
-        raise ValueError(f"logits must be a float [R, V] tensor, got {tuple(logits.shape)} {logits.dtype}")
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() != 2 or not logits.is_floating_point() or logits.shape[1] == 0:
+        raise ValueError(f"logits must be a float [R, V] tensor with V >= 1, got {tuple(logits.shape)} {logits.dtype}")
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # a half-precision cumulative sum over a vocabulary is too coarse
     cdf = (logits - logits.max(dim=-1, keepdim=True).values).exp_().cumsum_(dim=-1)
@@ -172,7 +180,13 @@ def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options, num_return=1):
         if bool(finished.all()):
             break
         prev = token.view(-1)
-    best = scores.topk(num_return, dim=-1).indices  # [R, n], best first
+    top, best = scores.topk(num_return, dim=-1)  # [R, n], best first
+    if not bool(torch.isfinite(top).all()):
+        # a beam that never held a real hypothesis (more beams than there are sequences to find)
+        raise ValueError(
+            f"beam search found fewer than {num_return} hypotheses per row ({V} words, max_length "
+            f"{options.max_length}); ask for fewer (num_samples / beam_size)"
+        )
     rows = torch.arange(R, device=device).unsqueeze(1)
     tokens = history[rows, best].reshape(R * num_return, -1)
     return _finish(tokens.cpu(), lengths[rows, best].reshape(-1).cpu(), pad_id)

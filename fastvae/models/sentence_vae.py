@@ -4,7 +4,7 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight
 from fastvae.models.generation import DecodeOptions, decode
 
 
@@ -53,6 +53,7 @@ class SentenceVAE(BaseModel):
 
     def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
         target_lengths, _ = self._check_batch(batch, conditional=False)
+        kl_weight = check_weight("kl_weight", kl_weight)
         mu, logvar = self.posterior(self.encoder(self.embedding(batch.target), target_lengths))
         z = latent_ops(self.backend).reparameterize(mu, logvar, generator=generator)
         inputs, targets = self._decoder_io(batch)

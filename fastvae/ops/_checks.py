@@ -101,3 +101,17 @@ def number(name, value):
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def first_order_only(op):
+    """Called first in a fused op's backward: refuse a backward that is itself to be differentiated.
+
+    Autograd runs a backward with grad mode on only for ``create_graph=True``
+    (higher-order gradients). The fused backward kernels have no derivative
+    of their own, so autograd would otherwise return wrong numbers or zeros.
+    """
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        raise RuntimeError(
+            f"fastvae.ops.{op} is differentiable once: its backward cannot build a graph for higher-order "
+            f"gradients (create_graph=True). Use fastvae.ops.{op}_ref (or backend='reference' on a model) for those"
+        )

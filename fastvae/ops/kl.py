@@ -42,7 +42,8 @@ def _kl_terms_ref(mu_q, logvar_q, mu_p, logvar_p):
 
 
 def gaussian_kl_ref(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
-    """Plain-PyTorch :func:`gaussian_kl`."""
+    """Plain-PyTorch :func:`gaussian_kl` (free_bits is checked as there; the tensors are not)."""
+    free_bits = _checks.nonneg_number("free_bits", free_bits)
     terms = _kl_terms_ref(mu_q, logvar_q, mu_p, logvar_p)
     if free_bits > 0:
         keep = ~(terms.detach().mean(0) < free_bits)  # [Z]
@@ -51,7 +52,12 @@ def gaussian_kl_ref(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
 
 
 def kl_label_loss_ref(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=0.0):
-    """Plain-PyTorch :func:`kl_label_loss`; ``z_label`` is detached (a fixed target)."""
+    """Plain-PyTorch :func:`kl_label_loss`; ``z_label`` is detached (a fixed target).
+
+    kl_weight, label_weight and free_bits are checked as in :func:`kl_label_loss`.
+    """
+    kl_weight = _checks.number("kl_weight", kl_weight)
+    label_weight = _checks.number("label_weight", label_weight)
     kl = gaussian_kl_ref(mu_q, logvar_q, mu_p, logvar_p, free_bits)
     label = ((z - z_label.detach()) ** 2).sum(-1)
     return kl_weight * kl + label_weight * label, kl, label
@@ -71,6 +77,7 @@ def _kl_setup_context(ctx, inputs, output):
 
 def _make_kl_backward(bwd_op):
     def backward(ctx, grad_kl, _grad_active):
+        _checks.first_order_only("gaussian_kl")
         mu_q, logvar_q, mu_p, logvar_p, active = ctx.saved_tensors
         d_mq, d_lq, d_mp, d_lp = bwd_op(grad_kl, mu_q, logvar_q, mu_p, logvar_p, active)
         if mu_p is None:
@@ -90,6 +97,7 @@ def _kll_setup_context(ctx, inputs, output):
 
 def _make_kll_backward(bwd_op):
     def backward(ctx, grad_total, grad_kl, grad_label, _grad_active):
+        _checks.first_order_only("kl_label_loss")
         mu_q, logvar_q, mu_p, logvar_p, z, z_label, active = ctx.saved_tensors
         d_mq, d_lq, d_mp, d_lp, d_z = bwd_op(
             grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, *ctx.weights, active
@@ -244,6 +252,13 @@ def _backend(mu_q, op_name, *others):
     return None, None
 
 
+def _required(**tensors):
+    """The arguments that cannot be None are tensors (named TypeError before any kernel sees them)."""
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            _checks.tensor(name, t)
+
+
 def _float(name, value, nonneg=False):
     """A Python float as is (the C++ kernels check its range); anything else checked here."""
     if type(value) is float:
@@ -269,6 +284,7 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
         dtypes, mismatched shapes/dtypes/devices, NaN/inf and negative free_bits.
     """
     free_bits = _float("free_bits", free_bits, nonneg=True)
+    _required(mu_q=mu_q, logvar_q=logvar_q)
     kind, backend = _backend(mu_q, "gaussian_kl", logvar_q, mu_p, logvar_p)
     if kind != "cpu":
         _checks.nonneg_number("free_bits", free_bits)
@@ -302,6 +318,7 @@ def kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_w
     kl_weight = _float("kl_weight", kl_weight)
     label_weight = _float("label_weight", label_weight)
     free_bits = _float("free_bits", free_bits, nonneg=True)
+    _required(mu_q=mu_q, logvar_q=logvar_q, z=z, z_label=z_label)
     kind, backend = _backend(mu_q, "kl_label_loss", logvar_q, mu_p, logvar_p, z, z_label)
     if kind != "cpu":
         _checks.number("kl_weight", kl_weight)

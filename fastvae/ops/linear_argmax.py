@@ -49,12 +49,15 @@ def linear_argmax(hidden, weight, bias=None):
     _checks.tensor("hidden", hidden, ndim=2)
     _checks.tensor("weight", weight, ndim=2)
     _checks.shape("weight", weight, (None, hidden.shape[1]))
+    if weight.shape[0] == 0:
+        raise ValueError(f"weight must hold at least one word (row) to pick from, got shape {tuple(weight.shape)}")
     if bias is not None:
         _checks.shape("bias", _checks.tensor("bias", bias, ndim=1), (weight.shape[0],))
     _checks.same_device("hidden", hidden, weight=weight, bias=bias)
     _checks.same_dtype("hidden", hidden, weight=weight, bias=bias)
     _checks.finite(hidden=hidden)
     kind = _dispatch.fused_backend(hidden, "linear_argmax", cpu_dtypes=(torch.float32,), triton_dtypes=())
-    if kind != "cpu" or (torch.is_grad_enabled() and hidden.requires_grad):
+    if kind != "cpu" or hidden.shape[1] == 0 or (torch.is_grad_enabled() and hidden.requires_grad):
+        # H = 0 (scores = bias) is left to F.linear: the fused kernel assumes at least one feature
         return linear_argmax_ref(hidden, weight, bias)
     return BACKENDS.cpu(hidden, weight, bias)

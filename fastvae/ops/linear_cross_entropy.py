@@ -69,6 +69,7 @@ def _setup_context(ctx, inputs, output):
 
 def _make_backward(bwd_op):
     def backward(ctx, grad_loss, *_unused):
+        _checks.first_order_only("linear_cross_entropy")
         hidden, weight, bias, target, lse = ctx.saved_tensors
         want = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], bias is not None and ctx.needs_input_grad[2])
         fwd_grads, ctx.fwd_grads = ctx.fwd_grads, None
@@ -190,6 +191,8 @@ def _check_args(hidden, weight, bias, target, ignore_index, reduction):
     _checks.shape("target", target, (N,))
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64 (the dtype of target), got {ignore_index}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     _checks.same_device("hidden", hidden, weight=weight, bias=bias, target=target)

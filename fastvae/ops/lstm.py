@@ -86,6 +86,7 @@ def _setup_context(ctx, inputs, output):
 
 def _make_backward(bwd_op):
     def backward(ctx, grad_y, grad_hn, grad_cn, *_saved_grads):
+        _checks.first_order_only("lstm")
         x, w_ih, w_hh, gates, cprev, tanh_c, hprev = ctx.saved_tensors
         if cprev.dim() != 3:
             raise RuntimeError("fastvae lstm: backward of a forward that ran with need_grad=False")
@@ -245,7 +246,7 @@ def _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh, names=("x", "h0", "c0"),
     others = {h_name: h0, c_name: c0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
     _checks.same_device(x_name, x, **others)
     _checks.same_dtype(x_name, x, **others)
-    return T, B
+    return T, B, H
 
 
 def _combined_bias(b_ih, b_hh):
@@ -276,10 +277,12 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=Fals
         state at each sequence's last real step, exactly ``nn.LSTM`` on a
         ``PackedSequence``.
     """
-    T, B = _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    T, B, H = _check_lstm_args(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     if lengths is not None:
         lengths = _checks.lengths(lengths, B, T)
-    backend = backend_for(x, "lstm") if T > 0 and B > 0 else None
+    backend = backend_for(x, "lstm") if T > 0 and B > 0 and H > 0 else None  # empty shapes: the twin
     if backend is None:
         return lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
     need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
@@ -298,11 +301,11 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
         ``(h', c')``, each ``[B, H]``. Differentiable (through :func:`lstm`
         with ``T = 1`` when gradients are needed).
     """
-    _check_lstm_args(x, h, c, w_ih, w_hh, b_ih, b_hh, names=("x", "h", "c"), time_major=False)
+    _, B, H = _check_lstm_args(x, h, c, w_ih, w_hh, b_ih, b_hh, names=("x", "h", "c"), time_major=False)
     if _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh):
         _, h_new, c_new = lstm(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
         return h_new, c_new
-    backend = backend_for(x, "lstm_cell") if x.shape[0] > 0 else None
+    backend = backend_for(x, "lstm_cell") if B > 0 and H > 0 else None
     if backend is None:
         return lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh)
     return backend.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)

@@ -51,6 +51,7 @@ def _setup_context(ctx, inputs, output):
 
 def _make_backward(bwd_op):
     def backward(ctx, grad_z):
+        _checks.first_order_only("reparameterize")
         logvar, eps, seed = ctx.saved_tensors
         _, need_logvar, need_eps, _ = ctx.needs_input_grad
         grad_logvar = bwd_op(grad_z, logvar, eps, seed) if need_logvar else None
