@@ -163,10 +163,13 @@ def _project_2d(means):
     if Z == 2:
         return means, ("z_1", "z_2")
     centred = means - means.mean(dim=0, keepdim=True)
-    _, S, Vh = torch.linalg.svd(centred, full_matrices=False)
+    _, S, Vh = torch.linalg.svd(centred, full_matrices=False)  # min(N, Z) components: one for a single point
     total = float((S**2).sum())
+    S = torch.cat([S, S.new_zeros(2)])[:2]
     share = [float(S[i] ** 2) / total if total > 0 else 0.0 for i in range(2)]
-    return centred @ Vh[:2].T, (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%})")
+    points = centred @ Vh[:2].T
+    points = torch.cat([points, points.new_zeros(N, 2 - points.shape[1])], dim=1)
+    return points, (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%})")
 
 
 def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size=128, labels=None):

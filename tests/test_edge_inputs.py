@@ -199,11 +199,14 @@ def test_slcvae_label_with_target_lengths_only_uses_the_context_lengths():
     torch.testing.assert_close(model.label(batch, batch.target_lengths), model.label(batch))
 
 
-def test_beam_search_wider_than_the_search_space_is_an_error():
+def test_beam_search_wider_than_the_vocabulary_is_an_error():
     model = small(Seq2Seq)
     batch = batches.make_batch(V, B=2, Tc=4, Tx=3)
-    with pytest.raises(ValueError, match="fewer than 20 hypotheses"):
+    # 20 beams over 12 words returned 8 hypotheses that were never real (and a huge beam ran out of memory)
+    with pytest.raises(ValueError, match=f"beam_size must be at most the vocabulary size \\({V}\\), got 20"):
         model.generate(batch.context, batch.context_lengths, num_samples=20, strategy="beam", max_length=1)
+    with pytest.raises(ValueError, match="beam_size must be at most"):
+        small(CVAE).generate(batch.context, batch.context_lengths, strategy="beam", beam_size=V + 1)
     tokens, _ = model.generate(batch.context, batch.context_lengths, num_samples=V, strategy="beam", max_length=1)
     assert sorted(tokens[0, :, 0].tolist()) == list(range(V))  # every word once, no duplicate hypotheses
 

@@ -7,6 +7,7 @@ saves a checkpoint and exits with 130.
 """
 
 import argparse
+import os
 import sys
 
 from fastvae.train import NonFiniteLossError
@@ -32,6 +33,8 @@ def build_parser():
 def _name_flag(message, command_parser):
     """``message`` with a leading option name (``top_p must ...``, from a library check) spelled as its flag."""
     field, _, rest = message.partition(" ")
+    if not rest.startswith(("must ", "is ")) or os.path.exists(field):
+        return message  # e.g. "<path> is empty" for a file that happens to share an option's name
     for action in command_parser._actions:
         if action.dest == field and action.option_strings:
             return f"{action.option_strings[-1]} {rest}"

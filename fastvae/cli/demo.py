@@ -73,25 +73,24 @@ def _train_args(args, model, run_dir):
 
 
 def run(args):
-    for name in ("minutes",):
-        if not getattr(args, name) > 0:
-            raise ValueError(f"--{name} must be > 0, got {getattr(args, name)}")
-    if not args.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {args.temperature}")
+    for name in ("minutes", "temperature"):
+        if not 0 < getattr(args, name) < float("inf"):
+            raise ValueError(f"--{name} must be a finite number > 0, got {getattr(args, name)}")
     for name in ("steps", "verses", "show", "samples", "eval_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     runs.set_threads(args.threads)
     start = time.monotonic()
     for name in MODELS:
-        if os.path.exists(os.path.join(args.run_dir, name, runs.CHECKPOINT_NAME)):
-            raise ValueError(f"{os.path.join(args.run_dir, name)!r} already holds a run; pass another --run-dir or delete it")
+        runs.check_new_run_dir(os.path.join(args.run_dir, name))
     models = {}
     for name in MODELS:
         run_dir = os.path.join(args.run_dir, name)
         print(f"\n=== training {name.upper()} with the bag-of-words loss ({args.steps} steps) -> {run_dir}", flush=True)
         torch.manual_seed(0)
-        train.run(_train_args(args, name, run_dir))
+        code = train.run(_train_args(args, name, run_dir))
+        if code != 0:  # interrupted (Ctrl-C / SIGTERM): the checkpoint is saved; stop here as train does
+            return code
         models[name] = runs.load_latest(run_dir)  # the step limit's weights, also saved as the run's model
         models[name][0].save_pretrained(os.path.join(run_dir, runs.MODEL_DIR))
 

@@ -10,6 +10,7 @@ from fastvae.cli import runs
 from fastvae.data.sources import SPLITS
 from fastvae.evaluate import evaluate_generation, evaluate_likelihood, write_report
 from fastvae.models import SentenceVAE
+from fastvae.models.generation import DecodeOptions
 
 
 def add_parsers(sub):
@@ -42,7 +43,7 @@ def add_parsers(sub):
                    "instead of the best model by validation loss (RUN_DIR/model)")
     p.add_argument("--write-samples", help="also write the generated responses (JSON lines) to this file")
     p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=runs.seed_int, default=0)
     p.add_argument("--device", default="cpu")
     runs.add_threads_option(p)
     p.set_defaults(func=run_evaluate)
@@ -90,7 +91,15 @@ def run_evaluate(args):
     output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
     for path, flag in ((args.output, "--output"), (args.write_samples, "--write-samples")):
         if path:
-            runs.check_output_path(path, flag)
+            runs.check_output_path(path, flag, run_dir=args.run_dir)
+    if args.write_samples:
+        if args.no_generation:
+            raise ValueError("--write-samples writes generated responses: it cannot go with --no-generation")
+        if os.path.abspath(args.write_samples) == os.path.abspath(output):
+            raise ValueError(f"--write-samples and the report (--output) are the same file: {output}")
+    # the decoding flags are checked before the likelihood pass, not after it
+    DecodeOptions(args.strategy or "greedy", args.max_length, args.temperature, args.top_k, args.top_p,
+                  args.beam_size).check()
     model, vocab, run = runs.load_run(args.run_dir, device=args.device, latest=args.latest)
     spec = runs.corpus_spec(run, args.data_dir)
     seen_sources = None

@@ -17,7 +17,7 @@ def _decoding_options(p, default_strategy):
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
     p.add_argument("--beam-size", type=int, default=4, help="beam width (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=runs.seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     runs.add_threads_option(p)
 

@@ -28,6 +28,19 @@ def add_threads_option(parser):
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
 
 
+def seed_int(text):
+    """argparse type of ``--seed``: an integer torch.manual_seed takes (64 bits)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not -(2**63) <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"{value} does not fit in 64 bits")
+    return value
+
+
 def set_threads(threads):
     """Apply ``--threads`` (None: leave torch's setting)."""
     if threads is None:
@@ -37,14 +50,35 @@ def set_threads(threads):
     torch.set_num_threads(threads)
 
 
-def check_output_path(path, flag):
-    """Refuse ``flag``'s output ``path`` before any work: not a directory, its folder creatable."""
+RUN_OUTPUTS = (RUN_FILE, VOCAB_FILE, CHECKPOINT_NAME, MODEL_DIR, "metrics.csv", "tb")
+
+
+def check_output_path(path, flag, run_dir=None):
+    """Refuse ``flag``'s output ``path`` before any work: not a directory, its folder creatable,
+    and not one of the files ``fastvae train`` wrote into ``run_dir`` (which it would destroy)."""
     if os.path.isdir(path):
         raise ValueError(f"{flag}: {path} is a directory, not a file path")
+    if run_dir is not None:
+        target = os.path.realpath(path)
+        for name in RUN_OUTPUTS:
+            own = os.path.realpath(os.path.join(run_dir, name))
+            if target == own or target.startswith(own + os.sep):
+                raise ValueError(f"{flag}: {path} is the run's own {name}; write elsewhere")
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as exc:
         raise ValueError(f"{flag}: cannot create the folder of {path}: {exc.strerror}") from None
+
+
+def check_new_run_dir(run_dir):
+    """A new run may go into ``run_dir``: absent, or a folder without another run's files in it."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ValueError(f"--run-dir {run_dir!r} is a file, not a folder")
+    held = [name for name in (CHECKPOINT_NAME, RUN_FILE, MODEL_DIR) if os.path.exists(os.path.join(run_dir, name))]
+    if held and held[0] == CHECKPOINT_NAME:
+        raise ValueError(f"{run_dir!r} already holds a run; pass --resume to continue it or choose a new --run-dir")
+    if held:  # a run without a checkpoint to resume from (stopped before its first save, or model/ copied in)
+        raise ValueError(f"{run_dir!r} already holds {held[0]} of another run; remove it or choose a new --run-dir")
 
 
 def write_json(path, obj):
@@ -61,9 +95,13 @@ def read_run(run_dir):
     try:
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
-        run["model"], run["corpus"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        model, corpus = run["model"], run["corpus"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is corrupt: {exc}") from None
+    if model not in MODELS:
+        raise ValueError(f"{path} is corrupt: unknown model {model!r} (one of {', '.join(sorted(MODELS))})")
+    if not isinstance(corpus, dict) or not isinstance(corpus.get("name"), str):
+        raise ValueError(f"{path} is corrupt: 'corpus' must be an object with a 'name'")
     return run
 
 
@@ -136,5 +174,8 @@ def tokenizer(run):
 
 def corpus_spec(run, data_dir=None):
     """The run's corpus; ``data_dir`` (e.g. ``--data-dir``), when given, replaces the folder it was read from."""
-    spec = CorpusSpec.from_dict(run["corpus"])
+    try:
+        spec = CorpusSpec.from_dict(run["corpus"])
+    except TypeError as exc:  # a key CorpusSpec does not know
+        raise ValueError(f"the run's corpus settings (run.json) are corrupt: {exc}") from None
     return dataclasses.replace(spec, data_dir=data_dir) if data_dir else spec

@@ -33,7 +33,7 @@ TRAIN_OPTIONS = (
     ("--patience", "patience", int, "early stopping: epochs without a better validation loss (default 3; 0 = off)"),
     ("--log-every", "log_every", int, "steps per training row in metrics.csv (default 50)"),
     ("--valid-batch-size", "valid_batch_size", int, "validation batch size (default 128)"),
-    ("--seed", "seed", int, "random seed (default 0)"),
+    ("--seed", "seed", runs.seed_int, "random seed (default 0)"),
     ("--max-steps", "max_steps", int, "stop (with a checkpoint) after this many steps"),
     ("--max-time", "max_time", float, "stop (with a checkpoint) after this many seconds of training"),
     ("--save-every", "save_every", int, "also checkpoint every N steps"),
@@ -55,7 +55,7 @@ def add_parser(sub):
     p.add_argument("--run-dir", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt with RUN_DIR's settings")
     data = p.add_argument_group("data")
-    data.add_argument("--data", choices=CORPORA, default="bible", help="corpus (default bible: built in)")
+    data.add_argument("--data", choices=CORPORA, help="corpus (default bible: built in)")
     data.add_argument("--data-dir", help="folder with dailydialog/ and ptb/ (default $FASTVAE_DATA or ../shared/data)")
     data.add_argument("--train-file", help="lines/tsv corpus: training file")
     data.add_argument("--valid-file", help="lines/tsv corpus: validation file")
@@ -63,14 +63,14 @@ def add_parser(sub):
     data.add_argument("--max-examples", type=int, help="use only the first N examples of each split")
     data.add_argument("--bible-max-length", type=int, help="bible: skip verses longer than N tokens")
     data.add_argument("--max-length", type=int, help="cut every sequence to N tokens (<eos> included)")
-    data.add_argument("--min-freq", type=int, default=1, help="vocabulary: minimum count (default 1)")
+    data.add_argument("--min-freq", type=int, help="vocabulary: minimum count (default 1)")
     data.add_argument("--max-vocab", type=int, help="vocabulary: at most N tokens, specials included")
     model = p.add_argument_group("model")
     for flag, _, typ, help_ in MODEL_OPTIONS:
         model.add_argument(flag, type=typ, help=help_)
     model.add_argument("--bidirectional", action="store_true", help="bidirectional encoders")
     model.add_argument("--bow", action="store_true", help="CVAE/SLCVAE: add the bag-of-words loss")
-    model.add_argument("--backend", choices=("fused", "reference"), default="fused", help="kernels (default fused)")
+    model.add_argument("--backend", choices=("fused", "reference"), help="kernels (default fused)")
     train = p.add_argument_group("training")
     for flag, _, typ, help_ in TRAIN_OPTIONS:
         train.add_argument(flag, type=typ, help=help_)
@@ -165,7 +165,7 @@ def _model_kwargs(args, cls):
             if key not in accepted:
                 raise ValueError(f"{flag} does not apply to --model {args.model}")
             kwargs[key] = True
-    kwargs["backend"] = args.backend
+    kwargs["backend"] = args.backend or "fused"
     return kwargs
 
 
@@ -173,12 +173,13 @@ def prepare(args):
     """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary."""
     if args.model is None:
         raise ValueError("--model is required (unless --resume)")
+    absolute = lambda path: None if path is None else os.path.abspath(path)  # noqa: E731 (run.json is read from anywhere)
     spec = CorpusSpec(
-        name=args.data,
-        data_dir=args.data_dir,
-        train_file=args.train_file,
-        valid_file=args.valid_file,
-        test_file=args.test_file,
+        name=args.data or "bible",
+        data_dir=absolute(args.data_dir),
+        train_file=absolute(args.train_file),
+        valid_file=absolute(args.valid_file),
+        test_file=absolute(args.test_file),
         max_examples=args.max_examples,
         bible_max_length=args.bible_max_length,
     ).check()
@@ -186,7 +187,7 @@ def prepare(args):
         raise ValueError(f"--max-length must be >= 2, got {args.max_length}")
     train_examples = runs.corpus_examples(spec, "train", args.model)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
-    vocab = Vocab.build(token_lists, min_freq=args.min_freq, max_size=args.max_vocab)
+    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab)
     cls = runs.MODELS[args.model]
     ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
     model = cls(len(vocab), **_model_kwargs(args, cls), **ids)
@@ -196,8 +197,8 @@ def prepare(args):
 
 def _check_resume_args(args):
     """Model, data and KL options are read from the run directory on --resume: refuse them rather than ignore them."""
-    keys = ("model", "train_file", "valid_file", "test_file", "data_dir", "max_examples", "bible_max_length",
-            "max_length", "max_vocab", "kl_k", "kl_x0", "kl_warmup", "kl_cycle", "kl_ratio", "kl_max")
+    keys = ("model", "data", "train_file", "valid_file", "test_file", "data_dir", "max_examples", "bible_max_length",
+            "max_length", "min_freq", "max_vocab", "backend", "kl_k", "kl_x0", "kl_warmup", "kl_cycle", "kl_ratio", "kl_max")
     given = [flag for flag, key, _, _ in MODEL_OPTIONS if getattr(args, key) is not None]
     given += ["--" + key.replace("_", "-") for key in keys if getattr(args, key) is not None]
     given += [flag for flag in ("--bidirectional", "--bow") if getattr(args, flag[2:])]
@@ -222,8 +223,7 @@ def run(args):
         run_info["train"] = config.to_dict()
     else:
         config = _train_config(args)
-        if os.path.isfile(os.path.join(run_dir, runs.CHECKPOINT_NAME)):
-            raise ValueError(f"{run_dir!r} already holds a run; pass --resume to continue it or choose a new --run-dir")
+        runs.check_new_run_dir(run_dir)
         model, vocab, run_info = prepare(args)
         model_name, spec = args.model, runs.corpus_spec(run_info)
         run_info["train"] = config.to_dict()

@@ -58,7 +58,7 @@ class Example:
 
 
 def read_lines(path):
-    """The lines of a UTF-8 text file (without line ends); errors name the file."""
+    """The lines of a UTF-8 text file (without line ends, split at ``\n`` only); errors name the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
@@ -69,7 +69,12 @@ def read_lines(path):
             text = f.read()
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not valid UTF-8 text: {exc}") from None
-    lines = text.splitlines()
+    # "\n" (or "\r\n") ends a line, nothing else: str.splitlines() would also split at form feeds,
+    # \x85 or U+2028 inside a line, and every later error would name the wrong line number
+    lines = text.removeprefix("\ufeff").split("\n")  # a UTF-8 byte-order mark is not a token
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
     if not any(line.strip() for line in lines):
         raise ValueError(f"{path} is empty")
     return lines
@@ -145,8 +150,8 @@ def load_dailydialog(directory, split="train", with_labels=False, max_context=DA
     split = {"valid": "validation", "dev": "validation"}.get(split, split)
     if split not in DAILYDIALOG_SPLITS:
         raise ValueError(f"split must be one of {DAILYDIALOG_SPLITS}, got {split!r}")
-    if max_context < 1:
-        raise ValueError(f"max_context must be >= 1, got {max_context}")
+    if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
+        raise ValueError(f"max_context must be an integer >= 1, got {max_context!r}")
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no DailyDialog directory at {directory}")
@@ -175,6 +180,11 @@ def load_dailydialog(directory, split="train", with_labels=False, max_context=DA
                     emotion=emotions[d][i] if emotions else None,
                 )
             )
+    if not examples:
+        raise ValueError(
+            f"{path}: no dialogue has two utterances, so there is no response to learn "
+            "(utterances end with __eou__; is this a DailyDialog file?)"
+        )
     return examples
 
 

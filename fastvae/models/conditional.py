@@ -75,6 +75,13 @@ class _Conditional(BaseModel):
         n_best = self._latent_free and options.strategy == "beam"
         if n_best:
             options.beam_size = max(options.beam_size, num_samples)
+        V = self.config["vocab_size"]
+        if options.strategy == "beam" and options.beam_size > V:
+            # a wider beam holds hypotheses that were never real (and its [rows * beam, V] scores can exhaust memory)
+            raise ValueError(
+                f"beam_size must be at most the vocabulary size ({V}), got {options.beam_size}"
+                + (" (a Seq2Seq's beam widens to num_samples)" if n_best else "")
+            )
         was_training = self.training
         self.eval()
         try:

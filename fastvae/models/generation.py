@@ -32,8 +32,8 @@ class DecodeOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {value!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < float("inf"):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
             raise TypeError(f"top_k must be an int (0: off), got {self.top_k!r}")
         if self.top_k < 0:
@@ -180,13 +180,7 @@ def _beam(decoder, embed, state, sos_id, eos_id, pad_id, options, num_return=1):
         if bool(finished.all()):
             break
         prev = token.view(-1)
-    top, best = scores.topk(num_return, dim=-1)  # [R, n], best first
-    if not bool(torch.isfinite(top).all()):
-        # a beam that never held a real hypothesis (more beams than there are sequences to find)
-        raise ValueError(
-            f"beam search found fewer than {num_return} hypotheses per row ({V} words, max_length "
-            f"{options.max_length}); ask for fewer (num_samples / beam_size)"
-        )
+    best = scores.topk(num_return, dim=-1).indices  # [R, n], best first
     rows = torch.arange(R, device=device).unsqueeze(1)
     tokens = history[rows, best].reshape(R * num_return, -1)
     return _finish(tokens.cpu(), lengths[rows, best].reshape(-1).cpu(), pad_id)
