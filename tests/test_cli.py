@@ -545,3 +545,120 @@ def test_demo(tmp_path, capsys):
     assert main(greedy) == 0
     assert "greedy per z" in capsys.readouterr().out
     assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "t0"), "--temperature", "0"], "--temperature")
+
+
+# ------------------------------------------------------------------ runs that must not be damaged
+
+
+def test_evaluate_never_overwrites_the_runs_own_files(capsys, tmp_path, slcvae_run):
+    """An --output or --write-samples onto run.json (or another run file) would destroy the run it reads."""
+    before = {name: open(os.path.join(slcvae_run, name), "rb").read() for name in ("run.json", "vocab.json")}
+    base = ["evaluate", slcvae_run, "--split", "valid"]
+    for name in ("run.json", "vocab.json", "checkpoint.pt", os.path.join("model", "config.json")):
+        assert_error(capsys, [*base, "--output", os.path.join(slcvae_run, name)], "--output", "the run's own")
+    assert_error(capsys, [*base, "--write-samples", os.path.join(slcvae_run, "run.json")], "--write-samples")
+    same = str(tmp_path / "same.json")
+    assert_error(capsys, [*base, "--output", same, "--write-samples", same], "--write-samples", "same file")
+    assert_error(capsys, [*base, "--no-generation", "--write-samples", str(tmp_path / "s.jsonl")],
+                 "--write-samples", "--no-generation")
+    # decoding flags are refused before the likelihood pass, not after it
+    assert_error(capsys, [*base, "--strategy", "sample", "--temperature", "inf"], "--temperature", "finite")
+    with pytest.raises(SystemExit) as info:  # an argparse error: usage line, then the message
+        main([*base, "--seed", str(2**70)])
+    assert info.value.code == 2 and "argument --seed" in capsys.readouterr().err
+    assert not os.path.exists(same)
+    assert before == {name: open(os.path.join(slcvae_run, name), "rb").read() for name in before}
+    # a report next to the run's files is fine
+    assert main([*base, "--no-generation", "--output", os.path.join(slcvae_run, "eval_mine.json")]) == 0
+
+
+def test_train_refuses_a_folder_with_another_runs_files(capsys, tmp_path, slcvae_run):
+    pairs = pair_files(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(slcvae_run, copy)
+    os.remove(copy / "checkpoint.pt")  # the model/ of another run, nothing to resume
+    assert_error(capsys, train_argv("cvae", copy, "tsv", *pairs), "already holds", "remove it")
+    assert json.loads((copy / "run.json").read_text())["model"] == "slcvae"  # untouched
+    blocker = write(tmp_path / "a-file", ["x"])
+    assert_error(capsys, train_argv("cvae", blocker, "tsv", *pairs), "--run-dir", "is a file")
+
+
+def test_resume_refuses_data_and_backend_changes(capsys, tmp_path, slcvae_run):
+    base = ["train", "--run-dir", slcvae_run, "--resume", "--epochs", "9", "--no-progress"]
+    for extra, flag in ((["--data", "ptb"], "--data"), (["--min-freq", "5"], "--min-freq"),
+                        (["--backend", "reference"], "--backend")):
+        assert_error(capsys, [*base, *extra], flag, "cannot change on --resume")
+
+
+def test_run_json_holds_absolute_paths_and_is_validated(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pair_files(tmp_path)
+    argv = train_argv("cvae", "run", "tsv", "train.tsv", "valid.tsv", "--max-steps", "1")
+    assert main(argv) == 0
+    corpus = json.loads((tmp_path / "run" / "run.json").read_text())["corpus"]
+    assert corpus["train_file"] == str(tmp_path / "train.tsv") and corpus["valid_file"] == str(tmp_path / "valid.tsv")
+    monkeypatch.chdir("/")  # evaluating from elsewhere reads the same files
+    assert main(["evaluate", str(tmp_path / "run"), "--split", "valid", "--no-generation", "--latest"]) == 0
+    capsys.readouterr()
+    run_json = tmp_path / "run" / "run.json"
+    good = run_json.read_text()
+    for bad, words in (('"model": "transformer"', ["unknown model", "transformer"]),
+                       ('"corpus": "ptb"', ["'corpus' must be an object"])):
+        saved = json.loads(good)
+        key, value = bad.split(": ")
+        saved[key.strip('"')] = json.loads(value)
+        run_json.write_text(json.dumps(saved))
+        assert_error(capsys, ["evaluate", str(tmp_path / "run")], str(run_json), *words)
+    run_json.write_bytes(b"\xff\xfe{")
+    assert_error(capsys, ["evaluate", str(tmp_path / "run")], str(run_json), "corrupt")
+
+
+def test_error_names_the_file_not_an_option_it_shares_a_name_with(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "epochs", ["", " "])
+    valid = pair_files(tmp_path)[1]
+    assert_error(capsys, train_argv("cvae", "r1", "tsv", "data", valid), "data is not a regular file")
+    err = assert_error(capsys, train_argv("cvae", "r2", "tsv", "epochs", valid), "epochs", "is empty")
+    assert "--epochs" not in err and "--data is" not in err
+
+
+def test_plot_with_a_single_point(capsys, svae_run):
+    assert main(["plot", svae_run, "--max-points", "1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("latent.png")
+
+
+def test_beam_wider_than_the_vocabulary_is_refused(capsys, slcvae_run, tmp_path):
+    inputs = write(tmp_path / "in.txt", ["he eats"])
+    assert_error(capsys, ["generate", slcvae_run, "--input", inputs, "--strategy", "beam", "--beam-size", "100000"],
+                 "--beam-size", "vocabulary size")
+
+
+def test_demo_stops_when_its_training_is_interrupted(tmp_path, capsys, monkeypatch):
+    """Ctrl-C / SIGTERM while the first model trains: exit 130 as train does, not on to the second model."""
+    from fastvae.cli import demo, train
+
+    started = []
+
+    def interrupted(args):
+        started.append(args.model)
+        os.makedirs(args.run_dir, exist_ok=True)
+        return 130
+
+    monkeypatch.setattr(train, "run", interrupted)
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--no-progress", "--threads", "1"]) == 130
+    assert started == [demo.MODELS[0]]
+    assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "inf"), "--minutes", "inf"], "--minutes", "finite")
+
+
+@pytest.mark.parametrize("extra, flag", [
+    (["--kl-x0", "-100"], "--kl-x0"), (["--kl-k", "0"], "--kl-k"), (["--kl-max", "nan"], "--kl-max"),
+    (["--kl-schedule", "cyclical", "--kl-cycle", "10", "--kl-ratio", "2"], "--kl-ratio"),
+    (["--embed-dropout", "2"], "--embed-dropout"), (["--word-dropout", "-1"], "--word-dropout"),
+    (["--max-vocab", "3"], "--max-vocab"), (["--min-freq", "0"], "--min-freq"),
+])
+def test_train_errors_name_the_flag_not_the_library_parameter(capsys, tmp_path, extra, flag):
+    run_dir = tmp_path / "run"
+    err = assert_error(capsys, train_argv("cvae", run_dir, "tsv", *pair_files(tmp_path), *extra), flag)
+    assert err.split("error: ", 1)[1].startswith(flag), err
+    assert not run_dir.exists()

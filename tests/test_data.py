@@ -364,3 +364,46 @@ def test_bible_full_test_split():
     assert len(examples) == 4 * 1535  # 1,535 verses of the 31,098 in all five translations
     assert [e.group for e in examples[::4]] == list(range(1535))
     assert all(examples[i].source == examples[i + 3].source for i in range(0, len(examples), 4))
+
+
+def test_lines_end_at_newlines_only(tmp_path):
+    """A form feed, \\x85 or U+2028 inside a line neither splits it nor shifts the line numbers of errors."""
+    path = tmp_path / "odd.txt"
+    path.write_bytes("\ufefffirst sentence\nsecond\x0cthird sentence\nfourth\u2028line\r\n\nsixth\n".encode("utf-8"))
+    with pytest.raises(ValueError, match=r"odd.txt:4: malformed line"):  # the blank line is physical line 4
+        load_lines(path)
+    path.write_bytes("\ufefffirst sentence\nsecond\x0cthird sentence\nfourth\u2028line\r\n".encode("utf-8"))
+    assert load_lines(path) == [["first", "sentence"], ["second", "third", "sentence"], ["fourth", "line"]]
+    tsv = tmp_path / "odd.tsv"
+    tsv.write_bytes("a b\tc d\ne\x85f\tg\n".encode("utf-8"))
+    assert [ex.target for ex in load_tsv(tsv)] == [["c", "d"], ["g"]]
+
+
+def test_dailydialog_file_without_responses_is_named(tmp_path):
+    folder = tmp_path / "dd"
+    folder.mkdir()
+    (folder / "dialogues_train.txt").write_text("hello there\njust one utterance __eou__\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dialogues_train.txt: no dialogue has two utterances"):
+        load_dailydialog(folder, "train")
+    (folder / "dialogues_train.txt").write_text("hi __eou__ hello __eou__\n", encoding="utf-8")
+    for bad in (2.5, None, True):
+        with pytest.raises(ValueError, match="max_context must be an integer"):
+            load_dailydialog(folder, "train", max_context=bad)
+
+
+def test_vocab_and_batching_argument_checks():
+    with pytest.raises(TypeError, match="token_lists must hold lists of tokens"):
+        Vocab.build(["hello", "world"])
+    for bad in (float("nan"), 0, 1.5):
+        with pytest.raises(ValueError, match="min_freq must be an integer >= 1"):
+            Vocab.build([["a"]], min_freq=bad)
+    with pytest.raises(ValueError, match="max_size must be an integer"):
+        Vocab.build([["a"]], max_size=10.0)
+    vocab = Vocab.build([["a", "b"]])
+    with pytest.raises(ValueError, match="max_length must be an integer"):
+        TextDataset([["a"]], vocab, max_length=float("nan"))
+    data = TextDataset([["a"], ["b"], ["a", "b"]], vocab)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="bucket_chunk must be an integer >= 1"):
+            list(batches(data, 2, shuffle=False, bucket_chunk=bad))
+    assert sum(b.target.shape[0] for b in batches(data, 2, shuffle=False, bucket=False, bucket_chunk=0)) == 3

@@ -7,7 +7,7 @@ from fastvae.cli import runs
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec
 from fastvae.train import Trainer, TrainConfig
-from fastvae.train.schedules import SCHEDULES
+from fastvae.train.schedules import SCHEDULES, make_schedule
 
 # model options: (flag, config key, type, help); None = the model's own default
 MODEL_OPTIONS = (
@@ -121,7 +121,17 @@ def kl_schedule(args, default):
         out = {"name": "constant", "weight": given.get("max_weight", 1.0)}
     if name in ("linear", "cyclical") and ("warmup_steps" if name == "linear" else "cycle_steps") not in out:
         raise ValueError(f"--kl-schedule {name} needs --kl-{'warmup' if name == 'linear' else 'cycle'}")
+    try:  # checked here, so that the message names the flag and not the schedule's parameter
+        make_schedule(**out)
+    except ValueError as exc:
+        field, _, rest = str(exc).partition(" ")
+        flag = {"weight": "--kl-max", **_KL_FLAGS}.get(field)
+        raise ValueError(f"{flag} {rest}" if flag else str(exc)) from None
     return out
+
+
+_KL_FLAGS = {"k": "--kl-k", "x0": "--kl-x0", "warmup_steps": "--kl-warmup", "cycle_steps": "--kl-cycle",
+             "ratio": "--kl-ratio", "max_weight": "--kl-max"}
 
 
 def _train_config(args, saved=None):
@@ -187,7 +197,10 @@ def prepare(args):
         raise ValueError(f"--max-length must be >= 2, got {args.max_length}")
     train_examples = runs.corpus_examples(spec, "train", args.model)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
-    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab)
+    try:
+        vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab)
+    except ValueError as exc:  # Vocab.build names its own parameters
+        raise ValueError(str(exc).replace("max_size", "--max-vocab", 1).replace("min_freq", "--min-freq", 1)) from None
     cls = runs.MODELS[args.model]
     ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
     model = cls(len(vocab), **_model_kwargs(args, cls), **ids)

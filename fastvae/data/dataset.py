@@ -24,8 +24,8 @@ class TextDataset:
     """
 
     def __init__(self, examples, vocab, max_length=None):
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1 (room for <eos>), got {max_length}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be an integer >= 1 (room for <eos>) or None, got {max_length!r}")
         examples = list(examples)
         if not examples:
             raise ValueError("TextDataset needs at least one example")
@@ -87,6 +87,8 @@ def batch_indices(dataset, batch_size, shuffle=True, bucket=True, generator=None
     """The dataset positions of each batch :func:`batches` yields, as a list of index lists (no collation)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if bucket and (isinstance(bucket_chunk, bool) or not isinstance(bucket_chunk, int) or bucket_chunk < 1):
+        raise ValueError(f"bucket_chunk must be an integer >= 1 (batches per sorted chunk), got {bucket_chunk!r}")
     n = len(dataset)
     order = torch.randperm(n, generator=generator).tolist() if shuffle else list(range(n))
     if bucket:

@@ -41,12 +41,16 @@ class Vocab:
         of the data), at most ``max_size`` tokens in all (specials included).
         Special tokens found in the data are not counted twice.
         """
-        if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
-        if max_size is not None and max_size < len(SPECIALS):
-            raise ValueError(f"max_size must be at least {len(SPECIALS)} (the special tokens), got {max_size}")
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"min_freq must be an integer >= 1, got {min_freq!r}")
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)
+                                     or max_size < len(SPECIALS)):
+            raise ValueError(f"max_size must be an integer >= {len(SPECIALS)} (the special tokens) or None, got {max_size!r}")
         counts = Counter()
-        for tokens in token_lists:
+        for i, tokens in enumerate(token_lists):
+            if isinstance(tokens, str):  # a sentence, not its tokens: it would count characters
+                raise TypeError(f"token_lists must hold lists of tokens, got the string {tokens[:40]!r} at position {i}; "
+                                "tokenize it first (fastvae.data.tokenize)")
             counts.update(tokens)
         for special in SPECIALS:
             counts.pop(special, None)

@@ -72,6 +72,10 @@ def check_config(config):
         value = config.get(name)
         if value is not None and (not _is_int(value) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("word_dropout", "embed_dropout"):
+        value = config.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
     for name in SPECIAL_IDS:
         value = config[name]
         if not _is_int(value) or not 0 <= value < V:
