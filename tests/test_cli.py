@@ -662,3 +662,29 @@ def test_train_errors_name_the_flag_not_the_library_parameter(capsys, tmp_path, 
     err = assert_error(capsys, train_argv("cvae", run_dir, "tsv", *pair_files(tmp_path), *extra), flag)
     assert err.split("error: ", 1)[1].startswith(flag), err
     assert not run_dir.exists()
+
+
+def test_train_refuses_flags_the_model_or_corpus_would_ignore(capsys, tmp_path):
+    pairs = pair_files(tmp_path)
+    run_dir = tmp_path / "run"
+    for extra, words in ((["--label-weight", "0.5"], ["--label-weight", "--model cvae"]),
+                         (["--label-lr", "1e-4"], ["--label-lr", "SLCVAE only"]),
+                         (["--bible-max-length", "20"], ["--bible-max-length", "--data tsv"]),
+                         (["--data-dir", str(tmp_path)], ["--data-dir", "--data tsv"]),
+                         (["--test-file", str(tmp_path / "missing.tsv")], ["--test-file", "missing.tsv"])):
+        assert_error(capsys, train_argv("cvae", run_dir, "tsv", *pairs, *extra), *words)
+    assert_error(capsys, ["train", "--model", "cvae", "--run-dir", str(run_dir), "--train-file", pairs[0]],
+                 "--train-file", "--data bible")
+    assert not run_dir.exists()
+
+
+def test_inputs_outside_the_vocabulary_are_warned_about(capsys, tmp_path, slcvae_run, svae_run):
+    inputs = write(tmp_path / "in.txt", ["the cat eats", "the cat eats quantum xylophones"] + ["zebra"] * 7)
+    assert main(["generate", slcvae_run, "--input", inputs, "--samples", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "input line 1" not in err
+    assert "input line 2: 2 of 5 tokens are not in the run's vocabulary" in err and "'quantum', 'xylophones'" in err
+    assert err.count("warning: input line") == 5 and "3 more input(s)" in err  # 8 inputs with unknown words
+    assert main(["interpolate", svae_run, "the cat sees the ball .", "quantum xylophones hum"]) == 0
+    err = capsys.readouterr().err
+    assert "sentence_b: 3 of 3 tokens" in err and "sentence_a" not in err

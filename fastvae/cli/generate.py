@@ -75,9 +75,39 @@ def _text(vocab, ids):
     return " ".join(vocab.decode(ids))
 
 
+class _UnknownWords:
+    """Warns on stderr when input tokens are not in the run's vocabulary (the model reads them as <unk>)."""
+
+    SHOWN = 5  # inputs warned about one by one; the rest are counted
+
+    def __init__(self, command, vocab):
+        self.command, self.vocab, self.warned, self.more = command, vocab, 0, 0
+
+    def check(self, where, tokens):
+        unknown = [t for t in tokens if t not in self.vocab]
+        if not unknown:
+            return
+        if self.warned == self.SHOWN:
+            self.more += 1
+            return
+        self.warned += 1
+        words = ", ".join(repr(t) for t in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        print(f"fastvae {self.command}: warning: {where}: {len(unknown)} of {len(tokens)} tokens are not in the "
+              f"run's vocabulary and are read as <unk>: {words}", file=sys.stderr)
+
+    def finish(self):
+        if self.more:
+            print(f"fastvae {self.command}: warning: {self.more} more input(s) hold tokens outside the vocabulary",
+                  file=sys.stderr)
+
+
 def _read_inputs(path):
     if path == "-":
-        lines = sys.stdin.read().splitlines()
+        try:
+            lines = sys.stdin.read().split("\n")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"--input: stdin is not valid UTF-8 text: {exc}") from None
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
         if not any(line.strip() for line in lines):
             raise ValueError("--input: stdin holds no non-empty lines")
     else:
@@ -98,10 +128,12 @@ def run_generate(args):
     if isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a sentence-vae: use fastvae sample / interpolate")
     g = torch.Generator(device=args.device).manual_seed(args.seed)
+    unknown = _UnknownWords("generate", vocab)
     for lineno, line in _read_inputs(args.input):
         tokens = tokenize(line)
         if not tokens:
             raise ValueError(f"--input line {lineno}: no tokens in {line!r}")
+        unknown.check(f"input line {lineno}", tokens)
         ids = torch.tensor([vocab.encode(tokens) + [vocab.eos_id]], device=args.device)
         out, _ = model.generate(ids, torch.tensor([ids.shape[1]]), num_samples=args.samples, generator=g, **kwargs)
         texts = [_text(vocab, out[0, k]) for k in range(args.samples)]
@@ -112,6 +144,7 @@ def run_generate(args):
             for k, text in enumerate(texts, 1):
                 print(f"  {k}. {text}")
             print(flush=True)
+    unknown.finish()
     return 0
 
 
@@ -140,10 +173,12 @@ def run_interpolate(args):
         raise ValueError(f"--steps must be >= 2, got {args.steps}")
     model, vocab, tokenize = _sentence_vae(args)
     ends = []
+    unknown = _UnknownWords("interpolate", vocab)
     for name, sentence in (("sentence_a", args.sentence_a), ("sentence_b", args.sentence_b)):
         tokens = tokenize(sentence)
         if not tokens:
             raise ValueError(f"{name} has no tokens")
+        unknown.check(name, tokens)
         ends.append(torch.tensor(vocab.encode(tokens) + [vocab.eos_id], device=args.device))
     tokens, _ = model.interpolate(ends[0], ends[1], steps=args.steps, max_length=args.max_length)
     for row, t in enumerate(torch.linspace(0, 1, args.steps).tolist()):

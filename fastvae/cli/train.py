@@ -183,6 +183,7 @@ def prepare(args):
     """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary."""
     if args.model is None:
         raise ValueError("--model is required (unless --resume)")
+    _check_applicable(args)
     absolute = lambda path: None if path is None else os.path.abspath(path)  # noqa: E731 (run.json is read from anywhere)
     spec = CorpusSpec(
         name=args.data or "bible",
@@ -206,6 +207,25 @@ def prepare(args):
     model = cls(len(vocab), **_model_kwargs(args, cls), **ids)
     run = {"model": args.model, "corpus": spec.to_dict(), "max_length": args.max_length}
     return model, vocab, run
+
+
+def _check_applicable(args):
+    """Flags that the chosen model or corpus would ignore are refused, not dropped in silence."""
+    data = args.data or "bible"
+    if args.model != "slcvae":
+        for flag, key in (("--label-weight", "label_weight"), ("--label-lr", "label_lr")):
+            if getattr(args, key) is not None:
+                raise ValueError(f"{flag} does not apply to --model {args.model} (SLCVAE only)")
+    per_corpus = (("--bible-max-length", "bible_max_length", ("bible",)), ("--data-dir", "data_dir", ("dailydialog", "ptb")),
+                  ("--train-file", "train_file", ("lines", "tsv")), ("--valid-file", "valid_file", ("lines", "tsv")),
+                  ("--test-file", "test_file", ("lines", "tsv")))
+    for flag, key, corpora in per_corpus:
+        if getattr(args, key) is not None and data not in corpora:
+            raise ValueError(f"{flag} does not apply to --data {data} (only to {' / '.join(corpora)})")
+    for flag, key in (("--valid-file", "valid_file"), ("--test-file", "test_file")):
+        path = getattr(args, key)
+        if path is not None and not os.path.isfile(path):  # the test file is read only later, by evaluate
+            raise ValueError(f"{flag}: no such file: {path}")
 
 
 def _check_resume_args(args):
