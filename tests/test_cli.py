@@ -629,7 +629,7 @@ def test_plot_with_a_single_point(capsys, svae_run):
 
 
 def test_beam_wider_than_the_vocabulary_is_refused(capsys, slcvae_run, tmp_path):
-    inputs = write(tmp_path / "in.txt", ["he eats"])
+    inputs = write(tmp_path / "in.txt", ["the cat eats"])
     assert_error(capsys, ["generate", slcvae_run, "--input", inputs, "--strategy", "beam", "--beam-size", "100000"],
                  "--beam-size", "vocabulary size")
 
