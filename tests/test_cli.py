@@ -688,3 +688,25 @@ def test_inputs_outside_the_vocabulary_are_warned_about(capsys, tmp_path, slcvae
     assert main(["interpolate", svae_run, "the cat sees the ball .", "quantum xylophones hum"]) == 0
     err = capsys.readouterr().err
     assert "sentence_b: 3 of 3 tokens" in err and "sentence_a" not in err
+
+
+def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback(capsys, tmp_path, monkeypatch):
+    argv = train_argv("cvae", tmp_path / "run", "tsv", *pair_files(tmp_path), "--hidden-size", "10000000")
+    err = assert_error(capsys, argv, "out of memory", "can't allocate memory", "--hidden-size")
+    assert "Traceback" not in err
+    import fastvae.cli as cli
+
+    build = cli.build_parser
+
+    def buggy(args):
+        raise RuntimeError("index out of range")
+
+    def with_a_buggy_sample_command():
+        parser = build()
+        for action in parser._subparsers._group_actions:
+            action.choices["sample"].set_defaults(func=buggy)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", with_a_buggy_sample_command)
+    with pytest.raises(RuntimeError, match="index out of range"):  # a bug keeps its traceback
+        main(["sample", str(tmp_path)])

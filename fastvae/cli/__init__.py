@@ -59,3 +59,11 @@ def main(argv=None):
     except OSError as exc:  # the file system refused (a directory where a file was meant, permissions, a full disk)
         print(f"fastvae {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except (RuntimeError, MemoryError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and "can't allocate memory" not in text and "out of memory" not in text:
+            raise  # a bug, not the user's sizes: keep the traceback
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        print(f"fastvae {args.command}: error: out of memory ({first}); try smaller sizes "
+              "(--hidden-size, --batch-size, --beam-size, --samples ...)", file=sys.stderr)
+        return 2

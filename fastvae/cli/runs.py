@@ -96,7 +96,7 @@ def read_run(run_dir):
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
         model, corpus = run["model"], run["corpus"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} is corrupt: {exc}") from None
     if model not in MODELS:
         raise ValueError(f"{path} is corrupt: unknown model {model!r} (one of {', '.join(sorted(MODELS))})")

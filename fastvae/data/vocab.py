@@ -110,7 +110,7 @@ class Vocab:
                 data = json.load(f)
             tokens = data["tokens"]
             version = data["format_version"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
             raise ValueError(f"{path} is corrupt or not a fastvae vocabulary: {exc!r}") from None
         if version != FORMAT_VERSION:
             raise ValueError(f"{path} has vocabulary format {version!r}; this fastvae reads {FORMAT_VERSION}")

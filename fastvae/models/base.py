@@ -199,7 +199,7 @@ class BaseModel(torch.nn.Module):
             kwargs = dict(saved["config"])
             name = saved["model"]
             version = saved.get("format_version")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"{config_path} is corrupt or not a fastvae config: {exc}") from None
         if version != FORMAT_VERSION:
             raise ValueError(
