@@ -26,12 +26,14 @@ evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
 softmax at ``--temperature`` (default 1) -- BLEU-precision / BLEU-recall
-(mean of BLEU-1..3, NLTK smoothing method 7) and distinct-1/2 over all generated responses. A baseline row
-scores ``--samples`` random training responses per context, which ignores
-the context altogether. Every row is also scored separately on the test
-contexts that occur in the training split ("seen": 23% of them) and on the
-rest ("unseen"): a model that memorizes training responses can gain on the
-seen ones only.
+(mean of BLEU-1..3, NLTK smoothing method 7) and distinct-1/2 over all
+generated responses. Two baseline rows: ``--samples`` random training
+responses per context, which ignores the context altogether, and each
+context answered by its own last utterance (one response: how much BLEU
+mere overlap with the context earns). Every row is also scored separately
+on the test contexts that occur in the training split ("seen": 23% of them)
+and on the rest ("unseen"): a model that memorizes training responses can
+gain on the seen ones only.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<protocol>.rows.<model>`` (``greedy``,
@@ -55,7 +57,7 @@ from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
 from fastvae.cli.evaluate import evaluate_run
 from fastvae.data import Vocab
-from fastvae.evaluate import evaluate_random_responses
+from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -79,6 +81,7 @@ DECODING = {
     "beam": "z from the prior, beam search per z (beam = --samples)",
 }
 BASELINE = "Random train responses"
+ECHO = "Echo of the last context utterance"
 
 
 def train_argv(args, model, extra, run_dir):
@@ -207,19 +210,17 @@ def main(argv=None):
         g = report["generation"]
         print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
               f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
-    if BASELINE not in results.get("baseline", {}):
-        baseline = random_baseline(args)
-        results = _update(args, lambda results: results.setdefault("baseline", {}).update({BASELINE: baseline}))
+    for name, make in ((BASELINE, random_baseline), (ECHO, echo_baseline)):
+        if name not in results.get("baseline", {}):
+            baseline = make(args)
+            results = _update(args, lambda results: results.setdefault("baseline", {}).update({name: baseline}))
     print(table(results, protocol))
     return 0
 
 
-def random_baseline(args):
-    """The table's metrics for --samples random training responses per test context (the context is ignored).
-
-    Uses the vocabulary of the first run found under --run-root, so that
-    ``<unk>`` falls on the same words as in the models' rows.
-    """
+def _baseline_data(args):
+    """``(vocab, test, train, run_dir)`` with the vocabulary of the first run found under --run-root,
+    so that ``<unk>`` falls on the same words as in the models' rows."""
     for name, model_name, _ in MODELS:
         run_dir = row_run_dir(args, name)
         if os.path.isfile(os.path.join(run_dir, runs.VOCAB_FILE)):
@@ -231,9 +232,22 @@ def random_baseline(args):
     spec = runs.corpus_spec(run, args.data_dir)
     test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
     train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
+    return vocab, test, train, run_dir
+
+
+def random_baseline(args):
+    """The table's metrics for --samples random training responses per test context (the context is ignored)."""
+    vocab, test, train, run_dir = _baseline_data(args)
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
                                        max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0),
                                        seen_sources=train.sources)
+    return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
+
+
+def echo_baseline(args):
+    """The table's metrics when each test context is answered by its own last utterance (one response)."""
+    vocab, test, train, run_dir = _baseline_data(args)
+    report = evaluate_echo_responses(test, vocab, max_inputs=args.max_inputs, seen_sources=train.sources)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 

@@ -23,6 +23,7 @@ import tempfile
 
 import torch
 
+from fastvae.data.corpora import EOU
 from fastvae.data.dataset import batches, pad
 from fastvae.metrics import bleu_precision_recall, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
@@ -491,6 +492,34 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
         for (source, targets), row in zip(groups, picks)
     ]
     return _generation_report(triples, num_samples, "random-response", seen)
+
+
+def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen_sources=None):
+    """The same report for a baseline that answers every input with its own last segment.
+
+    The reply is the part of the input's source after its last ``separator``
+    token (DailyDialog: the utterance just before the response; the whole
+    source when it holds no separator). No model, no randomness: one
+    response per input, so BLEU-precision equals BLEU-recall. It shows how
+    much BLEU mere overlap with the context earns.
+
+    dataset: a conditional TextDataset; vocab: the Vocab that decodes ids.
+    seen_sources: as in :func:`evaluate_generation`. The report's ``strategy``
+    is ``"echo-context"``.
+    """
+    if not getattr(dataset, "conditional", False):
+        raise ValueError("dataset must be conditional (examples with a source): the baseline echoes sources")
+    if max_inputs is not None:
+        _check_positive_int("max_inputs", max_inputs)
+    if not isinstance(separator, str):
+        raise TypeError(f"separator must be a token (str), got {type(separator).__name__}")
+    seen = _seen_mask(dataset, max_inputs, seen_sources)
+    triples = []
+    for source, targets in _groups(dataset, max_inputs):
+        words = vocab.decode(source)
+        cut = len(words) - words[::-1].index(separator) if separator in words else 0
+        triples.append((words, [vocab.decode(t) for t in targets], [words[cut:]]))
+    return _generation_report(triples, 1, "echo-context", seen)
 
 
 def split_by_seen(dataset, seen_sources, max_inputs=None):

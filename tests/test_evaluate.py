@@ -13,6 +13,7 @@ from fastvae.evaluate import (
     _batch_mutual_info,
     evaluate_generation,
     evaluate_likelihood,
+    evaluate_echo_responses,
     evaluate_random_responses,
     generate_texts,
     posterior_parameters,
@@ -394,6 +395,30 @@ def test_random_responses_errors(data):
         evaluate_random_responses(conditional, plain.targets, vocab, num_samples=0)
     with pytest.raises(ValueError, match="max_inputs"):
         evaluate_random_responses(conditional, plain.targets, vocab, max_inputs=0)
+
+
+def test_echo_baseline_answers_with_the_last_utterance_of_the_context():
+    from fastvae.data import EOU
+
+    words = ["how", "are", "you", "fine", "thanks", "and", "good", "bye", "?"]
+    vocab = Vocab.build([words + [EOU]])
+    examples = [
+        Example(["how", "are", "you", EOU, "fine", "thanks", "and", "you", "?"], ["fine", "thanks", "bye"], 0),
+        Example(["good", "bye"], ["bye"], 1),  # no separator: the whole source is echoed
+    ]
+    report = evaluate_echo_responses(TextDataset(examples, vocab), vocab)
+    p, r = corpus_bleu_pr([[["fine", "thanks", "and", "you", "?"]], [["good", "bye"]]],
+                          [[["fine", "thanks", "bye"]], [["bye"]]])
+    assert report["strategy"] == "echo-context" and report["num_samples"] == 1 and report["inputs"] == 2
+    assert report["bleu_precision"] == pytest.approx(p) and report["bleu_recall"] == pytest.approx(r)
+    assert report["avg_length"] == pytest.approx(3.5)
+    seen_sources = [vocab.encode(["good", "bye"]) + [vocab.eos_id]]  # as TextDataset stores sources
+    seen = evaluate_echo_responses(TextDataset(examples, vocab), vocab, seen_sources=seen_sources)
+    assert seen["seen"]["inputs"] == 1 and seen["unseen"]["inputs"] == 1
+    with pytest.raises(ValueError, match="dataset must be conditional"):
+        evaluate_echo_responses(TextDataset([["good"]], vocab), vocab)
+    with pytest.raises(ValueError, match="max_inputs"):
+        evaluate_echo_responses(TextDataset(examples, vocab), vocab, max_inputs=0)
 
 
 # ------------------------------------------------------- seen / unseen inputs

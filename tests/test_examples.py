@@ -64,6 +64,9 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     baseline = out["baseline"]["Random train responses"]
     assert baseline["generation"]["strategy"] == "random-response" and baseline["generation"]["inputs"] == 4
     assert baseline["generation"]["seen"]["inputs"] + baseline["generation"]["unseen"]["inputs"] == 4
+    echo = out["baseline"]["Echo of the last context utterance"]["generation"]
+    assert echo["strategy"] == "echo-context" and echo["inputs"] == 4 and echo["num_samples"] == 1
+    assert echo["bleu_precision"] == echo["bleu_recall"]
     assert out["paper"]["SLCVAE"] == [0.214, 0.354, 0.014, 0.078]
     # the same command with a larger budget continues the run (resume), it does not start over:
     # the first epoch's log row (with its wall-clock seconds) stays as it was
