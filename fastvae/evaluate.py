@@ -336,7 +336,23 @@ def _groups(dataset, max_inputs):
         members[group].append(i)
     if max_inputs is not None:
         order = order[:max_inputs]
+    for g in order:  # one group is one input: a second source under the same id would vanish from the scores
+        first = members[g][0]
+        for i in members[g][1:]:
+            if dataset.sources[i] != dataset.sources[first]:
+                raise ValueError(f"examples {first} and {i} share group {g!r} but have different sources; "
+                                 "a group is one source with all its references (give each source its own group)")
     return [(dataset.sources[members[g][0]], [dataset.targets[i] for i in members[g]]) for g in order]
+
+
+def _check_vocab(vocab, dataset):
+    """``vocab`` decodes ``dataset``'s ids: a Vocab equal to the one the dataset was encoded with."""
+    from fastvae.data import Vocab
+
+    if not isinstance(vocab, Vocab):
+        raise TypeError(f"vocab must be a fastvae.data.Vocab, got {type(vocab).__name__}")
+    if getattr(dataset, "vocab", vocab) != vocab:
+        raise ValueError("vocab is not the vocabulary dataset was encoded with: its ids would decode to other words")
 
 
 def _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p, beam_size,
@@ -349,6 +365,7 @@ def _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, t
     if max_inputs is not None:
         _check_positive_int("max_inputs", max_inputs)
     _check_generator(generator)
+    _check_vocab(vocab, dataset)
     if len(vocab) != model.config["vocab_size"]:
         raise ValueError(f"vocab has {len(vocab)} tokens, the model's vocabulary {model.config['vocab_size']}")
     device = next(model.parameters()).device
@@ -480,6 +497,11 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
     if max_inputs is not None:
         _check_positive_int("max_inputs", max_inputs)
     _check_generator(generator)
+    _check_vocab(vocab, dataset)
+    responses = [] if isinstance(responses, (str, bytes)) else [r.tolist() if hasattr(r, "tolist") else r for r in responses]
+    for r in responses:
+        if isinstance(r, (str, bytes)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in r):
+            raise TypeError(f"responses must hold token-id lists (e.g. train.targets), got {r!r:.60}")
     pool = [vocab.decode(r) for r in responses]
     pool = [r for r in pool if r]
     if not pool:
@@ -513,6 +535,7 @@ def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen
         _check_positive_int("max_inputs", max_inputs)
     if not isinstance(separator, str):
         raise TypeError(f"separator must be a token (str), got {type(separator).__name__}")
+    _check_vocab(vocab, dataset)
     seen = _seen_mask(dataset, max_inputs, seen_sources)
     triples = []
     for source, targets in _groups(dataset, max_inputs):
@@ -536,6 +559,8 @@ def split_by_seen(dataset, seen_sources, max_inputs=None):
     """
     if not getattr(dataset, "conditional", False):
         raise ValueError("dataset must be conditional (examples with a source) to compare its sources")
+    if max_inputs is not None:
+        _check_positive_int("max_inputs", max_inputs)
     if isinstance(seen_sources, (str, bytes)):
         raise TypeError("seen_sources must hold id lists, not a string")
     if hasattr(seen_sources, "sources"):

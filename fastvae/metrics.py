@@ -22,17 +22,26 @@ from functools import lru_cache
 BLEU_ORDERS = (1, 2, 3)
 
 
+def _tokens(name, value):
+    """A token list (a string would be scored character by character: refused)."""
+    if isinstance(value, str):
+        raise TypeError(f"{name}: expected a list of tokens, got the string {value[:40]!r}; split it into tokens first")
+    return list(value)
+
+
 def distinct_n(sentences, n):
     """Distinct n-grams across all ``sentences`` divided by their total number of tokens.
 
     This is the SLCVAE paper's definition (the denominator counts tokens, not
     n-grams). 0.0 when there are no tokens.
     """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    if isinstance(sentences, str):
+        raise TypeError("sentences must be a list of token lists, got a string")
     ngrams, tokens = set(), 0
     for s in sentences:
-        s = list(s)
+        s = _tokens("sentences", s)
         tokens += len(s)
         ngrams.update(tuple(s[i : i + n]) for i in range(len(s) - n + 1))
     return len(ngrams) / tokens if tokens else 0.0
@@ -44,6 +53,9 @@ def _nltk(smoothing):
 
     if smoothing is None:
         return sentence_bleu, None
+    if not isinstance(smoothing, str):
+        raise ValueError(f"smoothing must be None or an NLTK SmoothingFunction method name such as 'method7', "
+                         f"got {smoothing!r}")
     method = getattr(SmoothingFunction(), smoothing, None)
     if method is None or not smoothing.startswith("method"):
         raise ValueError(f"smoothing must be None or an NLTK SmoothingFunction method name such as 'method7', got {smoothing!r}")
@@ -57,7 +69,10 @@ def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
     smoothing: the ``nltk.translate.bleu_score.SmoothingFunction`` method
         (the paper's ``"method7"``), or ``None`` for none.
     """
-    sample, reference = list(sample), list(reference)
+    sample, reference = _tokens("sample", sample), _tokens("reference", reference)
+    orders = tuple(orders)
+    if not orders or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in orders):
+        raise ValueError(f"orders must be BLEU orders n >= 1 (at least one), got {orders!r}")
     if not sample or not reference:
         return 0.0
     sentence_bleu, smoothing = _nltk(smoothing)
@@ -69,7 +84,9 @@ def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
 
 def bleu_precision_recall(samples, references, smoothing="method7"):
     """``(BLEU-P, BLEU-R)`` of the generated ``samples`` for one input against its ``references``."""
-    samples, references = [list(s) for s in samples], [list(r) for r in references]
+    if isinstance(samples, str) or isinstance(references, str):
+        raise TypeError("samples and references must be lists of token lists, not strings")
+    samples, references = [_tokens("samples", s) for s in samples], [_tokens("references", r) for r in references]
     if not samples or not references:
         raise ValueError(f"need at least one sample and one reference, got {len(samples)} and {len(references)}")
     scores = [[bleu(s, r, smoothing=smoothing) for r in references] for s in samples]

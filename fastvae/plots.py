@@ -5,6 +5,7 @@ matplotlib is imported inside the functions (with the non-interactive
 """
 
 import csv
+import numbers
 import math
 import os
 
@@ -106,6 +107,7 @@ def plot_training_curves(csv_path, out_path=None):
     if out_path is None:
         out_path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "training_curves.png")
     out_path = os.fspath(out_path)
+    _check_out_path(out_path)
     splits = sorted({r["split"] for r in rows}, key=lambda s: (s != "train", s != "valid", s))
 
     panels = []  # (title, [(label, steps, values, style)])
@@ -147,9 +149,18 @@ def plot_training_curves(csv_path, out_path=None):
 
 
 def _save(fig, out_path):
+    _check_out_path(out_path)
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     fig.savefig(out_path, format="png", dpi=100)
+
+
+def _check_out_path(out_path):
+    """PNG files only; a folder or another extension is refused rather than given PNG bytes."""
+    if os.path.isdir(out_path):
+        raise ValueError(f"out_path {out_path!r} is a directory; give a .png file path")
+    if not out_path.lower().endswith(".png"):
+        raise ValueError(f"out_path must end in .png (the plots are PNG images), got {out_path!r}")
 
 
 # ---------------------------------------------------------- latent projection
@@ -190,6 +201,7 @@ def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size
     if isinstance(model, Seq2Seq):
         raise TypeError("model is a Seq2Seq, which has no latent code to plot; pass a SentenceVAE, CVAE or SLCVAE")
     _check_dataset(model, dataset)
+    _check_out_path(os.fspath(out_path))  # before the model runs over the data
     for name, value in (("max_points", max_points), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -198,7 +210,7 @@ def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size
         if len(labels) != len(dataset):
             raise ValueError(f"labels must hold one entry per example of dataset ({len(dataset)}), got {len(labels)}")
         for i, label in enumerate(labels):
-            if isinstance(label, bool) or not isinstance(label, int):
+            if isinstance(label, bool) or not isinstance(label, numbers.Integral):
                 raise ValueError(f"labels must be integers, got {label!r} at position {i}")
 
     n = min(max_points, len(dataset))

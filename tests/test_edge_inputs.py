@@ -243,3 +243,75 @@ class _no_error:
 
     def __exit__(self, *exc):
         return False
+
+
+# ------------------------------------------------------------ evaluation, metrics, plots
+
+
+def test_evaluation_refuses_inputs_it_would_misread(tmp_path):
+    from fastvae.data import Example, TextDataset, Vocab
+    from fastvae.evaluate import evaluate_generation, evaluate_random_responses, split_by_seen
+
+    words = ["in", "the", "beginning", "earth", "was"]
+    vocab = Vocab.build([words])
+    good = TextDataset([Example(["in"], ["the"], 0), Example(["in"], ["earth"], 0), Example(["was"], ["the"], 1)], vocab)
+    model = CVAE(len(vocab), embed_dim=4, hidden_size=4, latent_size=2, num_layers=1)
+    # two sources under one group id: the second would vanish from the scores
+    merged = TextDataset([Example(["in"], ["the"], 0), Example(["was"], ["earth"], 0)], vocab)
+    with pytest.raises(ValueError, match="share group 0 but have different sources"):
+        evaluate_generation(model, merged, vocab, num_samples=1)
+    # a vocabulary of the same size in another order would decode other words
+    shuffled = Vocab(vocab.itos[:4] + vocab.itos[4:][::-1])
+    with pytest.raises(ValueError, match="not the vocabulary dataset was encoded with"):
+        evaluate_generation(model, good, shuffled, num_samples=1)
+    with pytest.raises(TypeError, match="vocab must be a fastvae.data.Vocab"):
+        evaluate_generation(model, good, None, num_samples=1)
+    with pytest.raises(TypeError, match="responses must hold token-id lists"):
+        evaluate_random_responses(good, [["the", "earth"]], vocab)
+    with pytest.raises(TypeError, match="responses must hold token-id lists"):
+        evaluate_random_responses(good, [[4.7]], vocab)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="max_inputs"):
+            split_by_seen(good, good.sources, max_inputs=bad)
+    assert evaluate_generation(model, good, vocab, num_samples=2)["inputs"] == 2
+
+
+def test_metrics_refuse_strings_and_bad_orders():
+    from fastvae.metrics import bleu, bleu_precision_recall, corpus_bleu_pr, distinct_n
+
+    with pytest.raises(TypeError, match="expected a list of tokens"):
+        bleu("the cat", "the cat")  # scored letter by letter, this gave 1.23
+    with pytest.raises(TypeError, match="expected a list of tokens"):
+        distinct_n(["the cat sat"], 1)
+    with pytest.raises(TypeError, match="samples: expected a list of tokens, got the string 'the'"):
+        bleu_precision_recall(["the", "cat"], ["the", "cat"])  # one sample, not two one-word samples
+    with pytest.raises(TypeError, match="not strings"):
+        bleu_precision_recall("the cat", [["the", "cat"]])
+    with pytest.raises(TypeError):
+        corpus_bleu_pr([["the", "cat"]], [["the", "cat"]])
+    for orders in ((), (0,), (-1,)):
+        with pytest.raises(ValueError, match="orders"):
+            bleu(["a"], ["a"], orders=orders)
+    for n in (0, 1.5, "2", None, True):
+        with pytest.raises(ValueError, match="n must be an integer"):
+            distinct_n([["a", "b"]], n)
+    with pytest.raises(ValueError, match="smoothing"):
+        bleu(["a"], ["a"], smoothing=len)
+    assert bleu(["good", "morning", "to", "you"], ["good", "morning", "to", "you"]) > 0.99
+
+
+def test_plots_write_png_files_only_and_take_numpy_labels(tmp_path):
+    import numpy as np
+
+    from fastvae.data import TextDataset, Vocab
+    from fastvae.plots import plot_latent_projection
+
+    vocab = Vocab.build([["a", "b", "c"]])
+    data = TextDataset([["a", "b"], ["b", "c"], ["c"]], vocab)
+    model = SentenceVAE(len(vocab), embed_dim=4, hidden_size=4, latent_size=3)
+    for bad, words in ((tmp_path / "x.pdf", "must end in .png"), (tmp_path, "is a directory")):
+        with pytest.raises(ValueError, match=words):
+            plot_latent_projection(model, data, bad)
+    labels = np.array([0, 1, 0])
+    out = plot_latent_projection(model, data, tmp_path / "z.png", labels=list(labels))
+    assert os.path.getsize(out) > 0

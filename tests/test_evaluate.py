@@ -38,7 +38,8 @@ def random_examples(n_groups=12, per_group=2, seed=0):
         n = int(torch.randint(1, 6, (1,), generator=g))
         return [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (n,), generator=g)]
 
-    return [Example(sentence(), sentence(), group) for group in range(n_groups) for _ in range(per_group)]
+    sources = [sentence() for _ in range(n_groups)]  # a group is one source with several references
+    return [Example(sources[group], sentence(), group) for group in range(n_groups) for _ in range(per_group)]
 
 
 @pytest.fixture(scope="module")

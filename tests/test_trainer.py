@@ -340,3 +340,55 @@ def test_two_process_ddp_matches_one_process_with_the_doubled_batch(name, tmp_pa
     else:  # sampled z differ per process: the same trajectory only statistically
         first_a, first_b = float(ddp_rows[0]["nll"]), float(single_rows[0]["nll"])
         assert first_a == pytest.approx(first_b, rel=0.02)  # step 1: same weights, same examples, different eps
+
+
+# ------------------------------------------------------------------ edge cases of the Trainer API
+
+
+def test_a_new_learning_rate_applies_on_resume(tmp_path):
+    """The advice after a non-finite loss ('resume with a lower lr') must work: the loaded Adam state keeps the old lr."""
+    make_trainer(SLCVAE, tmp_path, max_steps=3, lr=1e-3).fit()
+    resumed = make_trainer(SLCVAE, tmp_path, max_steps=4, lr=1e-5, label_lr=2e-5)
+    resumed.fit(resume=True)
+    assert [g["lr"] for g in resumed.optimizers["cvae"].param_groups] == [1e-5]
+    assert [g["lr"] for g in resumed.optimizers["label"].param_groups] == [2e-5]
+    assert float(rows(tmp_path, "train")[-1]["lr"]) == pytest.approx(1e-5)
+
+
+def test_a_fresh_fit_never_overwrites_an_existing_run(tmp_path):
+    make_trainer(Seq2Seq, tmp_path, max_steps=2).fit()
+    before = open(os.path.join(tmp_path, "metrics.csv")).read()
+    with pytest.raises(ValueError, match="already holds a run"):
+        make_trainer(Seq2Seq, tmp_path, max_steps=2).fit()
+    assert open(os.path.join(tmp_path, "metrics.csv")).read() == before
+
+
+def test_run_dir_layouts_that_would_fail_at_the_first_save_are_refused_up_front(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "checkpoint.pt").mkdir()
+    with pytest.raises(ValueError, match="checkpoint.pt' is not a file"):
+        make_trainer(Seq2Seq, tmp_path / "a").fit()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model").write_text("x")
+    with pytest.raises(ValueError, match="is a file; the best model is saved as a folder"):
+        make_trainer(Seq2Seq, tmp_path / "b").fit()
+    (tmp_path / "c").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        make_trainer(Seq2Seq, tmp_path / "c").fit()
+
+
+def test_config_and_fit_arguments_are_checked():
+    with pytest.raises(ValueError, match="seed must be at most"):
+        TrainConfig(seed=2 * 10**13).check()
+    for name in ("progress", "tensorboard", "plots"):
+        with pytest.raises(ValueError, match=f"{name} must be True or False"):
+            TrainConfig(**{name: "no"}).check()
+    with pytest.raises(TypeError, match="built from a dict"):
+        TrainConfig.from_dict(None)
+    train, valid, vocab = ts.datasets(conditional=False)
+    trainer = Trainer(ts.model(SentenceVAE, vocab), train, valid, {"epochs": 1, "progress": False}, run_dir="unused")
+    assert trainer.config.epochs == 1  # a dict of fields is taken as a TrainConfig
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        Trainer(ts.model(SentenceVAE, vocab), train, valid, ["epochs"], run_dir="unused")
+    with pytest.raises(TypeError, match="resume must be True or False"):
+        trainer.fit(resume="no")

@@ -40,7 +40,8 @@ TRAIN_OPTIONS = (
     ("--device", "device", str, "cpu or cuda (default cpu)"),
 )
 # what a resumed run may change (the rest is read from the run directory)
-RESUME_OVERRIDES = ("epochs", "patience", "max_steps", "max_time", "save_every", "log_every", "device")
+RESUME_OVERRIDES = ("epochs", "patience", "max_steps", "max_time", "save_every", "log_every", "device",
+                    "lr", "label_lr", "max_grad_norm")  # e.g. a lower lr or more clipping after a non-finite loss
 
 
 def add_parser(sub):

@@ -118,6 +118,11 @@ class TrainConfig:
         integer("valid_batch_size", 1)
         integer("log_every", 1)
         integer("seed", 0)
+        if self.seed > _MAX_SEED:  # the data order's generator is seeded with seed * 1_000_003 + epoch (64 bits)
+            raise ValueError(f"seed must be at most {_MAX_SEED}, got {self.seed}")
+        for name in ("progress", "tensorboard", "plots"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         integer("patience", 1, optional=True)
         integer("max_steps", 1, optional=True)
         integer("save_every", 1, optional=True)
@@ -136,6 +141,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise TypeError(f"a TrainConfig is built from a dict of its fields, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -176,6 +183,8 @@ class _Phases(torch.nn.Module):
 
 
 _MODELS = (SentenceVAE, CVAE, SLCVAE, Seq2Seq)
+_MAX_SEED = (2**63 - 1 - 10**6) // 1_000_003
+
 # fields that change which examples a step sees: a resume must keep them
 _DATA_ORDER_FIELDS = ("batch_size", "seed")
 
@@ -203,6 +212,10 @@ class Trainer:
     def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None):
         if not isinstance(model, _MODELS):
             raise TypeError(f"model must be one of {[c.__name__ for c in _MODELS]}, got {type(model).__name__}")
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        elif config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig (or a dict of its fields), got {type(config).__name__}")
         self.config = (config or TrainConfig()).check()
         conditional = not isinstance(model, SentenceVAE)
         for name, data in (("train_data", train_data), ("valid_data", valid_data)):
@@ -264,6 +277,9 @@ class Trainer:
         schedule position, RNG states, position inside the epoch).
         """
         cfg = self.config
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}")
+        self._check_run_dir(resume)
         os.makedirs(self.run_dir, exist_ok=True)
         if resume:
             self._resume()
@@ -511,6 +527,19 @@ class Trainer:
             )
         distributed.barrier(self.dist)
 
+    def _check_run_dir(self, resume):
+        """Before any training: a layout that would fail at the first save, or a fresh run over an old one."""
+        if os.path.exists(self.run_dir) and not os.path.isdir(self.run_dir):
+            raise ValueError(f"run_dir {self.run_dir!r} is a file, not a folder")
+        if os.path.exists(self.checkpoint_path) and not os.path.isfile(self.checkpoint_path):
+            raise ValueError(f"{self.checkpoint_path!r} is not a file; the checkpoint cannot be written there")
+        if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+            raise ValueError(f"{self.model_dir!r} is a file; the best model is saved as a folder there")
+        if not resume and os.path.isfile(self.checkpoint_path):
+            # a fresh run here would append to the old metrics.csv and replace its checkpoint and model
+            raise ValueError(f"{self.run_dir!r} already holds a run ({CHECKPOINT_NAME}); "
+                             "fit(resume=True) continues it, or choose another run_dir")
+
     def _resume(self):
         if not os.path.isfile(self.checkpoint_path):
             raise FileNotFoundError(f"cannot resume: no checkpoint at {self.checkpoint_path!r}")
@@ -530,6 +559,12 @@ class Trainer:
                 f"cannot resume on {self.dist.world_size} process(es): the checkpoint was written by "
                 f"{state['world_size']} (it decides which examples each process sees)"
             )
+        # what a resume may change without breaking exactness: the learning rates (say, lower after a
+        # non-finite loss); the optimizer states just loaded carry the old ones
+        for name, optimizer in self.optimizers.items():
+            lr = (self.config.label_lr or self.config.lr) if name == "label" else self.config.lr
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         rank_rng = saved["extra"].get("rank_rng")
         if rank_rng is not None and len(rank_rng) == self.dist.world_size:
             torch.set_rng_state(rank_rng[self.dist.rank])
