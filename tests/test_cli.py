@@ -710,3 +710,15 @@ def test_out_of_memory_is_one_line_and_other_runtime_errors_keep_their_traceback
     monkeypatch.setattr(cli, "build_parser", with_a_buggy_sample_command)
     with pytest.raises(RuntimeError, match="index out of range"):  # a bug keeps its traceback
         main(["sample", str(tmp_path)])
+
+
+def test_resume_may_lower_the_learning_rate(capsys, tmp_path):
+    run_dir = str(tmp_path / "run")
+    assert main(train_argv("cvae", run_dir, "tsv", *pair_files(tmp_path), "--max-steps", "2", "--log-every", "1")) == 0
+    flags = ["--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1", "--log-every", "1"]
+    assert main(["train", "--run-dir", run_dir, "--resume", "--max-steps", "4", "--lr", "1e-5",
+                 "--max-grad-norm", "1", *flags]) == 0
+    with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as f:
+        saved = json.load(f)["train"]
+    assert saved["lr"] == 1e-5 and saved["max_grad_norm"] == 1.0
+    assert float(metric_rows(run_dir)[-1]["lr"]) == pytest.approx(1e-5)
