@@ -392,3 +392,31 @@ def test_config_and_fit_arguments_are_checked():
         Trainer(ts.model(SentenceVAE, vocab), train, valid, ["epochs"], run_dir="unused")
     with pytest.raises(TypeError, match="resume must be True or False"):
         trainer.fit(resume="no")
+
+
+def test_a_refused_resume_leaves_the_model_optimizers_and_rng_untouched(tmp_path):
+    make_trainer(Seq2Seq, tmp_path, max_steps=3).fit()
+    other = make_trainer(Seq2Seq, tmp_path, model_seed=5, batch_size=4)
+    before, rng = params(other.model), torch.get_rng_state()
+    with pytest.raises(ValueError, match="batch_size"):
+        other.fit(resume=True)
+    assert all(torch.equal(v, params(other.model)[k]) for k, v in before.items())
+    assert torch.equal(rng, torch.get_rng_state())
+    # weights that do not fit: refused before any tensor is copied (load_state_dict copies the ones that fit)
+    _, _, vocab = ts.datasets()
+    wider = Seq2Seq(len(vocab), embed_dim=12, hidden_size=20, num_layers=1)
+    before = params(wider)
+    with pytest.raises(ValueError, match="do not fit the model"):
+        load_checkpoint(os.path.join(tmp_path, "checkpoint.pt"), model=wider)
+    assert all(torch.equal(v, params(wider)[k]) for k, v in before.items())
+
+
+def test_resume_with_other_training_data_is_refused(tmp_path):
+    make_trainer(Seq2Seq, tmp_path, max_steps=3).fit()
+    from fastvae.data import TextDataset
+
+    _, valid, vocab = ts.datasets()
+    smaller = TextDataset(ts.examples(12), vocab)  # the same vocabulary, half the examples
+    trainer = Trainer(ts.model(Seq2Seq, vocab), smaller, valid, ts.config(), run_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot resume with 24 training examples: the checkpoint was trained on 48"):
+        trainer.fit(resume=True)

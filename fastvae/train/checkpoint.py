@@ -163,7 +163,7 @@ def _read(path):
     return path, payload
 
 
-def load_checkpoint(path, model=None, optimizers=None, restore_rng=True, backend=None):
+def load_checkpoint(path, model=None, optimizers=None, restore_rng=True, backend=None, check_extra=None):
     """Restore a checkpoint written by :func:`save_checkpoint`.
 
     ``model``: restored in place (its class must match the saved one); when
@@ -171,13 +171,17 @@ def load_checkpoint(path, model=None, optimizers=None, restore_rng=True, backend
     (``backend`` overrides the saved backend). ``optimizers``: dict name ->
     optimizer, restored in place; its names must equal the saved ones (pass
     ``None`` to skip the optimizers). ``restore_rng``: also restore the RNG
-    states, for an exact resume.
+    states, for an exact resume. ``check_extra``: called with the saved
+    ``extra`` before anything is restored; raise in it to refuse the
+    checkpoint with ``model``, ``optimizers`` and the RNG untouched.
 
     Returns ``{"model", "step", "epoch", "extra"}``. Raises
     ``FileNotFoundError`` for a missing file and ``ValueError`` (naming
     ``path``) for a corrupt, truncated or foreign file or a mismatch.
     """
     path, payload = _read(path)
+    if check_extra is not None:
+        check_extra(payload["extra"])
     name = payload["model_class"]
     if model is None:
         classes = _model_classes()
@@ -189,6 +193,13 @@ def load_checkpoint(path, model=None, optimizers=None, restore_rng=True, backend
         model = classes[name](**kwargs)
     elif type(model).__name__ != name:
         raise ValueError(f"{path!r} holds a {name}, not a {type(model).__name__}")
+    # compare first: load_state_dict copies every tensor that fits before it reports the ones that do not
+    current, saved_state = model.state_dict(), payload["model_state"]
+    misfits = sorted(set(current) ^ set(saved_state))
+    misfits += [k for k in current if k in saved_state and tuple(current[k].shape) != tuple(saved_state[k].shape)]
+    if misfits:
+        raise ValueError(f"{path!r}: the saved {name} weights do not fit the model ({', '.join(misfits[:5])}"
+                         f"{', ...' if len(misfits) > 5 else ''}); nothing was restored")
     try:
         model.load_state_dict(payload["model_state"], strict=True)
     except RuntimeError as exc:

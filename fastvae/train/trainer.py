@@ -508,6 +508,7 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "elapsed": self._elapsed(),
             "world_size": self.dist.world_size,
+            "train_examples": len(self.train_data),
             "config": self.config.to_dict(),
         }
 
@@ -540,11 +541,9 @@ class Trainer:
             raise ValueError(f"{self.run_dir!r} already holds a run ({CHECKPOINT_NAME}); "
                              "fit(resume=True) continues it, or choose another run_dir")
 
-    def _resume(self):
-        if not os.path.isfile(self.checkpoint_path):
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {self.checkpoint_path!r}")
-        saved = load_checkpoint(self.checkpoint_path, model=self.model, optimizers=self.optimizers, restore_rng=True)
-        state = saved["extra"].get("trainer")
+    def _check_resumable(self, extra):
+        """The checkpoint's trainer state fits this Trainer: same example order, processes and training data."""
+        state = extra.get("trainer") if isinstance(extra, dict) else None
         if state is None:
             raise ValueError(f"{self.checkpoint_path!r} was not written by the Trainer (no trainer state)")
         old = state["config"]
@@ -559,6 +558,19 @@ class Trainer:
                 f"cannot resume on {self.dist.world_size} process(es): the checkpoint was written by "
                 f"{state['world_size']} (it decides which examples each process sees)"
             )
+        saved_size = state.get("train_examples")  # absent in checkpoints of older versions
+        if saved_size is not None and saved_size != len(self.train_data):
+            raise ValueError(
+                f"cannot resume with {len(self.train_data)} training examples: the checkpoint was trained on "
+                f"{saved_size} (the position inside the epoch would point elsewhere)"
+            )
+
+    def _resume(self):
+        if not os.path.isfile(self.checkpoint_path):
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {self.checkpoint_path!r}")
+        saved = load_checkpoint(self.checkpoint_path, model=self.model, optimizers=self.optimizers, restore_rng=True,
+                                check_extra=self._check_resumable)  # refused before anything is restored
+        state = saved["extra"]["trainer"]
         # what a resume may change without breaking exactness: the learning rates (say, lower after a
         # non-finite loss); the optimizer states just loaded carry the old ones
         for name, optimizer in self.optimizers.items():
