@@ -25,6 +25,7 @@ import torch
 
 from fastvae.data.corpora import EOU
 from fastvae.data.dataset import batches, pad
+from fastvae.data.vocab import Vocab
 from fastvae.metrics import bleu_precision_recall, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
@@ -347,8 +348,6 @@ def _groups(dataset, max_inputs):
 
 def _check_vocab(vocab, dataset):
     """``vocab`` decodes ``dataset``'s ids: a Vocab equal to the one the dataset was encoded with."""
-    from fastvae.data import Vocab
-
     if not isinstance(vocab, Vocab):
         raise TypeError(f"vocab must be a fastvae.data.Vocab, got {type(vocab).__name__}")
     if getattr(dataset, "vocab", vocab) != vocab:
