@@ -225,8 +225,11 @@ def test_from_pretrained_checks_version_config_and_device(tmp_path):
     model.save_pretrained(tmp_path / "m")
     loaded = CVAE.from_pretrained(tmp_path / "m", map_location=torch.device("cpu"))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
-    with pytest.raises(ValueError, match="CUDA is not available") if not torch.cuda.is_available() else _no_error():
-        CVAE.from_pretrained(tmp_path / "m", map_location="cuda")
+    if torch.cuda.is_available():  # the model comes back on the device asked for (it used to stay on the CPU)
+        assert next(CVAE.from_pretrained(tmp_path / "m", map_location="cuda").parameters()).is_cuda
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            CVAE.from_pretrained(tmp_path / "m", map_location="cuda")
     with pytest.raises(ValueError, match="map_location must name a device"):
         CVAE.from_pretrained(tmp_path / "m", map_location="gpu7")
     _edit_config(tmp_path / "m", lambda saved: saved["config"].update(colour="blue"))
@@ -235,14 +238,6 @@ def test_from_pretrained_checks_version_config_and_device(tmp_path):
     _edit_config(tmp_path / "m", lambda saved: saved.update(format_version=99))
     with pytest.raises(ValueError, match="format_version 99"):
         CVAE.from_pretrained(tmp_path / "m")
-
-
-class _no_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ------------------------------------------------------------ evaluation, metrics, plots
