@@ -162,6 +162,15 @@ def main(argv=None):
     unknown = sorted(set(args.only or ()) - {name for name, _, _ in MODELS})
     if unknown:
         p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
+    for name in ("epochs", "samples", "threads", "embed_dim", "hidden_size", "latent_size", "num_layers", "max_vocab"):
+        if getattr(args, name) < 1:  # checked before any training, not when evaluation starts
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_inputs is not None and args.max_inputs < 1:
+        p.error(f"--max-inputs must be >= 1, got {args.max_inputs}")
+    if not 0 < args.minutes < float("inf"):
+        p.error(f"--minutes must be a finite number > 0, got {args.minutes}")
+    if args.patience < 0:
+        p.error(f"--patience must be >= 0 (0: off), got {args.patience}")
     if not (args.temperature > 0 and args.temperature < float("inf")):
         p.error(f"--temperature must be a positive number, got {args.temperature}")
     if args.temperature != 1.0 and args.strategy != "sample":

@@ -69,6 +69,9 @@ def main(argv=None):
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--results", default=os.path.join("benchmarks", "results", "ptb.json"))
     args = p.parse_args(argv)
+    for name, low in (("epochs", 1), ("threads", 1), ("iw_samples", 0)):
+        if getattr(args, name) < low:  # before any training, not after it
+            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     if not args.skip_training:
         code = fastvae_main(["train", "--run-dir", args.run_dir, "--resume"] if args.resume else train_argv(args))

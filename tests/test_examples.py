@@ -120,3 +120,25 @@ def test_reproduce_dailydialog_rejects_unknown_rows(tmp_path, capsys):
     assert info.value.code == 2
     assert "--only: unknown row(s) VHRED" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--samples", "0"], "--samples"), (["--max-inputs", "0"], "--max-inputs"), (["--threads", "0"], "--threads"),
+    (["--minutes", "nan"], "--minutes"), (["--hidden-size", "0"], "--hidden-size"), (["--patience", "-1"], "--patience"),
+])
+def test_reproduce_dailydialog_checks_its_numbers_before_training(tmp_path, capsys, argv, flag):
+    script = load_script("reproduce_dailydialog")
+    with pytest.raises(SystemExit) as info:
+        script.main(argv + ["--run-root", str(tmp_path / "runs"), "--results", str(tmp_path / "x.json")])
+    assert info.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("argv, flag", [(["--epochs", "0"], "--epochs"), (["--threads", "0"], "--threads"),
+                                        (["--iw-samples", "-1"], "--iw-samples")])
+def test_reproduce_ptb_checks_its_numbers_before_training(tmp_path, capsys, argv, flag):
+    script = load_script("reproduce_ptb")
+    with pytest.raises(SystemExit) as info:
+        script.main(argv + ["--run-dir", str(tmp_path / "run"), "--results", str(tmp_path / "x.json")])
+    assert info.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
