@@ -26,6 +26,7 @@ import torch
 from fastvae.data.corpora import EOU
 from fastvae.data.dataset import batches, pad
 from fastvae.data.vocab import Vocab
+from fastvae.devices import usable_device
 from fastvae.metrics import bleu_precision_recall, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
@@ -194,7 +195,8 @@ def evaluate_likelihood(model, dataset, batch_size=64, iw_samples=0, generator=N
     The model runs in eval mode (no dropout, no word dropout; its mode is
     restored after) under ``torch.no_grad()``, over
     ``batches(dataset, batch_size, shuffle=False, bucket=True)`` moved to
-    ``device`` (where the model must already live). Every random draw (z
+    ``device`` (where the model must already live; a device this machine
+    does not have is a ValueError naming ``device``). Every random draw (z
     from q) comes from ``generator``: the same generator state gives the
     same report.
 
@@ -251,6 +253,7 @@ def evaluate_likelihood(model, dataset, batch_size=64, iw_samples=0, generator=N
             f"iw_samples must be a non-negative integer (0: no importance-weighted estimate), got {iw_samples!r}"
         )
     _check_generator(generator)
+    device = usable_device(device)
     is_vae = not isinstance(model, Seq2Seq)
     K = iw_samples if is_vae else 0
     n_sent = n_tok = 0

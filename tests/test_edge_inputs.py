@@ -228,10 +228,12 @@ def test_from_pretrained_checks_version_config_and_device(tmp_path):
     if torch.cuda.is_available():  # the model comes back on the device asked for (it used to stay on the CPU)
         assert next(CVAE.from_pretrained(tmp_path / "m", map_location="cuda").parameters()).is_cuda
     else:
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="map_location is 'cuda', but .* sees no CUDA device"):
             CVAE.from_pretrained(tmp_path / "m", map_location="cuda")
     with pytest.raises(ValueError, match="map_location must name a device"):
         CVAE.from_pretrained(tmp_path / "m", map_location="gpu7")
+    with pytest.raises(ValueError, match="map_location must be cpu or cuda"):
+        CVAE.from_pretrained(tmp_path / "m", map_location="meta")
     _edit_config(tmp_path / "m", lambda saved: saved["config"].update(colour="blue"))
     with pytest.raises(ValueError, match="does not fit CVAE"):
         CVAE.from_pretrained(tmp_path / "m")
@@ -269,6 +271,11 @@ def test_evaluation_refuses_inputs_it_would_misread(tmp_path):
         with pytest.raises(ValueError, match="max_inputs"):
             split_by_seen(good, good.sources, max_inputs=bad)
     assert evaluate_generation(model, good, vocab, num_samples=2)["inputs"] == 2
+    from fastvae.evaluate import evaluate_likelihood
+
+    for device, words in (("gpu", "device must name a device"), ("mps", "device must be cpu or cuda")):
+        with pytest.raises(ValueError, match=words):
+            evaluate_likelihood(model, good, device=device)
 
 
 def test_metrics_refuse_strings_and_bad_orders():

@@ -14,7 +14,8 @@ import torch
 from fastvae.data import TextDataset, Vocab
 from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.train.trainer import CHECKPOINT_NAME, usable_device
+from fastvae.devices import usable_device
+from fastvae.train.trainer import CHECKPOINT_NAME
 
 RUN_FILE = "run.json"
 VOCAB_FILE = "vocab.json"

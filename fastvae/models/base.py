@@ -9,6 +9,7 @@ from typing import Optional
 
 import torch
 
+from fastvae.devices import usable_device
 from fastvae.nn import WordEmbedding
 from fastvae.nn.rnn import check_backend
 
@@ -206,7 +207,7 @@ class BaseModel(torch.nn.Module):
                 f"{config_path} has format_version {version!r}; this fastvae reads version {FORMAT_VERSION} "
                 "(a model saved by another fastvae version)"
             )
-        device = _load_device(map_location)
+        device = usable_device(map_location, "map_location")
         if name != cls.__name__:
             raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}")
         if backend is not None:
@@ -224,19 +225,6 @@ class BaseModel(torch.nn.Module):
         except RuntimeError as exc:
             raise ValueError(f"{weights_path} does not match the {cls.__name__} in {CONFIG_NAME}: {exc}") from None
         return model.to(device)
-
-
-def _load_device(map_location):
-    """``map_location`` as a torch.device that this machine has (named ValueError otherwise)."""
-    try:
-        device = torch.device(map_location)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"map_location must name a device such as 'cpu' or 'cuda:0', got {map_location!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"map_location={map_location!r}, but CUDA is not available on this machine or torch build")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"map_location must be a cpu or cuda device, got {map_location!r}")
-    return device
 
 
 def _write_json(path, obj):
