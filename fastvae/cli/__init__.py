@@ -31,10 +31,15 @@ def build_parser():
 
 
 def _name_flag(message, command_parser):
-    """``message`` with a leading option name (``top_p must ...``, from a library check) spelled as its flag."""
+    """``message`` with a leading option name (``top_p must ...``, from a library check) spelled as its flag.
+
+    A command whose library names differ from its options' (the KL schedule's ``x0`` is ``--kl-x0``) maps
+    them in its ``library_names`` default.
+    """
     field, _, rest = message.partition(" ")
     if not rest.startswith(("must ", "is ")) or os.path.exists(field):
         return message  # e.g. "<path> is empty" for a file that happens to share an option's name
+    field = (command_parser.get_default("library_names") or {}).get(field, field)
     for action in command_parser._actions:
         if action.dest == field and action.option_strings:
             return f"{action.option_strings[-1]} {rest}"

@@ -10,7 +10,6 @@ from fastvae.cli import runs
 from fastvae.data.sources import SPLITS
 from fastvae.evaluate import evaluate_generation, evaluate_likelihood, write_report
 from fastvae.models import SentenceVAE
-from fastvae.models.generation import DecodeOptions
 
 
 def add_parsers(sub):
@@ -98,8 +97,7 @@ def run_evaluate(args):
         if os.path.abspath(args.write_samples) == os.path.abspath(output):
             raise ValueError(f"--write-samples and the report (--output) are the same file: {output}")
     # the decoding flags are checked before the likelihood pass, not after it
-    DecodeOptions(args.strategy or "greedy", args.max_length, args.temperature, args.top_k, args.top_p,
-                  args.beam_size).check()
+    runs.decode_options(args, args.strategy or "greedy")
     model, vocab, run = runs.load_run(args.run_dir, device=args.device, latest=args.latest)
     spec = runs.corpus_spec(run, args.data_dir)
     seen_sources = None

@@ -1,5 +1,6 @@
 """``fastvae generate`` (N outputs per input), ``fastvae sample`` and ``fastvae interpolate`` (Sentence-VAE)."""
 
+import dataclasses
 import json
 import sys
 
@@ -8,7 +9,6 @@ import torch
 from fastvae.cli import runs
 from fastvae.data.corpora import read_lines
 from fastvae.models import SentenceVAE
-from fastvae.models.generation import DecodeOptions
 
 
 def _decoding_options(p, default_strategy):
@@ -59,17 +59,7 @@ def add_parsers(sub):
 
 
 def _decode_kwargs(args):
-    if args.max_length < 1:
-        raise ValueError(f"--max-length must be >= 1, got {args.max_length}")
-    DecodeOptions(args.strategy, args.max_length, args.temperature, args.top_k, args.top_p, args.beam_size).check()
-    return {
-        "strategy": args.strategy,
-        "max_length": args.max_length,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "beam_size": args.beam_size,
-    }
+    return dataclasses.asdict(runs.decode_options(args, args.strategy))
 
 
 def _text(vocab, ids):

@@ -5,6 +5,7 @@ and training settings), ``vocab.json``, ``model/`` (the best model),
 ``checkpoint.pt`` (for ``--resume``), ``metrics.csv``, ``tb/`` and the plots.
 """
 
+import argparse
 import dataclasses
 import json
 import os
@@ -14,6 +15,7 @@ import torch
 from fastvae.data import TextDataset, Vocab
 from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+from fastvae.models.generation import DecodeOptions
 from fastvae.devices import usable_device
 from fastvae.train.trainer import CHECKPOINT_NAME
 
@@ -31,8 +33,6 @@ def add_threads_option(parser):
 
 def seed_int(text):
     """argparse type of ``--seed``: an integer torch.manual_seed takes (64 bits)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -40,6 +40,11 @@ def seed_int(text):
     if not -(2**63) <= value < 2**64:
         raise argparse.ArgumentTypeError(f"{value} does not fit in 64 bits")
     return value
+
+
+def decode_options(args, strategy):
+    """The decoding flags (``--max-length``, ``--temperature``, ...) as checked DecodeOptions, before any model loads."""
+    return DecodeOptions(strategy, args.max_length, args.temperature, args.top_k, args.top_p, args.beam_size).check()
 
 
 def set_threads(threads):

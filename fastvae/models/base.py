@@ -11,6 +11,7 @@ import torch
 
 from fastvae.devices import usable_device
 from fastvae.nn import WordEmbedding
+from fastvae.ops import _checks
 from fastvae.nn.rnn import check_backend
 
 CONFIG_NAME = "config.json"
@@ -87,12 +88,7 @@ def check_weight(name, value):
     """A loss weight: a finite real number >= 0 (Python number or one-element tensor); returns a float."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not 0.0 <= value < float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
+    return _checks.nonneg_number(name, value)
 
 
 def check_tokens(name, tokens, lengths, vocab_size):

@@ -86,7 +86,7 @@ def finite(**tensors):
 def nonneg_number(name, value):
     """``value`` is a real number >= 0 (a Python int/float); returns it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if not value >= 0.0 or value == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -96,7 +96,7 @@ def nonneg_number(name, value):
 def number(name, value):
     """``value`` is a finite real number (a Python int/float); returns it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{name} must be finite, got {value}")

@@ -230,11 +230,11 @@ class Trainer:
         cfg = self.config
         if isinstance(model, SLCVAE):
             self.optimizers = {
-                "cvae": torch.optim.Adam(model.cvae_parameters(), lr=cfg.lr),
-                "label": torch.optim.Adam(model.labeling_parameters(), lr=cfg.label_lr or cfg.lr),
+                "cvae": torch.optim.Adam(model.cvae_parameters(), lr=self._learning_rate("cvae")),
+                "label": torch.optim.Adam(model.labeling_parameters(), lr=self._learning_rate("label")),
             }
         else:
-            self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=cfg.lr)}
+            self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=self._learning_rate("model"))}
         self.schedule = schedule_from_dict(cfg.kl_schedule)
         self.step = 0
         self.epoch = 0
@@ -508,6 +508,11 @@ class Trainer:
             )
         distributed.barrier(self.dist)
 
+    def _learning_rate(self, optimizer_name):
+        """The config's rate for an optimizer: ``label_lr`` (default ``lr``) for SLCVAE's labeling network."""
+        cfg = self.config
+        return (cfg.label_lr or cfg.lr) if optimizer_name == "label" else cfg.lr
+
     def _check_run_dir(self, resume):
         """Before any training: a layout that would fail at the first save, or a fresh run over an old one."""
         if os.path.exists(self.run_dir) and not os.path.isdir(self.run_dir):
@@ -554,9 +559,8 @@ class Trainer:
         # what a resume may change without breaking exactness: the learning rates (say, lower after a
         # non-finite loss); the optimizer states just loaded carry the old ones
         for name, optimizer in self.optimizers.items():
-            lr = (self.config.label_lr or self.config.lr) if name == "label" else self.config.lr
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = self._learning_rate(name)
         rank_rng = saved["extra"].get("rank_rng")
         if rank_rng is not None and len(rank_rng) == self.dist.world_size:
             torch.set_rng_state(rank_rng[self.dist.rank])
