@@ -119,7 +119,10 @@ def _kl_term(mq, lq, mp, lp, HAS_PRIOR: tl.constexpr):
     """One dimension's KL(q || p) in fp32; exactly 0 when q == p."""
     if HAS_PRIOR:
         d = mq - mp
-        t = 0.5 * ((lp - lq) + tl.exp(lq - lp) + d * d * tl.exp(-lp) - 1.0)
+        dd = d * d
+        # d == 0 adds 0 even where exp(-lp) overflows (0 * inf would be NaN)
+        md = tl.where(dd == 0.0, 0.0, dd * tl.exp(-lp))
+        t = 0.5 * ((lp - lq) + tl.exp(lq - lp) + md - 1.0)
     else:
         t = 0.5 * ((-lq) + tl.exp(lq) + mq * mq - 1.0)
     return t

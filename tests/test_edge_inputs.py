@@ -67,10 +67,16 @@ def test_latent_ops_overflow_and_underflow_like_the_reference():
     assert z[0, 0] == z_ref[0, 0]  # exp(44.5), well inside float32's range
     assert torch.isinf(z[0, 1]) and torch.isinf(z_ref[0, 1])
     assert abs(float(z[0, 2])) <= 1e-38 and abs(float(z_ref[0, 2])) <= 1e-38
-    # a prior log-variance of -100: e^-logvar_p overflows; no finite KL comes out of either
-    # (the reference gives inf, the kernel inf or NaN: the trainer stops on both)
-    prior = (mu, torch.zeros(1, 3), mu, torch.full((1, 3), -100.0))
-    assert not torch.isfinite(ops.gaussian_kl(*prior)).any() and torch.isinf(ops.gaussian_kl_ref(*prior)).all()
+    # a prior log-variance of -89 or -100: e^-logvar_p overflows; both give inf (the kernel
+    # used to give NaN where the means are equal: 0 * inf), also with kl_label_loss
+    for lp in (-89.0, -100.0):
+        prior = (mu, torch.zeros(1, 3), mu, torch.full((1, 3), lp))
+        assert torch.isinf(ops.gaussian_kl(*prior)).all() and torch.isinf(ops.gaussian_kl_ref(*prior)).all()
+        z = torch.zeros(1, 3)
+        kl = ops.kl_label_loss(*prior, z, z, 1.0, 1.0)[1]
+        assert torch.equal(kl, ops.kl_label_loss_ref(*prior, z, z, 1.0, 1.0)[1])
+    shifted = (mu, torch.zeros(1, 3), mu + 1, torch.full((1, 3), -100.0))
+    assert torch.isinf(ops.gaussian_kl(*shifted)).all()
     # near the end of the range the values still match the reference
     near = torch.tensor([[88.5, -86.0, 40.0]])
     torch.testing.assert_close(ops.gaussian_kl(mu, near), ops.gaussian_kl_ref(mu, near), rtol=1e-5, atol=0)

@@ -217,6 +217,14 @@ def test_kl_is_zero_when_q_equals_p():
     assert torch.equal(kl, torch.zeros_like(kl))
 
 
+def test_kl_with_a_vanishing_prior_variance_is_inf_like_the_reference():
+    # e^-logvar_p overflows below -88; equal means used to give 0 * inf = NaN
+    mu = torch.zeros(2, 3, device=DEVICE)
+    lq, lp = torch.zeros(2, 3, device=DEVICE), torch.full((2, 3), -100.0, device=DEVICE)
+    kl, _ = klatent.gaussian_kl(mu, lq, mu.clone(), lp, 0.0)
+    assert torch.isinf(kl).all() and torch.isinf(gaussian_kl_ref(mu, lq, mu, lp)).all()
+
+
 def test_triton_ops_autograd():
     """The triton_ops with their registered (Python) autograd, against the references."""
     backend = kl_module.BACKENDS.triton()

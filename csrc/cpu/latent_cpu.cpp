@@ -205,7 +205,11 @@ template <typename scalar_t, bool kPrior>
 FASTVAE_INLINE scalar_t kl_term(scalar_t mq, scalar_t lq, scalar_t mp, scalar_t lp) {
   if (kPrior) {
     const scalar_t d = mq - mp;
-    return scalar_t(0.5) * ((lp - lq) + exp_(lq - lp) + d * d * exp_(-lp) - scalar_t(1));
+    // d == 0 contributes 0 even where e^-lp overflows (lp < -88 in float):
+    // 0 * inf would turn the reference's inf into NaN.
+    const scalar_t dd = d * d;
+    const scalar_t md = dd == scalar_t(0) ? scalar_t(0) : dd * exp_(-lp);
+    return scalar_t(0.5) * ((lp - lq) + exp_(lq - lp) + md - scalar_t(1));
   }
   return scalar_t(0.5) * ((-lq) + exp_(lq) + mq * mq - scalar_t(1));
 }
