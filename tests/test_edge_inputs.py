@@ -178,6 +178,9 @@ def test_loss_weights_are_checked_by_every_model():
             model(batch, kl_weight=float("nan"))
         with pytest.raises(TypeError, match="kl_weight must be a number"):
             model(batch, kl_weight="1")
+        # finite as a Python float, inf in float32 (the loss used to be NaN)
+        with pytest.raises(ValueError, match="kl_weight must be at most 3.403e\\+38"):
+            model(batch, kl_weight=1e300)
         assert torch.isfinite(model(batch, kl_weight=torch.tensor(0.5)).loss)
     with pytest.raises(ValueError, match="label_weight"):
         small(SLCVAE)(batch, label_weight=-1.0)

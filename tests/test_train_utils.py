@@ -81,6 +81,10 @@ def test_constant():
         ("cyclical", {"cycle_steps": 10, "ratio": 1.5}, "ratio"),
         ("constant", {"weight": float("nan")}, "finite"),
         ("constant", {"weight": "1"}, "number"),
+        # finite in Python, inf in float32: refused here, not at the first training step
+        ("constant", {"weight": 1e300}, "weight must be at most"),
+        ("logistic", {"max_weight": 1e39}, "max_weight must be at most"),
+        ("linear", {"warmup_steps": 5, "start": 1e300}, "start must be at most"),
     ],
 )
 def test_factory_errors(name, kwargs, match):

@@ -380,6 +380,8 @@ def test_run_dir_layouts_that_would_fail_at_the_first_save_are_refused_up_front(
 def test_config_and_fit_arguments_are_checked():
     with pytest.raises(ValueError, match="seed must be at most"):
         TrainConfig(seed=2 * 10**13).check()
+    with pytest.raises(ValueError, match="label_weight must be at most"):
+        TrainConfig(label_weight=1e300).check()
     for name in ("progress", "tensorboard", "plots"):
         with pytest.raises(ValueError, match=f"{name} must be True or False"):
             TrainConfig(**{name: "no"}).check()

@@ -84,11 +84,21 @@ def check_config(config):
             raise ValueError(f"{name} must be a token id in [0, vocab_size={V}), got {value!r}")
 
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def check_weight(name, value):
-    """A loss weight: a finite real number >= 0 (Python number or one-element tensor); returns a float."""
+    """A loss weight: a real number in [0, float32's largest] (Python number or one-element tensor).
+
+    Returns a float. The upper bound keeps a weight such as 1e300, finite as a
+    Python float, from turning into inf (and the loss into NaN) in float32.
+    """
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
         value = value.item()
-    return _checks.nonneg_number(name, value)
+    value = _checks.nonneg_number(name, value)
+    if value > _FLOAT32_MAX:
+        raise ValueError(f"{name} must be at most {_FLOAT32_MAX:.4g} (float32's largest number), got {value:g}")
+    return value
 
 
 def check_tokens(name, tokens, lengths, vocab_size):

@@ -7,6 +7,8 @@ rebuild it.
 
 import math
 
+from fastvae.models.base import check_weight
+
 __all__ = [
     "LogisticSchedule",
     "LinearSchedule",
@@ -27,6 +29,13 @@ def _number(name, value, *, min_value=None, positive=False):
     if min_value is not None and value < min_value:
         raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
     return value if isinstance(value, int) else float(value)
+
+
+def _weight(name, value):
+    """A KL weight: a finite number >= 0 that float32 holds (the models' check)."""
+    value = _number(name, value, min_value=0)
+    check_weight(name, value)
+    return value
 
 
 def _step(step):
@@ -77,7 +86,7 @@ class LogisticSchedule(_Schedule):
     def __init__(self, k=0.0025, x0=2500, max_weight=1.0):
         self.k = _number("k", k, positive=True)
         self.x0 = _number("x0", x0, min_value=0)
-        self.max_weight = _number("max_weight", max_weight, min_value=0)
+        self.max_weight = _weight("max_weight", max_weight)
 
     def __call__(self, step):
         t = self.k * (_step(step) - self.x0)
@@ -95,8 +104,8 @@ class LinearSchedule(_Schedule):
 
     def __init__(self, warmup_steps, start=0.0, max_weight=1.0):
         self.warmup_steps = _number("warmup_steps", warmup_steps, min_value=0)
-        self.start = _number("start", start, min_value=0)
-        self.max_weight = _number("max_weight", max_weight, min_value=0)
+        self.start = _weight("start", start)
+        self.max_weight = _weight("max_weight", max_weight)
 
     def __call__(self, step):
         step = _step(step)
@@ -121,7 +130,7 @@ class CyclicalSchedule(_Schedule):
         self.ratio = _number("ratio", ratio)
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-        self.max_weight = _number("max_weight", max_weight, min_value=0)
+        self.max_weight = _weight("max_weight", max_weight)
 
     def __call__(self, step):
         position = math.fmod(_step(step), self.cycle_steps) / self.cycle_steps  # in [0, 1)
@@ -137,7 +146,7 @@ class ConstantSchedule(_Schedule):
     _fields = ("weight",)
 
     def __init__(self, weight=1.0):
-        self.weight = _number("weight", weight, min_value=0)
+        self.weight = _weight("weight", weight)
 
     def __call__(self, step):
         _step(step)

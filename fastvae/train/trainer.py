@@ -25,6 +25,7 @@ import torch
 from fastvae.data.dataset import TextDataset, batch_indices, collate
 from fastvae.devices import usable_device
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
+from fastvae.models.base import check_weight
 from fastvae.train import distributed
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
 from fastvae.train.logs import MetricsLog
@@ -110,6 +111,8 @@ class TrainConfig:
         number("label_lr", 0, optional=True, strict=True)
         number("free_bits", 0)
         number("label_weight", 0, optional=True)
+        if self.label_weight is not None:
+            check_weight("label_weight", self.label_weight)  # no larger than float32 holds
         number("max_grad_norm", 0, optional=True, strict=True)
         number("max_time", 0, optional=True, strict=True)
         schedule_from_dict(self.kl_schedule)  # raises a ValueError naming the bad argument
