@@ -57,7 +57,7 @@ from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
 from fastvae.cli.evaluate import evaluate_run
 from fastvae.data import Vocab
-from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses
+from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses, write_report
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -298,7 +298,7 @@ def _update(args, change):
         results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                               "torch": torch.__version__}
         results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
-        runs.write_json(args.results, results)
+        write_report(args.results, results)
     finally:
         os.close(lock)
     return results

@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 import tempfile
+import warnings
 
 import torch
 
@@ -617,15 +618,19 @@ def _scores(triples, bleu, num_samples, strategy):
 # ------------------------------------------------------------------ report
 
 
-def _plain(value):
-    """Numbers (Python, NumPy, 0-d tensors) -> plain float/int/bool; containers recursively."""
+def _plain(value, where="", non_finite=None):
+    """Numbers (Python, NumPy, 0-d tensors) -> plain float/int/bool; containers recursively.
+
+    NaN and infinities become ``None`` (JSON has no such numbers); their key
+    paths are appended to ``non_finite`` when it is a list.
+    """
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, f"{where}.{k}" if where else str(k), non_finite) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, f"{where}[{i}]", non_finite) for i, v in enumerate(value)]
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            return [_plain(v) for v in value.tolist()]
+            return [_plain(v, f"{where}[{i}]", non_finite) for i, v in enumerate(value.tolist())]
         value = value.item()
     elif getattr(value, "shape", None) == () and hasattr(value, "item"):  # NumPy scalars (np.float32, np.bool_)
         value = value.item()
@@ -634,7 +639,12 @@ def _plain(value):
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        value = float(value)
+        if math.isfinite(value):
+            return value
+        if non_finite is not None:
+            non_finite.append(where)
+        return None
     raise TypeError(f"report holds a {type(value).__name__}, which JSON cannot store: {value!r}")
 
 
@@ -643,17 +653,24 @@ def write_report(path, report):
 
     Atomic: written to a temporary file in the same directory, then renamed
     over ``path`` (its directory is created if needed). Returns ``path``.
+    NaN and infinite values (a diverged model's NLL) are written as ``null``,
+    with a warning naming them, so any JSON reader can load the file.
     """
     if not isinstance(report, dict):
         raise TypeError(f"report must be a dict, got {type(report).__name__}")
-    data = _plain(report)
+    non_finite = []
+    data = _plain(report, non_finite=non_finite)
+    if non_finite:
+        shown = ", ".join(non_finite[:8]) + (f" and {len(non_finite) - 8} more" if len(non_finite) > 8 else "")
+        warnings.warn(f"report values that are NaN or infinite are written as null (JSON has no such numbers): {shown}",
+                      stacklevel=2)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
+            json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
             f.write("\n")
         os.replace(tmp, path)
     finally:

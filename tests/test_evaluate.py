@@ -526,6 +526,11 @@ def test_write_report_round_trip(tmp_path, data):
     write_report(path, {"x": 1.0})
     assert json.loads(path.read_text()) == {"x": 1.0}
     assert sorted(p.name for p in path.parent.iterdir()) == ["report.json"]
+    # NaN and infinities are not JSON numbers: written as null, with a warning naming them
+    with pytest.warns(UserWarning, match=r"written as null .*: nll, parts\[1\]\.kl$"):
+        write_report(path, {"nll": float("nan"), "ok": 1.0, "parts": [{"kl": 0.5}, {"kl": torch.tensor(float("inf"))}]})
+    assert json.loads(path.read_text()) == {"nll": None, "ok": 1.0, "parts": [{"kl": 0.5}, {"kl": None}]}
+    assert "NaN" not in path.read_text()
     with pytest.raises(TypeError, match="report"):
         write_report(path, [1, 2])
     with pytest.raises(TypeError, match="object"):

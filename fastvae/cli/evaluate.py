@@ -120,7 +120,8 @@ def run_evaluate(args):
         with open(args.write_samples, "w", encoding="utf-8") as f:
             for item in texts:
                 f.write(json.dumps(item) + "\n")
-    print(json.dumps(report, indent=2, sort_keys=True))
+    with open(output, encoding="utf-8") as f:  # what was written (NaN as null)
+        print(f.read(), end="")
     print(f"report written to {output}")
     return 0
 

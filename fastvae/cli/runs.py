@@ -87,13 +87,6 @@ def check_new_run_dir(run_dir):
         raise ValueError(f"{run_dir!r} already holds {held[0]} of another run; remove it or choose a new --run-dir")
 
 
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def read_run(run_dir):
     path = os.path.join(run_dir, RUN_FILE)
     if not os.path.isfile(path):

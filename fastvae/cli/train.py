@@ -6,6 +6,7 @@ import sys
 from fastvae.cli import runs
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec
+from fastvae.evaluate import write_report
 from fastvae.train import Trainer, TrainConfig
 from fastvae.train.schedules import SCHEDULES
 
@@ -257,7 +258,7 @@ def run(args):
     trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir)
     if trainer.dist.is_main:
         os.makedirs(run_dir, exist_ok=True)
-        runs.write_json(os.path.join(run_dir, runs.RUN_FILE), run_info)
+        write_report(os.path.join(run_dir, runs.RUN_FILE), run_info)
         vocab.save(os.path.join(run_dir, runs.VOCAB_FILE))
         n_params = sum(p.numel() for p in model.parameters())
         print(
