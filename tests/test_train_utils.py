@@ -254,6 +254,30 @@ def test_corrupt_truncated_and_foreign_files(tmp_path):
             load_checkpoint(bad)
 
 
+def test_a_flipped_byte_in_the_tensor_data_is_caught(tmp_path):
+    # the zip records carry CRC-32s that torch.load does not check: this used to load silently
+    import io
+    import struct
+    import zipfile
+
+    from fastvae.train.checkpoint import MAGIC
+
+    model, opts = build()
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, model=model, optimizers=opts, step=0, epoch=0)
+    data = bytearray(path.read_bytes())
+    records = zipfile.ZipFile(io.BytesIO(bytes(data[len(MAGIC):]))).infolist()
+    biggest = max((r for r in records if "/data/" in r.filename), key=lambda r: r.file_size)
+    header = len(MAGIC) + biggest.header_offset  # local header: 30 bytes, then the name and extra field
+    name_len, extra_len = struct.unpack("<HH", bytes(data[header + 26 : header + 30]))
+    data[header + 30 + name_len + extra_len + biggest.file_size // 2] ^= 0x10
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"flipped.pt.*fails its CRC-32 check"):
+        load_checkpoint(flipped)
+    load_checkpoint(path)  # the intact file still loads
+
+
 def test_missing_file(tmp_path):
     missing = tmp_path / "nope.pt"
     with pytest.raises(FileNotFoundError, match="nope.pt"):
