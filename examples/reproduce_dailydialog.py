@@ -26,8 +26,9 @@ evaluated on the test split with ``--samples`` (10) responses per context:
 z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
 hypotheses) -- or, with ``--strategy sample``, words sampled from the
 softmax at ``--temperature`` (default 1) -- BLEU-precision / BLEU-recall
-(mean of BLEU-1..3, NLTK smoothing method 7) and distinct-1/2 over all
-generated responses. Two baseline rows: ``--samples`` random training
+(mean of BLEU-1..3, NLTK smoothing method 7; ``--bleu-smoothing
+method7-legacy``: method 7 as NLTK 3.2.2-3.4.5, the paper's time, computed
+it) and distinct-1/2 over all generated responses. Two baseline rows: ``--samples`` random training
 responses per context, which ignores the context altogether, and each
 context answered by its own last utterance (one response: how much BLEU
 mere overlap with the context earns). Every row is also scored separately
@@ -55,7 +56,7 @@ import torch
 
 from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
-from fastvae.cli.evaluate import evaluate_run
+from fastvae.cli.evaluate import BLEU_SMOOTHINGS, evaluate_run
 from fastvae.data import Vocab
 from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses, write_report
 
@@ -153,6 +154,9 @@ def main(argv=None):
                    help="decoding for evaluation (default: beam for Seq2Seq, greedy per z for the VAEs)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="with --strategy sample: softmax temperature (default 1; > 0)")
+    p.add_argument("--bleu-smoothing", choices=BLEU_SMOOTHINGS, default="method7",
+                   help="BLEU smoothing: method7 (NLTK's method 7 as installed; default) or method7-legacy (method 7 "
+                   "as NLTK 3.2.2-3.4.5, the paper's time, computed it); one results file holds one of them")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the random-response baseline)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
@@ -175,6 +179,10 @@ def main(argv=None):
         p.error(f"--temperature must be a positive number, got {args.temperature}")
     if args.temperature != 1.0 and args.strategy != "sample":
         p.error("--temperature applies to --strategy sample only")
+    held = _file_smoothing(args.results)
+    if held is not None and held != args.bleu_smoothing:
+        p.error(f"{args.results} holds BLEU scored with {held}; write --bleu-smoothing {args.bleu_smoothing} "
+                f"results to another --results file")
     torch.set_num_threads(args.threads)
     protocol = protocol_name(args.strategy, args.temperature)
     command = "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -203,6 +211,7 @@ def main(argv=None):
         eval_args = argparse.Namespace(
             batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
             temperature=args.temperature, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
+            bleu_smoothing=args.bleu_smoothing,
         )
         t0 = time.monotonic()
         report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0),
@@ -249,14 +258,15 @@ def random_baseline(args):
     vocab, test, train, run_dir = _baseline_data(args)
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
                                        max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0),
-                                       seen_sources=train.sources)
+                                       seen_sources=train.sources, bleu_smoothing=args.bleu_smoothing)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
 def echo_baseline(args):
     """The table's metrics when each test context is answered by its own last utterance (one response)."""
     vocab, test, train, run_dir = _baseline_data(args)
-    report = evaluate_echo_responses(test, vocab, max_inputs=args.max_inputs, seen_sources=train.sources)
+    report = evaluate_echo_responses(test, vocab, max_inputs=args.max_inputs, seen_sources=train.sources,
+                                     bleu_smoothing=args.bleu_smoothing)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
@@ -298,15 +308,25 @@ def _update(args, change):
         results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                               "torch": torch.__version__}
         results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
+        results["bleu_smoothing"] = args.bleu_smoothing
         write_report(args.results, results)
     finally:
         os.close(lock)
     return results
 
 
+def _file_smoothing(path):
+    """The BLEU smoothing of an existing results file (files from before the option: method7), or None."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("bleu_smoothing", "method7")
+
+
 def table(results, protocol):
     """The rows as a Markdown table; the last two columns score the test contexts not in the training split."""
-    lines = [f"decoding: {protocol}", "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 | unseen BLEU-P | unseen BLEU-R |",
+    lines = [f"decoding: {protocol}; BLEU smoothing: {results.get('bleu_smoothing', 'method7')}",
+             "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 | unseen BLEU-P | unseen BLEU-R |",
              "|---|---|---|---|---|---|---|"]
     rows = results["protocols"][protocol]["rows"]
     found = [(f"fastvae {name}", rows[name]["generation"]) for name, _, _ in MODELS if name in rows]

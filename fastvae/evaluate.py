@@ -28,7 +28,7 @@ from fastvae.data.corpora import EOU
 from fastvae.data.dataset import batches, pad
 from fastvae.data.vocab import Vocab
 from fastvae.devices import usable_device
-from fastvae.metrics import bleu_precision_recall, distinct_n, mean_precision_recall
+from fastvae.metrics import bleu_precision_recall, check_smoothing, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -419,7 +419,7 @@ def _as_text(triple):
 
 def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0,
                         top_k=0, top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None,
-                        return_texts=False, seen_sources=None):
+                        return_texts=False, seen_sources=None, bleu_smoothing="method7"):
     """BLEU-P/R and distinct-n of responses generated for every distinct input of ``dataset``.
 
     model: Seq2Seq, CVAE or SLCVAE (TypeError naming ``model`` for a SentenceVAE).
@@ -455,11 +455,17 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
         test contexts repeat training ones (DailyDialog: 23% of the test
         contexts) reward a model that memorizes its training responses;
         ``unseen`` is the score without them.
+
+    bleu_smoothing: the BLEU smoothing (:func:`fastvae.metrics.bleu`):
+        ``"method7"`` (the paper's, as the installed NLTK computes it) or
+        ``"method7-legacy"`` (as NLTK 3.2.2-3.4.5, the papers' years,
+        computed it); recorded in the report as ``bleu_smoothing``.
     """
+    check_smoothing(bleu_smoothing)
     seen = _seen_mask(dataset, max_inputs, seen_sources)
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
-    report = _generation_report(triples, num_samples, strategy, seen)
+    report = _generation_report(triples, num_samples, strategy, seen, bleu_smoothing)
     report["decoding"] = _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_size)
     if return_texts:
         return report, [_as_text(t) for t in triples]
@@ -477,7 +483,7 @@ def _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_siz
 
 
 def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None,
-                              seen_sources=None):
+                              seen_sources=None, bleu_smoothing="method7"):
     """The same report as :func:`evaluate_generation` for a baseline that ignores the input.
 
     Every distinct input of the conditional ``dataset`` gets ``num_samples``
@@ -490,10 +496,11 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
     vocab: the Vocab that decodes ids (``<unk>`` stays ``<unk>``, as in model outputs).
     generator: a ``torch.Generator`` for the draws (None: the global RNG).
 
-    seen_sources: as in :func:`evaluate_generation` (``seen``/``unseen`` sub-reports).
+    seen_sources, bleu_smoothing: as in :func:`evaluate_generation`.
 
     The report's ``strategy`` is ``"random-response"``.
     """
+    check_smoothing(bleu_smoothing)
     if not getattr(dataset, "conditional", False):
         raise ValueError("dataset must be conditional (examples with a source): the baseline answers sources")
     _check_positive_int("num_samples", num_samples)
@@ -516,10 +523,11 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
         (vocab.decode(source), [vocab.decode(t) for t in targets], [pool[i] for i in row])
         for (source, targets), row in zip(groups, picks)
     ]
-    return _generation_report(triples, num_samples, "random-response", seen)
+    return _generation_report(triples, num_samples, "random-response", seen, bleu_smoothing)
 
 
-def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen_sources=None):
+def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen_sources=None,
+                            bleu_smoothing="method7"):
     """The same report for a baseline that answers every input with its own last segment.
 
     The reply is the part of the input's source after its last ``separator``
@@ -529,9 +537,10 @@ def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen
     much BLEU mere overlap with the context earns.
 
     dataset: a conditional TextDataset; vocab: the Vocab that decodes ids.
-    seen_sources: as in :func:`evaluate_generation`. The report's ``strategy``
-    is ``"echo-context"``.
+    seen_sources, bleu_smoothing: as in :func:`evaluate_generation`. The
+    report's ``strategy`` is ``"echo-context"``.
     """
+    check_smoothing(bleu_smoothing)
     if not getattr(dataset, "conditional", False):
         raise ValueError("dataset must be conditional (examples with a source): the baseline echoes sources")
     if max_inputs is not None:
@@ -545,7 +554,7 @@ def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen
         words = vocab.decode(source)
         cut = len(words) - words[::-1].index(separator) if separator in words else 0
         triples.append((words, [vocab.decode(t) for t in targets], [words[cut:]]))
-    return _generation_report(triples, 1, "echo-context", seen)
+    return _generation_report(triples, 1, "echo-context", seen, bleu_smoothing)
 
 
 def split_by_seen(dataset, seen_sources, max_inputs=None):
@@ -584,10 +593,11 @@ def _seen_mask(dataset, max_inputs, seen_sources):
     return None if seen_sources is None else split_by_seen(dataset, seen_sources, max_inputs)
 
 
-def _generation_report(triples, num_samples, strategy, seen=None):
+def _generation_report(triples, num_samples, strategy, seen, smoothing):
     # BLEU (NLTK, the costly part) once per input; the seen/unseen parts average the same scores
-    bleu = [bleu_precision_recall(samples, references) for _, references, samples in triples]
+    bleu = [bleu_precision_recall(samples, references, smoothing) for _, references, samples in triples]
     report = _scores(triples, bleu, num_samples, strategy)
+    report["bleu_smoothing"] = smoothing
     if seen is not None:
         for name, keep in (("seen", True), ("unseen", False)):
             kept = [i for i, s in enumerate(seen) if s == keep]

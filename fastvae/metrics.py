@@ -11,12 +11,25 @@
   are kept as NLTK gives them, to stay comparable with the paper.
   ``smoothing=None`` gives plain, unsmoothed BLEU (1.0 for identical
   sentences).
+* ``smoothing="method7-legacy"``: method7 as NLTK 3.2.2 to 3.4.5 computed
+  it (January 2017 to April 2020, the years of the CVAE and SLCVAE papers).
+  Its method4 part gave an n-gram order without a match the precision
+  ``1 / (i + k / ln(len))`` (i = order - 1, k = 5, len = the sample's
+  length), whatever the number of n-grams; NLTK 3.5 gave
+  ``(i + k / ln(len)) / count`` and 3.6 and later give
+  ``ln(len) / (2^j k) / count`` (count = the sample's n-grams of that order,
+  j = 1 for the first unmatched order, 2 for the next, ...). The legacy
+  value is far larger, so the same samples score far higher BLEU (see the
+  README's DailyDialog section). NLTK 3.2.2-3.4.5 raised ZeroDivisionError
+  for a one-token sample with an unmatched order (ln 1 = 0); here that
+  BLEU-n is 0.
 * BLEU-P (precision): mean over samples of the best BLEU against the references.
 * BLEU-R (recall): mean over references of the best BLEU against the samples.
 
 Sentences are lists of tokens (no ``<eos>``/``<pad>``).
 """
 
+import math
 from functools import lru_cache
 
 BLEU_ORDERS = (1, 2, 3)
@@ -47,19 +60,48 @@ def distinct_n(sentences, n):
     return len(ngrams) / tokens if tokens else 0.0
 
 
+LEGACY_METHOD7 = "method7-legacy"
+
+
 @lru_cache(maxsize=None)
 def _nltk(smoothing):
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     if smoothing is None:
         return sentence_bleu, None
-    if not isinstance(smoothing, str):
-        raise ValueError(f"smoothing must be None or an NLTK SmoothingFunction method name such as 'method7', "
-                         f"got {smoothing!r}")
+    if smoothing == LEGACY_METHOD7:
+        return sentence_bleu, _legacy_smoothing(SmoothingFunction).method7
     method = getattr(SmoothingFunction(), smoothing, None)
     if method is None or not smoothing.startswith("method"):
-        raise ValueError(f"smoothing must be None or an NLTK SmoothingFunction method name such as 'method7', got {smoothing!r}")
+        raise _bad_smoothing(smoothing)
     return sentence_bleu, method
+
+
+def _bad_smoothing(smoothing):
+    return ValueError(f"smoothing must be None, an NLTK SmoothingFunction method name such as 'method7', "
+                      f"or {LEGACY_METHOD7!r}, got {smoothing!r}")
+
+
+def _legacy_smoothing(base):
+    """NLTK's SmoothingFunction with the method4 of NLTK 3.2.2-3.4.5 (method7 = this method4, then method5)."""
+
+    class Legacy(base):
+        def method4(self, p_n, references, hypothesis, hyp_len=None, *args, **kwargs):
+            hyp_len = hyp_len if hyp_len else len(hypothesis)
+            for i, p_i in enumerate(p_n):
+                if p_i.numerator == 0 and hyp_len != 0:
+                    p_n[i] = 1 / (i + self.k / math.log(hyp_len))  # ln(1) = 0 raises, as it did
+            return p_n
+
+    return Legacy()
+
+
+def check_smoothing(smoothing):
+    """``smoothing`` names a BLEU smoothing :func:`bleu` knows (ValueError otherwise); returns it."""
+    if smoothing is not None and not isinstance(smoothing, str):  # also keeps unhashables from the cache
+        raise _bad_smoothing(smoothing)
+    _nltk(smoothing)
+    return smoothing
 
 
 def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
@@ -67,7 +109,8 @@ def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
 
     orders: the BLEU-n averaged (BLEU-n weighs the 1..n-gram precisions uniformly).
     smoothing: the ``nltk.translate.bleu_score.SmoothingFunction`` method
-        (the paper's ``"method7"``), or ``None`` for none.
+        (the paper's ``"method7"``), ``"method7-legacy"`` (method7 as NLTK
+        3.2.2-3.4.5 computed it), or ``None`` for none.
     """
     sample, reference = _tokens("sample", sample), _tokens("reference", reference)
     orders = tuple(orders)
@@ -75,10 +118,15 @@ def bleu(sample, reference, orders=BLEU_ORDERS, smoothing="method7"):
         raise ValueError(f"orders must be BLEU orders n >= 1 (at least one), got {orders!r}")
     if not sample or not reference:
         return 0.0
-    sentence_bleu, smoothing = _nltk(smoothing)
-    scores = [
-        sentence_bleu([reference], sample, weights=(1.0 / n,) * n, smoothing_function=smoothing) for n in orders
-    ]
+    sentence_bleu, smoothing = _nltk(check_smoothing(smoothing))
+    scores = []
+    for n in orders:
+        try:
+            scores.append(sentence_bleu([reference], sample, weights=(1.0 / n,) * n, smoothing_function=smoothing))
+        except ZeroDivisionError:  # legacy method4 on a one-token sample (ln 1 = 0)
+            if len(sample) != 1:
+                raise
+            scores.append(0.0)
     return sum(scores) / len(scores)
 
 

@@ -324,6 +324,16 @@ def test_evaluate_report(slcvae_run, tmp_path, capsys):
     assert generation["num_samples"] == 3 and generation["inputs"] == 2  # 2 distinct sources in valid.tsv
     items = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
     assert len(items) == 2 and all(len(item["samples"]) == 3 for item in items)
+    assert generation["bleu_smoothing"] == "method7"
+    # the same samples (same seed) scored with NLTK 3.2.2-3.4.5's method 7
+    legacy = tmp_path / "legacy.json"
+    assert main(argv[:-6] + ["--output", str(legacy), "--threads", "1", "--bleu-smoothing", "method7-legacy"]) == 0
+    old = json.loads(legacy.read_text(encoding="utf-8"))["generation"]
+    assert old["bleu_smoothing"] == "method7-legacy" and old["distinct_2"] == generation["distinct_2"]
+    assert old["bleu_precision"] >= generation["bleu_precision"]
+    with pytest.raises(SystemExit):
+        main(argv[:-6] + ["--bleu-smoothing", "method5"])
+    assert "invalid choice: 'method5'" in capsys.readouterr().err
 
 
 def test_evaluate_latest_weights(slcvae_run, tmp_path, capsys):

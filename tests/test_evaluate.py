@@ -422,6 +422,35 @@ def test_echo_baseline_answers_with_the_last_utterance_of_the_context():
         evaluate_echo_responses(TextDataset(examples, vocab), vocab, max_inputs=0)
 
 
+def test_bleu_smoothing_is_chosen_and_recorded(data):
+    vocab, dataset, plain = data
+    model = build(CVAE, vocab)
+    reports = {}
+    for smoothing in ("method7", "method7-legacy"):
+        reports[smoothing], texts = evaluate_generation(model, dataset, vocab, num_samples=3, max_length=8,
+                                                        generator=gen(2), return_texts=True,
+                                                        bleu_smoothing=smoothing)
+        assert reports[smoothing]["bleu_smoothing"] == smoothing
+        samples = [[s.split() for s in t["samples"]] for t in texts]
+        references = [[r.split() for r in t["references"]] for t in texts]
+        assert reports[smoothing]["bleu_precision"] == pytest.approx(corpus_bleu_pr(samples, references, smoothing)[0])
+    assert reports["method7-legacy"]["bleu_recall"] > reports["method7"]["bleu_recall"]
+    assert reports["method7"] == evaluate_generation(model, dataset, vocab, num_samples=3, max_length=8,
+                                                     generator=gen(2))  # the default
+    baselines = (
+        lambda **kw: evaluate_random_responses(dataset, plain.targets[:5], vocab, generator=gen(3), **kw),
+        lambda **kw: evaluate_echo_responses(dataset, vocab, **kw),
+    )
+    for make in baselines:
+        legacy = make(bleu_smoothing="method7-legacy")
+        assert legacy["bleu_smoothing"] == "method7-legacy" and make()["bleu_smoothing"] == "method7"
+        assert legacy["bleu_precision"] > make()["bleu_precision"]
+        with pytest.raises(ValueError, match="smoothing must be None"):
+            make(bleu_smoothing="legacy")
+    with pytest.raises(ValueError, match="smoothing must be None"):  # before any generation
+        evaluate_generation(model, dataset, vocab, bleu_smoothing="method8")
+
+
 # ------------------------------------------------------- seen / unseen inputs
 
 
@@ -486,7 +515,8 @@ def test_generation_reports_seen_and_unseen_inputs_apart(monkeypatch):
     # nothing seen: the unseen part is the whole report, the seen part only a count
     report = evaluate_generation(model, dataset, vocab, num_samples=2, seen_sources=[])
     assert report["seen"] == {"inputs": 0.0}
-    assert report["unseen"] == {k: v for k, v in plain_report.items() if k != "decoding"}  # said once, at the top
+    top_only = ("decoding", "bleu_smoothing")  # said once, at the top
+    assert report["unseen"] == {k: v for k, v in plain_report.items() if k not in top_only}
     with pytest.raises(ValueError, match="dataset"):
         evaluate_generation(model, TextDataset([e.target for e in examples], vocab), vocab, seen_sources=[])
 

@@ -97,6 +97,22 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     assert "temperature 0.5" in entry["decoding"]
     assert entry["rows"]["CVAE"]["generation"]["decoding"]["temperature"] == 0.5
     assert sampled["generation"]["decoding"]["temperature"] == 1.0
+    # BLEU with NLTK 3.2.2-3.4.5's method 7 goes to a results file of its own, baselines included
+    assert cooler["bleu_smoothing"] == "method7"
+    with pytest.raises(SystemExit) as info:
+        script.main(common + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"])
+    assert info.value.code == 2 and json.loads(results.read_text()) == cooler
+    legacy_file = tmp_path / "dd-legacy.json"
+    legacy_argv = [a if a != str(results) else str(legacy_file) for a in common]
+    assert script.main(legacy_argv + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"]) == 0
+    legacy = json.loads(legacy_file.read_text())
+    assert legacy["bleu_smoothing"] == "method7-legacy"
+    row = legacy["protocols"]["greedy"]["rows"]["CVAE"]["generation"]
+    assert row["bleu_smoothing"] == "method7-legacy"
+    for name in ("Random train responses", "Echo of the last context utterance"):
+        assert legacy["baseline"][name]["generation"]["bleu_smoothing"] == "method7-legacy"
+    echo, legacy_echo = (f["baseline"]["Echo of the last context utterance"]["generation"] for f in (cooler, legacy))
+    assert legacy_echo["bleu_precision"] > echo["bleu_precision"] > 0  # the same replies, scored higher
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fastvae.metrics import bleu, bleu_precision_recall, corpus_bleu_pr, distinct_n
+from fastvae.metrics import LEGACY_METHOD7, bleu, bleu_precision_recall, corpus_bleu_pr, distinct_n
 
 
 def test_distinct_n_hand_computed():
@@ -55,6 +55,35 @@ def test_bleu_matches_nltk_directly():
     ) / 3
     assert 0.0 < expected < 1.0
     assert bleu(sample, reference) == pytest.approx(expected)
+
+
+def test_legacy_method7_by_hand():
+    """method7 as NLTK 3.2.2-3.4.5 computed it (checked against those releases' bleu_score.py on 90,000 scores)."""
+    sample, reference = "the cat sat".split(), "the dog sat down".split()
+    bp = math.exp(1 - 4 / 3)  # 3 tokens against 4
+    p1, p2 = 2 / 3, 1 / (1 + 5 / math.log(3))  # "the", "sat"; no bigram matches: 1 / (i + k / ln len), i = 1
+    # method5: each precision averaged with its neighbours (the one below starts at p1 + 1; 5-grams: 0)
+    m1 = (p1 + 1 + p1 + p2) / 3
+    m2 = (m1 + p2 + 0) / 3
+    assert bleu(sample, reference, orders=(2,), smoothing=LEGACY_METHOD7) == pytest.approx(bp * math.sqrt(m1 * m2))
+    # today's method4 gives the unmatched bigrams ln(3) / (2 * 5) / 2 instead: far less
+    p2_now = math.log(3) / (2 * 5) / 2
+    m1_now = (p1 + 1 + p1 + p2_now) / 3
+    expected_now = bp * math.sqrt(m1_now * (m1_now + p2_now) / 3)
+    assert bleu(sample, reference, orders=(2,)) == pytest.approx(expected_now)
+    assert bleu(sample, reference, smoothing=LEGACY_METHOD7) > bleu(sample, reference) + 0.03
+    # every order matched: method4 changes nothing, both agree
+    same = "how are you today".split()
+    assert bleu(same, same, smoothing=LEGACY_METHOD7) == pytest.approx(bleu(same, same))
+    # one token: ln(1) = 0 made NLTK 3.2.2-3.4.5 raise for an unmatched order; that BLEU-n counts 0
+    assert bleu(["the"], reference, orders=(2,), smoothing=LEGACY_METHOD7) == 0.0
+    assert bleu(["the"], reference, orders=(1, 2), smoothing=LEGACY_METHOD7) == pytest.approx(
+        bleu(["the"], reference, orders=(1,)) / 2)
+    p, r = bleu_precision_recall([sample], [reference], smoothing=LEGACY_METHOD7)
+    assert p == r == pytest.approx(bleu(sample, reference, smoothing=LEGACY_METHOD7))
+    for bad in (["method7"], "method7-old", 7):
+        with pytest.raises(ValueError, match="smoothing must be None, an NLTK SmoothingFunction method name"):
+            bleu(sample, reference, smoothing=bad)
 
 
 def test_precision_recall_one_of_two_references():

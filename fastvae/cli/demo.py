@@ -100,7 +100,7 @@ def run(args):
     decoding = {"strategy": "greedy" if args.greedy else "sample", "temperature": 1.0 if args.greedy else args.temperature}
     eval_args = argparse.Namespace(
         batch_size=64, iw_samples=0, no_generation=False, samples=args.samples, max_length=30,
-        top_k=0, top_p=1.0, beam_size=4, max_inputs=args.eval_inputs, **decoding,
+        top_k=0, top_p=1.0, beam_size=4, max_inputs=args.eval_inputs, bleu_smoothing="method7", **decoding,
     )
     for name, (model, _) in models.items():
         g = torch.Generator().manual_seed(0)

@@ -9,7 +9,11 @@ import torch
 from fastvae.cli import runs
 from fastvae.data.sources import SPLITS
 from fastvae.evaluate import evaluate_generation, evaluate_likelihood, write_report
+from fastvae.metrics import LEGACY_METHOD7
 from fastvae.models import SentenceVAE
+
+
+BLEU_SMOOTHINGS = ("method7", LEGACY_METHOD7)
 
 
 def add_parsers(sub):
@@ -36,6 +40,9 @@ def add_parsers(sub):
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--no-generation", action="store_true", help="likelihood metrics only")
+    p.add_argument("--bleu-smoothing", choices=BLEU_SMOOTHINGS, default="method7",
+                   help="method7 (default: NLTK's method 7 as installed) or method7-legacy (method 7 as NLTK "
+                   "3.2.2-3.4.5 computed it, 2017-2020: far higher BLEU for the same responses)")
     p.add_argument("--by-overlap", action="store_true", help="also score separately the inputs whose source occurs "
                    "in the run's training split ('seen') and the rest ('unseen')")
     p.add_argument("--latest", action="store_true", help="evaluate the newest weights (RUN_DIR/checkpoint.pt) "
@@ -78,6 +85,7 @@ def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
             temperature=args_like.temperature, top_k=args_like.top_k, top_p=args_like.top_p,
             beam_size=args_like.beam_size, batch_size=args_like.batch_size, max_inputs=args_like.max_inputs,
             generator=generator, return_texts=True, seen_sources=seen_sources,
+            bleu_smoothing=args_like.bleu_smoothing,
         )
     return report, texts
 
