@@ -30,6 +30,7 @@ from fastvae.data.vocab import Vocab
 from fastvae.devices import usable_device
 from fastvae.metrics import bleu_precision_recall, check_smoothing, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
+from fastvae.models.base import evaluating
 
 LOG_2PI = math.log(2.0 * math.pi)
 ACTIVE_UNITS_THRESHOLD = 0.01
@@ -42,6 +43,7 @@ __all__ = [
     "posterior_parameters",
     "split_by_seen",
     "write_report",
+    "default_strategy",
     "ACTIVE_UNITS_THRESHOLD",
 ]
 
@@ -168,25 +170,6 @@ def posterior_parameters(model, batch):
     return terms.mu_q, terms.logvar_q
 
 
-class _EvalMode:
-    """``model.eval()`` and ``torch.no_grad()`` inside the block; the model's mode is restored after."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.was_training = self.model.training
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
-        self.model.eval()
-        return self.model
-
-    def __exit__(self, *exc):
-        self.model.train(self.was_training)
-        self.no_grad.__exit__(*exc)
-        return False
-
-
 # ------------------------------------------------------------- likelihood
 
 
@@ -260,7 +243,7 @@ def evaluate_likelihood(model, dataset, batch_size=64, iw_samples=0, generator=N
     n_sent = n_tok = 0
     rec_total = kl_total = iw_total = mi_total = 0.0
     mus = []
-    with _EvalMode(model):
+    with evaluating(model):
         for batch in batches(dataset, batch_size, shuffle=False, bucket=True):
             batch = batch.to(device)
             t = _terms(model, batch)
@@ -417,7 +400,12 @@ def _as_text(triple):
     }
 
 
-def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample", max_length=30, temperature=1.0,
+def default_strategy(model):
+    """The paper's decoding: beam search for a Seq2Seq (no latent to sample), greedy per z for the VAEs."""
+    return "beam" if isinstance(model, Seq2Seq) else "greedy"
+
+
+def evaluate_generation(model, dataset, vocab, num_samples=10, strategy=None, max_length=30, temperature=1.0,
                         top_k=0, top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None,
                         return_texts=False, seen_sources=None, bleu_smoothing="method7"):
     """BLEU-P/R and distinct-n of responses generated for every distinct input of ``dataset``.
@@ -432,6 +420,9 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
     num_samples, strategy, max_length, temperature, top_k, top_p, beam_size,
         generator: passed to ``model.generate`` for ``batch_size`` inputs at
         a time (``num_samples`` responses per input; z from the prior).
+        ``strategy=None``: the paper's protocol (:func:`default_strategy`:
+        greedy per z, Seq2Seq the ``num_samples`` best beam hypotheses), as
+        ``fastvae evaluate`` does.
 
     Returns ``inputs``, ``num_samples``, ``bleu_precision`` and
     ``bleu_recall`` (:func:`fastvae.metrics.corpus_bleu_pr`: mean over
@@ -462,6 +453,9 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy="sample"
         computed it); recorded in the report as ``bleu_smoothing``.
     """
     check_smoothing(bleu_smoothing)
+    if strategy is None:
+        _check_model(model)
+        strategy = default_strategy(model)
     seen = _seen_mask(dataset, max_inputs, seen_sources)
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)

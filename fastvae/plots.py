@@ -12,7 +12,8 @@ import os
 import torch
 
 from fastvae.data.dataset import collate
-from fastvae.evaluate import _check_dataset, _check_model, _EvalMode, posterior_parameters
+from fastvae.evaluate import _check_dataset, _check_model, posterior_parameters
+from fastvae.models.base import evaluating
 from fastvae.models import Seq2Seq
 
 REQUIRED_COLUMNS = ("step", "split", "loss")
@@ -216,7 +217,7 @@ def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size
     n = min(max_points, len(dataset))
     device = next(model.parameters()).device
     means = []
-    with _EvalMode(model):
+    with evaluating(model):
         for start in range(0, n, batch_size):
             batch = collate(dataset, list(range(start, min(start + batch_size, n)))).to(device)
             mu, _ = posterior_parameters(model, batch)

@@ -256,9 +256,11 @@ def test_generation_metrics_equal_the_metrics_of_the_decoded_samples(data):
     vocab, dataset, _ = data
     model = build(CVAE, vocab)
     report, texts = evaluate_generation(
-        model, dataset, vocab, num_samples=3, max_length=8, batch_size=5, generator=gen(2), return_texts=True
+        model, dataset, vocab, num_samples=3, strategy="sample", max_length=8, batch_size=5, generator=gen(2),
+        return_texts=True,
     )
     assert report["inputs"] == 12 == len(texts) and report["num_samples"] == 3 and report["strategy"] == "sample"
+    assert evaluate_generation(model, dataset, vocab, num_samples=2, max_inputs=2)["strategy"] == "greedy"
     samples = [[s.split() for s in t["samples"]] for t in texts]
     references = [[r.split() for r in t["references"]] for t in texts]
     precision, recall = corpus_bleu_pr(samples, references)
@@ -317,7 +319,7 @@ def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
         return ids.expand(B, num_samples, -1).clone(), torch.full((B, num_samples), 5)
 
     monkeypatch.setattr(model, "generate", fake_generate)
-    report = evaluate_generation(model, dataset, vocab, num_samples=3)
+    report = evaluate_generation(model, dataset, vocab, num_samples=3, strategy="sample")
     p, r = corpus_bleu_pr([[target]], [[target]])
     assert report["bleu_precision"] == pytest.approx(p) and report["bleu_recall"] == pytest.approx(r)
     assert report["distinct_1"] == pytest.approx(4 / 24)  # 4 distinct words over 2 inputs x 3 samples x 4 tokens
@@ -328,12 +330,16 @@ def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
     assert evaluate_generation(model, dataset, vocab, num_samples=1, max_inputs=1)["inputs"] == 1
     # the report says how the samples were decoded, with the settings that apply to the strategy only
     assert report["decoding"] == {"strategy": "sample", "max_length": 30, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-    hot = evaluate_generation(model, dataset, vocab, num_samples=1, temperature=0.5, top_p=0.9, max_length=12)
+    hot = evaluate_generation(model, dataset, vocab, num_samples=1, strategy="sample", temperature=0.5, top_p=0.9,
+                              max_length=12)
     assert hot["decoding"] == {"strategy": "sample", "max_length": 12, "temperature": 0.5, "top_k": 0, "top_p": 0.9}
     beam = evaluate_generation(model, dataset, vocab, num_samples=2, strategy="beam", beam_size=3, temperature=0.5)
     assert beam["decoding"] == {"strategy": "beam", "max_length": 30, "beam_size": 3}
     assert evaluate_generation(model, dataset, vocab, strategy="greedy")["decoding"] == {
         "strategy": "greedy", "max_length": 30}
+    # no strategy: the paper's protocol, as fastvae evaluate decodes (Seq2Seq: beam; VAEs: greedy per z)
+    assert evaluate_generation(model, dataset, vocab, num_samples=2)["decoding"] == {
+        "strategy": "beam", "max_length": 30, "beam_size": 4}
 
 
 def test_generation_errors(data):

@@ -387,6 +387,27 @@ def test_sentence_vae_sample_reconstruct_interpolate():
     assert torch.equal(path[0], ends[0])
 
 
+def test_sentence_vae_decodes_without_dropout_in_train_mode():
+    # from_pretrained used to return a model in train mode, and these methods decoded with its dropout on
+    model = build(SentenceVAE, embed_dropout=0.5, word_dropout=0.5)
+    batch = make_batch(B=3)
+    a, b = (batch.target[i, : batch.target_lengths[i]] for i in (0, 1))
+    calls = {
+        "sample": lambda: model.sample(4, max_length=7, generator=torch.Generator().manual_seed(0))[0],
+        "reconstruct": lambda: model.reconstruct(batch.target, batch.target_lengths, max_length=7)[0],
+        "interpolate": lambda: model.interpolate(a, b, steps=3, max_length=7)[0],
+    }
+    for name, call in calls.items():
+        model.eval()
+        want = call()
+        model.train()
+        torch.manual_seed(1)
+        first = call()
+        torch.manual_seed(2)
+        assert torch.equal(first, want) and torch.equal(call(), want), name
+        assert model.training, name  # the caller's mode is restored
+
+
 # --------------------------------------------------------------- save/load
 
 
@@ -396,6 +417,7 @@ def test_save_load_round_trip(cls, kw, tmp_path):
     model.save_pretrained(tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == cls.__name__
     loaded = cls.from_pretrained(tmp_path / "m")
+    assert not loaded.training  # ready for inference, as the Trainer's .train() undoes
     for (n, p), (_, q) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(p, q), n
     batch = make_batch()

@@ -62,11 +62,6 @@ def add_parsers(sub):
     p.set_defaults(func=run_plot)
 
 
-def default_strategy(model):
-    """Seq2Seq has no latent to sample: beam search, as in the paper's baseline; the VAEs decode greedily per z."""
-    return "beam" if type(model).__name__ == "Seq2Seq" else "greedy"
-
-
 def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
     """The report dict of ``model`` on ``data`` (likelihood, then generation for conditional models).
 
@@ -79,9 +74,9 @@ def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
     )
     texts = None
     if not isinstance(model, SentenceVAE) and not args_like.no_generation:
-        strategy = args_like.strategy or default_strategy(model)
-        report["generation"], texts = evaluate_generation(
-            model, data, vocab, num_samples=args_like.samples, strategy=strategy, max_length=args_like.max_length,
+        report["generation"], texts = evaluate_generation(  # strategy None: the paper's (default_strategy)
+            model, data, vocab, num_samples=args_like.samples, strategy=args_like.strategy,
+            max_length=args_like.max_length,
             temperature=args_like.temperature, top_k=args_like.top_k, top_p=args_like.top_p,
             beam_size=args_like.beam_size, batch_size=args_like.batch_size, max_inputs=args_like.max_inputs,
             generator=generator, return_texts=True, seen_sources=seen_sources,

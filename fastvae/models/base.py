@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -127,6 +128,22 @@ def check_tokens(name, tokens, lengths, vocab_size):
     return lengths
 
 
+@contextmanager
+def evaluating(model):
+    """``model.eval()`` and ``torch.no_grad()`` inside the block; the model's train/eval mode is restored after.
+
+    Generation and evaluation run in it, so dropout never reaches a decode
+    whatever mode the caller left the model in.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 class BaseModel(torch.nn.Module):
     """Stores its constructor arguments so ``save_pretrained``/``from_pretrained`` can rebuild it."""
 
@@ -189,7 +206,10 @@ class BaseModel(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, backend=None, map_location="cpu"):
-        """Rebuild a model saved by ``save_pretrained`` (optionally on the other backend)."""
+        """Rebuild a model saved by ``save_pretrained`` (optionally on the other backend), in eval mode.
+
+        Call ``.train()`` on it to train further (the Trainer does so itself).
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -230,7 +250,7 @@ class BaseModel(torch.nn.Module):
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ValueError(f"{weights_path} does not match the {cls.__name__} in {CONFIG_NAME}: {exc}") from None
-        return model.to(device)
+        return model.to(device).eval()
 
 
 def _write_json(path, obj):

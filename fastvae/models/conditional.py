@@ -10,7 +10,7 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight, evaluating
 from fastvae.models.generation import DecodeOptions, decode
 from fastvae.nn import VocabProjection
 
@@ -82,9 +82,7 @@ class _Conditional(BaseModel):
                 f"beam_size must be at most the vocabulary size ({V}), got {options.beam_size}"
                 + (" (a Seq2Seq's beam widens to num_samples)" if n_best else "")
             )
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             h_c = self.encode_context(context, context_lengths)
             if not n_best:
                 h_c = h_c.repeat_interleave(num_samples, dim=0)
@@ -101,8 +99,6 @@ class _Conditional(BaseModel):
                 generator=generator,
                 num_return=num_samples if n_best else 1,
             )
-        finally:
-            self.train(was_training)
         B = context.shape[0]
         return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
 

@@ -4,7 +4,7 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight
+from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight, evaluating
 from fastvae.models.generation import DecodeOptions, decode
 
 
@@ -47,7 +47,11 @@ class SentenceVAE(BaseModel):
         self.decoder = ConditionalDecoder(embed_dim, hidden_size, num_layers, latent_size, vocab_size, backend)
 
     def encode(self, tokens, lengths):
-        """``tokens [B, T]``, ``lengths [B]`` -> ``(mu, logvar)`` of q(z|x), each ``[B, latent_size]``."""
+        """``tokens [B, T]``, ``lengths [B]`` -> ``(mu, logvar)`` of q(z|x), each ``[B, latent_size]``.
+
+        A building block: it follows the model's mode (embedding dropout in
+        train mode); call ``.eval()`` first for deterministic codes.
+        """
         lengths = check_tokens("tokens", tokens, lengths, self.config["vocab_size"])
         return self.posterior(self.encoder(self.embedding(tokens), lengths))
 
@@ -76,33 +80,34 @@ class SentenceVAE(BaseModel):
             generator=generator,
         )
 
-    @torch.no_grad()
+    # sample / reconstruct / interpolate run in eval mode (no dropout), whatever mode the model is in
+
     def sample(self, n, strategy="greedy", max_length=30, temperature=1.0, top_k=0, top_p=1.0, beam_size=4, generator=None):
         """``n`` sentences with z drawn from the prior N(0, I) -> ``(tokens [n, max_length], lengths [n])``."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
-        ref = self.decoder.init_state.weight
-        zeros = ref.new_zeros(n, self.config["latent_size"])
-        z = latent_ops(self.backend).reparameterize(zeros, zeros, generator=generator)
         options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size)
-        return self._decode_from(z, options, generator)
+        with evaluating(self):
+            zeros = self.decoder.init_state.weight.new_zeros(n, self.config["latent_size"])
+            z = latent_ops(self.backend).reparameterize(zeros, zeros, generator=generator)
+            return self._decode_from(z, options, generator)
 
-    @torch.no_grad()
     def reconstruct(self, tokens, lengths, max_length=30):
         """Greedy decoding from each sentence's posterior mean."""
-        mu, _ = self.encode(tokens, lengths)
-        return self._decode_from(mu, DecodeOptions(max_length=max_length))
+        with evaluating(self):
+            mu, _ = self.encode(tokens, lengths)
+            return self._decode_from(mu, DecodeOptions(max_length=max_length))
 
-    @torch.no_grad()
     def interpolate(self, tokens_a, tokens_b, steps=5, max_length=30):
         """Homotopy between two sentences ``[T_a]`` and ``[T_b]``: greedy decodes of
         ``(1 - t) mu_a + t mu_b`` for ``steps`` values of t from 0 to 1."""
         if not isinstance(steps, int) or steps < 2:
             raise ValueError(f"steps must be an integer >= 2, got {steps!r}")
-        mus = []
-        for name, tokens in (("tokens_a", tokens_a), ("tokens_b", tokens_b)):
-            if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.numel() == 0:
-                raise ValueError(f"{name} must be a non-empty 1-D tensor of token ids")
-            mus.append(self.encode(tokens.unsqueeze(0), torch.tensor([tokens.numel()]))[0])
-        t = torch.linspace(0, 1, steps, device=mus[0].device).unsqueeze(1)
-        return self._decode_from((1 - t) * mus[0] + t * mus[1], DecodeOptions(max_length=max_length))
+        with evaluating(self):
+            mus = []
+            for name, tokens in (("tokens_a", tokens_a), ("tokens_b", tokens_b)):
+                if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1 or tokens.numel() == 0:
+                    raise ValueError(f"{name} must be a non-empty 1-D tensor of token ids")
+                mus.append(self.encode(tokens.unsqueeze(0), torch.tensor([tokens.numel()]))[0])
+            t = torch.linspace(0, 1, steps, device=mus[0].device).unsqueeze(1)
+            return self._decode_from((1 - t) * mus[0] + t * mus[1], DecodeOptions(max_length=max_length))
