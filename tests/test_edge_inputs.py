@@ -150,6 +150,15 @@ def test_small_argument_errors():
         DecodeOptions("sample", temperature="1").check()
 
 
+def test_a_temperature_too_small_for_the_logits_is_named():
+    # logits / 1e-40 overflow to inf: the error used to speak of non-finite logits only
+    model, batch = small(CVAE), batches.make_batch(V, B=2, Tc=4, Tx=5)
+    with pytest.raises(ValueError, match="temperature 1e-40 is too small"):
+        model.generate(batch.context, batch.context_lengths, strategy="sample", temperature=1e-40)
+    tokens, _ = model.generate(batch.context, batch.context_lengths, strategy="sample", temperature=1e-3)
+    assert tokens.shape[0] == 2
+
+
 # ---------------------------------------------------------------------- models
 
 

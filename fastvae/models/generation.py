@@ -124,10 +124,15 @@ def decode(decoder, embed, state, *, sos_id, eos_id, pad_id, options, generator=
         if options.strategy == "greedy":
             token = decoder.out.greedy(hidden)
         else:
-            logits = decoder.out.logits(hidden)
-            if options.temperature != 1.0:
-                logits = logits / options.temperature
-            token = sample_from_logits(_filter_logits(logits, options.top_k, options.top_p), generator)
+            raw = decoder.out.logits(hidden)
+            logits = raw / options.temperature if options.temperature != 1.0 else raw
+            try:
+                token = sample_from_logits(_filter_logits(logits, options.top_k, options.top_p), generator)
+            except ValueError:
+                if logits is not raw and bool(torch.isfinite(raw).all()):  # finite until divided
+                    raise ValueError(f"temperature {options.temperature:g} is too small: the logits divided by it "
+                                     "overflow; use a larger temperature or strategy='greedy'") from None
+                raise
         out[rows, t] = token
         ended = token == eos_id
         if bool(ended.any()):
