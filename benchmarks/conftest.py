@@ -4,8 +4,13 @@
 medians) and prints the ratio table at the end of the session.
 ``pytest benchmarks/ --benchmark-disable`` is the smoke run: every callable
 runs once and the fused result is checked against the baseline, no timing.
-With ``FASTVAE_BENCH_SAVE=1`` the table is also written, with the machine it
-was measured on, to ``benchmarks/results/cpu.json``.
+With ``FASTVAE_BENCH_SAVE=1`` the table is also saved, with the machine it
+was measured on, to ``benchmarks/results/<device>.json`` (``cpu.json``: every
+benchmark builds its tensors on torch's default device, the CPU). Saving merges:
+a row (key: case, shape, baseline) measured in this session replaces the saved
+row with the same key, the other saved rows stay, so a subset
+(``-k "latent and B64"``) updates only its rows. Each row carries the date it
+was measured (``"measured"``); ``"machine"`` describes the latest session.
 
 Benchmarks that measure something other than time (peak memory, ...) add rows
 to their own tables with the ``extra_table`` fixture; those tables are printed
@@ -21,7 +26,11 @@ import torch
 
 from _ratios import interleaved_medians, machine_info, table_lines, text_table
 
-RESULTS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu.json")
+# Where the benchmarks run: none moves a tensor to another device, so everything runs on torch's default
+# device, the CPU; a benchmark that ran elsewhere would save to its own file (results/<device>.json).
+DEVICE = "cpu"
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS_PATH = os.path.join(RESULTS_DIR, f"{DEVICE}.json")
 # fp32; atol scales with the output's largest entry: weight gradients are sums
 # over B*T terms, their absolute rounding error grows with that magnitude.
 RTOL, ATOL = 1e-4, 1e-5
@@ -151,11 +160,92 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for line in _extra_table_lines(table_rows):
             terminalreporter.write_line(line)
     if os.environ.get("FASTVAE_BENCH_SAVE") == "1":
-        os.makedirs(os.path.dirname(RESULTS_PATH), exist_ok=True)
-        record = {"machine": info, "rows": rows}
-        if tables:
-            record["tables"] = tables
-        with open(RESULTS_PATH, "w", encoding="utf-8") as f:
+        try:
+            record = save_results(RESULTS_PATH, info, rows, tables)
+        except ValueError as exc:
+            terminalreporter.write_line(f"not saved: {exc}", red=True)
+            return
+        total = len(record["rows"]) + sum(len(t) for t in record.get("tables", {}).values())
+        now = len(rows) + sum(len(t) for t in tables.values())
+        terminalreporter.write_line(f"saved to {RESULTS_PATH}: {now} row(s) measured now, merged into {total}")
+
+
+def _row_key(row):
+    """Which saved row a new one replaces: same case, shape and baseline (rows without them: same content)."""
+    if any(k in row for k in ("case", "shape", "baseline")):
+        return (row.get("case"), row.get("shape"), row.get("baseline"))
+    return json.dumps(row, sort_keys=True)
+
+
+def _merge_rows(old_rows, new_rows):
+    """``old_rows`` with the rows that ``new_rows`` re-measured replaced in place, then the new keys in order."""
+    new_by_key = {_row_key(r): r for r in new_rows}  # a key measured twice: the last measurement
+    merged, placed = [], set()
+    for row in old_rows:
+        key = _row_key(row)
+        if key not in new_by_key:
+            merged.append(row)
+        elif key not in placed:  # a key the old file held twice ends up once
+            merged.append(new_by_key[key])
+            placed.add(key)
+    merged += [row for key, row in new_by_key.items() if key not in placed]
+    return merged
+
+
+def merge_results(old, info, rows, tables=None):
+    """The results record after a session: ``old`` (a saved record, or None) updated with this session's rows.
+
+    ``info``: the session's machine (:func:`_ratios.machine_info`), which becomes ``"machine"``, with the
+    device. ``rows``: the ratio table's new rows; ``tables``: ``title -> rows`` of the extra tables. New rows
+    get ``"measured"`` (the session's date) and replace the saved rows of the same (case, shape, baseline);
+    the saved rows the session did not measure are kept, each with the date it was measured (rows saved
+    before dates were recorded get the date of the record they came from).
+    """
+    old = old or {}
+    old_date = (old.get("machine") or {}).get("date")
+    dated = lambda rs, date: [r if "measured" in r else {**r, "measured": date} for r in rs]  # noqa: E731
+    stamp = lambda rs: [{**r, "measured": info.get("date")} for r in rs]  # noqa: E731
+    record = {
+        "machine": {**info, "device": DEVICE},
+        "rows": _merge_rows(dated(old.get("rows", []), old_date), stamp(rows)),
+    }
+    merged_tables = {title: dated(t, old_date) for title, t in (old.get("tables") or {}).items()}
+    for title, t in (tables or {}).items():
+        merged_tables[title] = _merge_rows(merged_tables.get(title, []), stamp(t))
+    if merged_tables:
+        record["tables"] = merged_tables
+    return record
+
+
+def save_results(path, info, rows, tables=None):
+    """Merge this session's rows into the record at ``path`` (see :func:`merge_results`) and write it atomically.
+
+    Returns the record written. A file there that is not such a record raises a ValueError (it is left as is).
+    """
+    old = None
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot merge into {path}: {exc}; move it away to start a new file") from None
+        ok = (isinstance(old, dict) and isinstance(old.get("rows", []), list)
+              and isinstance(old.get("tables", {}), dict)
+              and all(isinstance(r, dict) for r in old.get("rows", []))
+              and all(isinstance(t, list) and all(isinstance(r, dict) for r in t)
+                      for t in old.get("tables", {}).values()))
+        if not ok:
+            raise ValueError(f"cannot merge into {path}: not a benchmark results record; "
+                             "move it away to start a new file")
+    record = merge_results(old, info, rows, tables)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=2)
             f.write("\n")
-        terminalreporter.write_line(f"saved to {RESULTS_PATH}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return record

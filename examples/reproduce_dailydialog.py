@@ -21,27 +21,35 @@ lambda multiplier (default: the model's, 1). A run directory that already
 holds a checkpoint is resumed, not started over, under this call's
 ``--epochs``, ``--minutes`` (counted from the run's start) and
 ``--patience``: the same command continues an interrupted run, a larger
-budget trains it longer. Each model's best validation checkpoint is
+budget trains it longer. The model and vocabulary flags (``--embed-dim``,
+``--hidden-size``, ``--latent-size``, ``--num-layers``, ``--max-vocab``,
+``--label-loss-weight``) shape new runs only: left out, an existing run
+(resumed or, with ``--skip-training``, evaluated) keeps its own; given, they
+must match it (else a usage error). Each model's best validation checkpoint is
 evaluated on the test split with ``--samples`` (10) responses per context:
-z drawn from the prior, greedy decoding per z (Seq2Seq: the 10 best beam
-hypotheses) -- or, with ``--strategy sample``, words sampled from the
+z drawn from the prior, greedy decoding per z (Seq2Seq: beam search with beam
+``--samples``, its ``--samples`` best hypotheses; ``--strategy greedy`` is
+this same protocol) -- or, with ``--strategy sample``, words sampled from the
 softmax at ``--temperature`` (default 1) -- BLEU-precision / BLEU-recall
 (mean of BLEU-1..3, NLTK smoothing method 7; ``--bleu-smoothing
 method7-legacy``: method 7 as NLTK 3.2.2-3.4.5, the paper's time, computed
 it) and distinct-1/2 over all generated responses. Two baseline rows: ``--samples`` random training
 responses per context, which ignores the context altogether, and each
 context answered by its own last utterance (one response: how much BLEU
-mere overlap with the context earns). Every row is also scored separately
-on the test contexts that occur in the training split ("seen": 23% of them)
-and on the rest ("unseen"): a model that memorizes training responses can
-gain on the seen ones only.
+mere overlap with the context earns); a stored baseline is computed again
+when this call's ``--samples`` or ``--max-inputs`` differ from its own
+``settings``. Every row is also scored separately on the test contexts
+that occur in the training split ("seen": 23% of them) and on the rest
+("unseen"): a model that memorizes training responses can gain on the seen
+ones only.
 
 Prints the table and writes ``benchmarks/results/dailydialog.json``
 (``--results``): ``protocols.<protocol>.rows.<model>`` (``greedy``,
 ``sample``, ``beam``, or ``sample-T<t>`` for sampling at a temperature
 other than 1; test
 metrics, training summary, run.json, the ``fastvae train`` command when this
-call trained, five example contexts with their samples) and ``baseline``.
+call trained, five example contexts with their samples) and ``baseline``
+(each with the ``settings`` it was computed with).
 Rows of other protocols or models already in the file are kept.
 """
 
@@ -77,10 +85,13 @@ MODELS = (  # row name, --model, extra flags
 
 
 DECODING = {
-    "greedy": "z from the prior, greedy decoding per z; Seq2Seq: the 10 best beam hypotheses (beam 10)",
+    "greedy": "z from the prior, greedy decoding per z; Seq2Seq: beam search with beam = --samples, "
+              "its --samples best hypotheses",
     "sample": "z from the prior, words sampled from the softmax (temperature 1); Seq2Seq: sampled too",
     "beam": "z from the prior, beam search per z (beam = --samples)",
 }
+# the model and vocabulary flags: None in argparse (so that a flag given can be told from one left out), then these
+MODEL_DEFAULTS = {"max_vocab": 10000, "embed_dim": 32, "hidden_size": 32, "latent_size": 8, "num_layers": 2}
 BASELINE = "Random train responses"
 ECHO = "Echo of the last context utterance"
 
@@ -141,28 +152,39 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--minutes", type=float, default=15.0, help="training time limit per model (default 15)")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (0: off; default 3)")
-    p.add_argument("--max-vocab", type=int, default=10000, help="vocabulary size (default 10000)")
-    p.add_argument("--embed-dim", type=int, default=32, help="word embedding size E (default 32)")
-    p.add_argument("--hidden-size", type=int, default=32, help="LSTM hidden size H (default 32)")
-    p.add_argument("--latent-size", type=int, default=8, help="latent size Z of the VAEs (default 8)")
-    p.add_argument("--num-layers", type=int, default=2, help="LSTM layers (default 2)")
+    existing = "; an existing run keeps its own, and a value given must match it"
+    p.add_argument("--max-vocab", type=int, help="vocabulary size (default 10000)" + existing)
+    p.add_argument("--embed-dim", type=int, help="word embedding size E (default 32)" + existing)
+    p.add_argument("--hidden-size", type=int, help="LSTM hidden size H (default 32)" + existing)
+    p.add_argument("--latent-size", type=int, help="latent size Z of the VAEs (default 8)" + existing)
+    p.add_argument("--num-layers", type=int, help="LSTM layers (default 2)" + existing)
     p.add_argument("--label-loss-weight", type=float,
-                   help="SLCVAE rows: weight of ||z - z_label||^2, times the KL weight (default: the model's, 1)")
+                   help="SLCVAE rows: weight of ||z - z_label||^2, times the KL weight (finite, >= 0; default: the "
+                   "model's, 1)" + existing)
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--max-inputs", type=int, help="score only the first N test contexts")
     p.add_argument("--strategy", choices=("greedy", "sample", "beam"),
-                   help="decoding for evaluation (default: beam for Seq2Seq, greedy per z for the VAEs)")
+                   help="decoding for evaluation (default, and greedy: the paper's protocol, greedy per z for the VAEs "
+                   "and beam search with beam --samples for Seq2Seq)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="with --strategy sample: softmax temperature (default 1; > 0)")
     p.add_argument("--bleu-smoothing", choices=BLEU_SMOOTHINGS, default="method7",
                    help="BLEU smoothing: method7 (NLTK's method 7 as installed; default) or method7-legacy (method 7 "
                    "as NLTK 3.2.2-3.4.5, the paper's time, computed it); one results file holds one of them")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the random-response baseline)")
+    p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the two baselines, "
+                   "random responses and echo)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--results", default=os.path.join("benchmarks", "results", "dailydialog.json"))
     args = p.parse_args(argv)
+    given = {name: getattr(args, name) for name in (*MODEL_DEFAULTS, "label_loss_weight")
+             if getattr(args, name) is not None}
+    for name, value in MODEL_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.strategy == "greedy":  # the paper's protocol, as when left out: Seq2Seq decodes with beam search
+        args.strategy = None
     unknown = sorted(set(args.only or ()) - {name for name, _, _ in MODELS})
     if unknown:
         p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
@@ -175,6 +197,8 @@ def main(argv=None):
         p.error(f"--minutes must be a finite number > 0, got {args.minutes}")
     if args.patience < 0:
         p.error(f"--patience must be >= 0 (0: off), got {args.patience}")
+    if args.label_loss_weight is not None and not 0 <= args.label_loss_weight < float("inf"):
+        p.error(f"--label-loss-weight must be a finite number >= 0, got {args.label_loss_weight}")
     if not (args.temperature > 0 and args.temperature < float("inf")):
         p.error(f"--temperature must be a positive number, got {args.temperature}")
     if args.temperature != 1.0 and args.strategy != "sample":
@@ -183,18 +207,27 @@ def main(argv=None):
     if held is not None and held != args.bleu_smoothing:
         p.error(f"{args.results} holds BLEU scored with {held}; write --bleu-smoothing {args.bleu_smoothing} "
                 f"results to another --results file")
+    rows = [row for row in MODELS if args.only is None or row[0] in args.only]
+    for name, model_name, _ in rows:  # every row's run checked before any training or writing
+        run_dir = row_run_dir(args, name)
+        if args.skip_training and not _holds_run(run_dir):
+            p.error(f"--skip-training: no run to evaluate in {run_dir} (row {name}); train it first or "
+                    f"choose another --run-root")
+        conflict = _setting_conflict(args, given, model_name, run_dir)
+        if conflict:
+            p.error(conflict)
     torch.set_num_threads(args.threads)
     protocol = protocol_name(args.strategy, args.temperature)
     command = "python examples/reproduce_dailydialog.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    def add_command(results):
+    def record(results, name=None, report=None):
+        """Add a row of this call (if any) and this call's command, written only once a row or the call succeeded."""
         entry = _entry(results, protocol)
+        if name is not None:
+            entry["rows"][name] = report
         entry["commands"] = sorted(set(entry.get("commands", [])) | {command})
 
-    results = _update(args, add_command)
-    for name, model_name, extra in MODELS:
-        if args.only is not None and name not in args.only:
-            continue
+    for name, model_name, extra in rows:
         run_dir = row_run_dir(args, name)
         train_command = None
         if not args.skip_training:
@@ -224,16 +257,111 @@ def main(argv=None):
         if train_command is not None:  # with --skip-training, run_config and training say how the run was made
             report["train_command"] = "fastvae " + " ".join(train_command)
         report["examples_shown"] = texts[:5]
-        results = _update(args, lambda results: _entry(results, protocol)["rows"].update({name: report}))
+        _update(args, lambda results: record(results, name, report))
         g = report["generation"]
         print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
               f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
+    stored = _read(args.results).get("baseline", {})
+    data = {}
+
+    def baseline_data():  # loaded once, and only when a baseline needs it
+        if not data:
+            data["value"] = _baseline_data(args)
+        return data["value"]
+
     for name, make in ((BASELINE, random_baseline), (ECHO, echo_baseline)):
-        if name not in results.get("baseline", {}):
-            baseline = make(args)
-            results = _update(args, lambda results: results.setdefault("baseline", {}).update({name: baseline}))
+        settings = baseline_settings(name, args)
+        if name in stored and _made_with(name, stored[name], baseline_data) == settings:
+            continue  # kept as it is: the same settings give the same value
+        if name in stored:
+            print(f"{name}: computed again ({_made_with(name, stored[name], baseline_data)} -> {settings})", flush=True)
+        baseline = {**make(args, baseline_data()), "settings": settings}
+        _update(args, lambda results: results.setdefault("baseline", {}).update({name: baseline}))
+    results = _update(args, record)
     print(table(results, protocol))
     return 0
+
+
+def _holds_run(run_dir):
+    """Whether ``run_dir`` holds a run that can be evaluated: run.json, vocab.json and a model or a checkpoint."""
+    has = lambda name: os.path.exists(os.path.join(run_dir, name))  # noqa: E731
+    return has(runs.RUN_FILE) and has(runs.VOCAB_FILE) and (has(runs.MODEL_DIR) or has(runs.CHECKPOINT_NAME))
+
+
+def _run_model_config(run_dir):
+    """The model config of the run in ``run_dir`` (model/config.json, else checkpoint.pt's); None without either."""
+    path = os.path.join(run_dir, runs.MODEL_DIR, "config.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return json.load(f)["config"]
+    path = os.path.join(run_dir, runs.CHECKPOINT_NAME)
+    if os.path.isfile(path):
+        from fastvae.train.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, restore_rng=False)["model"].config
+    return None
+
+
+def _setting_conflict(args, given, model_name, run_dir):
+    """A message when a model or vocabulary flag given in this call differs from the existing run in ``run_dir``
+    (which is resumed or evaluated with its own settings, so the flag would be ignored); None when all agree."""
+    flags = [name for name in ("embed_dim", "hidden_size", "num_layers") if name in given]
+    flags += ["latent_size"] if "latent_size" in given and model_name != "seq2seq" else []
+    flags += ["label_loss_weight"] if "label_loss_weight" in given and model_name == "slcvae" else []
+    if not flags and "max_vocab" not in given:
+        return None
+    config = _run_model_config(run_dir) if os.path.isfile(os.path.join(run_dir, runs.RUN_FILE)) else None
+    if config is None:
+        return None  # no run there yet: the flags make it
+    for name in flags:
+        held = config.get(name)  # (absent from an older model's config: nothing to compare)
+        if held is not None and float(held) != float(given[name]):
+            return _conflict_message(name, given[name], f"{name.replace('_', ' ')} {held}", run_dir)
+    if "max_vocab" in given:
+        size = config["vocab_size"]
+        # the run's vocabulary holds min(its --max-vocab, every training word): smaller than the given
+        # --max-vocab, it still matches when it holds every word of the training split
+        if size > given["max_vocab"] or (size < given["max_vocab"]
+                                         and size != _full_vocab_size(args, model_name, run_dir)):
+            return _conflict_message("max_vocab", given["max_vocab"], f"a vocabulary of {size} tokens", run_dir)
+    return None
+
+
+def _conflict_message(name, given, held, run_dir):
+    flag = "--" + name.replace("_", "-")
+    return (f"{flag} {given} does not match the existing run in {run_dir}, which has {held} (its saved model "
+            f"config); leave {flag} out to keep the run's, or choose another --run-root")
+
+
+def _full_vocab_size(args, model_name, run_dir):
+    """The vocabulary size of the run's training split without a --max-vocab limit (the model's minimum count 1)."""
+    spec = runs.corpus_spec(runs.read_run(run_dir), args.data_dir)
+    examples = runs.corpus_examples(spec, "train", model_name)
+    return len(Vocab.build([t for ex in examples for t in (ex.source, ex.target)]))
+
+
+def baseline_settings(name, args):
+    """What a baseline row depends on besides the corpus and vocabulary, stored next to it as ``settings``."""
+    settings = {"max_inputs": args.max_inputs}
+    if name == BASELINE:  # the echo baseline gives one response, whatever --samples
+        settings["num_samples"] = args.samples
+    return settings
+
+
+def _made_with(name, stored, baseline_data):
+    """The settings a stored baseline was computed with: its ``settings``; a baseline stored before that record
+    counts as made with its own report's ``num_samples``, and with ``max_inputs`` None when it scored every test
+    context, else its count of ``inputs`` (the first N contexts are scored either way, so both give its value)."""
+    if "settings" in stored:
+        return stored["settings"]
+    from fastvae.evaluate import split_by_seen
+
+    g = stored["generation"]
+    test = baseline_data()[1]
+    made = {"max_inputs": None if int(g["inputs"]) == len(split_by_seen(test, [])) else int(g["inputs"])}
+    if name == BASELINE:
+        made["num_samples"] = int(g["num_samples"])
+    return made
 
 
 def _baseline_data(args):
@@ -253,18 +381,20 @@ def _baseline_data(args):
     return vocab, test, train, run_dir
 
 
-def random_baseline(args):
-    """The table's metrics for --samples random training responses per test context (the context is ignored)."""
-    vocab, test, train, run_dir = _baseline_data(args)
+def random_baseline(args, data=None):
+    """The table's metrics for --samples random training responses per test context (the context is ignored).
+
+    data: ``_baseline_data(args)``, when already loaded."""
+    vocab, test, train, run_dir = data or _baseline_data(args)
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
                                        max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0),
                                        seen_sources=train.sources, bleu_smoothing=args.bleu_smoothing)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
-def echo_baseline(args):
+def echo_baseline(args, data=None):
     """The table's metrics when each test context is answered by its own last utterance (one response)."""
-    vocab, test, train, run_dir = _baseline_data(args)
+    vocab, test, train, run_dir = data or _baseline_data(args)
     report = evaluate_echo_responses(test, vocab, max_inputs=args.max_inputs, seen_sources=train.sources,
                                      bleu_smoothing=args.bleu_smoothing)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
@@ -284,7 +414,17 @@ def _decoding(protocol):
 
 
 def _entry(results, protocol):
-    return results.setdefault("protocols", {}).setdefault(protocol, {"decoding": _decoding(protocol), "rows": {}})
+    entry = results.setdefault("protocols", {}).setdefault(protocol, {"decoding": _decoding(protocol), "rows": {}})
+    entry["decoding"] = _decoding(protocol)  # files from before said "beam 10", whatever --samples
+    return entry
+
+
+def _read(path):
+    """The results file as it is on disk now ({} when there is none)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def _update(args, change):

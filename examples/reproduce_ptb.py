@@ -14,7 +14,10 @@ implementations), KL, ELBO, an importance-weighted NLL estimate, active units,
 mutual information. The target -- test NLL <= 103.97 with KL >= 7.27 -- is
 the published result of a widely used PyTorch Sentence-VAE implementation.
 Writes ``benchmarks/results/ptb.json`` (``--results``) with the wall-clock
-seconds per training epoch. ``--resume`` continues an interrupted run.
+seconds per training epoch, the ``fastvae train`` command this call ran (none
+with ``--skip-training``) and the run's own settings (its run.json).
+``--resume`` continues an interrupted run up to ``--epochs`` epochs in all;
+the model and training settings stay the run's.
 """
 
 import argparse
@@ -50,6 +53,12 @@ def train_argv(args):
     return argv
 
 
+def resume_argv(args):
+    """Continue the run in --run-dir, up to --epochs epochs in all (the rest of its settings are its own)."""
+    argv = ["train", "--run-dir", args.run_dir, "--resume", "--epochs", str(args.epochs), "--threads", str(args.threads)]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
 def epoch_times(run_dir):
     """``(epochs, seconds per epoch)`` from metrics.csv (its 'seconds' column at each validation row)."""
     with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
@@ -64,7 +73,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--iw-samples", type=int, default=20)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR up to --epochs epochs in all")
     p.add_argument("--skip-training", action="store_true", help="only evaluate RUN_DIR")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--results", default=os.path.join("benchmarks", "results", "ptb.json"))
@@ -72,9 +81,19 @@ def main(argv=None):
     for name, low in (("epochs", 1), ("threads", 1), ("iw_samples", 0)):
         if getattr(args, name) < low:  # before any training, not after it
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(args, name)}")
+    if args.skip_training and args.resume:
+        p.error("--resume trains, --skip-training does not: choose one")
+    if args.skip_training and not all(os.path.exists(os.path.join(args.run_dir, name))
+                                      for name in (runs.RUN_FILE, runs.VOCAB_FILE, runs.MODEL_DIR)):
+        p.error(f"--skip-training: no trained run to evaluate in {args.run_dir}; train it first")
+    if args.resume and not os.path.isfile(os.path.join(args.run_dir, runs.CHECKPOINT_NAME)):
+        p.error(f"--resume: no run to continue in {args.run_dir} (no {runs.CHECKPOINT_NAME}); "
+                "leave --resume out to start one")
     torch.set_num_threads(args.threads)
+    train_command = None
     if not args.skip_training:
-        code = fastvae_main(["train", "--run-dir", args.run_dir, "--resume"] if args.resume else train_argv(args))
+        train_command = resume_argv(args) if args.resume else train_argv(args)
+        code = fastvae_main(train_command)
         if code != 0:
             return code
     model, vocab, run = runs.load_run(args.run_dir)
@@ -85,7 +104,8 @@ def main(argv=None):
     epochs, per_epoch = epoch_times(args.run_dir)
     result = {
         "command": "python examples/reproduce_ptb.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "train_command": "fastvae " + " ".join(train_argv(args)),
+        "train_command": None if train_command is None else "fastvae " + " ".join(train_command),  # what this call ran
+        "run_config": run,  # what the run was trained with (its run.json), whatever command made it
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "torch": torch.__version__},
         "epochs_trained": epochs,
         "seconds_per_epoch": per_epoch,

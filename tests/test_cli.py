@@ -732,3 +732,41 @@ def test_resume_may_lower_the_learning_rate(capsys, tmp_path):
         saved = json.load(f)["train"]
     assert saved["lr"] == 1e-5 and saved["max_grad_norm"] == 1.0
     assert float(metric_rows(run_dir)[-1]["lr"]) == pytest.approx(1e-5)
+
+
+def test_built_in_corpus_root_is_stored_so_evaluate_and_resume_work_from_anywhere(capsys, tmp_path, monkeypatch):
+    """A ptb/dailydialog run found via $FASTVAE_DATA (or ../shared/data) stores that root, absolute, in run.json."""
+    ptb = tmp_path / "data" / "ptb"
+    ptb.mkdir(parents=True)
+    train, valid = sentence_files(ptb)
+    os.replace(train, ptb / "ptb.train.txt")
+    os.replace(valid, ptb / "ptb.valid.txt")
+    shutil.copy(ptb / "ptb.valid.txt", ptb / "ptb.test.txt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FASTVAE_DATA", "data")  # relative to where train runs
+    run_dir = str(tmp_path / "run")
+    argv = ["train", "--model", "sentence-vae", "--run-dir", run_dir, "--data", "ptb", *TINY, "--latent-size", "4",
+            "--max-steps", "2"]
+    assert main(argv) == 0
+    run_json = tmp_path / "run" / "run.json"
+    assert json.loads(run_json.read_text())["corpus"]["data_dir"] == str(tmp_path / "data")
+    # another folder (its ../shared/data does not exist), another shell: no FASTVAE_DATA
+    monkeypatch.delenv("FASTVAE_DATA")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    evaluate = ["evaluate", run_dir, "--split", "test", "--latest", "--threads", "1"]
+    assert main(evaluate) == 0
+    assert json.loads((tmp_path / "run" / "eval_test.json").read_text())["examples"] == 12
+    flags = ["--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1"]
+    assert main(["train", "--run-dir", run_dir, "--resume", "--max-steps", "3", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "step limit reached at step 3" in out and "--resume --max-steps N (N > 3)" in out  # the limit is saved
+    # an explicit --data-dir still overrides the stored root
+    assert_error(capsys, [*evaluate, "--data-dir", str(tmp_path / "nowhere")], str(tmp_path / "nowhere" / "ptb"))
+    # run.json of older versions (data_dir null) still reads the data from $FASTVAE_DATA
+    saved = json.loads(run_json.read_text())
+    saved["corpus"]["data_dir"] = None
+    run_json.write_text(json.dumps(saved))
+    assert_error(capsys, evaluate, "no ptb data at", os.path.join("..", "shared", "data", "ptb"))
+    monkeypatch.setenv("FASTVAE_DATA", str(tmp_path / "data"))
+    assert main(evaluate) == 0

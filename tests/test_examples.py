@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 
 import pytest
 
@@ -158,3 +159,181 @@ def test_reproduce_ptb_checks_its_numbers_before_training(tmp_path, capsys, argv
         script.main(argv + ["--run-dir", str(tmp_path / "run"), "--results", str(tmp_path / "x.json")])
     assert info.value.code == 2 and flag in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+TINY = ["--epochs", "1", "--embed-dim", "8", "--hidden-size", "8", "--latent-size", "2", "--num-layers", "1"]
+
+
+@pytest.fixture(scope="module")
+def dd_runs(tmp_path_factory):
+    """``(data dir, run root)``: tiny Seq2Seq, CVAE and SLCVAE runs (SLCVAE with --label-loss-weight 0.5), trained once."""
+    root = tmp_path_factory.mktemp("dd")
+    data = fake_dailydialog(root / "data")
+    script = load_script("reproduce_dailydialog")
+    assert script.main(["--data-dir", str(data), "--run-root", str(root / "runs"), "--results", str(root / "dd.json"),
+                        "--samples", "3", "--max-inputs", "4", "--no-progress", "--label-loss-weight", "0.5",
+                        "--only", "Seq2Seq+beam", "CVAE", "SLCVAE", *TINY]) == 0
+    return data, root / "runs"
+
+
+def dd_argv(data, run_root, results, *rest):
+    return ["--data-dir", str(data), "--run-root", str(run_root), "--results", str(results), "--no-progress", *rest]
+
+
+def test_reproduce_dailydialog_explicit_greedy_is_the_default_protocol(dd_runs, tmp_path):
+    script = load_script("reproduce_dailydialog")
+    data, run_root = dd_runs
+    rows = ["--only", "Seq2Seq+beam", "CVAE", "--skip-training", "--samples", "3", "--max-inputs", "4"]
+    explicit, default = tmp_path / "explicit.json", tmp_path / "default.json"
+    assert script.main(dd_argv(data, run_root, explicit, *rows, "--strategy", "greedy")) == 0
+    assert script.main(dd_argv(data, run_root, default, *rows)) == 0
+    entry = json.loads(explicit.read_text())["protocols"]["greedy"]
+    seq2seq = entry["rows"]["Seq2Seq+beam"]["generation"]
+    # Seq2Seq: beam search with beam --samples, as the protocol's text says; the VAEs: greedy per z
+    assert seq2seq["strategy"] == "beam" and seq2seq["decoding"]["beam_size"] == 3 and seq2seq["num_samples"] == 3
+    assert entry["rows"]["CVAE"]["generation"]["strategy"] == "greedy"
+    assert "10" not in entry["decoding"] and "beam = --samples" in entry["decoding"]
+    same = json.loads(default.read_text())["protocols"]["greedy"]
+    for name in ("Seq2Seq+beam", "CVAE"):
+        assert entry["rows"][name]["generation"] == same["rows"][name]["generation"]
+
+
+def test_reproduce_dailydialog_recomputes_baselines_made_with_other_settings(dd_runs, tmp_path):
+    script = load_script("reproduce_dailydialog")
+    data, run_root = dd_runs
+    results = tmp_path / "dd.json"
+
+    def baselines(*settings):  # --only with no row: the two baselines only
+        assert script.main(dd_argv(data, run_root, results, "--only", *settings)) == 0
+        out = json.loads(results.read_text())["baseline"]
+        return out[script.BASELINE], out[script.ECHO]
+
+    random3, echo4 = baselines("--samples", "3", "--max-inputs", "4")
+    assert baselines("--samples", "3", "--max-inputs", "4") == (random3, echo4)  # the same settings: kept
+    random2, echo3 = baselines("--samples", "2", "--max-inputs", "3")
+    assert random2["generation"]["num_samples"] == 2 and random2["generation"]["inputs"] == 3
+    assert random3["settings"] == {"num_samples": 3, "max_inputs": 4} and echo4["settings"] == {"max_inputs": 4}
+    assert echo3["generation"]["inputs"] == 3 and echo3["settings"] == {"max_inputs": 3}
+    random3, echo = baselines("--samples", "3", "--max-inputs", "3")
+    assert random3["generation"]["num_samples"] == 3 and echo == echo3  # --samples does not change the echo
+
+    def strip_settings():  # a file written before baselines recorded their settings
+        out = json.loads(results.read_text())
+        for value in out["baseline"].values():
+            del value["settings"]
+        results.write_text(json.dumps(out))
+        return out["baseline"][script.BASELINE], out["baseline"][script.ECHO]
+
+    old = strip_settings()
+    assert baselines("--samples", "3", "--max-inputs", "3") == old  # its report's num_samples and inputs match
+    everything = baselines("--samples", "3")
+    assert everything[0]["generation"]["inputs"] > 3 and everything[0]["settings"]["max_inputs"] is None
+    old = strip_settings()
+    assert baselines("--samples", "3") == old  # it scored every test context: made with no --max-inputs
+    assert baselines("--samples", "3", "--max-inputs", "2")[1]["generation"]["inputs"] == 2
+
+
+@pytest.mark.parametrize("argv, texts", [
+    (["--only", "CVAE", "--skip-training", "--hidden-size", "16"], ["--hidden-size 16", "hidden size 8", "cvae"]),
+    (["--only", "CVAE", "--epochs", "2", "--num-layers", "2"], ["--num-layers 2", "num layers 1"]),  # a resume
+    (["--only", "SLCVAE", "--skip-training", "--label-loss-weight", "0.7"],
+     ["--label-loss-weight 0.7", "label loss weight 0.5"]),
+    (["--only", "CVAE", "SLCVAE", "--skip-training", "--latent-size", "3"], ["--latent-size 3", "latent size 2"]),
+    (["--only", "Seq2Seq+beam", "--skip-training", "--max-vocab", "10"], ["--max-vocab 10", "vocabulary of"]),
+])
+def test_reproduce_dailydialog_refuses_flags_an_existing_run_would_ignore(dd_runs, tmp_path, capsys, argv, texts):
+    script = load_script("reproduce_dailydialog")
+    data, run_root = dd_runs
+    runs_copy = tmp_path / "runs"
+    shutil.copytree(run_root, runs_copy)
+    log = (runs_copy / "cvae" / "metrics.csv").read_text()
+    with pytest.raises(SystemExit) as info:
+        script.main(dd_argv(data, runs_copy, tmp_path / "x.json", *argv))
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and all(text in err for text in texts), err
+    assert not (tmp_path / "x.json").exists() and (runs_copy / "cvae" / "metrics.csv").read_text() == log
+
+
+def test_reproduce_dailydialog_takes_flags_that_match_or_do_not_apply(dd_runs, tmp_path):
+    script = load_script("reproduce_dailydialog")
+    data, run_root = dd_runs
+    from fastvae.cli import runs
+
+    vocab_size = runs.load_run(str(run_root / "cvae"))[0].config["vocab_size"]
+    # Seq2Seq has no latent and no label loss; a --max-vocab above the corpus's words gives the run's vocabulary
+    assert script.main(dd_argv(data, run_root, tmp_path / "x.json", "--only", "Seq2Seq+beam", "CVAE", "--skip-training",
+                               "--samples", "2", "--max-inputs", "2", "--hidden-size", "8", "--latent-size", "2",
+                               "--label-loss-weight", "3", "--max-vocab", "10000")) == 0
+    assert script.main(dd_argv(data, run_root, tmp_path / "x.json", "--only", "CVAE", "--skip-training", "--samples",
+                               "2", "--max-inputs", "2", "--max-vocab", str(vocab_size))) == 0
+
+
+def test_reproduce_dailydialog_skip_training_needs_every_run(dd_runs, tmp_path, capsys):
+    script = load_script("reproduce_dailydialog")
+    data, run_root = dd_runs
+    with pytest.raises(SystemExit) as info:
+        script.main(dd_argv(data, tmp_path / "nowhere", tmp_path / "x.json", "--only", "SLCVAE", "--skip-training"))
+    assert info.value.code == 2 and str(tmp_path / "nowhere" / "slcvae") in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+    # a results file already there keeps its commands: a failed call is not recorded
+    runs_copy = tmp_path / "runs"
+    shutil.copytree(run_root, runs_copy)
+    shutil.rmtree(runs_copy / "slcvae")
+    results = tmp_path / "dd.json"
+    assert script.main(dd_argv(data, runs_copy, results, "--only", "CVAE", "--skip-training", "--samples", "2",
+                               "--max-inputs", "2")) == 0
+    before = results.read_text()
+    with pytest.raises(SystemExit) as info:
+        script.main(dd_argv(data, runs_copy, results, "--only", "CVAE", "SLCVAE", "--skip-training", "--samples", "2",
+                            "--max-inputs", "2"))
+    assert info.value.code == 2 and str(runs_copy / "slcvae") in capsys.readouterr().err
+    assert results.read_text() == before
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan", "inf"])
+def test_reproduce_dailydialog_checks_label_loss_weight_before_training(tmp_path, capsys, weight):
+    script = load_script("reproduce_dailydialog")
+    data = fake_dailydialog(tmp_path / "data")
+    with pytest.raises(SystemExit) as info:  # the CVAE row, before SLCVAE, would train first
+        script.main(dd_argv(data, tmp_path / "runs", tmp_path / "x.json", "--only", "CVAE", "SLCVAE",
+                            "--label-loss-weight", weight, *TINY))
+    assert info.value.code == 2 and "--label-loss-weight" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x.json").exists()
+
+
+def fake_ptb(root, seed=0):
+    rng = random.Random(seed)
+    folder = root / "ptb"
+    folder.mkdir(parents=True)
+    for split, n in (("train", 40), ("valid", 8), ("test", 8)):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(n)]
+        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_reproduce_ptb_resumes_to_epochs_and_records_what_ran(tmp_path):
+    script = load_script("reproduce_ptb")
+    data = fake_ptb(tmp_path / "data")
+    results = tmp_path / "ptb.json"
+    common = ["--data-dir", str(data), "--run-dir", str(tmp_path / "run"), "--results", str(results),
+              "--iw-samples", "2", "--no-progress"]
+    assert script.main(common + ["--epochs", "1"]) == 0
+    first = json.loads(results.read_text())
+    assert first["epochs_trained"] == 1 and "--epochs 1" in first["train_command"]
+    assert first["run_config"]["model"] == "sentence-vae" and first["run_config"]["train"]["epochs"] == 1
+    assert script.main(common + ["--resume", "--epochs", "2"]) == 0
+    resumed = json.loads(results.read_text())
+    assert resumed["epochs_trained"] == 2 and "--resume --epochs 2" in resumed["train_command"]
+    assert "--embed-dim" not in resumed["train_command"] and resumed["run_config"]["train"]["epochs"] == 2
+    assert script.main(common + ["--skip-training"]) == 0
+    evaluated = json.loads(results.read_text())
+    assert evaluated["train_command"] is None and evaluated["run_config"] == resumed["run_config"]
+    assert evaluated["epochs_trained"] == 2
+
+
+def test_reproduce_ptb_skip_training_needs_the_run(tmp_path, capsys):
+    script = load_script("reproduce_ptb")
+    with pytest.raises(SystemExit) as info:
+        script.main(["--skip-training", "--run-dir", str(tmp_path / "nope"), "--results", str(tmp_path / "x.json")])
+    assert info.value.code == 2 and str(tmp_path / "nope") in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

@@ -91,6 +91,26 @@ def test_time_and_step_limits_save_a_checkpoint(tmp_path):
     assert result.status == "time_limit" and result.step == 1
 
 
+@pytest.mark.parametrize("limit", [3, 6])  # mid-epoch; at the end of epoch 1 (6 batches of 8)
+def test_resuming_a_run_at_its_limit_trains_no_further_step(tmp_path, limit):
+    assert make_trainer(Seq2Seq, tmp_path, max_steps=limit).fit().status == "max_steps"
+    files = ("checkpoint.pt", "metrics.csv")
+    before = {name: (tmp_path / name).read_bytes() for name in files}
+    for _ in range(2):  # every further resume as well
+        resumed = make_trainer(Seq2Seq, tmp_path, model_seed=123, max_steps=limit)
+        result = resumed.fit(resume=True)
+        assert (result.status, result.step, result.epoch) == ("max_steps", limit, 0)
+        assert {name: (tmp_path / name).read_bytes() for name in files} == before  # checkpoint and log unchanged
+    # a higher limit continues from there
+    assert make_trainer(Seq2Seq, tmp_path, max_steps=limit + 1).fit(resume=True).step == limit + 1
+    # the time limit likewise: the seconds already trained count
+    make_trainer(Seq2Seq, tmp_path / "t", max_time=1e-9).fit()
+    before = (tmp_path / "t" / "checkpoint.pt").read_bytes()
+    result = make_trainer(Seq2Seq, tmp_path / "t", max_time=1e-9).fit(resume=True)
+    assert (result.status, result.step) == ("time_limit", 1)
+    assert (tmp_path / "t" / "checkpoint.pt").read_bytes() == before
+
+
 def test_tensorboard_events_and_plots_are_written(tmp_path):
     trainer = make_trainer(SentenceVAE, tmp_path, epochs=1, tensorboard=True, plots=True)
     trainer.fit()

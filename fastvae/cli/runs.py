@@ -172,7 +172,11 @@ def tokenizer(run):
 
 
 def corpus_spec(run, data_dir=None):
-    """The run's corpus; ``data_dir`` (e.g. ``--data-dir``), when given, replaces the folder it was read from."""
+    """The run's corpus; ``data_dir`` (e.g. ``--data-dir``), when given, replaces the folder it was read from.
+
+    ``fastvae train`` stores the absolute data root of dailydialog/ptb runs; run.json files of older
+    versions hold ``data_dir: null``, read as today: ``$FASTVAE_DATA``, else ``../shared/data``.
+    """
     try:
         spec = CorpusSpec.from_dict(run["corpus"])
     except TypeError as exc:  # a key CorpusSpec does not know

@@ -5,7 +5,7 @@ import sys
 
 from fastvae.cli import runs
 from fastvae.data import Vocab
-from fastvae.data.sources import CORPORA, CorpusSpec
+from fastvae.data.sources import CORPORA, CorpusSpec, data_root
 from fastvae.evaluate import write_report
 from fastvae.train import Trainer, TrainConfig
 from fastvae.train.schedules import SCHEDULES
@@ -180,9 +180,13 @@ def prepare(args):
         raise ValueError("--model is required (unless --resume)")
     _check_applicable(args)
     absolute = lambda path: None if path is None else os.path.abspath(path)  # noqa: E731 (run.json is read from anywhere)
+    name = args.data or "bible"
+    # dailydialog / ptb: the data root as resolved now (--data-dir, else $FASTVAE_DATA, else ../shared/data),
+    # absolute, so that evaluate and --resume find the same data from any folder or shell
+    data_dir = absolute(data_root(args.data_dir)) if name in ("dailydialog", "ptb") else absolute(args.data_dir)
     spec = CorpusSpec(
-        name=args.data or "bible",
-        data_dir=absolute(args.data_dir),
+        name=name,
+        data_dir=data_dir,
         train_file=absolute(args.train_file),
         valid_file=absolute(args.valid_file),
         test_file=absolute(args.test_file),
@@ -284,5 +288,8 @@ def _report(result, run_dir):
     print(lines[result.status] + f" ({result.seconds:.0f} s)", file=sys.stdout)
     if result.best_valid_loss is not None:
         print(f"best validation loss {result.best_valid_loss:.3f} (epoch {result.best_epoch}); model in {result.model_dir}")
+    # the limits are saved in run.json: a plain --resume of a run at its limit trains no further step
+    raise_limit = {"max_steps": f" --max-steps N (N > {result.step})",
+                   "time_limit": f" --max-time S (S > {result.seconds:.0f})"}.get(result.status, "")
     if result.status in ("interrupted", "time_limit", "max_steps"):
-        print(f"continue with: fastvae train --run-dir {run_dir} --resume")
+        print(f"continue with: fastvae train --run-dir {run_dir} --resume{raise_limit}")

@@ -257,7 +257,9 @@ class Trainer:
         """Train until the epochs are done, early stopping, a limit or Ctrl-C; returns a :class:`TrainResult`.
 
         resume: continue from ``<run_dir>/checkpoint.pt`` (model, optimizers,
-        schedule position, RNG states, position inside the epoch).
+        schedule position, RNG states, position inside the epoch). A resumed
+        run that is already at ``max_steps`` / ``max_time`` returns that status
+        at once, without training or saving.
         """
         cfg = self.config
         if not isinstance(resume, bool):
@@ -275,7 +277,11 @@ class Trainer:
         handlers = self._install_signal_handlers()
         status = "finished"
         try:
-            while self.epoch < cfg.epochs:
+            # a resumed run already at its step or time limit trains no further step (and keeps its checkpoint)
+            stopped = self._stop_status() if resume and self.epoch < cfg.epochs else None
+            if stopped is not None:
+                status = stopped
+            while stopped is None and self.epoch < cfg.epochs:
                 status = self._train_epoch()
                 if status is not None:
                     self.save_checkpoint()
