@@ -337,3 +337,23 @@ def test_reproduce_ptb_skip_training_needs_the_run(tmp_path, capsys):
         script.main(["--skip-training", "--run-dir", str(tmp_path / "nope"), "--results", str(tmp_path / "x.json")])
     assert info.value.code == 2 and str(tmp_path / "nope") in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_compare_nltk_bleu_against_the_installed_release(tmp_path, capsys):
+    """The checker finds no difference between fastvae's method7 and the installed NLTK's, and finds the legacy one's."""
+    import nltk
+
+    script = load_script("compare_nltk_bleu")
+    release = os.path.dirname(os.path.dirname(os.path.abspath(nltk.__file__)))  # holds nltk/translate/bleu_score.py
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"source": "x", "references": ["i am fine thanks", "good"],
+                                   "samples": ["i am good", "fine", "thanks a lot"]}) + "\n\n")
+    assert script.main([release, str(samples), "--smoothing", "method7"]) == 0
+    assert "6 sample/reference pairs; largest |BLEU difference| 0 " in capsys.readouterr().out
+    assert script.main([release, str(samples)]) == 1  # method7-legacy: the releases before 3.5 differ from today's
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"samples": ["a"]}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1: not a --write-samples line"):
+        script.main([release, str(bad)])
+    with pytest.raises(SystemExit, match="no nltk/translate/bleu_score.py"):
+        script.main([str(tmp_path), str(samples)])
