@@ -25,7 +25,7 @@ import torch
 from fastvae.data.dataset import TextDataset, batch_indices, collate
 from fastvae.devices import usable_device
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.models.base import check_weight
+from fastvae.models.base import check_weight, evaluating
 from fastvae.train import distributed
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
 from fastvae.train.logs import MetricsLog
@@ -437,17 +437,13 @@ class Trainer:
 
     # ------------------------------------------------------- validation
 
-    @torch.no_grad()
     def validate(self):
         """Mean validation NLL, KL and loss (= NLL + KL, the negative ELBO at KL weight 1) per sentence."""
         if self.valid_data is None:
             return None
-        model = self.model
-        was_training = model.training
-        model.eval()
         g = torch.Generator(device=self.device).manual_seed(self.config.seed + 12345)
         sums = [0.0, 0.0, 0.0]  # sentences, nll, kl
-        try:
+        with evaluating(self.model) as model:
             for indices in self._epoch_batches(0, self.valid_data, self.config.valid_batch_size, shuffle=False):
                 batch = collate(self.valid_data, indices).to(self.device)
                 out = model(batch, kl_weight=1.0, generator=g) if self.latent else model(batch)
@@ -455,8 +451,6 @@ class Trainer:
                 sums[0] += n
                 sums[1] += float(out.nll) * n
                 sums[2] += float(out.kl) * n if out.kl is not None else 0.0
-        finally:
-            model.train(was_training)
         n, nll, kl = distributed.all_sum(self.dist, sums, self.device)
         result = {"nll": nll / n}
         if self.latent:
