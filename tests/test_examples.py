@@ -19,17 +19,24 @@ def load_script(name):
     return module
 
 
-def fake_dailydialog(root, seed=0):
+def _fake_corpus(root, name, files, make_line, seed=0):
+    """``root/name/<file>`` with ``n`` lines ``make_line(rng)`` for each ``(file, n)`` of ``files``; returns root."""
     rng = random.Random(seed)
-    folder = root / "dailydialog"
+    folder = root / name
     folder.mkdir(parents=True)
-    for split, n in (("train", 30), ("validation", 6), ("test", 6)):
-        lines = []
-        for _ in range(n):
-            turns = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) + " ." for _ in range(rng.randint(2, 4))]
-            lines.append(" __eou__ ".join(turns) + " __eou__")
-        (folder / f"dialogues_{split}.txt").write_text("\n".join(lines) + "\n")
+    for file, n in files:
+        (folder / file).write_text("\n".join(make_line(rng) for _ in range(n)) + "\n")
     return root
+
+
+def _words(rng, low, high):
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+def fake_dailydialog(root, seed=0):
+    files = (("dialogues_train.txt", 30), ("dialogues_validation.txt", 6), ("dialogues_test.txt", 6))
+    dialogue = lambda rng: " __eou__ ".join(_words(rng, 2, 6) + " ." for _ in range(rng.randint(2, 4))) + " __eou__"  # noqa: E731
+    return _fake_corpus(root, "dailydialog", files, dialogue, seed)
 
 
 def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path):
@@ -302,13 +309,8 @@ def test_reproduce_dailydialog_checks_label_loss_weight_before_training(tmp_path
 
 
 def fake_ptb(root, seed=0):
-    rng = random.Random(seed)
-    folder = root / "ptb"
-    folder.mkdir(parents=True)
-    for split, n in (("train", 40), ("valid", 8), ("test", 8)):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) for _ in range(n)]
-        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+    files = (("ptb.train.txt", 40), ("ptb.valid.txt", 8), ("ptb.test.txt", 8))
+    return _fake_corpus(root, "ptb", files, lambda rng: _words(rng, 3, 8), seed)
 
 
 def test_reproduce_ptb_resumes_to_epochs_and_records_what_ran(tmp_path):
