@@ -46,25 +46,33 @@ def release_bleu(module, sample, reference):
         try:
             scores.append(module.sentence_bleu([reference], sample, weights=(1.0 / n,) * n,
                                                smoothing_function=smoothing))
-        except ZeroDivisionError:
+        except ZeroDivisionError:  # NLTK 3.2.2-3.4.5 on a one-token sample (ln 1 = 0); anything else is real
+            if len(sample) != 1:
+                raise
             scores.append(0.0)
     return sum(scores) / len(scores)
 
 
 def read_pairs(path, limit):
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                samples, references = item["samples"], item["references"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise SystemExit(f"compare_nltk_bleu.py: {path}:{number}: not a --write-samples line ({exc})")
-            pairs += [(s.split(), r.split()) for s in samples for r in references if s.split() and r.split()]
-            if limit is not None and len(pairs) >= limit:
-                return pairs[:limit]
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            lines = list(f)
+        except UnicodeDecodeError as exc:
+            raise SystemExit(f"compare_nltk_bleu.py: {path} is not UTF-8 text ({exc})")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            samples, references = item["samples"], item["references"]
+            if not all(isinstance(t, str) for t in list(samples) + list(references)):
+                raise TypeError("samples and references must be lists of strings")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SystemExit(f"compare_nltk_bleu.py: {path}:{number}: not a --write-samples line ({exc})")
+        pairs += [(s.split(), r.split()) for s in samples for r in references if s.split() and r.split()]
+        if limit is not None and len(pairs) >= limit:
+            return pairs[:limit]
     return pairs
 
 
@@ -72,12 +80,15 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("nltk_dir", help="an unpacked NLTK source release (holds nltk/translate/bleu_score.py)")
     p.add_argument("samples", help="JSON lines written by fastvae evaluate --write-samples")
-    p.add_argument("--smoothing", default=LEGACY_METHOD7, help=f"fastvae's smoothing (default {LEGACY_METHOD7})")
+    p.add_argument("--smoothing", default=LEGACY_METHOD7, choices=(LEGACY_METHOD7, "method7"),
+                   help=f"fastvae's smoothing, compared with the release's method 7 (default {LEGACY_METHOD7})")
     p.add_argument("--max-pairs", type=int, help="compare only the first N sample/reference pairs")
     p.add_argument("--tolerance", type=float, default=1e-12)
     args = p.parse_args(argv)
     if args.max_pairs is not None and args.max_pairs < 1:
         p.error(f"--max-pairs must be >= 1, got {args.max_pairs}")
+    if not args.tolerance >= 0:  # NaN too
+        p.error(f"--tolerance must be a number >= 0, got {args.tolerance}")
     if not os.path.isfile(args.samples):
         p.error(f"no samples file at {args.samples!r}")
     module = load_release(args.nltk_dir)

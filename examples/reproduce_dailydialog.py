@@ -67,6 +67,7 @@ from fastvae.cli import runs
 from fastvae.cli.evaluate import BLEU_SMOOTHINGS, evaluate_run
 from fastvae.data import Vocab
 from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses, write_report
+from fastvae.models.base import check_weight
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -197,13 +198,19 @@ def main(argv=None):
         p.error(f"--minutes must be a finite number > 0, got {args.minutes}")
     if args.patience < 0:
         p.error(f"--patience must be >= 0 (0: off), got {args.patience}")
-    if args.label_loss_weight is not None and not 0 <= args.label_loss_weight < float("inf"):
-        p.error(f"--label-loss-weight must be a finite number >= 0, got {args.label_loss_weight}")
+    if args.label_loss_weight is not None:
+        try:  # the models' own check (finite, >= 0, within float32)
+            check_weight("--label-loss-weight", args.label_loss_weight)
+        except ValueError as exc:
+            p.error(str(exc))
     if not (args.temperature > 0 and args.temperature < float("inf")):
         p.error(f"--temperature must be a positive number, got {args.temperature}")
     if args.temperature != 1.0 and args.strategy != "sample":
         p.error("--temperature applies to --strategy sample only")
-    held = _file_smoothing(args.results)
+    try:
+        held = _file_smoothing(args.results)
+    except ValueError as exc:
+        p.error(str(exc))
     if held is not None and held != args.bleu_smoothing:
         p.error(f"{args.results} holds BLEU scored with {held}; write --bleu-smoothing {args.bleu_smoothing} "
                 f"results to another --results file")
@@ -420,11 +427,17 @@ def _entry(results, protocol):
 
 
 def _read(path):
-    """The results file as it is on disk now ({} when there is none)."""
+    """The results file as it is on disk now ({} when there is none); ValueError for a file that is not one."""
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a results file of this script: {exc}") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path} is not a results file of this script (a JSON {type(results).__name__})")
+    return results
 
 
 def _update(args, change):
@@ -440,10 +453,11 @@ def _update(args, change):
     lock = os.open(folder, os.O_RDONLY)  # the folder is the lock: no lock file left behind
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results = {}
-        if os.path.isfile(args.results):
-            with open(args.results) as f:
-                results = json.load(f)
+        results = _read(args.results)
+        held = results.get("bleu_smoothing", "method7") if results else None
+        if held is not None and held != args.bleu_smoothing:  # a parallel call with the other smoothing
+            raise SystemExit(f"{args.results} now holds BLEU scored with {held} (written by another call "
+                             f"meanwhile); this call's {args.bleu_smoothing} rows were not written")
         change(results)
         results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                               "torch": torch.__version__}
@@ -457,10 +471,8 @@ def _update(args, change):
 
 def _file_smoothing(path):
     """The BLEU smoothing of an existing results file (files from before the option: method7), or None."""
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f).get("bleu_smoothing", "method7")
+    results = _read(path)
+    return results.get("bleu_smoothing", "method7") if results else None
 
 
 def table(results, protocol):

@@ -335,6 +335,9 @@ def test_generation_perfect_samples_score_like_identical_sentences(monkeypatch):
     assert hot["decoding"] == {"strategy": "sample", "max_length": 12, "temperature": 0.5, "top_k": 0, "top_p": 0.9}
     beam = evaluate_generation(model, dataset, vocab, num_samples=2, strategy="beam", beam_size=3, temperature=0.5)
     assert beam["decoding"] == {"strategy": "beam", "max_length": 30, "beam_size": 3}
+    # a Seq2Seq's n-best list widens the beam to num_samples: the report says the beam that ran
+    wide = evaluate_generation(model, dataset, vocab, num_samples=6, strategy="beam", beam_size=3)
+    assert wide["decoding"]["beam_size"] == 6
     assert evaluate_generation(model, dataset, vocab, strategy="greedy")["decoding"] == {
         "strategy": "greedy", "max_length": 30}
     # no strategy: the paper's protocol, as fastvae evaluate decodes (Seq2Seq: beam; VAEs: greedy per z)

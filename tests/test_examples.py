@@ -110,6 +110,18 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     with pytest.raises(SystemExit) as info:
         script.main(common + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"])
     assert info.value.code == 2 and json.loads(results.read_text()) == cooler
+    # a parallel call that wrote the other smoothing meanwhile: refused under the lock, nothing written
+    args = script.main.__globals__["argparse"].Namespace(results=str(results), threads=1,
+                                                         bleu_smoothing="method7-legacy")
+    with pytest.raises(SystemExit, match="now holds BLEU scored with method7"):
+        script._update(args, lambda r: r.setdefault("protocols", {}).clear())
+    assert json.loads(results.read_text()) == cooler
+    # a results file that is not one: a usage error, not a traceback
+    not_results = tmp_path / "list.json"
+    not_results.write_text("[1, 2]")
+    with pytest.raises(SystemExit) as info:
+        script.main(common[:4] + ["--results", str(not_results), "--only", "--skip-training"])
+    assert info.value.code == 2
     legacy_file = tmp_path / "dd-legacy.json"
     legacy_argv = [a if a != str(results) else str(legacy_file) for a in common]
     assert script.main(legacy_argv + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"]) == 0
@@ -297,7 +309,7 @@ def test_reproduce_dailydialog_skip_training_needs_every_run(dd_runs, tmp_path, 
     assert results.read_text() == before
 
 
-@pytest.mark.parametrize("weight", ["-1", "nan", "inf"])
+@pytest.mark.parametrize("weight", ["-1", "nan", "inf", "1e39"])
 def test_reproduce_dailydialog_checks_label_loss_weight_before_training(tmp_path, capsys, weight):
     script = load_script("reproduce_dailydialog")
     data = fake_dailydialog(tmp_path / "data")
@@ -359,3 +371,15 @@ def test_compare_nltk_bleu_against_the_installed_release(tmp_path, capsys):
         script.main([release, str(bad)])
     with pytest.raises(SystemExit, match="no nltk/translate/bleu_score.py"):
         script.main([str(tmp_path), str(samples)])
+    bad.write_text('{"samples": [1], "references": ["a"]}\n')
+    with pytest.raises(SystemExit, match="bad.jsonl:1: not a --write-samples line"):
+        script.main([release, str(bad)])
+    bad.write_bytes(b"\xff\xfe{}\n")
+    with pytest.raises(SystemExit, match="is not UTF-8 text"):
+        script.main([release, str(bad)])
+    capsys.readouterr()
+    for argv, message in ((["--smoothing", "method9"], "--smoothing: invalid choice"),
+                          (["--tolerance", "nan"], "--tolerance must be a number >= 0")):
+        with pytest.raises(SystemExit) as info:
+            script.main([release, str(samples)] + argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err

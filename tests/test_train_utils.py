@@ -276,6 +276,15 @@ def test_a_flipped_byte_in_the_tensor_data_is_caught(tmp_path):
     with pytest.raises(ValueError, match=r"flipped.pt.*fails its CRC-32 check"):
         load_checkpoint(flipped)
     load_checkpoint(path)  # the intact file still loads
+    # damaged zip headers raise other errors inside zipfile (encrypted flag: RuntimeError; unknown
+    # compression: NotImplementedError; deflate: zlib.error): each is the same named ValueError
+    entry = bytes(data).index(b"PK\x01\x02")  # the first central-directory entry
+    for offset, value in ((8, b"\x01\x00"), (10, b"\x01\x00"), (10, b"\x08\x00")):
+        damaged = bytearray(path.read_bytes())
+        damaged[entry + offset : entry + offset + 2] = value
+        flipped.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match="flipped.pt' is a corrupt"):
+            load_checkpoint(flipped)
 
 
 def test_missing_file(tmp_path):
