@@ -24,6 +24,8 @@ import shlex
 import pytest
 import torch
 
+from fastvae.evaluate import write_report
+
 from _ratios import interleaved_medians, machine_info, table_lines, text_table
 
 # Where the benchmarks run: none moves a tensor to another device, so everything runs on torch's default
@@ -238,14 +240,5 @@ def save_results(path, info, rows, tables=None):
             raise ValueError(f"cannot merge into {path}: not a benchmark results record; "
                              "move it away to start a new file")
     record = merge_results(old, info, rows, tables)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_report(path, record)  # atomic, folder created
     return record

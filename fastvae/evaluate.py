@@ -460,8 +460,7 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy=None, ma
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
     report = _generation_report(triples, num_samples, strategy, seen, bleu_smoothing)
-    if strategy == "beam" and isinstance(model, Seq2Seq):  # its n-best list: the beam widens to num_samples
-        beam_size = max(beam_size, num_samples)
+    beam_size = model.beam_width(strategy, beam_size, num_samples)  # the beam that ran
     report["decoding"] = _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_size)
     if return_texts:
         return report, [_as_text(t) for t in triples]

@@ -73,8 +73,7 @@ class _Conditional(BaseModel):
         options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size).check()
         # without a latent, beam search returns its n best hypotheses instead of n copies of the best
         n_best = self._latent_free and options.strategy == "beam"
-        if n_best:
-            options.beam_size = max(options.beam_size, num_samples)
+        options.beam_size = self.beam_width(options.strategy, options.beam_size, num_samples)
         V = self.config["vocab_size"]
         if options.strategy == "beam" and options.beam_size > V:
             # a wider beam holds hypotheses that were never real (and its [rows * beam, V] scores can exhaust memory)
@@ -101,6 +100,11 @@ class _Conditional(BaseModel):
             )
         B = context.shape[0]
         return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
+
+
+    def beam_width(self, strategy, beam_size, num_samples):
+        """The beam ``generate`` runs: a Seq2Seq's n-best list widens a beam search to ``num_samples``."""
+        return max(beam_size, num_samples) if self._latent_free and strategy == "beam" else beam_size
 
 
 class Seq2Seq(_Conditional):

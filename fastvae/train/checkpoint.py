@@ -156,15 +156,13 @@ def _read(path):
         # torch.load does not check the zip records' CRC-32s: a flipped byte in
         # a tensor would load silently. testzip reads every record (~40 ms for 28 MB).
         bad = zipfile.ZipFile(body).testzip()
-    except Exception as exc:  # BadZipFile, and what damaged headers raise (NotImplementedError, zlib.error, ...)
+        if bad is None:
+            body.seek(0)
+            payload = torch.load(body, map_location="cpu", weights_only=False)
+    except Exception as exc:  # BadZipFile, what damaged headers raise (NotImplementedError, zlib.error), a bad pickle
         raise ValueError(f"{path!r} is a corrupt or truncated fastvae checkpoint: {exc}") from None
     if bad is not None:
         raise ValueError(f"{path!r} is a corrupt fastvae checkpoint: its record {bad!r} fails its CRC-32 check")
-    body.seek(0)
-    try:
-        payload = torch.load(body, map_location="cpu", weights_only=False)
-    except Exception as exc:  # bad pickle, ...
-        raise ValueError(f"{path!r} is a corrupt or truncated fastvae checkpoint: {exc}") from None
     keys = ("model_class", "model_config", "model_state", "optimizers", "step", "epoch", "extra", "rng")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or any(k not in payload for k in keys):
         raise ValueError(f"{path!r} is not a fastvae checkpoint (bad payload)")
