@@ -47,6 +47,26 @@ TORCH_LIBRARY(fastvae, m) {
       "lstm_bwd(Tensor grad_y, Tensor grad_hn, Tensor grad_cn, Tensor x, Tensor w_ih, "
       "Tensor w_hh, Tensor? lengths, Tensor gates, Tensor cprev, Tensor tanh_c, Tensor hprev, "
       "bool reverse) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // A whole nn.LSTM-like stack in one call (one autograd node):
+  //   x [T,B,E], h0/c0 [L*D,B,H] (layer-major, D = 2 if bidirectional),
+  //   params per layer and direction: w_ih [4H,E_l], w_hh [4H,H] (and b_ih,
+  //   b_hh [4H] when the stack has biases), nn.LSTM's flat order; lengths as
+  //   for lstm_fwd. Returns y [T,B,D*H] (the top layer, zero past each length),
+  //   h_n, c_n [L*D,B,H]. No dropout between layers.
+  m.def(
+      "lstm_stack(Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, int num_layers, "
+      "bool bidirectional) -> (Tensor, Tensor, Tensor)");
+  // lstm_stack and what its backward needs (saved: per layer and direction
+  // gates, cprev, tanh_c, hprev, then the input of each layer above the first;
+  // empty when need_grad is false).
+  m.def(
+      "lstm_stack_fwd(Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, int num_layers, "
+      "bool bidirectional, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor[])");
+  // Gradients of lstm_stack (None gradients count as zero; h0 gives the state
+  // shape): dx [T,B,E], dh0, dc0 [L*D,B,H], dparams in params' order.
+  m.def(
+      "lstm_stack_bwd(Tensor? grad_y, Tensor? grad_hn, Tensor? grad_cn, Tensor x, Tensor h0, Tensor[] params, "
+      "Tensor? lengths, Tensor[] saved, int num_layers, bool bidirectional) -> (Tensor, Tensor, Tensor, Tensor[])");
   // One decoding step: x [B,E], h/c [B,H] -> (h', c') [B,H].
   m.def(
       "lstm_cell(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "

@@ -143,21 +143,42 @@ def test_same_initialisation_as_nn_lstm():
     assert fastvae.LSTM is LSTM
 
 
-def test_runs_the_fused_op():
-    """Guards the comparisons above: the module must call the fused op, one per layer and direction."""
+def _count_fused_calls(module, *args, **kwargs):
+    """How many times ``module(*args)`` dispatches each fastvae LSTM op."""
+    from collections import Counter
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class Count(TorchDispatchMode):
-        n = 0
+    calls = Counter()
 
+    class Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += func.name() == "fastvae::lstm_fwd"
+            if func.namespace == "fastvae":
+                calls[func.name()] += 1
             return func(*args, **(kwargs or {}))
 
-    module = LSTM(E, H, num_layers=2, bidirectional=True)
     with Count():
-        module(torch.randn(T, B, E), lengths=MIXED)
-    assert Count.n == 4
+        module(*args, **kwargs)
+    return calls
+
+
+def test_runs_the_fused_op():
+    """Guards the comparisons above: the module must call the fused op, one call for the whole stack."""
+    module = LSTM(E, H, num_layers=2, bidirectional=True)
+    calls = _count_fused_calls(module, torch.randn(T, B, E), lengths=MIXED)
+    assert calls == {"fastvae::lstm_stack_fwd": 1}  # parameters need gradients: the forward that saves
+    with torch.no_grad():
+        calls = _count_fused_calls(module, torch.randn(T, B, E), lengths=MIXED)
+    assert calls == {"fastvae::lstm_stack": 1}
+
+
+def test_dropout_between_layers_runs_layer_by_layer():
+    """Dropout between layers (training) is not part of the stack op: one fused layer op per layer and direction."""
+    module = LSTM(E, H, num_layers=2, bidirectional=True, dropout=0.5).train()
+    calls = _count_fused_calls(module, torch.randn(T, B, E), lengths=MIXED)
+    assert calls == {"fastvae::lstm_fwd": 4}
+    module.eval()
+    assert _count_fused_calls(module, torch.randn(T, B, E), lengths=MIXED) == {"fastvae::lstm_stack_fwd": 1}
 
 
 def test_packed_sequence_in_packed_sequence_out():

@@ -1,9 +1,12 @@
 #include "blas.h"
 
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
-#include <type_traits>
+
+#include "vec_math.h"
 
 extern "C" {
 // Fortran BLAS, LP64 (int) interface, as exported by libtorch_cpu.
@@ -43,57 +46,116 @@ void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
   }
 }
 
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so the
+// Fortran call swaps the operands and the M/N roles.
+template <typename scalar_t, typename Fn>
+void gemm_blas(Fn fn, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, scalar_t alpha,
+               const scalar_t* A, int64_t lda, const scalar_t* B, int64_t ldb, scalar_t beta, scalar_t* C,
+               int64_t ldc) {
+  if (fn == nullptr || !fits_int(M) || !fits_int(N) || !fits_int(K) || !fits_int(lda) || !fits_int(ldb) ||
+      !fits_int(ldc) || K == 0) {
+    gemm_aten<scalar_t>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const char ta = trans_b ? 'T' : 'N';
+  const char tb = trans_a ? 'T' : 'N';
+  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
+  fn(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+}
+
 }  // namespace
 
 bool has_direct_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
-// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so the
-// Fortran call swaps the operands and the M/N roles.
-template <>
-void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                 float alpha, const float* A, int64_t lda, const float* B,
-                 int64_t ldb, float beta, float* C, int64_t ldc) {
+bool tiled_float_gemm() { return cpu_isa() != Isa::Generic; }
+
+template <typename scalar_t>
+void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,
+                 int64_t K_rows) {
+  out.K = std::max(K, K_rows);
+  out.N = N;
+  out.data.assign(static_cast<size_t>(out.count() * out.stride()), scalar_t(0));
+  for (int64_t p = 0; p < out.count(); ++p) {
+    const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
+    scalar_t* panel = out.data.data() + p * out.stride();
+    if (trans_b) {  // B stored [N, K]
+      for (int64_t j = 0; j < width; ++j) {
+        const scalar_t* src = B + (n0 + j) * ldb;
+        for (int64_t k = 0; k < K; ++k) panel[k * kPanelWidth + j] = src[k];
+      }
+    } else {  // B stored [K, N]
+      for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
+    }
+  }
+}
+
+template void pack_panels<float>(bool, int64_t, int64_t, const float*, int64_t, Panels<float>&, int64_t);
+template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
+
+template <typename scalar_t>
+scalar_t* thread_scratch(size_t n) {
+  static thread_local std::vector<scalar_t> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
+template float* thread_scratch<float>(size_t);
+template double* thread_scratch<double>(size_t);
+
+void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,
+                 float* C, int64_t ldc) {
+  const int64_t K = Bp.K, N = Bp.N;
   if (M == 0 || N == 0) return;
-  if (alpha == 1.0f && cpu_isa() == Isa::Avx512) {
-    static thread_local PackedB scratch;
-    pack_b(trans_b, K, N, B, ldb, scratch);
-    gemm_packed(trans_a, M, A, lda, scratch, beta, C, ldc);
+  if (K == 0) {  // empty sum: C = beta * C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  if (sgemm_ == nullptr || !fits_int(M) || !fits_int(N) || !fits_int(K) ||
-      !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) || K == 0) {
-    gemm_aten<float>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const KernelSet<float>& ks = kernels<float>();
+  const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+  auto rows = [&](int64_t m0, int64_t m1) {
+    const int64_t tiles = (m1 - m0 + ks.tile_rows - 1) / ks.tile_rows;
+    float* scratch = thread_scratch<float>(static_cast<size_t>(tiles * ks.tile_rows * std::min(K, ks.gemm_depth)));
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data.data(), Bp.stride(), beta, C + m0 * ldc, ldc,
+            scratch);
+  };
+  // Split rows over threads only when each task has real work (~2 MFLOP).
+  const int64_t tile = ks.tile_rows;
+  const int64_t grain_tiles = std::max<int64_t>(1, 2000000 / std::max<int64_t>(2 * K * N * tile, 1) + 1);
+  const int64_t tiles = (M + tile - 1) / tile;
+  if (tiles <= grain_tiles || at::get_num_threads() == 1) {
+    rows(0, M);
     return;
   }
-  const char ta = trans_b ? 'T' : 'N';
-  const char tb = trans_a ? 'T' : 'N';
-  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
-  sgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  at::parallel_for(0, tiles, grain_tiles, [&](int64_t t0, int64_t t1) { rows(t0 * tile, std::min(M, t1 * tile)); });
 }
 
 template <>
-void gemm<double>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                  double alpha, const double* A, int64_t lda, const double* B,
-                  int64_t ldb, double beta, double* C, int64_t ldc) {
+void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  if (dgemm_ == nullptr || !fits_int(M) || !fits_int(N) || !fits_int(K) ||
-      !fits_int(lda) || !fits_int(ldb) || !fits_int(ldc) || K == 0) {
-    gemm_aten<double>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  if (alpha == 1.0f && tiled_float_gemm()) {
+    static thread_local Panels<float> packed;
+    pack_panels(trans_b, K, N, B, ldb, packed);
+    gemm_panels(trans_a, M, A, lda, packed, beta, C, ldc);
     return;
   }
-  const char ta = trans_b ? 'T' : 'N';
-  const char tb = trans_a ? 'T' : 'N';
-  const int m = N, n = M, k = K, la = ldb, lb = lda, lc = ldc;
-  dgemm_(&ta, &tb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  gemm_blas<float>(sgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <>
+void gemm<double>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+                  int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  gemm_blas<double>(dgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 template <typename scalar_t>
-RightOperand<scalar_t>::RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B,
-                                     int64_t ldb)
+RightOperand<scalar_t>::RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb)
     : trans_b_(trans_b), K_(K), N_(N), B_(B), ldb_(ldb) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (cpu_isa() == Isa::Avx512) {
-      pack_b(trans_b, K, N, B, ldb, panels_);
+    if (tiled_float_gemm()) {
+      pack_panels(trans_b, K, N, B, ldb, panels_);
       packed_ = true;
     }
   }
@@ -104,7 +166,7 @@ void RightOperand<scalar_t>::multiply(bool trans_a, int64_t M, const scalar_t* A
                                       scalar_t beta, scalar_t* C, int64_t ldc) const {
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (packed_) {
-      gemm_packed(trans_a, M, A, lda, panels_, beta, C, ldc);
+      gemm_panels(trans_a, M, A, lda, panels_, beta, C, ldc);
       return;
     }
   }
@@ -114,11 +176,6 @@ void RightOperand<scalar_t>::multiply(bool trans_a, int64_t M, const scalar_t* A
 template class RightOperand<float>;
 template class RightOperand<double>;
 
-}  // namespace cpu
-}  // namespace fastvae
-
-namespace fastvae {
-namespace cpu {
 namespace {
 
 at::Tensor gemm_op(const at::Tensor& a_in, const at::Tensor& b_in, bool trans_a, bool trans_b) {

@@ -1,16 +1,20 @@
 // Row-major GEMM on raw pointers for the CPU kernels.
 //
-// The recurrent loops issue one small GEMM per time step; going through the
-// ATen dispatcher (at::mm, tensor views) costs microseconds per call, which is
-// as much as the GEMM itself at the paper's sizes (64x32x128). So we call the
-// BLAS that libtorch_cpu already carries (MKL or OpenBLAS, both export the
-// Fortran symbols sgemm_/dgemm_) directly. The symbols are declared weak: a
-// torch build without a BLAS leaves them null and we fall back to at::mm_out.
+// The recurrent loops issue one small GEMM per time step (64x32x128 at the
+// paper's sizes); going through the ATen dispatcher costs microseconds per
+// call, as much as the product itself. So float GEMMs run fastvae's own
+// register-tiled kernels (csrc/cpu/tile_kernels.h) on AVX2 and AVX-512 CPUs,
+// with the right operand packed into panels; double GEMMs, and float GEMMs
+// on CPUs without AVX2, call the BLAS that libtorch_cpu carries (the Fortran
+// symbols sgemm_/dgemm_ of MKL or OpenBLAS, declared weak: a torch build
+// without them falls back to at::mm_out).
 #pragma once
 
 #include <ATen/ATen.h>
 
-#include "gemm_avx512.h"
+#include <vector>
+
+#include "kernels.h"
 
 namespace fastvae {
 namespace cpu {
@@ -23,12 +27,39 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           scalar_t alpha, const scalar_t* A, int64_t lda, const scalar_t* B,
           int64_t ldb, scalar_t beta, scalar_t* C, int64_t ldc);
 
-// True when the GEMMs go straight to BLAS (false: the at::mm_out fallback).
+// True when the GEMMs the tile kernels do not cover go straight to BLAS (false: at::mm_out).
 bool has_direct_blas();
 
+// True when float GEMMs run the tile kernels (an AVX2 or AVX-512 CPU).
+bool tiled_float_gemm();
+
+// A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
+// columns [32p, 32p + 32) as K rows of 32 values, zero past N.
+template <typename scalar_t>
+struct Panels {
+  int64_t K = 0, N = 0;
+  std::vector<scalar_t> data;
+  int64_t stride() const { return K * kPanelWidth; }
+  int64_t count() const { return (N + kPanelWidth - 1) / kPanelWidth; }
+};
+
+// Packs B (stored [K, N], or [N, K] when trans_b, leading dimension ldb);
+// with K_rows > K each panel gets K_rows rows, zero past K.
+template <typename scalar_t>
+void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,
+                 int64_t K_rows = 0);
+
+// Scratch of at least n values for the calling thread (reused between calls).
+template <typename scalar_t>
+scalar_t* thread_scratch(size_t n);
+
+// C[M, N] = op(A)[M, K] @ Bp + beta * C with the tile kernels (A stored [M, K], or [K, M] when trans_a).
+void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,
+                 float* C, int64_t ldc);
+
 // The right operand B of many products C = op(A) @ op(B) (the recurrent
-// weights of a time loop): prepared once -- packed for the AVX-512 kernel
-// when that is the CPU's path -- then multiplied step after step.
+// weights of a time loop): prepared once -- packed into panels when the tile
+// kernels run float GEMMs -- then multiplied step after step.
 template <typename scalar_t>
 class RightOperand {
  public:
@@ -44,7 +75,7 @@ class RightOperand {
   const scalar_t* B_;
   int64_t ldb_;
   bool packed_ = false;
-  PackedB panels_;  // used for float on AVX-512
+  Panels<scalar_t> panels_;
 };
 
 }  // namespace cpu

@@ -2,8 +2,10 @@
 //
 // Generation at the paper's size projects 640 rows onto 10,000 words per
 // step; materialising that [R, V] matrix and reading it back for the argmax
-// costs as much as the product. Here rows are taken in chunks and the
-// vocabulary in blocks whose scores live only in a small per-thread tile.
+// costs as much as the product. Here rows are taken in chunks of token panels
+// and the vocabulary in blocks; each score lives only in a register tile of
+// the head_argmax kernel (csrc/cpu/tile_kernels.h), which keeps the running
+// best per row.
 //   hidden [R, H], weight [V, H], bias [V] (optional) -> index [R] int64,
 //   value [R] (the winning score). Ties go to the lowest index, like argmax;
 //   rows whose scores are NaN are not guaranteed to pick the NaN.
@@ -17,68 +19,49 @@
 
 #include "../checks.h"
 #include "blas.h"
-#include "vec_math.h"
+#include "kernels.h"
 
 namespace fastvae {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRowChunk = 48;    // rows per task (a multiple of the GEMM's 12-row block)
-constexpr int64_t kVocabBlock = 256;  // columns per tile (a multiple of the 32-column panels)
-// Tile row stride: padded so the rows of a tile do not share L1 sets.
-constexpr int64_t kTileStride = kVocabBlock + 16;
+constexpr int64_t kRowChunk = 128;    // hidden rows per task: 4 token panels
+constexpr int64_t kVocabBlock = 512;  // words per pass over the chunk (their weights stay in L2)
 
-// Running argmax of one tile row into (best, best_index): adds the bias in
-// place and takes the row maximum in one vectorized pass; the index is only
-// searched for when the block beats the running best.
-FASTVAE_ISA_AVX512 void update_best(float* scores, const float* bias, int64_t v0, int64_t n, float& best,
-                                    int64_t& best_index) {
-  float m = -std::numeric_limits<float>::infinity();
-  if (bias != nullptr) {
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) {
-      scores[j] += bias[v0 + j];
-      m = std::max(m, scores[j]);
-    }
-  } else {
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, scores[j]);
+// Rows [r0, r0 + rows) of hidden: their transposed panels, then a running
+// (max, argmax) over the vocabulary in blocks. Indices are carried as
+// scalar_t (exact: the caller keeps V below 2^24 for float).
+template <typename scalar_t>
+void argmax_rows(const KernelSet<scalar_t>& ks, int64_t r0, int64_t rows, int64_t H, int64_t V,
+                 const scalar_t* hidden, const scalar_t* weight, const scalar_t* bias, int64_t* out_index,
+                 scalar_t* out_value) {
+  Panels<scalar_t> hT;
+  pack_panels(true, H, rows, hidden + r0 * H, H, hT);  // hidden^T [H, rows]
+  const int64_t width = hT.count() * kPanelWidth;
+  std::vector<scalar_t> best(width, -std::numeric_limits<scalar_t>::infinity()), best_index(width, 0);
+  for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock) {
+    const int64_t n = std::min(kVocabBlock, V - v0);
+    ks.head_argmax(n, H, weight + v0 * H, H, bias != nullptr ? bias + v0 : nullptr, hT.data.data(), hT.count(),
+                   static_cast<scalar_t>(v0), best.data(), best_index.data());
   }
-  if (!(m > best)) return;
-  for (int64_t j = 0; j < n; ++j) {
-    if (scores[j] == m) {
-      best = m;
-      best_index = v0 + j;
-      return;
-    }
+  for (int64_t r = 0; r < rows; ++r) {
+    out_index[r0 + r] = static_cast<int64_t>(best_index[r]);
+    out_value[r0 + r] = best[r];
   }
 }
 
-void linear_argmax_avx512(const at::Tensor& hidden, const at::Tensor& weight, const float* bias,
-                          at::Tensor& index, at::Tensor& value) {
+template <typename scalar_t>
+void linear_argmax_impl(const at::Tensor& hidden, const at::Tensor& weight, const scalar_t* bias,
+                        at::Tensor& index, at::Tensor& value) {
   const int64_t R = hidden.size(0), H = hidden.size(1), V = weight.size(0);
-  PackedB packed;
-  pack_b(true, H, V, weight.data_ptr<float>(), H, packed);  // weight^T as [H, V] panels
-  const float* A = hidden.data_ptr<float>();
-  int64_t* out_index = index.data_ptr<int64_t>();
-  float* out_value = value.data_ptr<float>();
+  const KernelSet<scalar_t>& ks = kernels<scalar_t>();
   const int64_t chunks = (R + kRowChunk - 1) / kRowChunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<float> tile(kRowChunk * kTileStride);
     for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t r0 = chunk * kRowChunk, rows = std::min(kRowChunk, R - r0);
-      std::vector<float> best(rows, -std::numeric_limits<float>::infinity());
-      std::vector<int64_t> best_index(rows, 0);
-      for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock) {
-        const int64_t n = std::min(kVocabBlock, V - v0);
-        gemm_panels(rows, A + r0 * H, H, panels(packed, v0, n), 0.0f, tile.data(), kTileStride);
-        for (int64_t r = 0; r < rows; ++r)
-          update_best(tile.data() + r * kTileStride, bias, v0, n, best[r], best_index[r]);
-      }
-      for (int64_t r = 0; r < rows; ++r) {
-        out_index[r0 + r] = best_index[r];
-        out_value[r0 + r] = best[r];
-      }
+      const int64_t r0 = chunk * kRowChunk;
+      argmax_rows<scalar_t>(ks, r0, std::min(kRowChunk, R - r0), H, V, hidden.data_ptr<scalar_t>(),
+                            weight.data_ptr<scalar_t>(), bias, index.data_ptr<int64_t>(),
+                            value.data_ptr<scalar_t>());
     }
   });
 }
@@ -96,7 +79,9 @@ std::tuple<at::Tensor, at::Tensor> linear_argmax_cpu(const at::Tensor& hidden, c
     FASTVAE_CHECK_SHAPE((*bias), V);
     TORCH_CHECK_TYPE(bias->scalar_type() == hidden.scalar_type(), "fastvae: bias must have hidden's dtype");
   }
-  if (hidden.scalar_type() != at::kFloat || cpu_isa() != Isa::Avx512 || R == 0) {
+  // Word indices ride in the kernels' float registers: exact below 2^24.
+  const bool exact_index = hidden.scalar_type() == at::kDouble || V < (int64_t(1) << 24);
+  if (R == 0 || H == 0 || !exact_index) {
     auto scores = bias.has_value() ? at::addmm(*bias, hidden, weight.t()) : at::mm(hidden, weight.t());
     auto [val, idx] = scores.max(1);
     return {idx, val};
@@ -104,8 +89,10 @@ std::tuple<at::Tensor, at::Tensor> linear_argmax_cpu(const at::Tensor& hidden, c
   auto index = at::empty({R}, hidden.options().dtype(at::kLong));
   auto value = at::empty({R}, hidden.options());
   const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  linear_argmax_avx512(hidden.contiguous(), weight.contiguous(), b.defined() ? b.data_ptr<float>() : nullptr,
-                       index, value);
+  AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fastvae_linear_argmax", [&] {
+    linear_argmax_impl<scalar_t>(hidden.contiguous(), weight.contiguous(),
+                                 b.defined() ? b.data_ptr<scalar_t>() : nullptr, index, value);
+  });
   return {index, value};
 }
 

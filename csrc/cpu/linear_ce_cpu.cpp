@@ -3,38 +3,39 @@
 //   hidden [N, H], weight [V, H], bias [V] or none, target [N] int64
 //   loss_n = logsumexp(l_n) - l_n[target_n],  l_n = weight @ hidden_n + bias
 //
-// The [N, V] logits are never formed. Rows of hidden go in chunks of C rows
-// (a chunk is one column block of the logits); a chunk's logits are held
-// transposed, l^T [V, C] with row stride C, and are computed and consumed in
-// vocabulary blocks of VB rows of weight:
+// The [N, V] logits are never formed. Tokens go in chunks of C (a multiple
+// of 32: whole token panels, csrc/cpu/tile_kernels.h), the vocabulary in
+// blocks of VB words. A chunk's scores live in "token panels" -- per 32
+// tokens, [words][32] -- so per-token statistics are plain vector loops and
+// the three products of a block read them as they are:
 //
-//   l^T[block] = weight[block] @ h_c^T          (weight read in place, the small
-//                                               h_c^T packed once per chunk)
-//   d_weight[block] += dl^T[block] @ h_c        (h_c packed once per chunk)
-//   d_hidden[chunk] += dl^T[block]^T @ weight[block]
+//   logits     l[block] = weight[block] @ h_c^T + bias   head_logits (+ block max)
+//   weight     d_weight[block] += dl[block] @ h_c         head_weight_grad
+//   hidden     d_hidden_c^T += weight[block]^T @ dl       head_hidden_grad
 //
-// so every GEMM works on a cache-sized block and the per-row softmax runs
-// down the columns of l^T: its loops are contiguous over the C rows of the
-// chunk and vectorize without horizontal reductions.
+// Each runs the register-tiled kernels of this CPU's ISA (kernels.h); the
+// softmax passes (head_exp, head_scale, head_softmax_grad) are vector loops
+// over an L2-resident block.
 //
-// Forward with gradients ("mean"/"sum"): each block's logits get the bias,
-// the running max m and the running sum s of exp(l - m) (online log-sum-exp:
-// when m grows, s is rescaled), and are overwritten with exp(l - m_block),
-// m_block the running max after that block. After the last block,
-// lse = m + log s, and the whole l^T [V, C] buffer turns into
+// Forward with gradients ("mean"/"sum"): per chunk, block after block, the
+// logits and the running per-token max m and sum s of exp(l - m) (online
+// log-sum-exp; the max of each block's logits comes with the product), the
+// block overwritten with exp(l - m_block), m_block the running max after it.
+// The whole chunk [V, C] stays in a buffer (4 MB at V = 10k, C = 128). After
+// the last block, lse = m + log s, and each block turns into
 //   dl = (softmax - onehot(target)) * scale,  softmax = exp(l - m_block) * exp(m_block - m) / s
-// (scale = 1/n_valid for "mean", 1 for "sum", 0 at ignored rows), block by
-// block, each block followed by its two gradient GEMMs. The backward then
-// only multiplies these gradients by the upstream scalar.
+// (scale = 1/n_valid for "mean", 1 for "sum", 0 at ignored rows) and is
+// followed by its two gradient products. The backward then only multiplies
+// these gradients by the upstream scalar.
 //
-// Forward without gradients: the same online statistics on one [VB, C] block
+// Forward without gradients: the same statistics on one [VB, C] block
 // buffer. Backward by recomputation (reduction "none", whose upstream
-// gradient differs per row): per block, l^T again, dl = (exp(l - lse) -
-// onehot) * grad_loss[row], the two GEMMs; again one [VB, C] buffer.
+// gradient differs per row): per block, the logits again, dl = (exp(l - lse)
+// - onehot) * grad_loss[row], the two gradient products; one [VB, C] buffer.
 //
-// Threads: at::parallel_for over chunks would race on d_weight, so the
-// parallelism is inside: the GEMMs split their rows, the softmax loops split
-// columns (statistics) or vocabulary rows (gradients).
+// Threads: the blocks of a chunk are split between threads; each keeps its
+// own running statistics and d_hidden partial sums, merged per chunk
+// (d_weight rows and the bias gradient of a block belong to one thread).
 //
 // Non-finite inputs are not checked: a NaN in hidden makes that row's loss
 // and gradients NaN (and "mean"/"sum" NaN).
@@ -46,12 +47,13 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "../checks.h"
 #include "blas.h"
-#include "vec_math.h"
+#include "kernels.h"
 
 namespace fastvae {
 namespace cpu {
@@ -67,148 +69,24 @@ Reduction parse_reduction(c10::string_view r) {
                     std::string(r), "'");
 }
 
-// Chunk and block sizes, tuned fp32 single-thread at N=1280, H=256, V=10k
-// (forward+backward): C=128 -> 256 rows per chunk was ~10 % faster, 320-512
-// within noise of 256; blocks of 256-1024 rows of weight within noise of each
-// other, one block of all 10k rows ~50 % slower (the GEMM operands leave L2).
-// The [V, C] buffer of the forward with gradients is capped at
-// kMaxChunkElems; larger vocabularies get fewer rows per chunk.
-constexpr int64_t kChunkRows = 256;
-constexpr int64_t kMinChunkRows = 32;
+// Chunk and block sizes, tuned fp32 single-thread (AVX2 and AVX-512) at
+// N=1280, V=10k, H=32 and H=256 (forward+backward). Per chunk the weight is
+// streamed twice and d_weight read and written once (traffic ~ V * H), the
+// [V, C] buffer written and read back (~ V * C): 64 tokens per chunk for
+// H <= 64 (84 vs 80 GFLOP/s at 128), 128 above (88-94 vs 61-79 at 64). The
+// buffer is capped at kMaxChunkElems: larger vocabularies get fewer tokens
+// per chunk (down to one panel). Blocks of 128-512 words measured alike.
+constexpr int64_t kSmallHidden = 64;
 constexpr int64_t kMaxChunkElems = int64_t(1) << 22;  // 16 MB in fp32
-constexpr int64_t kVocabBlock = 512;
-constexpr int64_t kParallelElems = 32768;  // elements per task of the softmax loops
+constexpr int64_t kVocabBlock = 256;
 
-int64_t chunk_rows(int64_t N, int64_t V) {
-  int64_t c = kChunkRows;
-  while (c > kMinChunkRows && c * V > kMaxChunkElems) c /= 2;
-  return std::max<int64_t>(1, std::min(c, N));
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+int64_t chunk_tokens(int64_t N, int64_t H, int64_t V) {
+  int64_t c = H <= kSmallHidden ? 64 : 128;
+  while (c > kPanelWidth && c * V > kMaxChunkElems) c /= 2;
+  return std::max<int64_t>(kPanelWidth, std::min(c, round_up(N, kPanelWidth)));
 }
-
-FASTVAE_INLINE float exp_of(float x) { return exp_approx(x); }
-FASTVAE_INLINE double exp_of(double x) { return std::exp(x); }
-
-// ------------------------------------------------------------ softmax loops --
-
-// Statistics of one vocabulary block, columns [c0, c1) of lt [rows, ld]:
-// adds the bias, records the target logit of every column whose target lies in
-// this block, raises the running max mx (rescaling the running sum sm), and
-// overwrites the block with exp(l - mx). block_max receives the new mx.
-template <typename scalar_t>
-FASTVAE_INLINE void block_stats_body(scalar_t* lt, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
-                                     const scalar_t* bias, int64_t v0, const int64_t* target,
-                                     int64_t ignore_index, scalar_t* mx, scalar_t* sm,
-                                     scalar_t* block_max, scalar_t* target_logit) {
-  scalar_t* __restrict bm = block_max;
-  for (int64_t c = c0; c < c1; ++c) bm[c] = mx[c];
-  for (int64_t v = 0; v < rows; ++v) {
-    scalar_t* __restrict row = lt + v * ld;
-    if (bias != nullptr) {
-      const scalar_t b = bias[v];
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) {
-        const scalar_t x = row[c] + b;
-        row[c] = x;
-        bm[c] = x > bm[c] ? x : bm[c];
-      }
-    } else {
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) bm[c] = row[c] > bm[c] ? row[c] : bm[c];
-    }
-  }
-  for (int64_t c = c0; c < c1; ++c) {
-    const int64_t t = target[c];
-    if (t != ignore_index && t >= v0 && t < v0 + rows) target_logit[c] = lt[(t - v0) * ld + c];
-  }
-  scalar_t* __restrict s = sm;
-#pragma omp simd
-  for (int64_t c = c0; c < c1; ++c) {
-    s[c] *= exp_of(mx[c] - bm[c]);
-    mx[c] = bm[c];
-  }
-  for (int64_t v = 0; v < rows; ++v) {
-    scalar_t* __restrict row = lt + v * ld;
-#pragma omp simd
-    for (int64_t c = c0; c < c1; ++c) {
-      const scalar_t e = exp_of(row[c] - bm[c]);
-      row[c] = e;
-      s[c] += e;
-    }
-  }
-}
-
-FASTVAE_ISA_VARIANTS(block_stats, block_stats_body,
-                     (scalar_t * lt, int64_t rows, int64_t ld, int64_t c0, int64_t c1,
-                      const scalar_t* bias, int64_t v0, const int64_t* target, int64_t ignore_index,
-                      scalar_t* mx, scalar_t* sm, scalar_t* block_max, scalar_t* target_logit),
-                     (lt, rows, ld, c0, c1, bias, v0, target, ignore_index, mx, sm, block_max,
-                      target_logit))
-
-// Rows [r0, r1) of a block of exponentials lt [rows, C]: lt *= factor (per
-// column); db[v] += the row's sum (db may be null).
-template <typename scalar_t>
-FASTVAE_INLINE void scale_rows_body(scalar_t* lt, int64_t r0, int64_t r1, int64_t C,
-                                    const scalar_t* factor, scalar_t* db) {
-  const scalar_t* __restrict f = factor;
-  for (int64_t v = r0; v < r1; ++v) {
-    scalar_t* __restrict row = lt + v * C;
-    scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < C; ++c) {
-      const scalar_t d = row[c] * f[c];
-      row[c] = d;
-      acc += d;
-    }
-    if (db != nullptr) db[v] += acc;
-  }
-}
-
-FASTVAE_ISA_VARIANTS(scale_rows, scale_rows_body,
-                     (scalar_t * lt, int64_t r0, int64_t r1, int64_t C, const scalar_t* factor,
-                      scalar_t* db),
-                     (lt, r0, r1, C, factor, db))
-
-// Rows [r0, r1) of a block of raw logits lt [rows, C] (bias not yet added):
-// lt = exp(l + bias - lse) * g (per column), db[v] += the row's sum.
-template <typename scalar_t>
-FASTVAE_INLINE void softmax_rows_body(scalar_t* lt, int64_t r0, int64_t r1, int64_t C,
-                                      const scalar_t* bias, const scalar_t* lse, const scalar_t* g,
-                                      scalar_t* db) {
-  const scalar_t* __restrict ls = lse;
-  const scalar_t* __restrict gs = g;
-  for (int64_t v = r0; v < r1; ++v) {
-    scalar_t* __restrict row = lt + v * C;
-    const scalar_t b = bias != nullptr ? bias[v] : scalar_t(0);
-    scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t c = 0; c < C; ++c) {
-      const scalar_t d = exp_of(row[c] + b - ls[c]) * gs[c];
-      row[c] = d;
-      acc += d;
-    }
-    if (db != nullptr) db[v] += acc;
-  }
-}
-
-FASTVAE_ISA_VARIANTS(softmax_rows, softmax_rows_body,
-                     (scalar_t * lt, int64_t r0, int64_t r1, int64_t C, const scalar_t* bias,
-                      const scalar_t* lse, const scalar_t* g, scalar_t* db),
-                     (lt, r0, r1, C, bias, lse, g, db))
-
-// dl -= onehot(target) * scale for the columns whose target lies in the block
-// [v0, v0 + rows); db follows.
-template <typename scalar_t>
-void subtract_onehot(scalar_t* lt, int64_t rows, int64_t C, int64_t v0, const int64_t* target,
-                     int64_t ignore_index, const scalar_t* scale, scalar_t* db) {
-  for (int64_t c = 0; c < C; ++c) {
-    const int64_t t = target[c];
-    if (t == ignore_index || t < v0 || t >= v0 + rows) continue;
-    lt[(t - v0) * C + c] -= scale[c];
-    if (db != nullptr) db[t - v0] -= scale[c];
-  }
-}
-
-int64_t row_grain(int64_t C) { return std::max<int64_t>(1, kParallelElems / std::max<int64_t>(C, 1)); }
 
 // ----------------------------------------------------------------- checks --
 
@@ -270,67 +148,147 @@ struct Outputs {
   bool any() const { return dh || dw || db; }
 };
 
+// One chunk of tokens [r0, r0 + cc): its hidden rows transposed into token
+// panels (for the logits) and, when d_weight is wanted, in panels over H.
+template <typename scalar_t>
+struct Chunk {
+  int64_t r0, cc, panels, width;  // width = panels * 32 (tokens past cc are zero padding)
+  Panels<scalar_t> hT, hP;
+
+  Chunk(const Problem<scalar_t>& p, int64_t r0_, int64_t cc_, bool with_hP)
+      : r0(r0_), cc(cc_), panels((cc_ + kPanelWidth - 1) / kPanelWidth), width(panels * kPanelWidth) {
+    const scalar_t* h = p.hidden + r0 * p.H;
+    pack_panels(true, p.H, cc, h, p.H, hT);                  // h_c^T [H, width]
+    if (with_hP) pack_panels(false, cc, p.H, h, p.H, hP, width);  // h_c [width, H]
+  }
+  // The target of column c within the block [v0, v0 + rows), or -1.
+  int64_t target_in(const Problem<scalar_t>& p, int64_t c, int64_t v0, int64_t rows) const {
+    const int64_t t = p.target[r0 + c];
+    return t != p.ignore_index && t >= v0 && t < v0 + rows ? t - v0 : -1;
+  }
+};
+
+template <typename scalar_t>
+scalar_t& at_token(scalar_t* buf, int64_t ps, int64_t row, int64_t c) {
+  return buf[(c / kPanelWidth) * ps + row * kPanelWidth + c % kPanelWidth];
+}
+
+// Running per-token statistics of the online log-sum-exp: max m, sum s of exp(l - m).
+template <typename scalar_t>
+struct TokenStats {
+  std::vector<scalar_t> m, s;
+  explicit TokenStats(int64_t width) : m(width, std::numeric_limits<scalar_t>::lowest()), s(width, 0) {}
+  // Raises m to new_m (>= m), rescaling s.
+  void raise(const scalar_t* new_m) {
+    for (size_t c = 0; c < m.size(); ++c) {
+      s[c] *= std::exp(m[c] - new_m[c]);
+      m[c] = new_m[c];
+    }
+  }
+  void merge(const TokenStats& o) {
+    for (size_t c = 0; c < m.size(); ++c) {
+      const scalar_t hi = std::max(m[c], o.m[c]);
+      s[c] = s[c] * std::exp(m[c] - hi) + o.s[c] * std::exp(o.m[c] - hi);
+      m[c] = hi;
+    }
+  }
+};
+
+// Splits the blocks [0, n_blocks) between threads: fn(b0, b1) per task.
+template <typename Fn>
+void for_blocks(int64_t n_blocks, const Fn& fn) {
+  if (at::get_num_threads() == 1 || n_blocks == 1) {
+    fn(0, n_blocks);
+    return;
+  }
+  at::parallel_for(0, n_blocks, 1, fn);
+}
+
+// d_hidden rows of the chunk += dhT^T (dhT [H, width]).
+template <typename scalar_t>
+void add_transposed(const scalar_t* dhT, int64_t H, int64_t cc, int64_t width, scalar_t* dh) {
+  for (int64_t c = 0; c < cc; ++c)
+    for (int64_t k = 0; k < H; ++k) dh[c * H + k] += dhT[k * width + c];
+}
+
 // Forward. lse_out [N]; loss_rows [N] or null; returns the sum of the losses.
 // With grads.any(): the gradients of sum_n scale * loss_n into dh [N, H],
 // dw [V, H] (overwritten), db [V] (accumulated: pass zeros).
 template <typename scalar_t>
 double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads, scalar_t* lse_out,
                 scalar_t* loss_rows, scalar_t* dh, scalar_t* dw, scalar_t* db) {
+  const KernelSet<scalar_t>& ks = kernels<scalar_t>();
   const int64_t N = p.N, H = p.H, V = p.V;
-  const int64_t C = chunk_rows(N, V);
-  const int64_t VB = std::min(kVocabBlock, V);
+  const int64_t C = chunk_tokens(N, H, V), VB = std::min(kVocabBlock, V);
   const int64_t n_blocks = (V + VB - 1) / VB;
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
-  // The whole l^T [V, C] when the gradients follow, else one block.
-  at::Tensor buf_t = at::empty({(grads.any() ? V : VB) * C}, opts);
-  scalar_t* buf = buf_t.data_ptr<scalar_t>();
-  std::vector<scalar_t> mx(C), sm(C), tl(C), scale(C), factor(C), block_max(n_blocks * C);
+  // With gradients: the chunk's exponentials for all V words (token panels of stride V * 32).
+  std::vector<scalar_t> buf(grads.any() ? V * C : 0), block_max(grads.any() ? n_blocks * C : 0);
+  std::vector<scalar_t> tl(C), scale(C), factor(C);
+  std::mutex merge_lock;
   double loss_sum = 0;
   for (int64_t r0 = 0; r0 < N; r0 += C) {
-    const int64_t cc = std::min(C, N - r0);
-    const scalar_t* hc = p.hidden + r0 * H;
-    const int64_t* tc = p.target + r0;
-    std::fill(mx.begin(), mx.end(), std::numeric_limits<scalar_t>::lowest());
-    std::fill(sm.begin(), sm.end(), scalar_t(0));
-    std::fill(tl.begin(), tl.end(), scalar_t(0));
-    const RightOperand<scalar_t> hc_t(true, H, cc, hc, H);  // h_c^T [H, cc]
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
-      scalar_t* lt = buf + (grads.any() ? v0 * cc : 0);
-      hc_t.multiply(false, rows, p.weight + v0 * H, H, 0, lt, cc);
-      const scalar_t* bias = p.bias != nullptr ? p.bias + v0 : nullptr;
-      scalar_t* bmax = block_max.data() + blk * cc;
-      at::parallel_for(0, cc, std::max<int64_t>(16, kParallelElems / rows), [&](int64_t c0, int64_t c1) {
-        block_stats<scalar_t>(lt, rows, cc, c0, c1, bias, v0, tc, p.ignore_index, mx.data(), sm.data(),
-                              bmax, tl.data());
-      });
-    }
-    for (int64_t c = 0; c < cc; ++c) {
-      const scalar_t lse = mx[c] + std::log(sm[c]);
+    const Chunk<scalar_t> ch(p, r0, std::min(C, N - r0), grads.dw);
+    const int64_t np = ch.panels, width = ch.width;
+    TokenStats<scalar_t> stats(width);
+    for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
+      TokenStats<scalar_t> mine(width);
+      std::vector<scalar_t> local(grads.any() ? 0 : VB * width), local_max(grads.any() ? 0 : width);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
+        scalar_t* out = grads.any() ? buf.data() + v0 * kPanelWidth : local.data();
+        const int64_t ps = grads.any() ? V * kPanelWidth : VB * kPanelWidth;
+        scalar_t* bmax = grads.any() ? block_max.data() + blk * width : local_max.data();
+        std::copy(mine.m.begin(), mine.m.end(), bmax);
+        ks.head_logits(rows, H, p.weight + v0 * H, H, p.bias != nullptr ? p.bias + v0 : nullptr, ch.hT.data.data(),
+                       np, out, ps, bmax);
+        for (int64_t c = 0; c < ch.cc; ++c) {
+          const int64_t t = ch.target_in(p, c, v0, rows);
+          if (t >= 0) tl[c] = at_token(out, ps, t, c);
+        }
+        mine.raise(bmax);
+        ks.head_exp(rows, out, np, ps, mine.m.data(), mine.s.data());
+      }
+      std::lock_guard<std::mutex> guard(merge_lock);
+      stats.merge(mine);
+    });
+    for (int64_t c = 0; c < width; ++c) {
+      const bool real = c < ch.cc;
+      const bool valid = real && p.target[r0 + c] != p.ignore_index;
+      scale[c] = valid ? scale_valid : scalar_t(0);
+      if (!real) continue;
+      const scalar_t lse = stats.m[c] + std::log(stats.s[c]);
       lse_out[r0 + c] = lse;
-      const bool valid = tc[c] != p.ignore_index;
       const scalar_t loss = valid ? lse - tl[c] : scalar_t(0);
       if (loss_rows != nullptr) loss_rows[r0 + c] = loss;
       loss_sum += static_cast<double>(loss);
-      scale[c] = valid ? scale_valid : scalar_t(0);
     }
     if (!grads.any()) continue;
-    const RightOperand<scalar_t> hc_n(false, cc, H, hc, H);  // h_c [cc, H]
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
-      scalar_t* lt = buf + v0 * cc;
-      const scalar_t* bmax = block_max.data() + blk * cc;
-      for (int64_t c = 0; c < cc; ++c) factor[c] = exp_of(bmax[c] - mx[c]) / sm[c] * scale[c];
-      scalar_t* dbb = grads.db ? db + v0 : nullptr;
-      at::parallel_for(0, rows, row_grain(cc), [&](int64_t a, int64_t b) {
-        scale_rows<scalar_t>(lt, a, b, cc, factor.data(), dbb);
-      });
-      subtract_onehot<scalar_t>(lt, rows, cc, v0, tc, p.ignore_index, scale.data(), dbb);
-      if (grads.dw) hc_n.multiply(false, rows, lt, cc, r0 == 0 ? 0 : 1, dw + v0 * H, H);
-      if (grads.dh)
-        gemm<scalar_t>(true, false, cc, H, rows, 1, lt, cc, p.weight + v0 * H, H, blk == 0 ? 0 : 1,
-                       dh + r0 * H, H);
-    }
+    if (grads.dh) std::fill(dh + r0 * H, dh + (r0 + ch.cc) * H, scalar_t(0));
+    const int64_t ps = V * kPanelWidth;
+    for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> f(width), dhT(grads.dh ? H * width : 0);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
+        scalar_t* dl = buf.data() + v0 * kPanelWidth;
+        const scalar_t* bmax = block_max.data() + blk * width;
+        for (int64_t c = 0; c < width; ++c) f[c] = std::exp(bmax[c] - stats.m[c]) / stats.s[c] * scale[c];
+        scalar_t* dbb = grads.db ? db + v0 : nullptr;
+        ks.head_scale(rows, dl, np, ps, f.data(), dbb);
+        for (int64_t c = 0; c < ch.cc; ++c) {
+          const int64_t t = ch.target_in(p, c, v0, rows);
+          if (t < 0) continue;
+          at_token(dl, ps, t, c) -= scale[c];
+          if (dbb != nullptr) dbb[t] -= scale[c];
+        }
+        if (grads.dw)
+          ks.head_weight_grad(rows, H, dl, np, ps, ch.hP.data.data(), ch.hP.stride(), r0 == 0 ? 0 : 1, dw + v0 * H, H);
+        if (grads.dh)
+          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl, np, ps, blk == b0 ? 0 : 1, dhT.data(), width);
+      }
+      if (!grads.dh) return;
+      std::lock_guard<std::mutex> guard(merge_lock);
+      add_transposed(dhT.data(), H, ch.cc, width, dh + r0 * H);
+    });
   }
   return loss_sum;
 }
@@ -339,34 +297,47 @@ double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads,
 // zero at ignored rows) into dh [N, H], dw [V, H] (overwritten), db [V]
 // (accumulated: pass zeros).
 template <typename scalar_t>
-void bwd_impl(const Problem<scalar_t>& p, const scalar_t* g, const scalar_t* lse, Outputs grads,
-              scalar_t* dh, scalar_t* dw, scalar_t* db) {
+void bwd_impl(const Problem<scalar_t>& p, const scalar_t* g, const scalar_t* lse, Outputs grads, scalar_t* dh,
+              scalar_t* dw, scalar_t* db) {
+  const KernelSet<scalar_t>& ks = kernels<scalar_t>();
   const int64_t N = p.N, H = p.H, V = p.V;
-  const int64_t C = chunk_rows(N, V);
-  const int64_t VB = std::min(kVocabBlock, V);
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
-  at::Tensor buf_t = at::empty({VB * C}, opts);
-  scalar_t* lt = buf_t.data_ptr<scalar_t>();
+  const int64_t C = chunk_tokens(N, H, V), VB = std::min(kVocabBlock, V);
+  const int64_t n_blocks = (V + VB - 1) / VB;
+  std::vector<scalar_t> g_c(C), lse_c(C);
+  std::mutex merge_lock;
   for (int64_t r0 = 0; r0 < N; r0 += C) {
-    const int64_t cc = std::min(C, N - r0);
-    const scalar_t* hc = p.hidden + r0 * H;
-    const int64_t* tc = p.target + r0;
-    const RightOperand<scalar_t> hc_t(true, H, cc, hc, H);
-    const RightOperand<scalar_t> hc_n(false, cc, H, hc, H);
-    for (int64_t v0 = 0; v0 < V; v0 += VB) {
-      const int64_t rows = std::min(VB, V - v0);
-      hc_t.multiply(false, rows, p.weight + v0 * H, H, 0, lt, cc);
-      const scalar_t* bias = p.bias != nullptr ? p.bias + v0 : nullptr;
-      scalar_t* dbb = grads.db ? db + v0 : nullptr;
-      at::parallel_for(0, rows, row_grain(cc), [&](int64_t a, int64_t b) {
-        softmax_rows<scalar_t>(lt, a, b, cc, bias, lse + r0, g + r0, dbb);
-      });
-      subtract_onehot<scalar_t>(lt, rows, cc, v0, tc, p.ignore_index, g + r0, dbb);
-      if (grads.dw) hc_n.multiply(false, rows, lt, cc, r0 == 0 ? 0 : 1, dw + v0 * H, H);
-      if (grads.dh)
-        gemm<scalar_t>(true, false, cc, H, rows, 1, lt, cc, p.weight + v0 * H, H, v0 == 0 ? 0 : 1,
-                       dh + r0 * H, H);
+    const Chunk<scalar_t> ch(p, r0, std::min(C, N - r0), grads.dw);
+    const int64_t np = ch.panels, width = ch.width;
+    for (int64_t c = 0; c < width; ++c) {  // padding: no gradient, exp(l - inf) = 0
+      g_c[c] = c < ch.cc ? g[r0 + c] : scalar_t(0);
+      lse_c[c] = c < ch.cc ? lse[r0 + c] : std::numeric_limits<scalar_t>::infinity();
     }
+    if (grads.dh) std::fill(dh + r0 * H, dh + (r0 + ch.cc) * H, scalar_t(0));
+    const int64_t ps = VB * kPanelWidth;
+    for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
+      std::vector<scalar_t> dl(VB * width), dhT(grads.dh ? H * width : 0);
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
+        ks.head_logits(rows, H, p.weight + v0 * H, H, p.bias != nullptr ? p.bias + v0 : nullptr, ch.hT.data.data(),
+                       np, dl.data(), ps, nullptr);
+        scalar_t* dbb = grads.db ? db + v0 : nullptr;
+        ks.head_softmax_grad(rows, dl.data(), np, ps, lse_c.data(), g_c.data(), dbb);
+        for (int64_t c = 0; c < ch.cc; ++c) {
+          const int64_t t = ch.target_in(p, c, v0, rows);
+          if (t < 0) continue;
+          at_token(dl.data(), ps, t, c) -= g_c[c];
+          if (dbb != nullptr) dbb[t] -= g_c[c];
+        }
+        if (grads.dw)
+          ks.head_weight_grad(rows, H, dl.data(), np, ps, ch.hP.data.data(), ch.hP.stride(), r0 == 0 ? 0 : 1,
+                              dw + v0 * H, H);
+        if (grads.dh)
+          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl.data(), np, ps, blk == b0 ? 0 : 1, dhT.data(), width);
+      }
+      if (!grads.dh) return;
+      std::lock_guard<std::mutex> guard(merge_lock);
+      add_transposed(dhT.data(), H, ch.cc, width, dh + r0 * H);
+    });
   }
 }
 

@@ -418,6 +418,139 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   return {dx, dh, dc, dw_ih, dw_hh, db};
 }
 
+// ------------------------------------------------------------ the stack --
+//
+// lstm_stack runs every layer and direction of an nn.LSTM-like stack in one
+// op call (one autograd node, csrc/lstm_autograd.cpp) by calling the layer
+// kernels above. params follow nn.LSTM's flat order: per layer, per
+// direction, w_ih, w_hh (and b_ih, b_hh with biases). saved (need_grad) holds
+// per layer and direction gates, cprev, tanh_c, hprev, then the input of
+// every layer above the first (the output of the one below).
+
+namespace {
+
+struct Stack {
+  int64_t L, D, H;
+  bool bias;
+  int64_t per_layer() const { return bias ? 4 : 2; }
+  const at::Tensor& param(at::TensorList params, int64_t l, int64_t d, int64_t k) const {
+    return params[(l * D + d) * per_layer() + k];
+  }
+  c10::optional<at::Tensor> bias_param(at::TensorList params, int64_t l, int64_t d, int64_t k) const {
+    if (!bias) return c10::nullopt;
+    return param(params, l, d, k);
+  }
+};
+
+Stack check_stack(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, at::TensorList params,
+                  int64_t num_layers, bool bidirectional) {
+  FASTVAE_CHECK_DIM(x, 3);
+  TORCH_CHECK_VALUE(num_layers >= 1, "fastvae.lstm_stack: argument 'num_layers' must be >= 1, got ", num_layers);
+  const int64_t D = bidirectional ? 2 : 1;
+  const int64_t n = static_cast<int64_t>(params.size());
+  TORCH_CHECK_VALUE(n == num_layers * D * 2 || n == num_layers * D * 4, "fastvae.lstm_stack: argument 'params' must hold ",
+                    num_layers * D * 2, " (no biases) or ", num_layers * D * 4, " tensors for ", num_layers,
+                    " layer(s) x ", D, " direction(s), got ", n);
+  const Stack st{num_layers, D, 0, n == num_layers * D * 4};
+  const at::Tensor& w_hh0 = st.param(params, 0, 0, 1);
+  FASTVAE_CHECK_DIM(w_hh0, 2);
+  const int64_t H = w_hh0.size(1), B = x.size(1);
+  FASTVAE_CHECK_SHAPE(h0, num_layers * D, B, H);
+  FASTVAE_CHECK_SHAPE(c0, num_layers * D, B, H);
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const int64_t E = l == 0 ? x.size(2) : D * H;
+    for (int64_t d = 0; d < D; ++d) {
+      const at::Tensor& w_ih = st.param(params, l, d, 0);
+      const at::Tensor& w_hh = st.param(params, l, d, 1);
+      TORCH_CHECK_VALUE(w_ih.dim() == 2 && w_ih.size(0) == 4 * H && w_ih.size(1) == E,
+                        "fastvae.lstm_stack: w_ih of layer ", l, " direction ", d, " must have shape [", 4 * H, ", ",
+                        E, "], got ", w_ih.sizes());
+      TORCH_CHECK_VALUE(w_hh.dim() == 2 && w_hh.size(0) == 4 * H && w_hh.size(1) == H,
+                        "fastvae.lstm_stack: w_hh of layer ", l, " direction ", d, " must have shape [", 4 * H, ", ",
+                        H, "], got ", w_hh.sizes());
+    }
+  }
+  return {num_layers, D, H, st.bias};
+}
+
+at::Tensor zeros_if_undefined(const at::Tensor& t, at::IntArrayRef shape, const at::TensorOptions& opts) {
+  return t.defined() ? t : at::zeros(shape, opts);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_stack_fwd_cpu(
+    const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, at::TensorList params,
+    const c10::optional<at::Tensor>& lengths, int64_t num_layers, bool bidirectional, bool need_grad) {
+  const Stack st = check_stack(x, h0, c0, params, num_layers, bidirectional);
+  std::vector<at::Tensor> h_n, c_n, saved, inputs;
+  at::Tensor input = x;
+  for (int64_t l = 0; l < st.L; ++l) {
+    std::vector<at::Tensor> outputs;
+    for (int64_t d = 0; d < st.D; ++d) {
+      const int64_t k = l * st.D + d;
+      auto [y, h, c, gates, cprev, tanh_c, hprev] =
+          lstm_fwd_cpu(input, h0[k], c0[k], st.param(params, l, d, 0), st.param(params, l, d, 1),
+                       st.bias_param(params, l, d, 2), st.bias_param(params, l, d, 3), lengths, d == 1, need_grad);
+      outputs.push_back(y);
+      h_n.push_back(h);
+      c_n.push_back(c);
+      if (need_grad) saved.insert(saved.end(), {gates, cprev, tanh_c, hprev});
+    }
+    input = st.D == 1 ? outputs[0] : at::cat(outputs, 2);
+    if (need_grad && l + 1 < st.L) inputs.push_back(input);
+  }
+  saved.insert(saved.end(), inputs.begin(), inputs.end());
+  return {input, at::stack(h_n), at::stack(c_n), saved};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_stack_bwd_cpu(
+    const c10::optional<at::Tensor>& grad_y, const c10::optional<at::Tensor>& grad_hn,
+    const c10::optional<at::Tensor>& grad_cn, const at::Tensor& x, const at::Tensor& h0, at::TensorList params,
+    const c10::optional<at::Tensor>& lengths, at::TensorList saved, int64_t num_layers, bool bidirectional) {
+  const Stack st = check_stack(x, h0, h0, params, num_layers, bidirectional);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(saved.size()) == st.L * st.D * 4 + st.L - 1,
+                    "fastvae.lstm_stack_bwd: argument 'saved' must hold ", st.L * st.D * 4 + st.L - 1,
+                    " tensors (from lstm_stack_fwd with need_grad), got ", saved.size());
+  const int64_t T = x.size(0), B = x.size(1), H = st.H;
+  const auto opts = x.options();
+  at::Tensor g = zeros_if_undefined(grad_y.value_or(at::Tensor()), {T, B, st.D * H}, opts);
+  const at::Tensor ghn = zeros_if_undefined(grad_hn.value_or(at::Tensor()), {st.L * st.D, B, H}, opts);
+  const at::Tensor gcn = zeros_if_undefined(grad_cn.value_or(at::Tensor()), {st.L * st.D, B, H}, opts);
+  std::vector<at::Tensor> dparams(params.size()), dh0(st.L * st.D), dc0(st.L * st.D);
+  for (int64_t l = st.L - 1; l >= 0; --l) {
+    const at::Tensor& input = l == 0 ? x : saved[st.L * st.D * 4 + l - 1];
+    at::Tensor dx;
+    for (int64_t d = 0; d < st.D; ++d) {
+      const int64_t k = l * st.D + d;
+      const at::Tensor gy = st.D == 1 ? g : g.narrow(2, d * H, H).contiguous();
+      auto [dx_d, dh, dc, dw_ih, dw_hh, db] =
+          lstm_bwd_cpu(gy, ghn[k], gcn[k], input, st.param(params, l, d, 0), st.param(params, l, d, 1), lengths,
+                       saved[4 * k], saved[4 * k + 1], saved[4 * k + 2], saved[4 * k + 3], d == 1);
+      const int64_t p = k * st.per_layer();
+      dparams[p] = dw_ih;
+      dparams[p + 1] = dw_hh;
+      if (st.bias) {
+        dparams[p + 2] = db;
+        dparams[p + 3] = db.clone();  // two outputs never alias
+      }
+      dh0[k] = dh;
+      dc0[k] = dc;
+      dx = d == 0 ? dx_d : dx + dx_d;
+    }
+    g = dx;
+  }
+  return {g, at::stack(dh0), at::stack(dc0), dparams};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_stack_cpu(const at::Tensor& x, const at::Tensor& h0,
+                                                             const at::Tensor& c0, at::TensorList params,
+                                                             const c10::optional<at::Tensor>& lengths,
+                                                             int64_t num_layers, bool bidirectional) {
+  auto [y, h, c, saved] = lstm_stack_fwd_cpu(x, h0, c0, params, lengths, num_layers, bidirectional, false);
+  return {y, h, c};
+}
+
 std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x, const at::Tensor& h,
                                                  const at::Tensor& c, const at::Tensor& w_ih,
                                                  const at::Tensor& w_hh,
@@ -460,6 +593,9 @@ TORCH_LIBRARY_IMPL(fastvae, CPU, m) {
   m.impl("lstm_fwd", &lstm_fwd_cpu);
   m.impl("lstm_bwd", &lstm_bwd_cpu);
   m.impl("lstm_cell", &lstm_cell_cpu);
+  m.impl("lstm_stack", &lstm_stack_cpu);
+  m.impl("lstm_stack_fwd", &lstm_stack_fwd_cpu);
+  m.impl("lstm_stack_bwd", &lstm_stack_bwd_cpu);
 }
 
 }  // namespace cpu

@@ -131,8 +131,31 @@ class LSTM(torch.nn.Module):
             return (*weights, getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix))
         return (*weights, None, None)
 
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _run_with_dropout(self, x, h0, c0, lengths):
+        """Layer by layer, with dropout on the output of every layer but the last (training)."""
+        D = self._directions
+        h_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(D):
+                params = self._layer_parameters(layer, direction)
+                k = layer * D + direction
+                y, h, c = ops.lstm(layer_input, h0[k], c0[k], *params, lengths=lengths, reverse=bool(direction))
+                outputs.append(y)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
+            if layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
+
     def _initial_state(self, hx, x, unbatched):
-        D = 2 if self.bidirectional else 1
+        D = self._directions
         expected = (self.num_layers * D, x.shape[1], self.hidden_size)
         if hx is None:
             zeros = x.new_zeros(expected)
@@ -159,22 +182,12 @@ class LSTM(torch.nn.Module):
         h0, c0 = self._initial_state(hx, x, unbatched)
         if lengths is not None:
             lengths = _checks.lengths(lengths, x.shape[1], x.shape[0])
-        D = 2 if self.bidirectional else 1
-        h_n, c_n = [], []
-        layer_input = x
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(D):
-                params = self._layer_parameters(layer, direction)
-                k = layer * D + direction
-                y, h, c = ops.lstm(layer_input, h0[k], c0[k], *params, lengths=lengths, reverse=bool(direction))
-                outputs.append(y)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+        if self.dropout > 0 and self.training and self.num_layers > 1:
+            layer_input, h_n, c_n = self._run_with_dropout(x, h0, c0, lengths)
+        else:  # the whole stack in one fused op
+            params = [p for layer in range(self.num_layers) for d in range(self._directions) for p in
+                      self._layer_parameters(layer, d) if p is not None]
+            layer_input, h_n, c_n = ops.lstm_stack(x, h0, c0, params, lengths, self.bidirectional)
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
         return layer_input, (h_n, c_n)

@@ -3,12 +3,14 @@
 from fastvae.ops.kl import gaussian_kl, gaussian_kl_ref, kl_label_loss, kl_label_loss_ref
 from fastvae.ops.linear_argmax import linear_argmax, linear_argmax_ref
 from fastvae.ops.linear_cross_entropy import linear_cross_entropy, linear_cross_entropy_ref
-from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref
+from fastvae.ops.lstm import lstm, lstm_cell, lstm_cell_ref, lstm_ref, lstm_stack, lstm_stack_ref
 from fastvae.ops.reparameterize import reparameterize, reparameterize_ref
 
 __all__ = [
     "lstm",
     "lstm_ref",
+    "lstm_stack",
+    "lstm_stack_ref",
     "lstm_cell",
     "lstm_cell_ref",
     "reparameterize",

@@ -1,18 +1,22 @@
 """The fused LSTM: one autograd node per layer and direction for a whole sequence.
 
-Public ops (all tensors time-major, one layer, one direction):
+Public ops (all tensors time-major):
 
 * ``lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False)``
-  -> ``(y, h_n, c_n)``
+  -> ``(y, h_n, c_n)``: one layer, one direction;
+* ``lstm_stack(x, h0, c0, params, lengths=None, bidirectional=False)``
+  -> ``(y, h_n, c_n)``: a whole ``nn.LSTM``-like stack (layers and directions)
+  in one call -- on CPU one op and one autograd node registered in C++;
 * ``lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None)`` -> ``(h', c')``
 
-and their plain-PyTorch twins ``lstm_ref`` / ``lstm_cell_ref`` with the same
-signatures (the test oracle and the benchmark baseline).
+and their plain-PyTorch twins ``lstm_ref`` / ``lstm_stack_ref`` /
+``lstm_cell_ref`` with the same signatures (the test oracles and the
+benchmark baselines).
 
 Backends: on CPU the C++ kernels of ``fastvae._C`` (float32/float64), on CUDA
 the Triton kernels of ``fastvae.kernels.lstm`` (registered as
-``torch.library.triton_op``); other dtypes/devices, or a missing build, run the
-reference.
+``torch.library.triton_op``; ``lstm_stack`` calls them layer by layer); other
+dtypes/devices, or a missing build, run the reference.
 """
 
 from dataclasses import dataclass
@@ -61,6 +65,47 @@ def lstm_ref(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=
     if reverse:
         y = _reverse_within_lengths(y, lengths)
     return y, h, c
+
+
+def _stack_layout(h0, params, bidirectional):
+    """``(num_layers, D, per)``: layers, directions and parameters per layer and direction."""
+    D = 2 if bidirectional else 1
+    if h0.dim() != 3 or h0.shape[0] % D or h0.shape[0] == 0:
+        raise ValueError(f"h0 must have shape [num_layers * {D}, B, H], got {tuple(h0.shape)}")
+    L = h0.shape[0] // D
+    if len(params) not in (2 * L * D, 4 * L * D):
+        raise ValueError(
+            f"params must hold {2 * L * D} (no biases) or {4 * L * D} tensors for {L} layer(s) x {D} direction(s), "
+            f"got {len(params)}"
+        )
+    return L, D, len(params) // (L * D)
+
+
+def _stack_parameters(params, per, k):
+    """``(w_ih, w_hh, b_ih, b_hh)`` of layer-and-direction ``k`` (biases None without them)."""
+    group = list(params[k * per : (k + 1) * per])
+    return (*group, None, None) if per == 2 else tuple(group)
+
+
+def _run_stack(layer_fn, x, h0, c0, params, lengths, bidirectional):
+    """The stack as layer_fn calls (one per layer and direction), nn.LSTM's order and outputs."""
+    L, D, per = _stack_layout(h0, params, bidirectional)
+    layer_input, h_n, c_n = x, [], []
+    for layer in range(L):
+        outputs = []
+        for direction in range(D):
+            k = layer * D + direction
+            y, h, c = layer_fn(layer_input, h0[k], c0[k], *_stack_parameters(params, per, k), lengths, bool(direction))
+            outputs.append(y)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=2)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+def lstm_stack_ref(x, h0, c0, params, lengths=None, bidirectional=False):
+    """Plain-PyTorch twin of :func:`lstm_stack`: :func:`lstm_ref` per layer and direction."""
+    return _run_stack(lstm_ref, x, h0, c0, params, lengths, bidirectional)
 
 
 def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
@@ -132,6 +177,27 @@ def _fake_bwd(grad_y, grad_hn, grad_cn, x, w_ih, w_hh, lengths, gates, cprev, ta
     )
 
 
+def _fake_stack(x, h0, c0, params, lengths, num_layers, bidirectional):
+    T, B, _ = x.shape
+    D, H = h0.shape[0] // num_layers, h0.shape[2]
+    return x.new_empty(T, B, D * H), h0.new_empty(h0.shape), c0.new_empty(c0.shape)
+
+
+def _fake_stack_fwd(x, h0, c0, params, lengths, num_layers, bidirectional, need_grad):
+    T, B, _ = x.shape
+    D, H = h0.shape[0] // num_layers, h0.shape[2]
+    saved = []
+    if need_grad:
+        for _ in range(num_layers * D):
+            saved += [x.new_empty(T, B, 4 * H)] + [x.new_empty(T, B, H) for _ in range(3)]
+        saved += [x.new_empty(T, B, D * H) for _ in range(num_layers - 1)]
+    return (*_fake_stack(x, h0, c0, params, lengths, num_layers, bidirectional), saved)
+
+
+def _fake_stack_bwd(grad_y, grad_hn, grad_cn, x, h0, params, lengths, saved, num_layers, bidirectional):
+    return x.new_empty(x.shape), h0.new_empty(h0.shape), h0.new_empty(h0.shape), [p.new_empty(p.shape) for p in params]
+
+
 def _fake_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return x.new_empty(h.shape), x.new_empty(h.shape)
 
@@ -147,6 +213,7 @@ class _Backend:
     fwd: Callable
     bwd: Callable
     cell: Callable
+    stack: Optional[Callable] = None  # one op for a whole stack (else layer by layer)
 
 
 def _register_cpu() -> _Backend:
@@ -156,10 +223,14 @@ def _register_cpu() -> _Backend:
     torch.library.register_fake("fastvae::lstm_bwd")(_fake_bwd)
     torch.library.register_fake("fastvae::lstm_cell")(_fake_cell)
     torch.library.register_fake("fastvae::_gemm")(_fake_gemm)
+    torch.library.register_fake("fastvae::lstm_stack")(_fake_stack)
+    torch.library.register_fake("fastvae::lstm_stack_fwd")(_fake_stack_fwd)
+    torch.library.register_fake("fastvae::lstm_stack_bwd")(_fake_stack_bwd)
     torch.library.register_autograd(
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
-    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default)
+    # lstm_stack's autograd is registered in C++ (csrc/lstm_autograd.cpp).
+    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, ops.lstm_stack.default)
 
 
 def _register_triton() -> _Backend:
@@ -288,6 +359,54 @@ def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=Fals
     need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     y, h_n, c_n, *_saved = backend.fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad)
     return y, h_n, c_n
+
+
+def lstm_stack(x, h0, c0, params, lengths=None, bidirectional=False):
+    """A stack of LSTM layers (``nn.LSTM`` without inter-layer dropout) in one fused call.
+
+    Args:
+        x: ``[T, B, E]`` float input, time-major.
+        h0, c0: ``[L * D, B, H]`` initial states, layer-major (D = 2 when
+            bidirectional), as ``nn.LSTM``'s ``hx``.
+        params: per layer and direction ``w_ih [4H, E_l]``, ``w_hh [4H, H]``
+            and, when the stack has biases, ``b_ih, b_hh [4H]`` -- the order of
+            ``nn.LSTM._flat_weights`` (E_l = E for the first layer, D * H above).
+        lengths: ``[B]`` integer lengths in ``1..T`` or None (all ``T``).
+        bidirectional: run every layer both ways and concatenate.
+
+    Returns:
+        ``y [T, B, D * H]`` (the top layer, zero past each length) and
+        ``h_n, c_n [L * D, B, H]`` -- ``nn.LSTM`` on the packed batch. On CPU
+        one op with one autograd node for the whole stack.
+    """
+    if not isinstance(bidirectional, bool):
+        raise TypeError(f"bidirectional must be a bool, got {type(bidirectional).__name__}")
+    _checks.tensor("x", x, ndim=3)
+    _checks.tensor("h0", h0, ndim=3)
+    params = list(params)
+    L, D, per = _stack_layout(h0, params, bidirectional)
+    T, B, _ = x.shape
+    _checks.shape("c0", _checks.tensor("c0", c0, ndim=3), tuple(h0.shape))
+    named = {"h0": h0, "c0": c0, **{f"params[{i}]": _checks.tensor(f"params[{i}]", p) for i, p in enumerate(params)}}
+    _checks.same_device("x", x, **named)
+    _checks.same_dtype("x", x, **named)
+    for k in range(L * D):  # shapes layer by layer, named (the first layer reads x, the others D * H features)
+        w_ih, w_hh, b_ih, b_hh = _stack_parameters(params, per, k)
+        H = h0.shape[2]
+        _checks.shape(f"params[{k * per + 1}] (w_hh)", w_hh, (4 * H, H))
+        _checks.shape(f"params[{k * per}] (w_ih)", w_ih, (4 * H, x.shape[2] if k < D else D * H))
+        for j, b in ((2, b_ih), (3, b_hh)):
+            if b is not None:
+                _checks.shape(f"params[{k * per + j}] (bias)", b, (4 * H,))
+    if lengths is not None:
+        lengths = _checks.lengths(lengths, B, T)
+    backend = backend_for(x, "lstm") if T > 0 and B > 0 and h0.shape[2] > 0 else None
+    if backend is None:
+        return lstm_stack_ref(x, h0, c0, params, lengths, bidirectional)
+    if backend.stack is None:
+        return _run_stack(lambda *a: lstm(*a[:-2], lengths=a[-2], reverse=a[-1]), x, h0, c0, params, lengths,
+                          bidirectional)
+    return backend.stack(x, h0, c0, params, lengths, L, bidirectional)
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):

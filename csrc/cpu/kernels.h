@@ -1,0 +1,70 @@
+// The tile kernels of the CPU ops (csrc/cpu/tile_kernels.h), one set per ISA
+// level, picked at run time by cpu_isa() (FASTVAE_CPU_ISA overrides).
+//
+// Operand layouts are those of tile_kernels.h: "panels" of 32 columns (a K x N
+// matrix as ceil(N / 32) blocks of K rows of 32 values, panel stride ps) and
+// token panels of the vocabulary heads.
+#pragma once
+
+#include <cstdint>
+
+namespace fastvae {
+namespace cpu {
+
+constexpr int64_t kPanelWidth = 32;
+
+template <typename T>
+struct KernelSet {
+  const char* isa;
+  int64_t tile_rows;   // rows of C per register tile
+  int64_t gemm_depth;  // depth of one pass of gemm (its A scratch holds tile_rows * gemm_depth per tile)
+
+  // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs]; P in
+  // panels (stride ps, K rows each). scratch: >= round_up(M, tile_rows) *
+  // min(K, gemm_depth) values, used when A's strides are large.
+  void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P, int64_t ps,
+               T beta, T* C, int64_t ldc, T* scratch);
+
+  // Vocabulary heads over `rows` words (W [rows, H], row stride ldw) and the
+  // npanels * 32 tokens of hT ([H, tokens] in panels of stride H * 32):
+  // out (token panels, stride ps) = W @ hT + bias; bmax [tokens] (or null) = running max.
+  void (*head_logits)(int64_t rows, int64_t H, const T* W, int64_t ldw, const T* bias, const T* hT,
+                      int64_t npanels, T* out, int64_t ps, T* bmax);
+  // best / best_index [tokens] = running (max, argmax) of W @ hT + bias; `first` is W's first word.
+  void (*head_argmax)(int64_t rows, int64_t H, const T* W, int64_t ldw, const T* bias, const T* hT,
+                      int64_t npanels, T first, T* best, T* best_index);
+  // buf = exp(buf - mref[token]); sum[token] += column sums.
+  void (*head_exp)(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* mref, T* sum);
+  // buf *= factor[token]; db[row] += row sums (db may be null).
+  void (*head_scale)(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* factor, T* db);
+  // buf = exp(buf - lse[token]) * g[token]; db[row] += row sums (db may be null).
+  void (*head_softmax_grad)(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* lse, const T* g, T* db);
+  // dW [rows, H] (row stride ldw) = beta * dW + dl @ h; h [tokens, H] in panels over H
+  // (stride hps, npanels * 32 rows: zero past the last token).
+  void (*head_weight_grad)(int64_t rows, int64_t H, const T* dl, int64_t npanels, int64_t ps, const T* hP,
+                           int64_t hps, T beta, T* dW, int64_t ldw);
+  // dhT [H, tokens] (row stride ldh) = beta * dhT + W^T @ dl.
+  void (*head_hidden_grad)(int64_t rows, int64_t H, const T* W, int64_t ldw, const T* dl, int64_t npanels,
+                           int64_t ps, T beta, T* dhT, int64_t ldh);
+};
+
+// The set for this CPU (float: the cpu_isa() level; double: the generic set).
+template <typename T>
+const KernelSet<T>& kernels();
+
+// The per-level sets (null where the level is not compiled in).
+const KernelSet<float>* kernels_avx512();
+const KernelSet<float>* kernels_avx2();
+const KernelSet<float>& kernels_generic_float();
+const KernelSet<double>& kernels_generic_double();
+
+}  // namespace cpu
+}  // namespace fastvae
+
+// The body of a kernels_<level>.cpp: the KernelSet of namespace NS::tile.
+#define FASTVAE_KERNEL_SET(NS, NAME)                                                                          \
+  {                                                                                                           \
+    NAME, NS::tile::MR, NS::tile::kDepth, &NS::tile::gemm, &NS::tile::head_logits, &NS::tile::head_argmax,    \
+        &NS::tile::head_exp, &NS::tile::head_scale, &NS::tile::head_softmax_grad, &NS::tile::head_weight_grad, \
+        &NS::tile::head_hidden_grad                                                                           \
+  }

@@ -1,0 +1,242 @@
+// Vector types of the tile kernels (csrc/cpu/tile_kernels.h), one per ISA level.
+//
+// Each type wraps one register of W lanes of T and the few operations the
+// kernels need. The x86 types use intrinsics, so they exist only where the
+// including translation unit compiles for that ISA: kernels_avx2.cpp and
+// kernels_avx512.cpp define FASTVAE_SIMD_AVX2 / FASTVAE_SIMD_AVX512 inside a
+// `#pragma GCC target` region before including this header. VecGeneric is
+// plain C++ (arrays the compiler vectorizes with what the baseline ISA has).
+//
+// exp: the polynomial of vec_math.h's exp_approx (Cephes, ~1e-7 relative),
+// argument clamped to [-87, 88]; NaN propagates (the clamps keep a NaN).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(FASTVAE_SIMD_AVX2) || defined(FASTVAE_SIMD_AVX512)
+#include <immintrin.h>
+#endif
+
+#define FASTVAE_SIMD_INLINE inline __attribute__((always_inline))
+
+namespace fastvae {
+namespace cpu {
+
+// Coefficients of exp(r) - 1 - r on [-ln2/2, ln2/2] (shared by every type).
+struct ExpPoly {
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693359375f;
+  static constexpr float kLn2Lo = -2.12194440e-4f;
+  static constexpr float kLo = -87.0f, kHi = 88.0f;
+  static constexpr float c0 = 1.9875691500e-4f, c1 = 1.3981999507e-3f, c2 = 8.3334519073e-3f,
+                         c3 = 4.1665795894e-2f, c4 = 1.6666665459e-1f, c5 = 5.0000001201e-1f;
+};
+
+// ------------------------------------------------------------------ generic --
+
+template <typename T, int Lanes>
+struct VecGeneric {
+  using scalar = T;
+  static constexpr int W = Lanes;
+  struct reg {
+    T v[Lanes];
+  };
+  struct mask {
+    bool v[Lanes];
+  };
+
+  static FASTVAE_SIMD_INLINE reg zero() { return set1(T(0)); }
+  static FASTVAE_SIMD_INLINE reg set1(T x) {
+    reg r;
+    for (int i = 0; i < W; ++i) r.v[i] = x;
+    return r;
+  }
+  static FASTVAE_SIMD_INLINE reg load(const T* p) {
+    reg r;
+    std::memcpy(r.v, p, sizeof(r.v));
+    return r;
+  }
+  static FASTVAE_SIMD_INLINE void store(T* p, reg x) { std::memcpy(p, x.v, sizeof(x.v)); }
+  // The first n (0 <= n <= W) lanes; the others read as zero / are not written.
+  static FASTVAE_SIMD_INLINE reg load_n(const T* p, int n) {
+    reg r = zero();
+    for (int i = 0; i < n; ++i) r.v[i] = p[i];
+    return r;
+  }
+  static FASTVAE_SIMD_INLINE void store_n(T* p, reg x, int n) {
+    for (int i = 0; i < n; ++i) p[i] = x.v[i];
+  }
+#define FASTVAE_GENERIC_BINARY(NAME, EXPR)                  \
+  static FASTVAE_SIMD_INLINE reg NAME(reg a, reg b) {       \
+    reg r;                                                  \
+    for (int i = 0; i < W; ++i) r.v[i] = EXPR;              \
+    return r;                                               \
+  }
+  FASTVAE_GENERIC_BINARY(add, a.v[i] + b.v[i])
+  FASTVAE_GENERIC_BINARY(sub, a.v[i] - b.v[i])
+  FASTVAE_GENERIC_BINARY(mul, a.v[i] * b.v[i])
+  FASTVAE_GENERIC_BINARY(div, a.v[i] / b.v[i])
+  // max/min: a NaN in b is kept (as the x86 versions with the constant first).
+  FASTVAE_GENERIC_BINARY(max, a.v[i] > b.v[i] ? a.v[i] : b.v[i])
+  FASTVAE_GENERIC_BINARY(min, a.v[i] < b.v[i] ? a.v[i] : b.v[i])
+#undef FASTVAE_GENERIC_BINARY
+  static FASTVAE_SIMD_INLINE reg fmadd(reg a, reg b, reg c) {
+    reg r;
+    for (int i = 0; i < W; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) {
+    mask m;
+    for (int i = 0; i < W; ++i) m.v[i] = a.v[i] > b.v[i];
+    return m;
+  }
+  // m ? a : b per lane.
+  static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) {
+    reg r;
+    for (int i = 0; i < W; ++i) r.v[i] = m.v[i] ? a.v[i] : b.v[i];
+    return r;
+  }
+  static FASTVAE_SIMD_INLINE T reduce_add(reg x) {
+    T s = 0;
+    for (int i = 0; i < W; ++i) s += x.v[i];
+    return s;
+  }
+  static FASTVAE_SIMD_INLINE reg exp(reg x) {
+    reg r;
+    for (int i = 0; i < W; ++i) r.v[i] = exp1(x.v[i]);
+    return r;
+  }
+
+ private:
+  static FASTVAE_SIMD_INLINE double exp1(double x) { return std::exp(x); }
+  static FASTVAE_SIMD_INLINE float exp1(float x) {
+    using P = ExpPoly;
+    x = x < P::kLo ? P::kLo : x;
+    x = x > P::kHi ? P::kHi : x;
+    const float n = (x * P::kLog2e + 12582912.0f) - 12582912.0f;  // round to nearest
+    float r = x - n * P::kLn2Hi;
+    r = r - n * P::kLn2Lo;
+    float p = P::c0;
+    p = p * r + P::c1;
+    p = p * r + P::c2;
+    p = p * r + P::c3;
+    p = p * r + P::c4;
+    p = p * r + P::c5;
+    p = p * r * r + r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    return p * scale;
+  }
+};
+
+// --------------------------------------------------------------------- AVX2 --
+
+#ifdef FASTVAE_SIMD_AVX2
+struct VecAvx2 {
+  using scalar = float;
+  static constexpr int W = 8;
+  using reg = __m256;
+  using mask = __m256;
+
+  static FASTVAE_SIMD_INLINE reg zero() { return _mm256_setzero_ps(); }
+  static FASTVAE_SIMD_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
+  static FASTVAE_SIMD_INLINE reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static FASTVAE_SIMD_INLINE void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
+  static FASTVAE_SIMD_INLINE __m256i lanes_below(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static FASTVAE_SIMD_INLINE reg load_n(const float* p, int n) { return _mm256_maskload_ps(p, lanes_below(n)); }
+  static FASTVAE_SIMD_INLINE void store_n(float* p, reg x, int n) { _mm256_maskstore_ps(p, lanes_below(n), x); }
+  static FASTVAE_SIMD_INLINE reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
+  // maxps returns its second operand when either is NaN: a NaN in b is kept.
+  static FASTVAE_SIMD_INLINE reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) { return _mm256_blendv_ps(b, a, m); }
+  static FASTVAE_SIMD_INLINE float reduce_add(reg x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static FASTVAE_SIMD_INLINE reg exp(reg x) {
+    using P = ExpPoly;
+    x = _mm256_max_ps(_mm256_set1_ps(P::kLo), x);
+    x = _mm256_min_ps(_mm256_set1_ps(P::kHi), x);
+    // n = round(x * log2e) by the 1.5 * 2^23 trick; j's low mantissa bits hold n.
+    const reg magic = _mm256_set1_ps(12582912.0f);
+    const reg j = _mm256_fmadd_ps(x, _mm256_set1_ps(P::kLog2e), magic);
+    const reg n = _mm256_sub_ps(j, magic);
+    reg r = _mm256_fnmadd_ps(n, _mm256_set1_ps(P::kLn2Hi), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(P::kLn2Lo), r);
+    reg p = _mm256_set1_ps(P::c0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P::c1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P::c2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P::c3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P::c4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(P::c5));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    // 2^n: (n + 127) << 23; j's bits are 0x4B400000 + n, whose shift by 23 leaves n << 23.
+    const __m256i bits = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(j), 23), _mm256_set1_epi32(127 << 23));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  }
+};
+#endif
+
+// ------------------------------------------------------------------ AVX-512 --
+
+#ifdef FASTVAE_SIMD_AVX512
+struct VecAvx512 {
+  using scalar = float;
+  static constexpr int W = 16;
+  using reg = __m512;
+  using mask = __mmask16;
+
+  static FASTVAE_SIMD_INLINE reg zero() { return _mm512_setzero_ps(); }
+  static FASTVAE_SIMD_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
+  static FASTVAE_SIMD_INLINE reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static FASTVAE_SIMD_INLINE void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
+  static FASTVAE_SIMD_INLINE __mmask16 lanes_below(int n) {
+    return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
+  }
+  static FASTVAE_SIMD_INLINE reg load_n(const float* p, int n) { return _mm512_maskz_loadu_ps(lanes_below(n), p); }
+  static FASTVAE_SIMD_INLINE void store_n(float* p, reg x, int n) { _mm512_mask_storeu_ps(p, lanes_below(n), x); }
+  static FASTVAE_SIMD_INLINE reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
+  static FASTVAE_SIMD_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
+  static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) { return _mm512_mask_blend_ps(m, b, a); }
+  static FASTVAE_SIMD_INLINE float reduce_add(reg x) { return _mm512_reduce_add_ps(x); }
+  static FASTVAE_SIMD_INLINE reg exp(reg x) {
+    using P = ExpPoly;
+    x = _mm512_max_ps(_mm512_set1_ps(P::kLo), x);
+    x = _mm512_min_ps(_mm512_set1_ps(P::kHi), x);
+    const reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(P::kLog2e)),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    reg r = _mm512_fnmadd_ps(n, _mm512_set1_ps(P::kLn2Hi), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(P::kLn2Lo), r);
+    reg p = _mm512_set1_ps(P::c0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P::c1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P::c2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P::c3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P::c4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(P::c5));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+  }
+};
+#endif
+
+}  // namespace cpu
+}  // namespace fastvae

@@ -1,0 +1,418 @@
+// Register-tiled kernels of the CPU ops, written once over a vector type V
+// (csrc/cpu/simd.h) and compiled once per ISA level: kernels_generic.cpp,
+// kernels_avx2.cpp and kernels_avx512.cpp include this header inside their own
+// namespace and export the entry points through a KernelSet (kernels.h).
+//
+// Everything here works on raw pointers and plain loops: no std:: templates,
+// so nothing compiled for one ISA is shared with (or linked into) another.
+//
+// The common operand: PANELS of 32 columns (kPanelWidth). A K x N matrix in
+// panels stores column block p (columns 32p .. 32p+31) as K rows of 32
+// contiguous values, zero past N: element (k, 32p + j) at P[p * ps + k * 32 + j]
+// with ps the panel stride (K * 32 when packed tight). Three things have this
+// form: a packed GEMM right operand (blas.h), the transposed hidden rows of
+// the vocabulary heads, and the "token panels" of the fused linear +
+// cross-entropy (rows = vocabulary words, columns = tokens).
+//
+// The micro-kernel holds an MR x (NV * W) tile of the result in registers and
+// runs the whole depth K over it: per step NV loads of a panel row, MR
+// broadcasts of A, MR * NV FMAs. Tiles: AVX-512 12 x 32 (24 accumulators),
+// AVX2 6 x 16 (12), generic 4 x 16.
+// (no include guard: each kernels_*.cpp includes it once per vector type)
+
+#ifndef FASTVAE_TILE_VEC
+#error "define FASTVAE_TILE_VEC (the vector type) before including tile_kernels.h"
+#endif
+
+namespace tile {
+
+using V = FASTVAE_TILE_VEC;
+using T = V::scalar;
+using reg = V::reg;
+
+constexpr int W = V::W;
+constexpr int NV = 2;                            // vectors per tile row
+constexpr int NC = NV * W;                       // columns per tile
+constexpr int kPanelWidth = 32;                  // columns per panel
+constexpr int kGroups = kPanelWidth / NC;        // column groups per panel
+constexpr int MR = W >= 16 ? 12 : (W >= 8 && sizeof(T) == 4 ? 6 : 4);  // rows per tile
+constexpr int64_t kDepth = 256;                  // depth of one pass of the generic GEMM
+static_assert(kPanelWidth % NC == 0, "a panel must hold whole column groups");
+
+FASTVAE_SIMD_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// acc[MR][NV] += A[MR, kc] @ B[kc, NC]: A(r, k) at A[r * a_rs + k * a_cs], B(k, j) at B[k * b_ks + j].
+template <int R>
+FASTVAE_SIMD_INLINE void mm_tile(int64_t kc, const T* __restrict A, int64_t a_rs, int64_t a_cs,
+                                 const T* __restrict B, int64_t b_ks, reg (&acc)[R][NV]) {
+  for (int64_t k = 0; k < kc; ++k) {
+    reg b[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) b[n] = V::load(B + k * b_ks + n * W);
+    const T* a = A + k * a_cs;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const reg av = V::set1(a[r * a_rs]);
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) acc[r][n] = V::fmadd(av, b[n], acc[r][n]);
+    }
+  }
+}
+
+template <int R>
+FASTVAE_SIMD_INLINE void zero_tile(reg (&acc)[R][NV]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) acc[r][n] = V::zero();
+}
+
+// C[R, cols] = acc (+ beta * C when ACCUMULATE); cols <= NC valid columns.
+template <int R, bool ACCUMULATE>
+FASTVAE_SIMD_INLINE void store_tile(const reg (&acc)[R][NV], T* C, int64_t ldc, int64_t cols, T beta) {
+  const reg bv = V::set1(beta);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      T* c = C + r * ldc + n * W;
+      const int64_t left = cols - n * W;
+      if (left >= W) {
+        V::store(c, ACCUMULATE ? V::fmadd(bv, V::load(c), acc[r][n]) : acc[r][n]);
+      } else if (left > 0) {
+        const int m = static_cast<int>(left);
+        V::store_n(c, ACCUMULATE ? V::fmadd(bv, V::load_n(c, m), acc[r][n]) : acc[r][n], m);
+      }
+    }
+  }
+}
+
+// A tile of R rows calls F<R> for R = MR, MR-1, ..., 1 (the row tail).
+template <template <int> class F, typename... Args>
+FASTVAE_SIMD_INLINE void for_rows(int64_t rows, Args&&... args) {
+  if constexpr (MR >= 12) {
+    switch (rows) {
+      case 11: return F<11>::run(args...);
+      case 10: return F<10>::run(args...);
+      case 9: return F<9>::run(args...);
+      case 8: return F<8>::run(args...);
+      case 7: return F<7>::run(args...);
+      case 6: return F<6>::run(args...);
+      default: break;
+    }
+  }
+  if constexpr (MR >= 6) {
+    switch (rows) {
+      case 5: return F<5>::run(args...);
+      case 4: return F<4>::run(args...);
+      default: break;
+    }
+  }
+  switch (rows) {
+    case 3: return F<3>::run(args...);
+    case 2: return F<2>::run(args...);
+    case 1: return F<1>::run(args...);
+    default: return F<MR>::run(args...);
+  }
+}
+
+// ------------------------------------------------------------------- GEMM --
+
+// One tile of C = beta * C + A @ B over depth kc.
+template <int R>
+struct GemmTile {
+  static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
+                                      int64_t b_ks, T* C, int64_t ldc, int64_t cols, T beta) {
+    reg acc[R][NV];
+    zero_tile<R>(acc);
+    mm_tile<R>(kc, A, a_rs, a_cs, B, b_ks, acc);
+    if (beta == T(0)) {
+      store_tile<R, false>(acc, C, ldc, cols, beta);
+    } else {
+      store_tile<R, true>(acc, C, ldc, cols, beta);
+    }
+  }
+};
+
+// Copies rows [0, M) x depth [k0, k0 + kc) of A into tiles of MR rows, each
+// [kc][MR] (zero rows past M), so the micro-kernel reads A sequentially.
+inline void pack_a(int64_t M, int64_t k0, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* out) {
+  for (int64_t i = 0; i < M; i += MR) {
+    const int64_t rows = imin(MR, M - i);
+    T* tile = out + i * kc;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + i * a_rs + (k0 + k) * a_cs;
+      T* dst = tile + k * MR;
+      for (int64_t r = 0; r < rows; ++r) dst[r] = src[r * a_rs];
+      for (int64_t r = rows; r < MR; ++r) dst[r] = T(0);
+    }
+  }
+}
+
+// A is copied into tiles when its rows or depth steps lie 2 KB or more apart
+// (they would share L1 sets); small row-major A (a recurrent state) is read in place.
+inline bool should_pack_a(int64_t a_rs, int64_t a_cs) {
+  const int64_t far = 512 * 4 / static_cast<int64_t>(sizeof(T));
+  return a_rs >= far || a_cs >= far || (a_rs != 1 && a_cs != 1);
+}
+
+#ifndef FASTVAE_ROW_BLOCK_BYTES
+#define FASTVAE_ROW_BLOCK_BYTES (64 * 1024)
+#endif
+
+// Rows of A per block of the generic GEMM: a block of A (packed or not) stays
+// in L2 while every column group of the pass goes by.
+inline int64_t row_block(int64_t kc) {
+  const int64_t rows = (FASTVAE_ROW_BLOCK_BYTES / static_cast<int64_t>(sizeof(T))) / (kc > 0 ? kc : 1);
+  return rows < MR ? MR : rows / MR * MR;
+}
+
+// C[M, N] = beta * C + A[M, K] @ P, P in panels (panel stride ps, K rows).
+// Loops: row blocks of A (in L2) > depth passes of kDepth > column groups (a
+// kc x NC slice of P, in L1) > register tiles.
+// scratch: MR * min(K, kDepth) * ceil(M / MR) values (used when A is packed).
+inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P,
+                 int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
+  const bool packed = should_pack_a(a_rs, a_cs);
+  const int64_t mc = row_block(imin(kDepth, K));
+  for (int64_t m0 = 0; m0 < M; m0 += mc) {
+    const int64_t mb = imin(mc, M - m0);
+    const T* Ab = A + m0 * a_rs;
+    T* Cb = C + m0 * ldc;
+    for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
+      const int64_t kc = imin(kDepth, K - k0);
+      const T pass_beta = k0 == 0 ? beta : T(1);
+      if (packed) pack_a(mb, k0, kc, Ab, a_rs, a_cs, scratch);
+      for (int64_t c0 = 0; c0 < N; c0 += NC) {
+        const T* B = P + (c0 / kPanelWidth) * ps + k0 * kPanelWidth + c0 % kPanelWidth;
+        const int64_t cols = imin(NC, N - c0);
+        for (int64_t i = 0; i < mb; i += MR) {
+          const int64_t rows = imin(MR, mb - i);
+          if (packed) {
+            for_rows<GemmTile>(rows, kc, scratch + i * kc, int64_t(1), int64_t(MR), B, int64_t(kPanelWidth),
+                               Cb + i * ldc + c0, ldc, cols, pass_beta);
+          } else {
+            for_rows<GemmTile>(rows, kc, Ab + i * a_rs + k0 * a_cs, a_rs, a_cs, B, int64_t(kPanelWidth),
+                               Cb + i * ldc + c0, ldc, cols, pass_beta);
+          }
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------- vocabulary heads --
+//
+// The heads multiply a block of `rows` vocabulary rows, W [rows, H] (row
+// stride ldw, read in place), by the hidden states of a chunk of tokens given
+// transposed in panels, hT [H, C] (panel p at hT + p * H * 32). Their results
+// are token panels: a [rows, C] matrix stored as C / 32 panels of [rows][32]
+// (panel p at buf + p * ps), so per-token statistics are plain vector loops.
+
+// out[rows, 32-group] = W @ hT (+ bias per row); bmax[32-group] = max(bmax, column maxima).
+template <int R>
+struct LogitsTile {
+  static FASTVAE_SIMD_INLINE void run(int64_t H, const T* Wr, int64_t ldw, const T* B, const T* bias, T* out,
+                                      T* bmax) {
+    reg acc[R][NV];
+    zero_tile<R>(acc);
+    mm_tile<R>(H, Wr, ldw, 1, B, kPanelWidth, acc);
+    reg mx[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) mx[n] = V::load(bmax + n * W);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const reg b = V::set1(bias != nullptr ? bias[r] : T(0));
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        const reg x = V::add(acc[r][n], b);
+        V::store(out + r * kPanelWidth + n * W, x);
+        mx[n] = V::max(x, mx[n]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) V::store(bmax + n * W, mx[n]);
+  }
+};
+
+// Logits of `rows` words for the npanels * 32 tokens of hT, with the bias, into
+// the token panels out (stride ps); bmax [npanels * 32] (may be null) takes
+// the running maximum per token.
+inline void head_logits(int64_t rows, int64_t H, const T* Wb, int64_t ldw, const T* bias, const T* hT,
+                        int64_t npanels, T* out, int64_t ps, T* bmax) {
+  T scratch_max[NC] = {};  // the maxima when the caller wants none
+  for (int64_t p = 0; p < npanels; ++p) {
+    for (int g = 0; g < kGroups; ++g) {
+      const T* B = hT + p * H * kPanelWidth + g * NC;
+      T* mx = bmax != nullptr ? bmax + p * kPanelWidth + g * NC : scratch_max;
+      for (int64_t i = 0; i < rows; i += MR) {
+        for_rows<LogitsTile>(imin(MR, rows - i), H, Wb + i * ldw, ldw, B, bias != nullptr ? bias + i : nullptr,
+                             out + p * ps + i * kPanelWidth + g * NC, mx);
+      }
+    }
+  }
+}
+
+// Running argmax per token: best/best_index [32-group] take the largest
+// W @ hT + bias over this tile's rows (strictly larger: ties keep the first).
+template <int R>
+struct ArgmaxTile {
+  static FASTVAE_SIMD_INLINE void run(int64_t H, const T* Wr, int64_t ldw, const T* B, const T* bias, T first,
+                                      T* best, T* best_index) {
+    reg acc[R][NV];
+    zero_tile<R>(acc);
+    mm_tile<R>(H, Wr, ldw, 1, B, kPanelWidth, acc);
+    reg bv[NV], bi[NV];
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      bv[n] = V::load(best + n * W);
+      bi[n] = V::load(best_index + n * W);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const reg b = V::set1(bias != nullptr ? bias[r] : T(0));
+      const reg index = V::set1(first + T(r));
+#pragma GCC unroll 4
+      for (int n = 0; n < NV; ++n) {
+        const reg x = V::add(acc[r][n], b);
+        const auto better = V::gt(x, bv[n]);
+        bv[n] = V::select(better, x, bv[n]);
+        bi[n] = V::select(better, index, bi[n]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      V::store(best + n * W, bv[n]);
+      V::store(best_index + n * W, bi[n]);
+    }
+  }
+};
+
+// best/best_index [npanels * 32] updated with rows [0, rows) of W, whose first
+// row is word `first` (indices are held as T: exact below 2^24 in float).
+inline void head_argmax(int64_t rows, int64_t H, const T* Wb, int64_t ldw, const T* bias, const T* hT,
+                        int64_t npanels, T first, T* best, T* best_index) {
+  for (int64_t p = 0; p < npanels; ++p) {
+    for (int g = 0; g < kGroups; ++g) {
+      const T* B = hT + p * H * kPanelWidth + g * NC;
+      const int64_t c = p * kPanelWidth + g * NC;
+      for (int64_t i = 0; i < rows; i += MR) {
+        for_rows<ArgmaxTile>(imin(MR, rows - i), H, Wb + i * ldw, ldw, B, bias != nullptr ? bias + i : nullptr,
+                             first + T(i), best + c, best_index + c);
+      }
+    }
+  }
+}
+
+// buf = exp(buf - mref) per token column; sum [tokens] += the column sums.
+inline void head_exp(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* mref, T* sum) {
+  constexpr int kv = kPanelWidth / W;
+  for (int64_t p = 0; p < npanels; ++p) {
+    reg m[kv], s[kv];
+#pragma GCC unroll 4
+    for (int j = 0; j < kv; ++j) {
+      m[j] = V::load(mref + p * kPanelWidth + j * W);
+      s[j] = V::zero();
+    }
+    T* panel = buf + p * ps;
+    for (int64_t v = 0; v < rows; ++v) {
+#pragma GCC unroll 4
+      for (int j = 0; j < kv; ++j) {
+        T* x = panel + v * kPanelWidth + j * W;
+        const reg e = V::exp(V::sub(V::load(x), m[j]));
+        V::store(x, e);
+        s[j] = V::add(s[j], e);
+      }
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < kv; ++j) {
+      T* out = sum + p * kPanelWidth + j * W;
+      V::store(out, V::add(V::load(out), s[j]));
+    }
+  }
+}
+
+// buf *= factor per token column (factor [tokens]); db [rows] += the row sums (db may be null).
+inline void head_scale(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* factor, T* db) {
+  constexpr int kv = kPanelWidth / W;
+  for (int64_t v = 0; v < rows; ++v) {
+    reg acc = V::zero();
+    for (int64_t p = 0; p < npanels; ++p) {
+      T* x = buf + p * ps + v * kPanelWidth;
+#pragma GCC unroll 4
+      for (int j = 0; j < kv; ++j) {
+        const reg d = V::mul(V::load(x + j * W), V::load(factor + p * kPanelWidth + j * W));
+        V::store(x + j * W, d);
+        acc = V::add(acc, d);
+      }
+    }
+    if (db != nullptr) db[v] += V::reduce_add(acc);
+  }
+}
+
+// buf = exp(buf - lse) * g per token column (lse, g [tokens]); db [rows] += the row sums.
+inline void head_softmax_grad(int64_t rows, T* buf, int64_t npanels, int64_t ps, const T* lse, const T* g, T* db) {
+  constexpr int kv = kPanelWidth / W;
+  for (int64_t v = 0; v < rows; ++v) {
+    reg acc = V::zero();
+    for (int64_t p = 0; p < npanels; ++p) {
+      T* x = buf + p * ps + v * kPanelWidth;
+#pragma GCC unroll 4
+      for (int j = 0; j < kv; ++j) {
+        const int64_t c = p * kPanelWidth + j * W;
+        const reg d = V::mul(V::exp(V::sub(V::load(x + j * W), V::load(lse + c))), V::load(g + c));
+        V::store(x + j * W, d);
+        acc = V::add(acc, d);
+      }
+    }
+    if (db != nullptr) db[v] += V::reduce_add(acc);
+  }
+}
+
+// dW tile [R, 32-group] = beta * dW + dl[R rows, all tokens] @ h (h in panels over H).
+template <int R>
+struct WeightGradTile {
+  static FASTVAE_SIMD_INLINE void run(int64_t npanels, const T* dl, int64_t ps, const T* B, T* dw, int64_t ldw,
+                                      int64_t cols, T beta) {
+    reg acc[R][NV];
+    zero_tile<R>(acc);
+    for (int64_t p = 0; p < npanels; ++p)
+      mm_tile<R>(kPanelWidth, dl + p * ps, kPanelWidth, 1, B + p * kPanelWidth * kPanelWidth, kPanelWidth, acc);
+    if (beta == T(0)) {
+      store_tile<R, false>(acc, dw, ldw, cols, beta);
+    } else {
+      store_tile<R, true>(acc, dw, ldw, cols, beta);
+    }
+  }
+};
+
+// dW [rows, H] (row stride ldw) = beta * dW + dl @ h, with dl the token panels
+// of these rows and h [tokens, H] in panels over H (panel stride hps, at
+// least npanels * 32 rows each: zero past the last token).
+inline void head_weight_grad(int64_t rows, int64_t H, const T* dl, int64_t npanels, int64_t ps, const T* hP,
+                             int64_t hps, T beta, T* dw, int64_t ldw) {
+  for (int64_t c0 = 0; c0 < H; c0 += NC) {
+    const T* B = hP + (c0 / kPanelWidth) * hps + c0 % kPanelWidth;
+    const int64_t cols = imin(NC, H - c0);
+    for (int64_t i = 0; i < rows; i += MR) {
+      for_rows<WeightGradTile>(imin(MR, rows - i), npanels, dl + i * kPanelWidth, ps, B, dw + i * ldw + c0, ldw,
+                               cols, beta);
+    }
+  }
+}
+
+// dhT [H, tokens] (row stride ldh) = beta * dhT + W^T @ dl over this block's rows.
+inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, const T* dl, int64_t npanels,
+                             int64_t ps, T beta, T* dhT, int64_t ldh) {
+  for (int64_t p = 0; p < npanels; ++p) {
+    for (int g = 0; g < kGroups; ++g) {
+      const int64_t c0 = p * kPanelWidth + g * NC;
+      for (int64_t i = 0; i < H; i += MR) {
+        for_rows<GemmTile>(imin(MR, H - i), rows, Wb + i, int64_t(1), ldw, dl + p * ps + g * NC,
+                           int64_t(kPanelWidth), dhT + i * ldh + c0, ldh, int64_t(NC), beta);
+      }
+    }
+  }
+}
+
+}  // namespace tile
