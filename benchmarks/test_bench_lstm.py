@@ -6,9 +6,14 @@ Shapes (float32, CPU, one thread):
 * Sentence-VAE -- B=32, T=40, E=300, H=256, 1 layer.
 * decoding step -- one ``lstm_cell`` of generation: B=640, E=H=256.
 
+``nn.LSTM`` runs unpacked (oneDNN's path on CPU: the strongest plain
+PyTorch LSTM); the fused side is ``fastvae.nn.LSTM``, one ``lstm_stack`` op
+(one autograd node) for the whole stack.
+
 Targets (speed-up over the baseline, reported in the table, not asserted):
-DailyDialog fwd+bwd vs nn.LSTM >= 3x, Sentence-VAE fwd+bwd vs nn.LSTM >= 1.2x,
-decoding step vs nn.LSTMCell >= 3x.
+fwd+bwd vs nn.LSTM >= 1.5x at the DailyDialog size (per-call overhead
+dominates) and >= 1.2x at the Sentence-VAE size, forward alone >= 1x at both;
+decoding step vs nn.LSTMCell >= 1.5x.
 """
 
 import pytest
@@ -24,10 +29,12 @@ SHAPES = {
 CELL = dict(B=640, E=256, H=256)
 FWD, FWD_BWD = "LSTM fwd (no grad)", "LSTM fwd+bwd"
 TARGETS = {  # (case, shape, baseline) -> the speed-up we aim for
-    (FWD_BWD, "DailyDialog", "nn.LSTM"): 3.0,
+    (FWD_BWD, "DailyDialog", "nn.LSTM"): 1.5,
     (FWD_BWD, "Sentence-VAE", "nn.LSTM"): 1.2,
+    (FWD, "DailyDialog", "nn.LSTM"): 1.0,
+    (FWD, "Sentence-VAE", "nn.LSTM"): 1.0,
 }
-CELL_TARGET = 3.0
+CELL_TARGET = 1.5
 
 
 class RefLSTM(torch.nn.Module):

@@ -19,7 +19,8 @@ TORCH_LIBRARY_FRAGMENT(fastvae, m) {
   // logits never exist. Returns
   //   loss  [] ("mean"/"sum") or [N] ("none"),
   //   lse   [N]  log-sum-exp of each row's logits (what "none" needs to
-  //              recompute its gradients in linear_ce_bwd),
+  //              recompute its gradients in linear_ce_bwd); 0 at ignored
+  //              rows, whose logits are never computed,
   //   d_hidden [N, H], d_weight [V, H], d_bias [V]: each empty ([0]) unless
   //              its grad_mask entry is set (and, for d_bias, bias given).
   // grad_mask must be all false for reduction "none".

@@ -89,12 +89,12 @@ def test_word_dropout_replaces_decoder_inputs_with_unk_but_never_sos_or_pad():
 
 def test_fused_backend_runs_the_fused_ops(monkeypatch):
     calls = []
-    for name in ("lstm", "lstm_cell", "linear_cross_entropy", "kl_label_loss", "reparameterize"):
+    for name in ("lstm_stack", "lstm_cell", "linear_cross_entropy", "kl_label_loss", "reparameterize"):
         original = getattr(fastvae.ops, name)
         monkeypatch.setattr(fastvae.ops, name, lambda *a, _o=original, _n=name, **k: calls.append(_n) or _o(*a, **k))
     model = build(SLCVAE)
     model(make_batch()).loss.backward()
-    assert {"lstm", "linear_cross_entropy", "kl_label_loss", "reparameterize"} <= set(calls)
+    assert {"lstm_stack", "linear_cross_entropy", "kl_label_loss", "reparameterize"} <= set(calls)
     batch = make_batch(B=2)
     model.generate(batch.context, batch.context_lengths, max_length=3)
     assert "lstm_cell" in calls

@@ -37,6 +37,9 @@
 // own running statistics and d_hidden partial sums, merged per chunk
 // (d_weight rows and the bias gradient of a block belong to one thread).
 //
+// Rows whose target is ignore_index are dropped first (their loss and
+// gradients are zero): a padded batch pays only for its real tokens.
+//
 // Non-finite inputs are not checked: a NaN in hidden makes that row's loss
 // and gradients NaN (and "mean"/"sum" NaN).
 #include <ATen/ATen.h>
@@ -361,6 +364,28 @@ scalar_t* ptr_or_null(const at::Tensor& t) {
 
 }  // namespace
 
+// The rows that count: a target equal to ignore_index contributes no loss and
+// no gradient, so those rows are dropped before any logit is computed (a
+// padded batch pays only for its real tokens). Rows holds the kept rows'
+// indices, or is undefined when every row counts.
+struct Rows {
+  at::Tensor index;  // int64 [n_valid] or undefined (all rows)
+  bool all() const { return !index.defined(); }
+  at::Tensor take(const at::Tensor& t) const { return all() ? t : t.index_select(0, index).contiguous(); }
+  // A full-size [N, ...] tensor from the kept rows' values (zero at dropped rows).
+  at::Tensor spread(const at::Tensor& kept, int64_t N) const {
+    if (all()) return kept;
+    auto shape = kept.sizes().vec();
+    shape[0] = N;
+    return at::zeros(shape, kept.options()).index_copy_(0, index, kept);
+  }
+};
+
+Rows valid_rows(const at::Tensor& target, int64_t n_valid, int64_t ignore_index) {
+  if (n_valid == target.size(0)) return {};
+  return {at::nonzero(target != ignore_index).view({-1})};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_ce_fwd_cpu(
     const at::Tensor& hidden_in, const at::Tensor& weight_in, const c10::optional<at::Tensor>& bias_in,
     const at::Tensor& target_in, int64_t ignore_index, c10::string_view reduction_str,
@@ -376,15 +401,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_ce
   const auto bias = bias_in.has_value() ? bias_in->contiguous() : at::Tensor();
   const auto target = target_in.contiguous();
   const int64_t n_valid = count_valid(target.data_ptr<int64_t>(), d.N, d.V, ignore_index);
+  const Rows rows = valid_rows(target, n_valid, ignore_index);
+  const at::Tensor h_kept = rows.take(hidden), t_kept = rows.take(target);
+  const Dims kept{n_valid, d.H, d.V};
   const auto opts = hidden.options();
-  auto lse = at::empty({d.N}, opts);
-  auto loss = reduction == Reduction::None ? at::empty({d.N}, opts) : at::empty({}, opts);
-  const auto bufs = grad_buffers(d, grads, opts);
-  const at::Tensor &dh = bufs[0], &dw = bufs[1], &db = bufs[2];
+  auto lse = at::empty({n_valid}, opts);
+  auto loss = reduction == Reduction::None ? at::empty({n_valid}, opts) : at::empty({}, opts);
+  const auto bufs = grad_buffers(kept, grads, opts);
+  at::Tensor dh = bufs[0];
+  const at::Tensor &dw = bufs[1], &db = bufs[2];
   AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fastvae_linear_ce_fwd", [&] {
-    const Problem<scalar_t> p{d.N, d.H, d.V, hidden.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+    const Problem<scalar_t> p{n_valid, d.H, d.V, h_kept.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
                               bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
-                              target.data_ptr<int64_t>(), ignore_index};
+                              t_kept.data_ptr<int64_t>(), ignore_index};
     const double mean_div = static_cast<double>(std::max<int64_t>(n_valid, 1));
     const scalar_t scale = reduction == Reduction::Mean ? scalar_t(1.0 / mean_div) : scalar_t(1);
     const double total =
@@ -394,7 +423,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_ce
     if (reduction != Reduction::None)
       loss.fill_(reduction == Reduction::Mean ? total / mean_div : total);
   });
-  return {loss, lse, dh, dw, db};
+  if (reduction == Reduction::None) loss = rows.spread(loss, d.N);
+  if (grads.dh) dh = rows.spread(dh, d.N);
+  return {loss, rows.spread(lse, d.N), dh, dw, db};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_ce_bwd_cpu(
@@ -421,21 +452,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_ce_bwd_cpu(
   const auto target = target_in.contiguous();
   const auto lse = lse_in.contiguous();
   const int64_t n_valid = count_valid(target.data_ptr<int64_t>(), d.N, d.V, ignore_index);
-  const auto opts = hidden.options();
-  const auto bufs = grad_buffers(d, grads, opts);
-  const at::Tensor &dh = bufs[0], &dw = bufs[1], &db = bufs[2];
+  const Rows rows = valid_rows(target, n_valid, ignore_index);
+  const Dims kept{n_valid, d.H, d.V};
+  const auto bufs = grad_buffers(kept, grads, hidden.options());
+  at::Tensor dh = bufs[0];
+  const at::Tensor &dw = bufs[1], &db = bufs[2];
   if (!grads.any()) return {dh, dw, db};
-  // Per-row upstream gradient, zero at ignored rows.
-  at::Tensor g = reduction == Reduction::None ? grad_loss.contiguous().clone() : grad_loss.expand({d.N}).contiguous();
+  // Per-row upstream gradient of the kept rows.
+  at::Tensor g = reduction == Reduction::None ? rows.take(grad_loss.contiguous()).clone()
+                                              : grad_loss.expand({n_valid}).contiguous();
   if (reduction == Reduction::Mean) g.div_(static_cast<double>(std::max<int64_t>(n_valid, 1)));
-  g.masked_fill_(target == ignore_index, 0);
+  const at::Tensor h_kept = rows.take(hidden), t_kept = rows.take(target), lse_kept = rows.take(lse);
   AT_DISPATCH_FLOATING_TYPES(hidden.scalar_type(), "fastvae_linear_ce_bwd", [&] {
-    const Problem<scalar_t> p{d.N, d.H, d.V, hidden.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+    const Problem<scalar_t> p{n_valid, d.H, d.V, h_kept.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
                               bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
-                              target.data_ptr<int64_t>(), ignore_index};
-    bwd_impl<scalar_t>(p, g.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), grads, ptr_or_null<scalar_t>(dh),
+                              t_kept.data_ptr<int64_t>(), ignore_index};
+    bwd_impl<scalar_t>(p, g.data_ptr<scalar_t>(), lse_kept.data_ptr<scalar_t>(), grads, ptr_or_null<scalar_t>(dh),
                        ptr_or_null<scalar_t>(dw), ptr_or_null<scalar_t>(db));
   });
+  if (grads.dh) dh = rows.spread(dh, d.N);
   return {dh, dw, db};
 }
 

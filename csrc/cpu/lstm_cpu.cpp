@@ -26,7 +26,7 @@
 
 #include "../checks.h"
 #include "blas.h"
-#include "vec_math.h"
+#include "kernels.h"
 
 namespace fastvae {
 namespace cpu {
@@ -36,48 +36,9 @@ namespace {
 // stay on one thread (a parallel region costs microseconds per step).
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 32768 / (4 * H)); }
 
-// ---------------------------------------------------------------- forward --
-
-// One row of the forward cell. pre: [4H] input projection at this position,
-// overwritten with the activations; rec: [4H] h_{t-1} @ w_hh^T.
-template <typename scalar_t>
-FASTVAE_INLINE void fwd_row(scalar_t* __restrict pre, const scalar_t* __restrict rec,
-                            const scalar_t* __restrict bias, scalar_t* __restrict h,
-                            scalar_t* __restrict c, scalar_t* __restrict y,
-                            scalar_t* __restrict cprev, scalar_t* __restrict tanh_c,
-                            scalar_t* __restrict hprev, int64_t H) {
-  const int64_t H2 = 2 * H, H3 = 3 * H, H4 = 4 * H;
-  if (bias != nullptr) {
-#pragma omp simd
-    for (int64_t j = 0; j < H4; ++j) pre[j] += rec[j] + bias[j];
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < H4; ++j) pre[j] += rec[j];
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < H2; ++j) pre[j] = sigmoid(pre[j]);
-#pragma omp simd
-  for (int64_t j = H2; j < H3; ++j) pre[j] = tanh(pre[j]);
-#pragma omp simd
-  for (int64_t j = H3; j < H4; ++j) pre[j] = sigmoid(pre[j]);
-  if (cprev != nullptr) {
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      cprev[j] = c[j];
-      hprev[j] = h[j];
-    }
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const scalar_t cn = pre[H + j] * c[j] + pre[j] * pre[H2 + j];
-    const scalar_t tc = tanh(cn);
-    const scalar_t hn = pre[H3 + j] * tc;
-    c[j] = cn;
-    h[j] = hn;
-    y[j] = hn;
-    if (tanh_c != nullptr) tanh_c[j] = tc;
-  }
-}
+// The cell arithmetic of one row (one sequence) lives in the tile kernels
+// (csrc/cpu/tile_kernels.h: lstm_fwd_row, lstm_bwd_row, lstm_cell_row),
+// compiled for this CPU's ISA; the loops here pick the rows of a step.
 
 struct StepRows {
   const int64_t* lengths;
@@ -92,113 +53,38 @@ struct StepRows {
 };
 
 template <typename scalar_t>
-FASTVAE_INLINE void fwd_rows_body(const StepRows& rows, int64_t b0, int64_t b1,
-                                  scalar_t* gates, const scalar_t* rec, const scalar_t* bias,
-                                  scalar_t* h, scalar_t* c, scalar_t* y, scalar_t* cprev,
-                                  scalar_t* tanh_c, scalar_t* hprev) {
+void fwd_rows(const KernelSet<scalar_t>& ks, const StepRows& rows, int64_t b0, int64_t b1, scalar_t* gates,
+              const scalar_t* rec, const scalar_t* bias, scalar_t* h, scalar_t* c, scalar_t* y, scalar_t* cprev,
+              scalar_t* tanh_c, scalar_t* hprev) {
   const int64_t B = rows.B, H = rows.H;
+  const bool save = cprev != nullptr;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t p = rows.pos(b);
     if (p < 0) continue;
     const int64_t o1 = p * B + b;  // [T, B] index
-    const bool save = cprev != nullptr;
-    fwd_row<scalar_t>(gates + o1 * 4 * H, rec + b * 4 * H, bias, h + b * H, c + b * H,
-                      y + o1 * H, save ? cprev + o1 * H : nullptr,
-                      save ? tanh_c + o1 * H : nullptr, save ? hprev + o1 * H : nullptr, H);
+    ks.lstm_fwd_row(gates + o1 * 4 * H, rec + b * 4 * H, bias, h + b * H, c + b * H, y + o1 * H,
+                    save ? cprev + o1 * H : nullptr, save ? tanh_c + o1 * H : nullptr,
+                    save ? hprev + o1 * H : nullptr, H);
   }
 }
 
-FASTVAE_ISA_VARIANTS(fwd_rows, fwd_rows_body,
-                     (const StepRows& rows, int64_t b0, int64_t b1, scalar_t* gates,
-                      const scalar_t* rec, const scalar_t* bias, scalar_t* h, scalar_t* c,
-                      scalar_t* y, scalar_t* cprev, scalar_t* tanh_c, scalar_t* hprev),
-                     (rows, b0, b1, gates, rec, bias, h, c, y, cprev, tanh_c, hprev))
-
-// --------------------------------------------------------------- backward --
-
-// One row of the backward cell. Reads the carried dh/dc, writes the gate
-// pre-activation gradients to dgate[4H] and the new carried dc.
+// Backward rows of a step: dgates at each row's position; dgate_step (or
+// null) also receives them side by side, when positions scatter.
 template <typename scalar_t>
-FASTVAE_INLINE void bwd_row(const scalar_t* __restrict gates, const scalar_t* __restrict cprev,
-                            const scalar_t* __restrict tanh_c, const scalar_t* __restrict gy,
-                            const scalar_t* __restrict dh, scalar_t* __restrict dc,
-                            scalar_t* __restrict dgate, int64_t H) {
-  const scalar_t* gi = gates;
-  const scalar_t* gf = gates + H;
-  const scalar_t* gg = gates + 2 * H;
-  const scalar_t* go = gates + 3 * H;
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const scalar_t i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = tanh_c[j];
-    const scalar_t dht = gy[j] + dh[j];
-    const scalar_t dct = dc[j] + dht * o * (scalar_t(1) - tc * tc);
-    dgate[j] = dct * g * i * (scalar_t(1) - i);
-    dgate[H + j] = dct * cprev[j] * f * (scalar_t(1) - f);
-    dgate[2 * H + j] = dct * i * (scalar_t(1) - g * g);
-    dgate[3 * H + j] = dht * tc * o * (scalar_t(1) - o);
-    dc[j] = dct * f;
-  }
-}
-
-template <typename scalar_t>
-FASTVAE_INLINE void bwd_rows_body(const StepRows& rows, int64_t b0, int64_t b1,
-                                  const scalar_t* gates, const scalar_t* cprev,
-                                  const scalar_t* tanh_c, const scalar_t* grad_y,
-                                  const scalar_t* dh, scalar_t* dc, scalar_t* dgates,
-                                  scalar_t* dgate_step) {
+void bwd_rows(const KernelSet<scalar_t>& ks, const StepRows& rows, int64_t b0, int64_t b1, const scalar_t* gates,
+              const scalar_t* cprev, const scalar_t* tanh_c, const scalar_t* grad_y, const scalar_t* dh, scalar_t* dc,
+              scalar_t* dgates, scalar_t* dgate_step) {
   const int64_t B = rows.B, H = rows.H;
   for (int64_t b = b0; b < b1; ++b) {
     const int64_t p = rows.pos(b);
     if (p < 0) continue;
     const int64_t o1 = p * B + b;
     scalar_t* out = dgates + o1 * 4 * H;
-    bwd_row<scalar_t>(gates + o1 * 4 * H, cprev + o1 * H, tanh_c + o1 * H, grad_y + o1 * H,
-                      dh + b * H, dc + b * H, out, H);
+    ks.lstm_bwd_row(gates + o1 * 4 * H, cprev + o1 * H, tanh_c + o1 * H, grad_y + o1 * H, dh + b * H, dc + b * H,
+                    out, H);
     if (dgate_step != nullptr) std::copy(out, out + 4 * H, dgate_step + b * 4 * H);
   }
 }
-
-FASTVAE_ISA_VARIANTS(bwd_rows, bwd_rows_body,
-                     (const StepRows& rows, int64_t b0, int64_t b1, const scalar_t* gates,
-                      const scalar_t* cprev, const scalar_t* tanh_c, const scalar_t* grad_y,
-                      const scalar_t* dh, scalar_t* dc, scalar_t* dgates, scalar_t* dgate_step),
-                     (rows, b0, b1, gates, cprev, tanh_c, grad_y, dh, dc, dgates, dgate_step))
-
-// ------------------------------------------------------------------ cell --
-
-template <typename scalar_t>
-FASTVAE_INLINE void cell_rows_body(int64_t b0, int64_t b1, int64_t H, scalar_t* pre,
-                                   const scalar_t* bias, const scalar_t* c, scalar_t* h_out,
-                                   scalar_t* c_out) {
-  const int64_t H2 = 2 * H, H3 = 3 * H, H4 = 4 * H;
-  for (int64_t b = b0; b < b1; ++b) {
-    scalar_t* g = pre + b * H4;
-    const scalar_t* cb = c + b * H;
-    scalar_t* hb = h_out + b * H;
-    scalar_t* cn = c_out + b * H;
-    if (bias != nullptr) {
-#pragma omp simd
-      for (int64_t j = 0; j < H4; ++j) g[j] += bias[j];
-    }
-#pragma omp simd
-    for (int64_t j = 0; j < H2; ++j) g[j] = sigmoid(g[j]);
-#pragma omp simd
-    for (int64_t j = H2; j < H3; ++j) g[j] = tanh(g[j]);
-#pragma omp simd
-    for (int64_t j = H3; j < H4; ++j) g[j] = sigmoid(g[j]);
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const scalar_t cv = g[H + j] * cb[j] + g[j] * g[H2 + j];
-      cn[j] = cv;
-      hb[j] = g[H3 + j] * tanh(cv);
-    }
-  }
-}
-
-FASTVAE_ISA_VARIANTS(cell_rows, cell_rows_body,
-                     (int64_t b0, int64_t b1, int64_t H, scalar_t* pre, const scalar_t* bias,
-                      const scalar_t* c, scalar_t* h_out, scalar_t* c_out),
-                     (b0, b1, H, pre, bias, c, h_out, c_out))
 
 // ------------------------------------------------------------ validation --
 
@@ -283,12 +169,13 @@ void lstm_fwd_impl(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
   scalar_t* tcp = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
   scalar_t* hpp = save ? hprev.data_ptr<scalar_t>() : nullptr;
   const int64_t grain = row_grain(H);
+  const KernelSet<scalar_t>& ks = kernels<scalar_t>();
   for (int64_t s = 0; s < T; ++s) {
     if (count_active(len, B, s) == 0) break;
     whh_t.multiply(false, B, hp, H, 0, R, 4 * H);
     StepRows rows{len, B, H, s, reverse};
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-      fwd_rows<scalar_t>(rows, b0, b1, G, R, bias, hp, cp, yp, cpp, tcp, hpp);
+      fwd_rows<scalar_t>(ks, rows, b0, b1, G, R, bias, hp, cp, yp, cpp, tcp, hpp);
     });
   }
 }
@@ -314,12 +201,13 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
   // dh = dgates_step @ w_hh, w_hh [4H, H].
   const RightOperand<scalar_t> whh(false, 4 * H, H, w_hh.data_ptr<scalar_t>(), H);
   const int64_t grain = row_grain(H);
+  const KernelSet<scalar_t>& ks = kernels<scalar_t>();
   for (int64_t s = T - 1; s >= 0; --s) {
     const int64_t active = count_active(len, B, s);
     if (active == 0) continue;
     StepRows rows{len, B, H, s, reverse};
     at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-      bwd_rows<scalar_t>(rows, b0, b1, gates.data_ptr<scalar_t>(), cprev.data_ptr<scalar_t>(),
+      bwd_rows<scalar_t>(ks, rows, b0, b1, gates.data_ptr<scalar_t>(), cprev.data_ptr<scalar_t>(),
                          tanh_c.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), dhp, dcp, DG,
                          DGS);
     });
@@ -335,14 +223,18 @@ void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
         if (len[b] > s) std::copy(tmp + b * H, tmp + (b + 1) * H, dhp + b * H);
     }
   }
-  // Weight and input gradients as large GEMMs over all T*B rows.
+  // Weight and input gradients as large GEMMs over all T*B rows; both weight
+  // gradients in one product, dgates^T @ [x | hprev], so dgates^T (the
+  // transposed left operand, copied into tiles) is prepared once.
   const int64_t N = T * B;
   gemm<scalar_t>(false, false, N, E, 4 * H, 1, DG, 4 * H, w_ih.data_ptr<scalar_t>(), E, 0,
                  dx.data_ptr<scalar_t>(), E);
-  gemm<scalar_t>(true, false, 4 * H, E, N, 1, DG, 4 * H, x.data_ptr<scalar_t>(), E, 0,
-                 dw_ih.data_ptr<scalar_t>(), E);
-  gemm<scalar_t>(true, false, 4 * H, H, N, 1, DG, 4 * H, hprev.data_ptr<scalar_t>(), H, 0,
-                 dw_hh.data_ptr<scalar_t>(), H);
+  const at::Tensor xh = at::cat({x.view({N, E}), hprev.view({N, H})}, 1);
+  at::Tensor dw = at::empty({4 * H, E + H}, x.options());
+  gemm<scalar_t>(true, false, 4 * H, E + H, N, 1, DG, 4 * H, xh.data_ptr<scalar_t>(), E + H, 0,
+                 dw.data_ptr<scalar_t>(), E + H);
+  dw_ih.copy_(dw.narrow(1, 0, E));
+  dw_hh.copy_(dw.narrow(1, E, H));
   at::sum_out(db, dgates.view({N, 4 * H}), {0});
 }
 
@@ -581,9 +473,12 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x, const at::
     gemm<scalar_t>(false, true, B, 4 * H, H, 1, hc.data_ptr<scalar_t>(), H,
                    wh.data_ptr<scalar_t>(), H, 1, P, 4 * H);
     const scalar_t* bp = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+    const KernelSet<scalar_t>& ks = kernels<scalar_t>();
+    const scalar_t* cp = cc.data_ptr<scalar_t>();
+    scalar_t* hp = h_out.data_ptr<scalar_t>();
+    scalar_t* cnp = c_out.data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      cell_rows<scalar_t>(b0, b1, H, P, bp, cc.data_ptr<scalar_t>(), h_out.data_ptr<scalar_t>(),
-                          c_out.data_ptr<scalar_t>());
+      for (int64_t b = b0; b < b1; ++b) ks.lstm_cell_row(P + b * 4 * H, bp, cp + b * H, hp + b * H, cnp + b * H, H);
     });
   });
   return {h_out, c_out};

@@ -108,8 +108,16 @@ struct VecGeneric {
     for (int i = 0; i < W; ++i) r.v[i] = exp1(x.v[i]);
     return r;
   }
+  // tanh: libm for double (accuracy), 2 / (1 + e^-2x) - 1 for float (as the x86 types).
+  static FASTVAE_SIMD_INLINE reg tanh(reg x) {
+    reg r;
+    for (int i = 0; i < W; ++i) r.v[i] = tanh1(x.v[i]);
+    return r;
+  }
 
  private:
+  static FASTVAE_SIMD_INLINE double tanh1(double x) { return std::tanh(x); }
+  static FASTVAE_SIMD_INLINE float tanh1(float x) { return 2.0f / (1.0f + exp1(-2.0f * x)) - 1.0f; }
   static FASTVAE_SIMD_INLINE double exp1(double x) { return std::exp(x); }
   static FASTVAE_SIMD_INLINE float exp1(float x) {
     using P = ExpPoly;
@@ -166,6 +174,11 @@ struct VecAvx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  // tanh(x) = 2 / (1 + e^-2x) - 1: one exponential, saturates to +-1 exactly.
+  static FASTVAE_SIMD_INLINE reg tanh(reg x) {
+    const reg e = exp(mul(x, set1(-2.0f)));
+    return sub(div(set1(2.0f), add(set1(1.0f), e)), set1(1.0f));
+  }
   static FASTVAE_SIMD_INLINE reg exp(reg x) {
     using P = ExpPoly;
     x = _mm256_max_ps(_mm256_set1_ps(P::kLo), x);
@@ -218,6 +231,11 @@ struct VecAvx512 {
   static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) { return _mm512_mask_blend_ps(m, b, a); }
   static FASTVAE_SIMD_INLINE float reduce_add(reg x) { return _mm512_reduce_add_ps(x); }
+  // tanh(x) = 2 / (1 + e^-2x) - 1: one exponential, saturates to +-1 exactly.
+  static FASTVAE_SIMD_INLINE reg tanh(reg x) {
+    const reg e = exp(mul(x, set1(-2.0f)));
+    return sub(div(set1(2.0f), add(set1(1.0f), e)), set1(1.0f));
+  }
   static FASTVAE_SIMD_INLINE reg exp(reg x) {
     using P = ExpPoly;
     x = _mm512_max_ps(_mm512_set1_ps(P::kLo), x);

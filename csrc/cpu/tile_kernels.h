@@ -415,4 +415,117 @@ inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, 
   }
 }
 
+
+// ------------------------------------------------------------ FMA probe --
+
+// n steps of 12 independent vector FMAs on registers (no memory traffic):
+// the FMA peak of this ISA level on one core. Returns the flops done.
+inline int64_t fma_loop(int64_t n) {
+  reg acc[12];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) acc[i] = V::set1(T(i) * T(1e-3));
+  const reg a = V::set1(T(0.999999)), b = V::set1(T(1e-7));
+  for (int64_t k = 0; k < n; ++k) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = V::fmadd(acc[i], a, b);
+  }
+  T sum = 0;
+  for (int i = 0; i < 12; ++i) sum += V::reduce_add(acc[i]);
+  volatile T sink = sum;  // keeps the loop
+  (void)sink;
+  return 2 * 12 * W * n;
+}
+
+// ------------------------------------------------------ LSTM cell rows --
+//
+// One row (one sequence, H hidden units) of an LSTM step; gate blocks in
+// nn.LSTM's order i, f, g, o. sigmoid(x) = 1 / (1 + e^-x); tanh as V::tanh.
+// Vectors of W units, the last one partial when W does not divide H.
+
+FASTVAE_SIMD_INLINE reg sigmoid(reg x) {
+  return V::div(V::set1(T(1)), V::add(V::set1(T(1)), V::exp(V::sub(V::zero(), x))));
+}
+
+template <typename Fn>
+FASTVAE_SIMD_INLINE void over_units(int64_t H, Fn fn) {
+  int64_t j = 0;
+  for (; j + W <= H; j += W) fn(j, W);
+  if (j < H) fn(j, static_cast<int>(H - j));
+}
+
+FASTVAE_SIMD_INLINE reg ld(const T* p, int n) { return n == W ? V::load(p) : V::load_n(p, n); }
+FASTVAE_SIMD_INLINE void st(T* p, reg x, int n) {
+  if (n == W) {
+    V::store(p, x);
+  } else {
+    V::store_n(p, x, n);
+  }
+}
+
+// Forward. pre [4H]: the input projection at this position (+ rec [4H] =
+// h_{t-1} @ w_hh^T, + bias [4H] or null), overwritten with the activations;
+// h, c [H] updated in place; y [H] = h. With saving (cprev non-null): cprev,
+// hprev [H] = the state before the step, tanh_c [H] = tanh of the new cell.
+inline void lstm_fwd_row(T* pre, const T* rec, const T* bias, T* h, T* c, T* y, T* cprev, T* tanh_c, T* hprev,
+                         int64_t H) {
+  over_units(H, [&](int64_t j, int n) {
+    reg g[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      reg x = V::add(ld(pre + q * H + j, n), ld(rec + q * H + j, n));
+      if (bias != nullptr) x = V::add(x, ld(bias + q * H + j, n));
+      g[q] = q == 2 ? V::tanh(x) : sigmoid(x);
+      st(pre + q * H + j, g[q], n);
+    }
+    const reg c_old = ld(c + j, n);
+    if (cprev != nullptr) {
+      st(cprev + j, c_old, n);
+      st(hprev + j, ld(h + j, n), n);
+    }
+    const reg c_new = V::fmadd(g[1], c_old, V::mul(g[0], g[2]));
+    const reg tc = V::tanh(c_new);
+    const reg h_new = V::mul(g[3], tc);
+    st(c + j, c_new, n);
+    st(h + j, h_new, n);
+    st(y + j, h_new, n);
+    if (tanh_c != nullptr) st(tanh_c + j, tc, n);
+  });
+}
+
+// Backward of one row: reads the saved activations gates [4H], cprev,
+// tanh_c [H], the output gradient gy [H] and the carried dh [H]; writes the
+// pre-activation gradients dgate [4H] and the new carried dc [H] (in place).
+inline void lstm_bwd_row(const T* gates, const T* cprev, const T* tanh_c, const T* gy, const T* dh, T* dc, T* dgate,
+                         int64_t H) {
+  const reg one = V::set1(T(1));
+  over_units(H, [&](int64_t j, int n) {
+    const reg i = ld(gates + j, n), f = ld(gates + H + j, n), g = ld(gates + 2 * H + j, n),
+              o = ld(gates + 3 * H + j, n), tc = ld(tanh_c + j, n);
+    const reg dht = V::add(ld(gy + j, n), ld(dh + j, n));
+    const reg dct = V::fmadd(V::mul(dht, o), V::sub(one, V::mul(tc, tc)), ld(dc + j, n));
+    st(dgate + j, V::mul(V::mul(dct, g), V::mul(i, V::sub(one, i))), n);
+    st(dgate + H + j, V::mul(V::mul(dct, ld(cprev + j, n)), V::mul(f, V::sub(one, f))), n);
+    st(dgate + 2 * H + j, V::mul(V::mul(dct, i), V::sub(one, V::mul(g, g))), n);
+    st(dgate + 3 * H + j, V::mul(V::mul(dht, tc), V::mul(o, V::sub(one, o))), n);
+    st(dc + j, V::mul(dct, f), n);
+  });
+}
+
+// A decoding step of one row: pre [4H] (both projections, + bias or null)
+// and the cell c [H] give h_out, c_out [H].
+inline void lstm_cell_row(T* pre, const T* bias, const T* c, T* h_out, T* c_out, int64_t H) {
+  over_units(H, [&](int64_t j, int n) {
+    reg g[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      reg x = ld(pre + q * H + j, n);
+      if (bias != nullptr) x = V::add(x, ld(bias + q * H + j, n));
+      g[q] = q == 2 ? V::tanh(x) : sigmoid(x);
+    }
+    const reg c_new = V::fmadd(g[1], ld(c + j, n), V::mul(g[0], g[2]));
+    st(c_out + j, c_new, n);
+    st(h_out + j, V::mul(g[3], V::tanh(c_new)), n);
+  });
+}
+
 }  // namespace tile

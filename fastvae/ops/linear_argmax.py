@@ -2,8 +2,10 @@
 
 ``linear_argmax(hidden, weight, bias=None) -> (index [R] int64, value [R])``
 and its twin ``linear_argmax_ref``. Inference only (no gradient). CPU float32
-uses the fused C++ kernel; other inputs (float64, CUDA) compute the scores
-with ``F.linear`` -- on a GPU the product dominates and cuBLAS is the right tool.
+and float64 use the fused C++ kernel (the register-tiled head_argmax of this
+CPU's ISA: each score lives only in a register tile); other inputs (CUDA)
+compute the scores with ``F.linear`` -- on a GPU the product dominates and
+cuBLAS is the right tool.
 """
 
 import torch
@@ -56,7 +58,7 @@ def linear_argmax(hidden, weight, bias=None):
     _checks.same_device("hidden", hidden, weight=weight, bias=bias)
     _checks.same_dtype("hidden", hidden, weight=weight, bias=bias)
     _checks.finite(hidden=hidden)
-    kind = _dispatch.fused_backend(hidden, "linear_argmax", cpu_dtypes=(torch.float32,), triton_dtypes=())
+    kind = _dispatch.fused_backend(hidden, "linear_argmax", triton_dtypes=())
     if kind != "cpu" or hidden.shape[1] == 0 or (torch.is_grad_enabled() and hidden.requires_grad):
         # H = 0 (scores = bias) is left to F.linear: the fused kernel assumes at least one feature
         return linear_argmax_ref(hidden, weight, bias)
