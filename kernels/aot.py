@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia import compiler as nvidia_compiler
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import JITFunction, create_function_from_signature
 
@@ -35,24 +36,30 @@ CAPABILITIES = (80, 90)
 SHARED_MEMORY_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
 WARP_SIZE = 32
 _RES_USAGE = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+_SPILLS = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def target_name(capability: int) -> str:
     return f"sm_{capability}"
 
 
-def tool_path(name: str) -> str:
-    """A CUDA tool shipped in Triton's wheel (``ptxas``, ``cuobjdump``)."""
+def cuobjdump_path() -> str:
+    """``cuobjdump`` shipped in Triton's wheel."""
     import triton.backends.nvidia as nvidia
 
-    path = os.path.join(os.path.dirname(nvidia.__file__), "bin", name)
+    path = os.path.join(os.path.dirname(nvidia.__file__), "bin", "cuobjdump")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{name} is not in this Triton install ({path})")
+        raise FileNotFoundError(f"cuobjdump is not in this Triton install ({path})")
     return path
 
 
-def ptxas_version() -> str:
-    out = subprocess.run([tool_path("ptxas"), "--version"], capture_output=True, text=True, check=True).stdout
+def ptxas_path(capability: int) -> str:
+    """The ``ptxas`` Triton itself uses for this GPU (its wheel ships one for sm_80 and a newer one for sm_90+)."""
+    return nvidia_compiler.get_ptxas(capability).path
+
+
+def ptxas_version(capability: int) -> str:
+    out = subprocess.run([ptxas_path(capability), "--version"], capture_output=True, text=True, check=True).stdout
     return out.strip().splitlines()[-1]
 
 
@@ -105,26 +112,71 @@ def compile_job(job: Job):
     return triton.compile(source, target=GPUTarget("cuda", job.capability, WARP_SIZE), options=dict(job.options))
 
 
-def resource_usage(compiled) -> dict:
-    """Registers, spills and shared memory of a compiled kernel, read from its cubin with ``cuobjdump -res-usage``.
+def _run_tool(*command) -> str:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result.stdout + result.stderr
 
-    ``stack_bytes``/``local_bytes`` > 0 mean register spills; ``shared_bytes``
-    is what a launch asks for (Triton's dynamic shared memory plus any static).
+
+def _res_usage(cubin_path) -> tuple:
+    """(registers, stack, static shared, local) bytes of the kernel in a cubin, from ``cuobjdump -res-usage``."""
+    out = _run_tool(cuobjdump_path(), "-res-usage", cubin_path)
+    found = _RES_USAGE.search(out)
+    if found is None:
+        raise RuntimeError(f"cuobjdump -res-usage printed no resource line:\n{out}")
+    return tuple(int(v) for v in found.groups())
+
+
+def _ptxas_spills(compiled, folder) -> tuple:
+    """(spill store bytes, spill load bytes, ptxas's cubin) from ``ptxas -v`` on the kernel's PTX with Triton's flags.
+
+    Triton runs ptxas with ``-v`` but drops the log; running it again on the
+    same PTX with the same flags gives the log and the same machine code (the
+    cubins differ only in the source files' dates in the line table).
+    """
+    meta = compiled.metadata
+    ptx = os.path.join(folder, "kernel.ptx")
+    with open(ptx, "w", encoding="utf-8") as f:
+        f.write(compiled.asm["ptx"])
+    cubin = ptx + ".o"
+    capability = meta.target.arch
+    arch = nvidia_compiler.sm_arch_from_capability(capability)
+    flags = ["-lineinfo", "-v", "--regAllocOptLevel=2"] + ([] if meta.enable_fp_fusion else ["--fmad=false"])
+    log = _run_tool(ptxas_path(capability), *flags, f"--gpu-name={arch}", ptx, "-o", cubin)
+    found = _SPILLS.search(log)
+    if found is None:
+        raise RuntimeError(f"ptxas -v printed no spill line:\n{log}")
+    return int(found.group(1)), int(found.group(2)), cubin
+
+
+def resource_usage(compiled) -> dict:
+    """Registers, spills and shared memory of a compiled kernel.
+
+    ``cuobjdump -res-usage`` on Triton's cubin gives registers per thread,
+    the stack frame, local memory and static shared memory; ``ptxas -v``
+    (rerun, see :func:`_ptxas_spills`, and checked to give the same
+    resources) gives the bytes of register spill stores and loads
+    (``spilled_bytes``, their sum; a stack frame alone is not a spill).
+    ``shared_bytes`` is what a launch asks for: Triton's dynamic shared
+    memory plus any static.
     """
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "kernel.cubin")
         with open(path, "wb") as f:
             f.write(compiled.asm["cubin"])
-        out = subprocess.run(
-            [tool_path("cuobjdump"), "-res-usage", path], capture_output=True, text=True, check=True
-        ).stdout
-    found = _RES_USAGE.search(out)
-    if found is None:
-        raise RuntimeError(f"cuobjdump -res-usage printed no resource line:\n{out}")
-    registers, stack, static_shared, local = (int(v) for v in found.groups())
+        usage = _res_usage(path)
+        spill_stores, spill_loads, rebuilt = _ptxas_spills(compiled, folder)
+        if _res_usage(rebuilt) != usage:
+            raise RuntimeError(f"ptxas -v on {compiled.metadata.name}'s PTX used other resources than Triton's "
+                               "build: the ptxas flags differ from Triton's")
+    registers, stack, static_shared, local = usage
     meta = compiled.metadata
     return {
         "registers": registers,
+        "spill_store_bytes": spill_stores,
+        "spill_load_bytes": spill_loads,
+        "spilled_bytes": spill_stores + spill_loads,
         "stack_bytes": stack,
         "local_bytes": local,
         "shared_bytes": meta.shared + static_shared,

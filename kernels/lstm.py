@@ -62,23 +62,27 @@ def _dot_block(n: int, cap: int) -> int:
     return max(_MIN_DOT_BLOCK, min(triton.next_power_of_2(n), cap))
 
 
-def _sequence_blocks(batch: int, hidden: int, k: int) -> tuple:
-    """(BLOCK_B, BLOCK_H, BLOCK_K) of the sequence kernels: rows per program, hidden tile, reduction chunk.
+def _fwd_blocks(batch: int, hidden: int) -> tuple:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the forward kernels (sequence and per-step).
 
-    Rows per program stay at the ``tl.dot`` minimum: the programs share no
-    work, so small row blocks give the most programs (SMs) per batch.
+    Four gate products (four accumulators, four weight tiles) are live at
+    once: with fp32 operands (FMA, not tensor cores) [32 x 32] row blocks or
+    64-wide reduction chunks reach 255 registers and spill on sm_80. Small
+    row blocks also give the sequence kernel the most programs (SMs): its
+    programs share no work.
     """
-    return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(k, 64)
+    return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(hidden, 32)
 
 
-def _step_blocks(batch: int, hidden: int, k: int) -> tuple:
-    """(BLOCK_B, BLOCK_H, BLOCK_K) of the per-step kernels (tiles over batch x hidden)."""
-    return _dot_block(batch, 32), _dot_block(hidden, 32), _dot_block(k, 64)
+def _bwd_blocks(batch: int, hidden: int, sequence: bool) -> tuple:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the backward kernels: one product, dG [B, 4H] @ w_hh [4H, H]."""
+    block_b = _MIN_DOT_BLOCK if sequence else _dot_block(batch, 32)
+    return block_b, _dot_block(hidden, 32), _dot_block(4 * hidden, 64)
 
 
 def _cell_blocks(batch: int, hidden: int, e: int) -> tuple:
-    """(BLOCK_B, BLOCK_H, BLOCK_KE, BLOCK_KH) of the cell kernel."""
-    return _dot_block(batch, 32), _dot_block(hidden, 32), _dot_block(e, 64), _dot_block(hidden, 64)
+    """(BLOCK_B, BLOCK_H, BLOCK_KE, BLOCK_KH) of the cell kernel (four gate products, as the forward)."""
+    return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(e, 32), _dot_block(hidden, 32)
 
 
 # --------------------------------------------------------------------------
@@ -585,7 +589,7 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: boo
     common = (xg, w_hh, w_hh.stride(0), w_hh.stride(1), lengths)
     saved = (y, gates, cprev, tanh_c, hprev)
     if uses_sequence_kernels(H):
-        block_b, block_h, block_k = _sequence_blocks(B, H, H)
+        block_b, block_h, block_k = _fwd_blocks(B, H)
         _launch(
             _lstm_fwd_seq_kernel, (triton.cdiv(B, block_b),),
             *common, h, c, *saved, T, B, H,
@@ -593,7 +597,7 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: boo
             DOT_PRECISION=_DOT_PRECISION,
         )
     else:
-        block_b, block_h, block_k = _step_blocks(B, H, H)
+        block_b, block_h, block_k = _fwd_blocks(B, H)
         for step in range(T):
             _launch(
                 _lstm_fwd_step_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
@@ -622,14 +626,14 @@ def _recurrent_gate_grads(grad_y, grad_hn, grad_cn, w_hh, lengths, gates, cprev,
     common = (grad_y, w_hh, w_hh.stride(0), w_hh.stride(1), lengths, gates, cprev, tanh_c, grad_hn.contiguous(), dc, dg)
     if uses_sequence_kernels(H):
         dh0 = torch.empty(B, H, dtype=torch.float32, device=device)
-        block_b, block_h, block_k = _sequence_blocks(B, H, 4 * H)
+        block_b, block_h, block_k = _bwd_blocks(B, H, sequence=True)
         _launch(
             _lstm_bwd_seq_kernel, (triton.cdiv(B, block_b),),
             *common, dh0, T, B, H,
             REVERSE=reverse, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, DOT_PRECISION=_DOT_PRECISION,
         )
         return dg, dh0, dc
-    block_b, block_h, block_k = _step_blocks(B, H, 4 * H)
+    block_b, block_h, block_k = _bwd_blocks(B, H, sequence=False)
     for k, step in enumerate(range(T - 1, -1, -1)):
         _launch(
             _lstm_bwd_step_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
