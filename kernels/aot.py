@@ -12,6 +12,10 @@ integers equal to 1 made constant), then compiled with ``triton.compile``.
 A meta tensor's ``data_ptr()`` is its byte offset, so a slice's alignment is
 the one a (256-byte aligned) CUDA allocation would give.
 
+The binder (``create_function_from_signature``, ``JITFunction._pack_args``)
+and ``get_ptxas`` are Triton internals, checked with Triton 3.9: a Triton
+whose internals moved makes the compile test fail loudly, not pass silently.
+
 Needs the real Triton compiler: under ``TRITON_INTERPRET=1`` ``@triton.jit``
 makes interpreter functions, which cannot be compiled; run this in a process
 started without that variable.

@@ -62,7 +62,7 @@ def _dot_block(n: int, cap: int) -> int:
     return max(_MIN_DOT_BLOCK, min(triton.next_power_of_2(n), cap))
 
 
-def _fwd_blocks(batch: int, hidden: int) -> tuple:
+def _fwd_blocks(hidden: int) -> tuple:
     """(BLOCK_B, BLOCK_H, BLOCK_K) of the forward kernels (sequence and per-step).
 
     Four gate products (four accumulators, four weight tiles) are live at
@@ -80,7 +80,7 @@ def _bwd_blocks(batch: int, hidden: int, sequence: bool) -> tuple:
     return block_b, _dot_block(hidden, 32), _dot_block(4 * hidden, 64)
 
 
-def _cell_blocks(batch: int, hidden: int, e: int) -> tuple:
+def _cell_blocks(hidden: int, e: int) -> tuple:
     """(BLOCK_B, BLOCK_H, BLOCK_KE, BLOCK_KH) of the cell kernel (four gate products, as the forward)."""
     return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(e, 32), _dot_block(hidden, 32)
 
@@ -589,7 +589,7 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: boo
     common = (xg, w_hh, w_hh.stride(0), w_hh.stride(1), lengths)
     saved = (y, gates, cprev, tanh_c, hprev)
     if uses_sequence_kernels(H):
-        block_b, block_h, block_k = _fwd_blocks(B, H)
+        block_b, block_h, block_k = _fwd_blocks(H)
         _launch(
             _lstm_fwd_seq_kernel, (triton.cdiv(B, block_b),),
             *common, h, c, *saved, T, B, H,
@@ -597,7 +597,7 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: boo
             DOT_PRECISION=_DOT_PRECISION,
         )
     else:
-        block_b, block_h, block_k = _fwd_blocks(B, H)
+        block_b, block_h, block_k = _fwd_blocks(H)
         for step in range(T):
             _launch(
                 _lstm_fwd_step_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
@@ -685,7 +685,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias):
     """
     B, E = x.shape
     H = w_hh.shape[1]
-    block_b, block_h, block_ke, block_kh = _cell_blocks(B, H, E)
+    block_b, block_h, block_ke, block_kh = _cell_blocks(H, E)
     h_new = torch.empty(B, H, dtype=x.dtype, device=x.device)
     c_new = torch.empty(B, H, dtype=x.dtype, device=x.device)
     _launch(

@@ -197,7 +197,7 @@ def test_per_step_launches_above_the_limit():
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_multiple_blocks_per_dim(path, monkeypatch, reverse):
     """Force 16-wide blocks so B, H and the reductions span several blocks / K chunks."""
-    monkeypatch.setattr(klstm, "_fwd_blocks", lambda batch, hidden: (16, 16, 16))
+    monkeypatch.setattr(klstm, "_fwd_blocks", lambda hidden: (16, 16, 16))
     monkeypatch.setattr(klstm, "_bwd_blocks", lambda batch, hidden, sequence: (16, 16, 16))
     inp = make_inputs(3, 17, 19, 21, seed=3)
     lengths = as_lengths([3, 1, 2] + [3, 2] * 7)

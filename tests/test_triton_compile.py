@@ -8,8 +8,9 @@ subprocess without ``TRITON_INTERPRET`` (which the rest of the tests set, and
 under which ``triton.jit`` kernels cannot be compiled). A compile error fails
 the script and so the test; the assertions below read its report.
 
-Cold (empty Triton cache) it takes a few CPU minutes; Triton's cache makes
-reruns fast.
+Cold (empty Triton cache) it costs about 180 CPU seconds for ~460 binaries
+(measured with Triton 3.9: 165 s user + 13 s system, two compiler processes);
+Triton's cache makes reruns fast.
 """
 
 import json

@@ -440,6 +440,7 @@ def machine_info(device, argv):
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "rounds": ROUNDS,
     }
     try:
