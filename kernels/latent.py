@@ -24,7 +24,7 @@ import triton.language as tl
 from fastvae.kernels._launch import launch as _launch
 
 _ELEM_BLOCK = 1024  # elements per program of the element-wise kernels
-_MAX_ROWS = 32  # rows per program of the row kernels
+_MAX_ROWS = 16  # rows per program of the row kernels (32 made ptxas spill kl_label_loss on sm_90)
 _MAX_COLS = 128  # latent dims per loop step of the row kernels
 
 
@@ -40,41 +40,44 @@ def _row_blocks(B: int, Z: int):
 
 
 @triton.jit
-def _sample_eps(seed_ptr, offs):
-    """eps[offs] = tl.randn4x(seed, offs // 4)[offs % 4] (fp32).
+def _sample_eps(seed_ptr, start, BLOCK: tl.constexpr):
+    """eps[start + j] = tl.randn4x(seed, (start + j) // 4)[(start + j) % 4] for j < BLOCK (fp32).
 
-    Each element evaluates its group's randn4x; the redundant work is cheap
-    next to the memory traffic and keeps loads and stores contiguous.
+    ``start`` and ``BLOCK`` are multiples of 4: each group of four draws its
+    randn4x once, and the four normals are interleaved back into element
+    order (join, then reshape).
     """
-    n0, n1, n2, n3 = tl.randn4x(tl.load(seed_ptr), offs // 4)
-    lane = offs % 4
-    return tl.where(lane == 0, n0, tl.where(lane == 1, n1, tl.where(lane == 2, n2, n3)))
+    groups = start // 4 + tl.arange(0, BLOCK // 4)
+    n0, n1, n2, n3 = tl.randn4x(tl.load(seed_ptr), groups)
+    return tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (BLOCK,))
 
 
 @triton.jit
 def _reparam_fwd_kernel(mu_ptr, logvar_ptr, eps_ptr, seed_ptr, z_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    offs = start + tl.arange(0, BLOCK)
     mask = offs < n
     mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_EPS:
         eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
-        eps = _sample_eps(seed_ptr, offs)
+        eps = _sample_eps(seed_ptr, start, BLOCK)
     z = mu + eps * tl.exp(0.5 * logvar)
     tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _reparam_bwd_kernel(gz_ptr, logvar_ptr, eps_ptr, seed_ptr, out_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    start = tl.program_id(0).to(tl.int64) * BLOCK
+    offs = start + tl.arange(0, BLOCK)
     mask = offs < n
     gz = tl.load(gz_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_EPS:
         eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     else:
-        eps = _sample_eps(seed_ptr, offs)
+        eps = _sample_eps(seed_ptr, start, BLOCK)
     out = 0.5 * gz * eps * tl.exp(0.5 * logvar)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 

@@ -15,6 +15,19 @@ activations, ``dG``) is written exactly once: active rows write position
 which is always a padded position (``s >= lengths[b]``). So these buffers
 never need a memset.
 
+The recurrence runs in one launch per layer and direction when H <= 256
+(``SEQUENCE_MAX_HIDDEN``): ``_lstm_fwd_seq_kernel`` / ``_lstm_bwd_seq_kernel``
+run the time loop inside the kernel, one program per block of batch rows that
+owns all 4H gate columns of its rows, so no program ever waits on another
+(which the interpreter, running programs one after another, also requires).
+Within a step a program walks the hidden units in tiles and streams w_hh
+tiles from global memory / L2 (at H = 256 the 4H x H weights do not fit in
+registers); the step's h (forward) or dG (backward) goes through global
+memory and a block barrier (``tl.debug_barrier``) makes it visible to all of
+the program's threads before the next step reads it. Above that size the
+per-step kernels run one launch per time step over (batch, hidden) tiles.
+Both kinds use the same tile functions (``_fwd_tile``, ``_bwd_tile``).
+
 The public functions are plain launchers: they allocate every output with
 torch and then fill it with Triton kernels launched through
 ``torch.library.wrap_triton``, so they can be wrapped in
@@ -35,13 +48,12 @@ from fastvae.kernels._launch import launch as _launch
 
 _DOT_PRECISION = "ieee"
 _MIN_DOT_BLOCK = 16
-_MAX_BATCH_BLOCK = 64
-_MAX_HIDDEN_BLOCK = 32
-_MAX_REDUCTION_BLOCK = 64
+#: Largest hidden size run by the one-launch sequence kernels; above it, one launch per time step.
+SEQUENCE_MAX_HIDDEN = 256
 
 
 # --------------------------------------------------------------------------
-# Block sizes
+# Block sizes (checked for register spills on sm_80/sm_90 by tests/test_triton_compile.py)
 # --------------------------------------------------------------------------
 
 
@@ -50,24 +62,27 @@ def _dot_block(n: int, cap: int) -> int:
     return max(_MIN_DOT_BLOCK, min(triton.next_power_of_2(n), cap))
 
 
-def _batch_block(batch: int) -> int:
-    """Rows of the batch handled by one program (the M dim of ``tl.dot``)."""
-    return _dot_block(batch, _MAX_BATCH_BLOCK)
+def _fwd_blocks(hidden: int) -> tuple:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the forward kernels (sequence and per-step).
+
+    Four gate products (four accumulators, four weight tiles) are live at
+    once: with fp32 operands (FMA, not tensor cores) [32 x 32] row blocks or
+    64-wide reduction chunks reach 255 registers and spill on sm_80. Small
+    row blocks also give the sequence kernel the most programs (SMs): its
+    programs share no work.
+    """
+    return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(hidden, 32)
 
 
-def _hidden_block(hidden: int) -> int:
-    """Hidden units handled by one program (the N dim of ``tl.dot``, per gate)."""
-    return _dot_block(hidden, _MAX_HIDDEN_BLOCK)
+def _bwd_blocks(batch: int, hidden: int, sequence: bool) -> tuple:
+    """(BLOCK_B, BLOCK_H, BLOCK_K) of the backward kernels: one product, dG [B, 4H] @ w_hh [4H, H]."""
+    block_b = _MIN_DOT_BLOCK if sequence else _dot_block(batch, 32)
+    return block_b, _dot_block(hidden, 32), _dot_block(4 * hidden, 64)
 
 
-def _reduction_block(k: int) -> int:
-    """Chunk of the reduction dim loaded per ``tl.dot`` (the K dim)."""
-    return _dot_block(k, _MAX_REDUCTION_BLOCK)
-
-
-def _grid(batch: int, hidden: int) -> tuple:
-    """Programs over (batch blocks, hidden blocks)."""
-    return (triton.cdiv(batch, _batch_block(batch)), triton.cdiv(hidden, _hidden_block(hidden)))
+def _cell_blocks(hidden: int, e: int) -> tuple:
+    """(BLOCK_B, BLOCK_H, BLOCK_KE, BLOCK_KH) of the cell kernel (four gate products, as the forward)."""
+    return _MIN_DOT_BLOCK, _dot_block(hidden, 32), _dot_block(e, 32), _dot_block(hidden, 32)
 
 
 # --------------------------------------------------------------------------
@@ -118,10 +133,9 @@ def _gate_matmul(
 
 
 @triton.jit
-def _matmul(
+def _matmul_rows(
     acc,  # [BLOCK_M, BLOCK_N] fp32 accumulator
-    a_ptr, stride_am, stride_ak,  # a: [M, K]
-    rows, row_mask,  # [BLOCK_M]
+    a_ptr, row_offsets, row_mask,  # a: rows at a_ptr + row_offsets [BLOCK_M], unit column stride
     b_ptr, stride_bk, stride_bn,  # b: [K, N]
     cols, col_mask,  # [BLOCK_N]
     K,
@@ -132,7 +146,7 @@ def _matmul(
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < K
-        a = _load_tile(a_ptr, rows, ks, stride_am, stride_ak, row_mask, k_mask)
+        a = tl.load(a_ptr + row_offsets[:, None] + ks[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
         b = _load_tile(b_ptr, ks, cols, stride_bk, stride_bn, k_mask, col_mask)
         acc = tl.dot(a.to(b_ptr.dtype.element_ty), b, acc, input_precision=DOT_PRECISION)
     return acc
@@ -174,24 +188,17 @@ def _store_rows(ptr, row_offsets, cols, values, active, mask):
 
 
 # --------------------------------------------------------------------------
-# Kernels
+# Tiles of one time step (shared by the per-step and the sequence kernels)
 # --------------------------------------------------------------------------
 
 
-@triton.jit(do_not_specialize=["step"])
-def _lstm_fwd_step_kernel(
-    xg_ptr,  # [T, B, 4H] input projection x @ w_ih^T (+ bias)
-    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
-    lengths_ptr,  # [B] int64
-    h_in_ptr,  # [B, H] fp32, state before this step (read only)
-    h_out_ptr,  # [B, H] fp32, state after this step
-    c_ptr,  # [B, H] fp32, cell state, updated in place
-    y_ptr,  # [T, B, H] output, input dtype
-    gates_ptr,  # [T, B, 4H] fp32, post-activation (i, f, g, o), written if SAVE
-    cprev_ptr,  # [T, B, H] fp32, c before the step, written if SAVE
-    tanh_c_ptr,  # [T, B, H] fp32, tanh(c) after the step, written if SAVE
-    hprev_ptr,  # [T, B, H] input dtype, h before the step, written if SAVE
-    step, B, H,
+@triton.jit
+def _fwd_tile(
+    xg_ptr, w_hh_ptr, stride_wn, stride_wk,
+    lengths,  # [BLOCK_B] int64, the rows' lengths (0 past B)
+    h_in_ptr, h_out_ptr, c_ptr,  # [B, H] fp32 state: read, written, updated in place
+    y_ptr, gates_ptr, cprev_ptr, tanh_c_ptr, hprev_ptr,
+    step, rows, row_mask, cols, B, H,
     REVERSE: tl.constexpr,
     SAVE: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -199,13 +206,9 @@ def _lstm_fwd_step_kernel(
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One LSTM time step for a [BLOCK_B, BLOCK_H] tile: h_in @ w_hh^T fused with the cell."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_mask = rows < B
+    """Step ``step`` for the [BLOCK_B, BLOCK_H] tile (rows, cols): h_in @ w_hh^T fused with the cell."""
     col_mask = cols < H
     mask = row_mask[:, None] & col_mask[None, :]
-    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
     active = row_mask & (step < lengths)
     active_mask = active[:, None] & col_mask[None, :]
 
@@ -243,20 +246,15 @@ def _lstm_fwd_step_kernel(
         _store_rows(hprev_ptr, out_h, cols, h_prev, active, mask)
 
 
-@triton.jit(do_not_specialize=["step"])
-def _lstm_bwd_step_kernel(
-    grad_y_ptr,  # [T, B, H] gradient of y
-    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
-    lengths_ptr,  # [B] int64
-    gates_ptr,  # [T, B, 4H] fp32, saved post-activation (i, f, g, o)
-    cprev_ptr,  # [T, B, H] fp32, saved c before each step
-    tanh_c_ptr,  # [T, B, H] fp32, saved tanh(c) after each step
-    dg_prev_ptr,  # [B, 4H] fp32, dG of step + 1 (zero rows where inactive), read only
-    dg_cur_ptr,  # [B, 4H] fp32, dG of this step (zero rows where inactive)
-    dg_ptr,  # [T, B, 4H] fp32, dG by time position
-    dh_ptr,  # [B, H] fp32, gradient w.r.t. held h, updated in place
-    dc_ptr,  # [B, H] fp32, gradient w.r.t. c, updated in place
-    step, B, H,
+@triton.jit
+def _bwd_tile(
+    grad_y_ptr, w_hh_ptr, stride_wn, stride_wk,
+    lengths,  # [BLOCK_B] int64, the rows' lengths (0 past B)
+    gates_ptr, cprev_ptr, tanh_c_ptr,
+    grad_hn_ptr,  # [B, H] gradient of h_n (read only)
+    dc_ptr,  # [B, H] fp32 gradient w.r.t. c, updated in place
+    dg_ptr,  # [T, B, 4H] fp32 dG by time position: step + 1 read, step written
+    step, rows, row_mask, cols, B, H,
     REVERSE: tl.constexpr,
     HAS_PREV: tl.constexpr,
     BLOCK_B: tl.constexpr,
@@ -264,31 +262,29 @@ def _lstm_bwd_step_kernel(
     BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One reverse-time LSTM step for a [BLOCK_B, BLOCK_H] tile.
+    """Reverse-time step ``step`` for the [BLOCK_B, BLOCK_H] tile (rows, cols).
 
-    First carries the gradient of step + 1 into h (dG_prev @ w_hh for rows
-    that were active then), then computes the pre-activation gate gradients
-    of this step and the gradient carried into c.
+    The gradient reaching h is dG(step + 1) @ w_hh for rows active at
+    step + 1 (all 4H columns of those rows, read back from ``dg``) and the
+    gradient of h_n for the others (a row's h is held after its last step);
+    then the pre-activation gate gradients of this step go to ``dg`` and the
+    gradient carried into c to ``dc``.
     """
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_mask = rows < B
     col_mask = cols < H
     mask = row_mask[:, None] & col_mask[None, :]
-    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
     active = row_mask & (step < lengths)
     active_mask = active[:, None] & col_mask[None, :]
 
     state = rows[:, None] * H + cols[None, :]
-    dh = tl.load(dh_ptr + state, mask=mask, other=0.0)
+    dh = tl.load(grad_hn_ptr + state, mask=mask, other=0.0).to(tl.float32)
     if HAS_PREV:
         was_active = row_mask & (step + 1 < lengths)
-        dh_rec = _matmul(
-            tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), dg_prev_ptr, 4 * H, 1, rows, was_active,
+        prev_rows = _row_offsets(_step_positions(step + 1, lengths, REVERSE), rows, B, 4 * H)
+        dh_rec = _matmul_rows(
+            tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), dg_ptr, prev_rows, was_active,
             w_hh_ptr, stride_wn, stride_wk, cols, col_mask, 4 * H, BLOCK_K, DOT_PRECISION,
         )
         dh = tl.where(was_active[:, None], dh_rec, dh)
-        tl.store(dh_ptr + state, dh, mask=mask)
     dc = tl.load(dc_ptr + state, mask=mask, other=0.0)
 
     positions = _step_positions(step, lengths, REVERSE)
@@ -309,16 +305,173 @@ def _lstm_bwd_step_kernel(
     d_o = dh * tanh_c * o * (1.0 - o)
     tl.store(dc_ptr + state, dc * f, mask=active_mask)
 
-    cur = rows * 4 * H
-    _store_rows(dg_cur_ptr, cur, cols, d_i, active, mask)
-    _store_rows(dg_cur_ptr, cur, cols + H, d_f, active, mask)
-    _store_rows(dg_cur_ptr, cur, cols + 2 * H, d_g, active, mask)
-    _store_rows(dg_cur_ptr, cur, cols + 3 * H, d_o, active, mask)
     out_4h = _row_offsets(tl.where(active, positions, step), rows, B, 4 * H)
     _store_rows(dg_ptr, out_4h, cols, d_i, active, mask)
     _store_rows(dg_ptr, out_4h, cols + H, d_f, active, mask)
     _store_rows(dg_ptr, out_4h, cols + 2 * H, d_g, active, mask)
     _store_rows(dg_ptr, out_4h, cols + 3 * H, d_o, active, mask)
+
+
+# --------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lstm_fwd_seq_kernel(
+    xg_ptr,  # [T, B, 4H] input projection x @ w_ih^T (+ bias)
+    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
+    lengths_ptr,  # [B] int64
+    h_ptr,  # [2, B, H] fp32: h0 in [0]; h after step s in [(s + 1) % 2]
+    c_ptr,  # [B, H] fp32, c0 in, c_n out
+    y_ptr,  # [T, B, H] output, input dtype
+    gates_ptr,  # [T, B, 4H] fp32, post-activation (i, f, g, o), written if SAVE
+    cprev_ptr,  # [T, B, H] fp32, c before each step, written if SAVE
+    tanh_c_ptr,  # [T, B, H] fp32, tanh(c) after each step, written if SAVE
+    hprev_ptr,  # [T, B, H] input dtype, h before each step, written if SAVE
+    T, B, H,
+    REVERSE: tl.constexpr,
+    SAVE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """The whole sequence for one block of BLOCK_B rows: the time loop runs inside the kernel.
+
+    The program owns its rows' state and all 4H gate columns, so no program
+    ever waits on another; within a step it walks the hidden units in tiles
+    of BLOCK_H (w_hh streamed from L2), and a block barrier makes a step's
+    h visible to all the program's threads before the next step reads it.
+    """
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
+    for step in range(0, T):
+        h_in_ptr = h_ptr + (step % 2) * B * H
+        h_out_ptr = h_ptr + ((step + 1) % 2) * B * H
+        for n0 in range(0, H, BLOCK_H):
+            _fwd_tile(
+                xg_ptr, w_hh_ptr, stride_wn, stride_wk, lengths, h_in_ptr, h_out_ptr, c_ptr,
+                y_ptr, gates_ptr, cprev_ptr, tanh_c_ptr, hprev_ptr,
+                step, rows, row_mask, n0 + tl.arange(0, BLOCK_H), B, H,
+                REVERSE, SAVE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+            )
+        tl.debug_barrier()
+
+
+@triton.jit(do_not_specialize=["T"])
+def _lstm_bwd_seq_kernel(
+    grad_y_ptr,  # [T, B, H] gradient of y
+    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
+    lengths_ptr,  # [B] int64
+    gates_ptr,  # [T, B, 4H] fp32, saved post-activation (i, f, g, o)
+    cprev_ptr,  # [T, B, H] fp32, saved c before each step
+    tanh_c_ptr,  # [T, B, H] fp32, saved tanh(c) after each step
+    grad_hn_ptr,  # [B, H] gradient of h_n
+    dc_ptr,  # [B, H] fp32: gradient of c_n in, of c0 out
+    dg_ptr,  # [T, B, 4H] fp32 out: pre-activation gate gradients by time position
+    dh0_ptr,  # [B, H] fp32 out: gradient of h0
+    T, B, H,
+    REVERSE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """The whole reverse-time loop for one block of BLOCK_B rows (see ``_lstm_fwd_seq_kernel``).
+
+    Every step reads back the dG rows it wrote one step later in time (after
+    a block barrier); at step T - 1 no row was active at T, so the carried
+    product is masked out. Finally dh0 = dG(step 0) @ w_hh (every row is
+    active at step 0).
+    """
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
+    for k in range(0, T):
+        step = T - 1 - k
+        for n0 in range(0, H, BLOCK_H):
+            _bwd_tile(
+                grad_y_ptr, w_hh_ptr, stride_wn, stride_wk, lengths, gates_ptr, cprev_ptr, tanh_c_ptr,
+                grad_hn_ptr, dc_ptr, dg_ptr,
+                step, rows, row_mask, n0 + tl.arange(0, BLOCK_H), B, H,
+                REVERSE, True, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+            )
+        tl.debug_barrier()
+    first_rows = _row_offsets(_step_positions(0, lengths, REVERSE), rows, B, 4 * H)
+    for n0 in range(0, H, BLOCK_H):
+        cols = n0 + tl.arange(0, BLOCK_H)
+        col_mask = cols < H
+        dh0 = _matmul_rows(
+            tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32), dg_ptr, first_rows, row_mask,
+            w_hh_ptr, stride_wn, stride_wk, cols, col_mask, 4 * H, BLOCK_K, DOT_PRECISION,
+        )
+        tl.store(dh0_ptr + rows[:, None] * H + cols[None, :], dh0, mask=row_mask[:, None] & col_mask[None, :])
+
+
+@triton.jit(do_not_specialize=["step"])
+def _lstm_fwd_step_kernel(
+    xg_ptr,  # [T, B, 4H] input projection x @ w_ih^T (+ bias)
+    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
+    lengths_ptr,  # [B] int64
+    h_in_ptr,  # [B, H] fp32, state before this step (read only)
+    h_out_ptr,  # [B, H] fp32, state after this step
+    c_ptr,  # [B, H] fp32, cell state, updated in place
+    y_ptr,  # [T, B, H] output, input dtype
+    gates_ptr,  # [T, B, 4H] fp32, post-activation (i, f, g, o), written if SAVE
+    cprev_ptr,  # [T, B, H] fp32, c before the step, written if SAVE
+    tanh_c_ptr,  # [T, B, H] fp32, tanh(c) after the step, written if SAVE
+    hprev_ptr,  # [T, B, H] input dtype, h before the step, written if SAVE
+    step, B, H,
+    REVERSE: tl.constexpr,
+    SAVE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One LSTM time step for a [BLOCK_B, BLOCK_H] tile (H too large for the sequence kernel)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
+    _fwd_tile(
+        xg_ptr, w_hh_ptr, stride_wn, stride_wk, lengths, h_in_ptr, h_out_ptr, c_ptr,
+        y_ptr, gates_ptr, cprev_ptr, tanh_c_ptr, hprev_ptr,
+        step, rows, row_mask, tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), B, H,
+        REVERSE, SAVE, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+    )
+
+
+@triton.jit(do_not_specialize=["step"])
+def _lstm_bwd_step_kernel(
+    grad_y_ptr,  # [T, B, H] gradient of y
+    w_hh_ptr, stride_wn, stride_wk,  # w_hh: [4H, H]
+    lengths_ptr,  # [B] int64
+    gates_ptr,  # [T, B, 4H] fp32, saved post-activation (i, f, g, o)
+    cprev_ptr,  # [T, B, H] fp32, saved c before each step
+    tanh_c_ptr,  # [T, B, H] fp32, saved tanh(c) after each step
+    grad_hn_ptr,  # [B, H] gradient of h_n
+    dc_ptr,  # [B, H] fp32, gradient w.r.t. c, updated in place
+    dg_ptr,  # [T, B, 4H] fp32, dG by time position (step + 1 written by the previous launch)
+    step, B, H,
+    REVERSE: tl.constexpr,
+    HAS_PREV: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One reverse-time LSTM step for a [BLOCK_B, BLOCK_H] tile (H too large for the sequence kernel)."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    row_mask = rows < B
+    lengths = tl.load(lengths_ptr + rows, mask=row_mask, other=0)
+    _bwd_tile(
+        grad_y_ptr, w_hh_ptr, stride_wn, stride_wk, lengths, gates_ptr, cprev_ptr, tanh_c_ptr,
+        grad_hn_ptr, dc_ptr, dg_ptr,
+        step, rows, row_mask, tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H), B, H,
+        REVERSE, HAS_PREV, BLOCK_B, BLOCK_H, BLOCK_K, DOT_PRECISION,
+    )
 
 
 @triton.jit
@@ -398,8 +551,18 @@ def _fp32_copy(t):
     return out
 
 
+def uses_sequence_kernels(hidden: int) -> bool:
+    """Whether an LSTM of this hidden size runs in one launch per sequence (forward and backward)."""
+    return hidden <= SEQUENCE_MAX_HIDDEN
+
+
 def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: bool):
     """Forward pass of one LSTM layer in one direction.
+
+    One GEMM for the input projection, then the recurrence: one launch of
+    ``_lstm_fwd_seq_kernel`` for the whole sequence when H <= 256
+    (:func:`uses_sequence_kernels`), else one ``_lstm_fwd_step_kernel``
+    launch per time step.
 
     Args:
         x: [T, B, E] time-major input.
@@ -420,22 +583,38 @@ def lstm_fwd(x, h0, c0, w_ih, w_hh, bias, lengths, reverse: bool, need_grad: boo
     xg = _input_projection(x.contiguous(), w_ih, bias)
     y = torch.empty(T, B, H, dtype=dtype, device=device)
     gates, cprev, tanh_c, hprev = _saved_buffers(T, B, H, dtype, device, need_grad)
-    h_bufs = (_fp32_copy(h0), torch.empty(B, H, dtype=torch.float32, device=device))
+    h = torch.empty(2, B, H, dtype=torch.float32, device=device)  # h after step s in h[(s + 1) % 2]
+    h[0].copy_(h0)
     c = _fp32_copy(c0)
-    for step in range(T):
+    common = (xg, w_hh, w_hh.stride(0), w_hh.stride(1), lengths)
+    saved = (y, gates, cprev, tanh_c, hprev)
+    if uses_sequence_kernels(H):
+        block_b, block_h, block_k = _fwd_blocks(H)
         _launch(
-            _lstm_fwd_step_kernel, _grid(B, H),
-            xg, w_hh, w_hh.stride(0), w_hh.stride(1), lengths,
-            h_bufs[step % 2], h_bufs[(step + 1) % 2], c,
-            y, gates, cprev, tanh_c, hprev,
-            step, B, H,
-            REVERSE=reverse, SAVE=need_grad,
-            BLOCK_B=_batch_block(B), BLOCK_H=_hidden_block(H), BLOCK_K=_reduction_block(H),
+            _lstm_fwd_seq_kernel, (triton.cdiv(B, block_b),),
+            *common, h, c, *saved, T, B, H,
+            REVERSE=reverse, SAVE=need_grad, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
             DOT_PRECISION=_DOT_PRECISION,
         )
-    h_n = h_bufs[T % 2].to(dtype)
+    else:
+        block_b, block_h, block_k = _fwd_blocks(H)
+        for step in range(T):
+            _launch(
+                _lstm_fwd_step_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
+                *common, h[step % 2], h[(step + 1) % 2], c, *saved, step, B, H,
+                REVERSE=reverse, SAVE=need_grad, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
+                DOT_PRECISION=_DOT_PRECISION,
+            )
+    h_n = h[T % 2].to(dtype)
     c_n = c.to(dtype)
     return y, h_n, c_n, gates, cprev, tanh_c, hprev
+
+
+def _initial_state_grad(dg, w_hh, lengths, reverse):
+    """dh0 [B, H] fp32 = dG(step 0) @ w_hh: every row is active at step 0 (position 0, or its last when reversed)."""
+    B = dg.shape[1]
+    first = lengths - 1 if reverse else torch.zeros_like(lengths)
+    return torch.mm(dg[first, torch.arange(B, device=dg.device)], w_hh.float())
 
 
 def _recurrent_gate_grads(grad_y, grad_hn, grad_cn, w_hh, lengths, gates, cprev, tanh_c, reverse):
@@ -443,23 +622,26 @@ def _recurrent_gate_grads(grad_y, grad_hn, grad_cn, w_hh, lengths, gates, cprev,
     T, B, H = grad_y.shape
     device = grad_y.device
     dg = torch.empty(T, B, 4 * H, dtype=torch.float32, device=device)
-    dg_bufs = tuple(torch.empty(B, 4 * H, dtype=torch.float32, device=device) for _ in range(2))
-    dh = _fp32_copy(grad_hn)
     dc = _fp32_copy(grad_cn)
+    common = (grad_y, w_hh, w_hh.stride(0), w_hh.stride(1), lengths, gates, cprev, tanh_c, grad_hn.contiguous(), dc, dg)
+    if uses_sequence_kernels(H):
+        dh0 = torch.empty(B, H, dtype=torch.float32, device=device)
+        block_b, block_h, block_k = _bwd_blocks(B, H, sequence=True)
+        _launch(
+            _lstm_bwd_seq_kernel, (triton.cdiv(B, block_b),),
+            *common, dh0, T, B, H,
+            REVERSE=reverse, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k, DOT_PRECISION=_DOT_PRECISION,
+        )
+        return dg, dh0, dc
+    block_b, block_h, block_k = _bwd_blocks(B, H, sequence=False)
     for k, step in enumerate(range(T - 1, -1, -1)):
         _launch(
-            _lstm_bwd_step_kernel, _grid(B, H),
-            grad_y, w_hh, w_hh.stride(0), w_hh.stride(1), lengths,
-            gates, cprev, tanh_c,
-            dg_bufs[k % 2], dg_bufs[(k + 1) % 2], dg, dh, dc,
-            step, B, H,
-            REVERSE=reverse, HAS_PREV=k > 0,
-            BLOCK_B=_batch_block(B), BLOCK_H=_hidden_block(H), BLOCK_K=_reduction_block(4 * H),
+            _lstm_bwd_step_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
+            *common, step, B, H,
+            REVERSE=reverse, HAS_PREV=k > 0, BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_K=block_k,
             DOT_PRECISION=_DOT_PRECISION,
         )
-    # Every row is active at step 0, so h0 receives dG(step 0) @ w_hh.
-    dh0 = torch.mm(dg_bufs[T % 2], w_hh.float())
-    return dg, dh0, dc
+    return dg, _initial_state_grad(dg, w_hh, lengths, reverse), dc
 
 
 def lstm_bwd(
@@ -503,10 +685,11 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias):
     """
     B, E = x.shape
     H = w_hh.shape[1]
+    block_b, block_h, block_ke, block_kh = _cell_blocks(H, E)
     h_new = torch.empty(B, H, dtype=x.dtype, device=x.device)
     c_new = torch.empty(B, H, dtype=x.dtype, device=x.device)
     _launch(
-        _lstm_cell_kernel, _grid(B, H),
+        _lstm_cell_kernel, (triton.cdiv(B, block_b), triton.cdiv(H, block_h)),
         x, x.stride(0), x.stride(1),
         h, h.stride(0), h.stride(1),
         c, c.stride(0), c.stride(1),
@@ -516,8 +699,7 @@ def lstm_cell(x, h, c, w_ih, w_hh, bias):
         h_new, c_new,
         B, E, H,
         HAS_BIAS=bias is not None,
-        BLOCK_B=_batch_block(B), BLOCK_H=_hidden_block(H),
-        BLOCK_KE=_reduction_block(E), BLOCK_KH=_reduction_block(H),
+        BLOCK_B=block_b, BLOCK_H=block_h, BLOCK_KE=block_ke, BLOCK_KH=block_kh,
         DOT_PRECISION=_DOT_PRECISION,
     )
     return h_new, c_new

@@ -2,7 +2,9 @@
 
 Without CUDA the kernels run under the Triton interpreter, so every shape here
 is tiny. References are ``torch.nn.LSTM`` (with packed sequences for mixed
-lengths) and ``torch.nn.LSTMCell``.
+lengths), ``fastvae.ops.lstm_ref`` and ``torch.nn.LSTMCell``. The recurrence
+has two implementations -- one launch per sequence (H <= 256) and one launch
+per time step (larger H) -- and the ``path`` fixture runs a test on each.
 """
 
 import os
@@ -16,7 +18,9 @@ if not torch.cuda.is_available():
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
+from fastvae.kernels import _launch  # noqa: E402
 from fastvae.kernels import lstm as klstm  # noqa: E402
+from fastvae.ops import lstm_ref  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = RTOL = 1e-5
@@ -34,6 +38,17 @@ def _exact_fp32_matmul():
     torch.backends.cudnn.allow_tf32 = False
     yield
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+PATHS = ["sequence", "per-step"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request, monkeypatch):
+    """Run the test with the one-launch sequence kernels, then with the per-step kernels."""
+    if request.param == "per-step":
+        monkeypatch.setattr(klstm, "SEQUENCE_MAX_HIDDEN", 0)
+    return request.param
 
 
 def make_inputs(t, b, e, h, dtype=torch.float32, seed=0):
@@ -125,42 +140,86 @@ LENGTH_CASES = [pytest.param([T] * B, id="full"), pytest.param(MIXED_LENGTHS, id
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("lengths", LENGTH_CASES)
-def test_forward_matches_nn_lstm(lengths, reverse):
+def test_forward_matches_nn_lstm(path, lengths, reverse):
     check_forward(make_inputs(T, B, E, H), as_lengths(lengths), reverse)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 @pytest.mark.parametrize("lengths", LENGTH_CASES)
-def test_backward_matches_autograd(lengths, reverse):
+def test_backward_matches_autograd(path, lengths, reverse):
     check_backward(make_inputs(T, B, E, H), as_lengths(lengths), reverse)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
-def test_multiple_blocks_per_dim(monkeypatch, reverse):
+def test_sequence_kernels_match_lstm_ref(reverse):
+    """The one-launch kernels against the op's own twin, lstm_ref, with lengths and both directions."""
+    inp = make_inputs(5, 3, 6, 10, seed=12)
+    lengths = as_lengths([5, 2, 4])
+    y, h_n, c_n, *_ = run_fwd(inp, lengths, reverse)
+    y_ref, h_ref, c_ref = lstm_ref(
+        inp["x"], inp["h0"], inp["c0"], inp["w_ih"], inp["w_hh"], inp["b_ih"], inp["b_hh"],
+        lengths=lengths.cpu(), reverse=reverse,
+    )
+    assert_close(y, y_ref)
+    assert_close(h_n, h_ref)
+    assert_close(c_n, c_ref)
+
+
+def _launches_of_a_layer(t, b, hidden, reverse):
+    """Kernel names launched by lstm_fwd and by lstm_bwd for one layer (meta tensors: nothing runs)."""
+    inp = {k: torch.empty(shape, device="meta") for k, shape in {
+        "x": (t, b, 3), "h0": (b, hidden), "c0": (b, hidden), "w_ih": (4 * hidden, 3),
+        "w_hh": (4 * hidden, hidden), "b_ih": (4 * hidden,), "b_hh": (4 * hidden,),
+    }.items()}
+    lengths = torch.full((b,), t, dtype=torch.int64, device="meta")
+    with _launch.recording() as fwd_launches:
+        y, _, _, *saved = run_fwd(inp, lengths, reverse)
+    with _launch.recording() as bwd_launches:
+        klstm.lstm_bwd(y, inp["h0"], inp["c0"], inp["x"], inp["w_ih"], inp["w_hh"], lengths, *saved, reverse)
+    return [launch.kernel.__name__ for launch in fwd_launches], [launch.kernel.__name__ for launch in bwd_launches]
+
+
+@pytest.mark.parametrize("hidden", [1, 32, klstm.SEQUENCE_MAX_HIDDEN])
+def test_one_launch_per_sequence(hidden):
+    """Forward and backward of one layer and direction: one kernel launch each, whatever T."""
+    fwd, bwd = _launches_of_a_layer(40, 32, hidden, reverse=True)
+    assert fwd == ["_lstm_fwd_seq_kernel"]
+    assert bwd == ["_lstm_bwd_seq_kernel"]
+
+
+def test_per_step_launches_above_the_limit():
+    """Past SEQUENCE_MAX_HIDDEN the recurrence launches one kernel per time step."""
+    fwd, bwd = _launches_of_a_layer(3, 2, klstm.SEQUENCE_MAX_HIDDEN + 1, reverse=False)
+    assert fwd == ["_lstm_fwd_step_kernel"] * 3
+    assert bwd == ["_lstm_bwd_step_kernel"] * 3
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_multiple_blocks_per_dim(path, monkeypatch, reverse):
     """Force 16-wide blocks so B, H and the reductions span several blocks / K chunks."""
-    for name in ("_batch_block", "_hidden_block", "_reduction_block"):
-        monkeypatch.setattr(klstm, name, lambda n: 16)
+    monkeypatch.setattr(klstm, "_fwd_blocks", lambda hidden: (16, 16, 16))
+    monkeypatch.setattr(klstm, "_bwd_blocks", lambda batch, hidden, sequence: (16, 16, 16))
     inp = make_inputs(3, 17, 19, 21, seed=3)
     lengths = as_lengths([3, 1, 2] + [3, 2] * 7)
     check_forward(inp, lengths, reverse)
     check_backward(inp, lengths, reverse)
 
 
-def test_single_step_and_batch_of_one():
+def test_single_step_and_batch_of_one(path):
     inp = make_inputs(1, 1, 3, 5, seed=4)
     lengths = as_lengths([1])
     check_forward(inp, lengths, reverse=False)
     check_backward(inp, lengths, reverse=True)
 
 
-def test_non_contiguous_input():
+def test_non_contiguous_input(path):
     inp = make_inputs(T, B, E, H, seed=5)
     inp["x"] = inp["x"].transpose(0, 1).contiguous().transpose(0, 1)
     assert not inp["x"].is_contiguous()
     check_forward(inp, as_lengths(MIXED_LENGTHS), reverse=True)
 
 
-def test_without_bias():
+def test_without_bias(path):
     inp = make_inputs(T, B, E, H, seed=6)
     inp["b_ih"].zero_()
     inp["b_hh"].zero_()
@@ -172,7 +231,7 @@ def test_without_bias():
     assert_close(c_n, c_ref)
 
 
-def test_saved_buffers():
+def test_saved_buffers(path):
     inp = make_inputs(T, B, E, H, seed=7)
     lengths = as_lengths(MIXED_LENGTHS)
     y, _, _, gates, cprev, tanh_c, hprev = run_fwd(inp, lengths, reverse=False)
@@ -285,7 +344,7 @@ def fp32_grads(inp, lengths, reverse, grad_y):
 @pytest.mark.parametrize(
     "dtype", [torch.float16, pytest.param(torch.bfloat16, marks=NEEDS_CUDA)], ids=["fp16", "bf16"]
 )
-def test_low_precision_close_to_fp32(dtype):
+def test_low_precision_close_to_fp32(path, dtype):
     """16-bit inputs give 16-bit results close to fp32 on the same (rounded) inputs."""
     inp = {k: v.to(dtype) for k, v in make_inputs(T, B, E, H, seed=11).items()}
     inp32 = {k: v.float() for k, v in inp.items()}
@@ -305,3 +364,60 @@ def test_low_precision_close_to_fp32(dtype):
     for got, ref in zip(grads_lp, grads):
         assert got.dtype == dtype
         assert_close(got.float(), ref, atol=2 * tol, rtol=2 * tol)
+
+
+# ------------------------------------------------------------ the triton_ops
+# fastvae::lstm_{fwd,bwd,cell}_triton (fastvae.ops.lstm registers them) run the
+# launchers above; under the interpreter wrap_triton hands back the raw kernel,
+# which cannot run on aot_dispatch's FakeTensors, so opcheck skips that test.
+OPCHECK_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor")
+
+
+def _triton_backend():
+    from fastvae.ops.lstm import BACKENDS
+
+    return BACKENDS.triton()
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_triton_op_autograd_matches_lstm_ref(path, reverse):
+    """The registered triton_op and its autograd, against lstm_ref's autograd (lengths, both directions)."""
+    backend = _triton_backend()
+    inp = make_inputs(4, 3, 5, 7, seed=13)
+    lengths = torch.tensor([4, 1, 3])
+    leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    ref_leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    names = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+    y, h_n, c_n, *_ = backend.fwd(*(leaves[n] for n in names), lengths.to(DEVICE), reverse, True)
+    y_ref, h_ref, c_ref = lstm_ref(*(ref_leaves[n] for n in names), lengths=lengths, reverse=reverse)
+    for got, want in ((y, y_ref), (h_n, h_ref), (c_n, c_ref)):
+        assert_close(got, want)
+    gen = torch.Generator().manual_seed(2)
+    weights = [torch.randn(t.shape, generator=gen).to(DEVICE) for t in (y_ref, h_ref, c_ref)]
+    sum((t * w).sum() for t, w in zip((y, h_n, c_n), weights)).backward()
+    sum((t * w).sum() for t, w in zip((y_ref, h_ref, c_ref), weights)).backward()
+    for n in names:
+        assert_close(leaves[n].grad, ref_leaves[n].grad, atol=GRAD_ATOL, rtol=GRAD_RTOL)
+
+
+def _lstm_opcheck_cases():
+    inp = make_inputs(3, 2, 4, 5, seed=14)
+    lengths = as_lengths([3, 2])
+    grads = {k: v.clone().requires_grad_() for k, v in inp.items()}
+    fwd_args = (*(grads[n] for n in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")), lengths)
+    y, h_n, c_n, *saved = run_fwd(inp, lengths, reverse=True)
+    bwd_args = (y, h_n, c_n, inp["x"], inp["w_ih"], inp["w_hh"], lengths, *saved, True)
+    cell_args = (inp["x"][0], inp["h0"], inp["c0"], inp["w_ih"], inp["w_hh"], inp["b_ih"], None)
+    return [
+        ("lstm_fwd_triton", (*fwd_args, False, True)),
+        ("lstm_fwd_triton", (*fwd_args, True, False)),
+        ("lstm_bwd_triton", bwd_args),
+        ("lstm_cell_triton", cell_args),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_opcheck_triton_ops(case):
+    _triton_backend()  # registers the triton_ops
+    name, args = _lstm_opcheck_cases()[case]
+    torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)
