@@ -197,6 +197,18 @@ struct TokenStats {
   }
 };
 
+// Reusable per-thread buffers, one per Slot (a call's chunk buffer and its
+// tasks' block buffers are different slots of the same thread): a fresh
+// multi-MB buffer per call cost its page faults and zeroing every call.
+enum class Slot { Chunk, ChunkMax, Block, HiddenGrad };
+
+template <typename scalar_t, Slot slot>
+scalar_t* scratch(size_t n) {
+  static thread_local std::vector<scalar_t> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
+
 // Splits the blocks [0, n_blocks) between threads: fn(b0, b1) per task.
 template <typename Fn>
 void for_blocks(int64_t n_blocks, const Fn& fn) {
@@ -225,8 +237,9 @@ double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads,
   const int64_t C = chunk_tokens(N, H, V), VB = std::min(kVocabBlock, V);
   const int64_t n_blocks = (V + VB - 1) / VB;
   // With gradients: the chunk's exponentials for all V words (token panels of stride V * 32).
-  std::vector<scalar_t> buf(grads.any() ? V * C : 0), block_max(grads.any() ? n_blocks * C : 0);
-  std::vector<scalar_t> tl(C), scale(C), factor(C);
+  scalar_t* buf = grads.any() ? scratch<scalar_t, Slot::Chunk>(V * C) : nullptr;
+  scalar_t* block_max = grads.any() ? scratch<scalar_t, Slot::ChunkMax>(n_blocks * C) : nullptr;
+  std::vector<scalar_t> tl(C), scale(C);
   std::mutex merge_lock;
   double loss_sum = 0;
   for (int64_t r0 = 0; r0 < N; r0 += C) {
@@ -235,12 +248,13 @@ double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads,
     TokenStats<scalar_t> stats(width);
     for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
       TokenStats<scalar_t> mine(width);
-      std::vector<scalar_t> local(grads.any() ? 0 : VB * width), local_max(grads.any() ? 0 : width);
+      scalar_t* local = grads.any() ? nullptr : scratch<scalar_t, Slot::Block>(VB * width);
+      std::vector<scalar_t> local_max(grads.any() ? 0 : width);
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
-        scalar_t* out = grads.any() ? buf.data() + v0 * kPanelWidth : local.data();
+        scalar_t* out = grads.any() ? buf + v0 * kPanelWidth : local;
         const int64_t ps = grads.any() ? V * kPanelWidth : VB * kPanelWidth;
-        scalar_t* bmax = grads.any() ? block_max.data() + blk * width : local_max.data();
+        scalar_t* bmax = grads.any() ? block_max + blk * width : local_max.data();
         std::copy(mine.m.begin(), mine.m.end(), bmax);
         ks.head_logits(rows, H, p.weight + v0 * H, H, p.bias != nullptr ? p.bias + v0 : nullptr, ch.hT.data.data(),
                        np, out, ps, bmax);
@@ -269,11 +283,12 @@ double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads,
     if (grads.dh) std::fill(dh + r0 * H, dh + (r0 + ch.cc) * H, scalar_t(0));
     const int64_t ps = V * kPanelWidth;
     for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> f(width), dhT(grads.dh ? H * width : 0);
+      std::vector<scalar_t> f(width);
+      scalar_t* dhT = grads.dh ? scratch<scalar_t, Slot::HiddenGrad>(H * width) : nullptr;
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
-        scalar_t* dl = buf.data() + v0 * kPanelWidth;
-        const scalar_t* bmax = block_max.data() + blk * width;
+        scalar_t* dl = buf + v0 * kPanelWidth;
+        const scalar_t* bmax = block_max + blk * width;
         for (int64_t c = 0; c < width; ++c) f[c] = std::exp(bmax[c] - stats.m[c]) / stats.s[c] * scale[c];
         scalar_t* dbb = grads.db ? db + v0 : nullptr;
         ks.head_scale(rows, dl, np, ps, f.data(), dbb);
@@ -286,11 +301,11 @@ double fwd_impl(const Problem<scalar_t>& p, scalar_t scale_valid, Outputs grads,
         if (grads.dw)
           ks.head_weight_grad(rows, H, dl, np, ps, ch.hP.data.data(), ch.hP.stride(), r0 == 0 ? 0 : 1, dw + v0 * H, H);
         if (grads.dh)
-          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl, np, ps, blk == b0 ? 0 : 1, dhT.data(), width);
+          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl, np, ps, blk == b0 ? 0 : 1, dhT, width);
       }
       if (!grads.dh) return;
       std::lock_guard<std::mutex> guard(merge_lock);
-      add_transposed(dhT.data(), H, ch.cc, width, dh + r0 * H);
+      add_transposed(dhT, H, ch.cc, width, dh + r0 * H);
     });
   }
   return loss_sum;
@@ -318,28 +333,29 @@ void bwd_impl(const Problem<scalar_t>& p, const scalar_t* g, const scalar_t* lse
     if (grads.dh) std::fill(dh + r0 * H, dh + (r0 + ch.cc) * H, scalar_t(0));
     const int64_t ps = VB * kPanelWidth;
     for_blocks(n_blocks, [&](int64_t b0, int64_t b1) {
-      std::vector<scalar_t> dl(VB * width), dhT(grads.dh ? H * width : 0);
+      scalar_t* dl = scratch<scalar_t, Slot::Block>(VB * width);
+      scalar_t* dhT = grads.dh ? scratch<scalar_t, Slot::HiddenGrad>(H * width) : nullptr;
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t v0 = blk * VB, rows = std::min(VB, V - v0);
         ks.head_logits(rows, H, p.weight + v0 * H, H, p.bias != nullptr ? p.bias + v0 : nullptr, ch.hT.data.data(),
-                       np, dl.data(), ps, nullptr);
+                       np, dl, ps, nullptr);
         scalar_t* dbb = grads.db ? db + v0 : nullptr;
-        ks.head_softmax_grad(rows, dl.data(), np, ps, lse_c.data(), g_c.data(), dbb);
+        ks.head_softmax_grad(rows, dl, np, ps, lse_c.data(), g_c.data(), dbb);
         for (int64_t c = 0; c < ch.cc; ++c) {
           const int64_t t = ch.target_in(p, c, v0, rows);
           if (t < 0) continue;
-          at_token(dl.data(), ps, t, c) -= g_c[c];
+          at_token(dl, ps, t, c) -= g_c[c];
           if (dbb != nullptr) dbb[t] -= g_c[c];
         }
         if (grads.dw)
-          ks.head_weight_grad(rows, H, dl.data(), np, ps, ch.hP.data.data(), ch.hP.stride(), r0 == 0 ? 0 : 1,
+          ks.head_weight_grad(rows, H, dl, np, ps, ch.hP.data.data(), ch.hP.stride(), r0 == 0 ? 0 : 1,
                               dw + v0 * H, H);
         if (grads.dh)
-          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl.data(), np, ps, blk == b0 ? 0 : 1, dhT.data(), width);
+          ks.head_hidden_grad(rows, H, p.weight + v0 * H, H, dl, np, ps, blk == b0 ? 0 : 1, dhT, width);
       }
       if (!grads.dh) return;
       std::lock_guard<std::mutex> guard(merge_lock);
-      add_transposed(dhT.data(), H, ch.cc, width, dh + r0 * H);
+      add_transposed(dhT, H, ch.cc, width, dh + r0 * H);
     });
   }
 }

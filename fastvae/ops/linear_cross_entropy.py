@@ -142,7 +142,11 @@ def _register_triton() -> _Backend:
         reduction: str,
         grad_mask: list[bool],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return klce.linear_ce_fwd(hidden, weight, bias, target, ignore_index, reduction, grad_mask)
+        loss, lse, d_hidden, d_weight, d_bias = klce.linear_ce_fwd(
+            hidden, weight, bias, target, ignore_index, reduction, grad_mask
+        )
+        # the schema's lse is 0 at ignored rows (the CPU kernels never compute their logits)
+        return loss, lse.masked_fill(target == ignore_index, 0), d_hidden, d_weight, d_bias
 
     @triton_op("fastvae::linear_ce_bwd_triton", mutates_args=())
     def linear_ce_bwd_triton(
