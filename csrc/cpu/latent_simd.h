@@ -61,9 +61,35 @@ constexpr int kGenericBytes = 16;
 constexpr int kAvx2Bytes = 32;
 constexpr int kAvx512Bytes = 64;
 
+// x in every lane. Written as a shuffle: GCC 12 builds `V{} + x` (and any
+// vector-scalar operation on a run-time scalar) lane by lane in 32/64-byte
+// code for a target-attribute function (16 masked broadcasts for AVX-512),
+// a shuffle of lane 0 becomes one vpbroadcastd.
+template <typename V, int... k>
+FASTVAE_INLINE V splat_impl(V v, std::integer_sequence<int, k...>) {
+#if defined(__clang__)
+  return __builtin_shufflevector(v, v, (k * 0)...);
+#else
+  return __builtin_shuffle(v, mask_t<V>{(k * 0)...});
+#endif
+}
+
 template <typename V>
 FASTVAE_INLINE V splat(elem_t<V> x) {
-  return V{} + x;
+  V v = {};
+  v[0] = x;
+  return splat_impl(v, std::make_integer_sequence<int, lanes_of<V>>());
+}
+
+template <typename V, int... k>
+FASTVAE_INLINE V iota_impl(std::integer_sequence<int, k...>) {
+  return V{static_cast<elem_t<V>>(k)...};
+}
+
+// (0, 1, 2, ...).
+template <typename V>
+FASTVAE_INLINE V iota() {
+  return iota_impl<V>(std::make_integer_sequence<int, lanes_of<V>>());
 }
 
 // Lane count tag of a whole vector; a partial one is an int64_t count.

@@ -32,10 +32,8 @@ using F = simd::Vec<float, N>;
 // Counters base .. base + N - 1 as (low word, high word).
 template <int N>
 FASTVAE_INLINE void counter_words(uint64_t base, U<N>& w0, U<N>& w1) {
-  U<N> lane;
-  for (int l = 0; l < N; ++l) lane[l] = static_cast<uint32_t>(l);
   const U<N> lo = simd::splat<U<N>>(static_cast<uint32_t>(base));
-  w0 = lo + lane;
+  w0 = lo + simd::iota<U<N>>();
   // A low word that wrapped around carries into the high word (the mask is -1).
   w1 = simd::splat<U<N>>(static_cast<uint32_t>(base >> 32)) - (U<N>)(w0 < lo);
 }
@@ -105,8 +103,8 @@ void normals_generic(Key key, int64_t c0, int64_t nc, float* buf) {
       U<N> hi_b, lo_b, hi_a, lo_a;
       mulhilo<N>(w2, kRoundB, hi_b, lo_b);
       mulhilo<N>(w0, kRoundA, hi_a, lo_a);
-      w0 = hi_b ^ w1 ^ k0;
-      w2 = hi_a ^ w3 ^ k1;
+      w0 = hi_b ^ w1 ^ simd::splat<U<N>>(k0);
+      w2 = hi_a ^ w3 ^ simd::splat<U<N>>(k1);
       w1 = lo_b;
       w3 = lo_a;
       k0 += kKeyA;
@@ -137,7 +135,6 @@ FASTVAE_ISA_AVX2 void normals_avx2(Key key, int64_t c0, int64_t nc, float* buf) 
     __m256i w0 = (__m256i)c_lo, w1 = (__m256i)c_hi;
     __m256i w2 = _mm256_setzero_si256(), w3 = _mm256_setzero_si256();
     uint32_t k0 = key.k0, k1 = key.k1;
-#pragma GCC unroll 10
     for (int r = 0; r < 10; ++r) {
       __m256i hi_b, lo_b, hi_a, lo_a;
       mulhilo8(w2, round_b, hi_b, lo_b);
@@ -166,13 +163,13 @@ FASTVAE_ISA_AVX512 void normals_avx512(Key key, int64_t c0, int64_t nc, float* b
   constexpr int N = 16;
   const __m512i round_a = _mm512_set1_epi32(static_cast<int>(kRoundA));
   const __m512i round_b = _mm512_set1_epi32(static_cast<int>(kRoundB));
+  alignas(64) uint32_t words[4][kBlockCounters];
   for (int64_t t = 0; t < nc; t += N) {
     U<N> c_lo, c_hi;
     counter_words<N>(static_cast<uint64_t>(c0 + t), c_lo, c_hi);
     __m512i w0 = (__m512i)c_lo, w1 = (__m512i)c_hi;
     __m512i w2 = _mm512_setzero_si512(), w3 = _mm512_setzero_si512();
     uint32_t k0 = key.k0, k1 = key.k1;
-#pragma GCC unroll 10
     for (int r = 0; r < 10; ++r) {
       __m512i hi_b, lo_b, hi_a, lo_a;
       mulhilo16(w2, round_b, hi_b, lo_b);
@@ -185,7 +182,14 @@ FASTVAE_ISA_AVX512 void normals_avx512(Key key, int64_t c0, int64_t nc, float* b
       k0 += kKeyA;
       k1 += kKeyB;
     }
-    emit<N>((U<N>)w0, (U<N>)w1, (U<N>)w2, (U<N>)w3, t, nc, buf);
+    _mm512_store_si512(words[0] + t, w0);
+    _mm512_store_si512(words[1] + t, w1);
+    _mm512_store_si512(words[2] + t, w2);
+    _mm512_store_si512(words[3] + t, w3);
+  }
+  for (int64_t t = 0; t < nc; t += N) {
+    emit<N>(simd::load<U<N>>(words[0] + t, simd::Full()), simd::load<U<N>>(words[1] + t, simd::Full()),
+            simd::load<U<N>>(words[2] + t, simd::Full()), simd::load<U<N>>(words[3] + t, simd::Full()), t, nc, buf);
   }
 }
 
