@@ -209,14 +209,14 @@ FASTVAE_INLINE void interleave4(Vec<float, N> a, Vec<float, N> b, Vec<float, N> 
   store<F>(out + 3 * N, (F)zip<true>(ab_hi, cd_hi), Full());
 }
 
-// --- float math: lane-wise twins of vec_math.h / philox.h -------------------
+// --- float math ----------------------------------------------------------------
 
 template <typename F>
 FASTVAE_INLINE F select(mask_t<F> m, F a, F b) {
   return m ? a : b;
 }
 
-// exp_approx of vec_math.h.
+// exp_approx of vec_math.h, lane by lane.
 template <typename F>
 FASTVAE_INLINE F exp_approx(F x) {
   using I = mask_t<F>;
@@ -235,54 +235,6 @@ FASTVAE_INLINE F exp_approx(F x) {
   p = p * r * r + r + 1.0f;
   const I bits = (__builtin_convertvector(n, I) + 127) << 23;
   return p * (F)bits;
-}
-
-// philox::log_pos: natural log of positive normal floats.
-template <typename F>
-FASTVAE_INLINE F log_pos(F x) {
-  using I = mask_t<F>;
-  I bits = (I)x;
-  I e = ((bits >> 23) & 0xff) - 126;  // x = m * 2^e, m in [0.5, 1)
-  bits = (bits & static_cast<int32_t>(0x807fffffu)) | 0x3f000000;
-  F m = (F)bits;
-  const I small = m < 0.707106781186547524f;
-  e = small ? e - 1 : e;
-  m = select(small, m + m - 1.0f, m - 1.0f);
-  const F z = m * m;
-  F y = splat<F>(7.0376836292e-2f);
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z;
-  const F fe = __builtin_convertvector(e, F);
-  y += -2.12194440e-4f * fe;
-  y += -0.5f * z;
-  return (m + y) + 0.693359375f * fe;
-}
-
-// philox::sincos_reduced.
-template <typename F>
-FASTVAE_INLINE void sincos_reduced(F x, F& sin_x, F& cos_x) {
-  using I = mask_t<F>;
-  const F j = (x * 0.636619772367581343f + 12582912.0f) - 12582912.0f;
-  F r = x - j * 1.5703125f;
-  r = r - j * 4.837512969970703125e-4f;
-  r = r - j * 7.54978995489188216e-8f;
-  const F z = r * r;
-  const F c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
-              0.5f * z + 1.0f;
-  const F s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
-  const I q = __builtin_convertvector(j, I) & 3;
-  const I odd = (q & 1) != 0;
-  const F cv = select(odd, s, c);
-  const F sv = select(odd, c, s);
-  cos_x = select(((q + 1) & 2) != 0, -cv, cv);
-  sin_x = select((q & 2) != 0, -sv, sv);
 }
 
 }  // namespace simd

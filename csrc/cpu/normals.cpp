@@ -1,19 +1,18 @@
-// Blocks of Philox4x32-10 + Box-Muller normals (see philox.h for the recipe).
+// Blocks of Philox4x32-10 + Box-Muller normals (the recipe and its vector
+// code: philox.h).
 //
 // One loop per ISA level, N counters (lanes) at a time: the Philox rounds,
-// then Box-Muller and the interleaving of the four normals per counter in
-// vector-extension code shared by all levels (latent_simd.h). The rounds are
+// then Box-Muller and the interleaving of the four normals per counter, in
+// the vector-extension code of philox.h shared by all levels. The rounds are
 // in intrinsics on AVX2 and AVX-512: vpmuludq gives the high and low words of
 // half the 32x32-bit products at once (even/odd lanes), two blends put them
-// in place. (Written in vector extensions, GCC makes each product from three
-// 64-bit multiplies; its auto-vectorized scalar loop, from zero-extensions
-// and a second multiply for the low words, ran ~25% slower on AVX-512.) The
-// generic level runs the same rounds on 64-bit vector lanes. A last partial
+// in place. (In vector extensions GCC makes each product from three 64-bit
+// multiplies: that portable form is the generic level's.) A last partial
 // group of counters is computed whole and stored in part, so every normal
 // goes through the same arithmetic; AVX2 and AVX-512 agree bit for bit.
 #include "normals.h"
 
-#include "latent_simd.h"
+#include "philox.h"
 
 #ifdef FASTVAE_X86_DISPATCH
 #include <immintrin.h>
@@ -23,50 +22,6 @@ namespace fastvae {
 namespace cpu {
 namespace philox {
 namespace {
-
-template <int N>
-using U = simd::Vec<uint32_t, N>;
-template <int N>
-using F = simd::Vec<float, N>;
-
-// Counters base .. base + N - 1 as (low word, high word).
-template <int N>
-FASTVAE_INLINE void counter_words(uint64_t base, U<N>& w0, U<N>& w1) {
-  const U<N> lo = simd::splat<U<N>>(static_cast<uint32_t>(base));
-  w0 = lo + simd::iota<U<N>>();
-  // A low word that wrapped around carries into the high word (the mask is -1).
-  w1 = simd::splat<U<N>>(static_cast<uint32_t>(base >> 32)) - (U<N>)(w0 < lo);
-}
-
-// Triton's uint_to_uniform_float (philox::uint_to_uniform): v < 0 ? ~v : v, times 2^-31.
-template <int N>
-FASTVAE_INLINE F<N> uniform(U<N> x) {
-  using I = simd::Vec<int32_t, N>;
-  const I v = (I)x;
-  return __builtin_convertvector(v ^ (v >> 31), F<N>) * 4.6566127342e-10f;
-}
-
-// Box-Muller on the words of N counters (philox::normal4); out[4 l + m] =
-// normal m of counter l, for the first n counters (Full: all N).
-template <int N, typename Count>
-FASTVAE_INLINE void box_muller(U<N> x0, U<N> x1, U<N> x2, U<N> x3, float* out, Count n) {
-  const F<N> lo = simd::splat<F<N>>(1.0e-7f);
-  F<N> u0 = uniform<N>(x0), u2 = uniform<N>(x2);
-  u0 = simd::select(u0 < lo, lo, u0);
-  u2 = simd::select(u2 < lo, lo, u2);
-  const F<N> r01 = simd::sqrtf(-2.0f * simd::log_pos(u0));
-  const F<N> r23 = simd::sqrtf(-2.0f * simd::log_pos(u2));
-  F<N> s01, c01, s23, c23;
-  simd::sincos_reduced(6.283185307179586f * uniform<N>(x1), s01, c01);
-  simd::sincos_reduced(6.283185307179586f * uniform<N>(x3), s23, c23);
-  if constexpr (std::is_same_v<Count, simd::Full>) {
-    simd::interleave4<N>(r01 * c01, r01 * s01, r23 * c23, r23 * s23, out);
-  } else {
-    alignas(64) float all[4 * N];
-    simd::interleave4<N>(r01 * c01, r01 * s01, r23 * c23, r23 * s23, all);
-    std::memcpy(out, all, 4 * n * sizeof(float));
-  }
-}
 
 // Box-Muller of the counter group at t (N counters) into buf, whole or in part.
 template <int N>
@@ -80,36 +35,12 @@ FASTVAE_INLINE void emit(U<N> x0, U<N> x1, U<N> x2, U<N> x3, int64_t t, int64_t 
 
 // --- generic: 64-bit vector lanes -------------------------------------------
 
-constexpr int kGenericLanes = simd::kGenericBytes / 4;
-
-// High and low words of a[l] * k.
-template <int N>
-FASTVAE_INLINE void mulhilo(U<N> a, uint32_t k, U<N>& hi, U<N>& lo) {
-  using Q = simd::Vec<uint64_t, N / 2>;
-  const Q a64 = (Q)a;
-  const Q even = (a64 & 0xffffffffull) * static_cast<uint64_t>(k);  // lanes 0, 2, ...
-  const Q odd = (a64 >> 32) * static_cast<uint64_t>(k);              // lanes 1, 3, ...
-  hi = (U<N>)((even >> 32) | (odd & 0xffffffff00000000ull));
-  lo = (U<N>)((even & 0xffffffffull) | (odd << 32));
-}
-
 void normals_generic(Key key, int64_t c0, int64_t nc, float* buf) {
-  constexpr int N = kGenericLanes;
+  constexpr int N = simd::kGenericBytes / 4;
   for (int64_t t = 0; t < nc; t += N) {
-    U<N> w0, w1, w2 = {}, w3 = {};
+    U<N> w0, w1, w2, w3;
     counter_words<N>(static_cast<uint64_t>(c0 + t), w0, w1);
-    uint32_t k0 = key.k0, k1 = key.k1;
-    for (int r = 0; r < 10; ++r) {
-      U<N> hi_b, lo_b, hi_a, lo_a;
-      mulhilo<N>(w2, kRoundB, hi_b, lo_b);
-      mulhilo<N>(w0, kRoundA, hi_a, lo_a);
-      w0 = hi_b ^ w1 ^ simd::splat<U<N>>(k0);
-      w2 = hi_a ^ w3 ^ simd::splat<U<N>>(k1);
-      w1 = lo_b;
-      w3 = lo_a;
-      k0 += kKeyA;
-      k1 += kKeyB;
-    }
+    philox4x32_10<N>(key, w0, w1, w2, w3);
     emit<N>(w0, w1, w2, w3, t, nc, buf);
   }
 }
