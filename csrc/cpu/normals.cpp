@@ -15,7 +15,13 @@
 #include "philox.h"
 
 #ifdef FASTVAE_X86_DISPATCH
+// GCC 12 reports the deliberately uninitialized pass-through operand of its
+// own unmasked AVX-512 intrinsics (_mm512_undefined_epi32) as "may be used
+// uninitialized"; that warning is silenced inside these headers only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 namespace fastvae {
@@ -23,26 +29,49 @@ namespace cpu {
 namespace philox {
 namespace {
 
-// Box-Muller of the counter group at t (N counters) into buf, whole or in part.
+// The four Philox words of counters c0 + t, t < nc (rounded up to whole
+// groups of N counters; nc <= kBlockCounters, a multiple of N).
+struct Words {
+  alignas(64) uint32_t x[4][kBlockCounters];
+};
+
+// Box-Muller on the words of counters t < nc into buf[0 .. 4 nc), N at a time.
+// (In a second pass rather than right after each group's rounds: ~5% faster
+// on AVX-512, where both together leave too few registers.)
 template <int N>
-FASTVAE_INLINE void emit(U<N> x0, U<N> x1, U<N> x2, U<N> x3, int64_t t, int64_t nc, float* buf) {
-  if (t + N <= nc) {
-    box_muller<N>(x0, x1, x2, x3, buf + 4 * t, simd::Full());
-  } else {
-    box_muller<N>(x0, x1, x2, x3, buf + 4 * t, nc - t);
+FASTVAE_INLINE void box_muller_block(const Words& w, int64_t nc, float* buf) {
+  static_assert(kBlockCounters % N == 0, "whole groups of counters fill a block");
+  for (int64_t t = 0; t < nc; t += N) {
+    const U<N> x0 = simd::load<U<N>>(w.x[0] + t, simd::Full()), x1 = simd::load<U<N>>(w.x[1] + t, simd::Full());
+    const U<N> x2 = simd::load<U<N>>(w.x[2] + t, simd::Full()), x3 = simd::load<U<N>>(w.x[3] + t, simd::Full());
+    if (t + N <= nc) {
+      box_muller<N>(x0, x1, x2, x3, buf + 4 * t, simd::Full());
+    } else {
+      box_muller<N>(x0, x1, x2, x3, buf + 4 * t, nc - t);
+    }
   }
+}
+
+template <int N>
+FASTVAE_INLINE void store_words(Words& w, int64_t t, U<N> x0, U<N> x1, U<N> x2, U<N> x3) {
+  simd::store(w.x[0] + t, x0, simd::Full());
+  simd::store(w.x[1] + t, x1, simd::Full());
+  simd::store(w.x[2] + t, x2, simd::Full());
+  simd::store(w.x[3] + t, x3, simd::Full());
 }
 
 // --- generic: 64-bit vector lanes -------------------------------------------
 
 void normals_generic(Key key, int64_t c0, int64_t nc, float* buf) {
   constexpr int N = simd::kGenericBytes / 4;
+  Words w;
   for (int64_t t = 0; t < nc; t += N) {
-    U<N> w0, w1, w2, w3;
-    counter_words<N>(static_cast<uint64_t>(c0 + t), w0, w1);
-    philox4x32_10<N>(key, w0, w1, w2, w3);
-    emit<N>(w0, w1, w2, w3, t, nc, buf);
+    U<N> x0, x1, x2, x3;
+    counter_words<N>(static_cast<uint64_t>(c0 + t), x0, x1);
+    philox4x32_10<N>(key, x0, x1, x2, x3);
+    store_words<N>(w, t, x0, x1, x2, x3);
   }
+  box_muller_block<N>(w, nc, buf);
 }
 
 #ifdef FASTVAE_X86_DISPATCH
@@ -60,6 +89,7 @@ FASTVAE_ISA_AVX2 void normals_avx2(Key key, int64_t c0, int64_t nc, float* buf) 
   constexpr int N = 8;
   const __m256i round_a = _mm256_set1_epi32(static_cast<int>(kRoundA));
   const __m256i round_b = _mm256_set1_epi32(static_cast<int>(kRoundB));
+  Words w;
   for (int64_t t = 0; t < nc; t += N) {
     U<N> c_lo, c_hi;
     counter_words<N>(static_cast<uint64_t>(c0 + t), c_lo, c_hi);
@@ -77,8 +107,9 @@ FASTVAE_ISA_AVX2 void normals_avx2(Key key, int64_t c0, int64_t nc, float* buf) 
       k0 += kKeyA;
       k1 += kKeyB;
     }
-    emit<N>((U<N>)w0, (U<N>)w1, (U<N>)w2, (U<N>)w3, t, nc, buf);
+    store_words<N>(w, t, (U<N>)w0, (U<N>)w1, (U<N>)w2, (U<N>)w3);
   }
+  box_muller_block<N>(w, nc, buf);
 }
 
 // --- AVX-512: 16 counters ---------------------------------------------------
@@ -94,7 +125,7 @@ FASTVAE_ISA_AVX512 void normals_avx512(Key key, int64_t c0, int64_t nc, float* b
   constexpr int N = 16;
   const __m512i round_a = _mm512_set1_epi32(static_cast<int>(kRoundA));
   const __m512i round_b = _mm512_set1_epi32(static_cast<int>(kRoundB));
-  alignas(64) uint32_t words[4][kBlockCounters];
+  Words w;
   for (int64_t t = 0; t < nc; t += N) {
     U<N> c_lo, c_hi;
     counter_words<N>(static_cast<uint64_t>(c0 + t), c_lo, c_hi);
@@ -113,15 +144,9 @@ FASTVAE_ISA_AVX512 void normals_avx512(Key key, int64_t c0, int64_t nc, float* b
       k0 += kKeyA;
       k1 += kKeyB;
     }
-    _mm512_store_si512(words[0] + t, w0);
-    _mm512_store_si512(words[1] + t, w1);
-    _mm512_store_si512(words[2] + t, w2);
-    _mm512_store_si512(words[3] + t, w3);
+    store_words<N>(w, t, (U<N>)w0, (U<N>)w1, (U<N>)w2, (U<N>)w3);
   }
-  for (int64_t t = 0; t < nc; t += N) {
-    emit<N>(simd::load<U<N>>(words[0] + t, simd::Full()), simd::load<U<N>>(words[1] + t, simd::Full()),
-            simd::load<U<N>>(words[2] + t, simd::Full()), simd::load<U<N>>(words[3] + t, simd::Full()), t, nc, buf);
-  }
+  box_muller_block<N>(w, nc, buf);
 }
 
 #endif
