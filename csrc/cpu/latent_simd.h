@@ -27,9 +27,9 @@
 
 #include "vec_math.h"
 
-// Vector values are passed between always-inline helpers only, so GCC's note
-// that 32/64-byte vector arguments change the ABI of the generic target never
-// applies.
+// Vector values are passed between always-inline helpers only, so the ABI
+// of 32/64-byte vector arguments in generic-target code (what -Wpsabi warns
+// about; GCC still prints one such note per file) never matters.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace fastvae {
@@ -164,13 +164,8 @@ FASTVAE_INLINE bool any_nan(V v) {
   return any;
 }
 
-template <typename V>
-FASTVAE_INLINE V sqrt(V x) {
-  // Lane by lane; with -fno-math-errno GCC emits one vector sqrt.
-  for (int l = 0; l < lanes_of<V>; ++l) x[l] = __builtin_sqrt(x[l]);
-  return x;
-}
-
+// Square roots of float lanes, lane by lane: with -fno-math-errno (setup.py)
+// GCC emits one vector sqrt.
 template <typename V>
 FASTVAE_INLINE V sqrtf(V x) {
   for (int l = 0; l < lanes_of<V>; ++l) x[l] = __builtin_sqrtf(x[l]);
