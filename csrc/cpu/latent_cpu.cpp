@@ -137,7 +137,7 @@ FASTVAE_INLINE void reparam_fwd_body(int64_t i0, int64_t i1, const scalar_t* __r
   const scalar_t zero = 0, half = 0.5;
   V pm = {}, pl = {}, pe = {};
   if (eps != nullptr) {
-    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) {
+    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
       const V m = simd::load<V>(mu + i, n), lv = simd::load<V>(logvar + i, n), e = simd::load<V>(eps + i, n);
       pm += m * zero;
       pl += lv * zero;
@@ -145,8 +145,8 @@ FASTVAE_INLINE void reparam_fwd_body(int64_t i0, int64_t i1, const scalar_t* __r
       simd::store(z + i, m + e * exp_(half * lv), n);
     });
   } else {
-    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) {
-      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) {
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) FASTVAE_LAMBDA {
+      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) FASTVAE_LAMBDA {
         const V m = simd::load<V>(mu + i, n), lv = simd::load<V>(logvar + i, n);
         pm += m * zero;
         pl += lv * zero;
@@ -173,17 +173,17 @@ FASTVAE_INLINE void reparam_bwd_body(int64_t i0, int64_t i1, const scalar_t* __r
   constexpr int N = simd::lanes_of<V>;
   const scalar_t half = 0.5;
   // grad_z is contiguous or one value broadcast (stride 0).
-  const auto grad = [&](int64_t i, auto n) {
+  const auto grad = [&](int64_t i, auto n) FASTVAE_LAMBDA {
     return gz_stride == 0 ? simd::splat<V>(gz[0]) : simd::load<V>(gz + i, n);
   };
   if (eps != nullptr) {
-    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) {
+    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
       const V lv = simd::load<V>(logvar + i, n);
       simd::store(glv + i, half * grad(i, n) * simd::load<V>(eps + i, n) * exp_(half * lv), n);
     });
   } else {
-    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) {
-      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) {
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) FASTVAE_LAMBDA {
+      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) FASTVAE_LAMBDA {
         const V lv = simd::load<V>(logvar + i, n);
         simd::store(glv + i, half * grad(i, n) * load_eps<V>(e + (i - lo), n) * exp_(half * lv), n);
       });
@@ -261,7 +261,7 @@ FASTVAE_INLINE void kl_terms_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t
   const scalar_t* __restrict lp = a.logvar_p;
   const scalar_t zero = 0;
   V p_mq = {}, p_lq = {}, p_mp = {}, p_lp = {};
-  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) {
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
     const V vmq = simd::load<V>(mq + i, n), vlq = simd::load<V>(lq + i, n);
     p_mq += vmq * zero;
     p_lq += vlq * zero;
@@ -286,7 +286,7 @@ FASTVAE_INLINE void sq_diff_flat(const scalar_t* __restrict z, const scalar_t* _
                                  int64_t e1, scalar_t* __restrict t, std::atomic<int>* flags) {
   const scalar_t zero = 0;
   V p_z = {}, p_zl = {};
-  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) {
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
     const V vz = simd::load<V>(z + i, n), vzl = simd::load<V>(zl + i, n);
     p_z += vz * zero;
     p_zl += vzl * zero;
@@ -303,7 +303,9 @@ FASTVAE_INLINE void row_sums(const scalar_t* t, int64_t rows, int64_t Z, scalar_
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* __restrict tr = t + r * Z;
     V acc = {};
-    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) { acc += simd::load<V>(tr + j, n); });
+    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+      acc += simd::load<V>(tr + j, n);
+    });
     out[r] = simd::hsum(acc);
   }
 }
@@ -355,7 +357,7 @@ FASTVAE_INLINE void clamped_rows_body(int64_t b0, int64_t b1, int64_t Z, const s
   for (int64_t b = b0; b < b1; ++b) {
     const scalar_t* __restrict t = terms + b * Z;
     V acc = {};
-    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) {
+    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
       acc += simd::head(simd::select(active_mask<V>(active, j, n), simd::load<V>(t + j, n), fb), n);
     });
     kl[b] = simd::hsum(acc);
@@ -379,7 +381,7 @@ FASTVAE_INLINE void kl_grads_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t
   const scalar_t* __restrict mp = a.mu_p;
   const scalar_t* __restrict lp = a.logvar_p;
   const scalar_t half = 0.5, one = 1;
-  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) {
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
     const V gi = simd::load<V>(g + (i - e0), n);
     const V vmq = simd::load<V>(mq + i, n), vlq = simd::load<V>(lq + i, n);
     if constexpr (kPrior) {
@@ -404,7 +406,7 @@ template <typename V, typename scalar_t>
 FASTVAE_INLINE void label_grads_flat(const scalar_t* __restrict z, const scalar_t* __restrict zl,
                                      int64_t e0, int64_t e1, const scalar_t* __restrict g2,
                                      scalar_t* __restrict dz) {
-  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) {
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
     simd::store(dz + i, simd::load<V>(g2 + (i - e0), n) * (simd::load<V>(z + i, n) - simd::load<V>(zl + i, n)), n);
   });
 }
@@ -424,11 +426,11 @@ FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b
       scalar_t* __restrict gr = g + (r - r0) * Z;
       const V v = simd::splat<V>(rg.of_kl(r));
       if (active != nullptr) {
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) {
+        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
           simd::store(gr + j, simd::select(active_mask<V>(active, j, n), v, V{}), n);
         });
       } else {
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) { simd::store(gr + j, v, n); });
+        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
       }
     }
     kl_grads_flat<kPrior, V>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
@@ -436,7 +438,7 @@ FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* __restrict gr = g + (r - r0) * Z;
         const V v = simd::splat<V>(scalar_t(2) * rg.of_label(r));
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) { simd::store(gr + j, v, n); });
+        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
       }
       label_grads_flat<V>(a.z, a.z_label, e0, e1, g, d_z);
     }

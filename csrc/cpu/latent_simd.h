@@ -132,6 +132,11 @@ FASTVAE_INLINE V head(V v, int64_t n) {
   return v;
 }
 
+// After a lambda's parameter list: the lambda is always inlined. Vector code
+// must be, or GCC may compile a lambda on its own for the generic target,
+// with another ABI for vector results than its AVX2/AVX-512 caller.
+#define FASTVAE_LAMBDA __attribute__((always_inline))
+
 // body(i, n) for i = i0, i0 + N, ... over [i0, i1): n is Full() for whole
 // vectors and then, if lanes are left, their count.
 template <int N, typename Body>
