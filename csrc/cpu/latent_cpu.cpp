@@ -300,14 +300,17 @@ FASTVAE_INLINE void sq_diff_flat(const scalar_t* __restrict z, const scalar_t* _
 // out[r] = sum_j t[r, j] for a [rows, Z] tile.
 template <typename V, typename scalar_t>
 FASTVAE_INLINE void row_sums(const scalar_t* t, int64_t rows, int64_t Z, scalar_t* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* __restrict tr = t + r * Z;
-    V acc = {};
-    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
-      acc += simd::load<V>(tr + j, n);
-    });
-    out[r] = simd::hsum(acc);
-  }
+  simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+    using W = decltype(w);
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* __restrict tr = t + r * Z;
+      W acc = {};
+      simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+        acc += simd::load<W>(tr + j, n);
+      });
+      out[r] = simd::hsum(acc);
+    }
+  });
 }
 
 // Rows [b0, b1): kl[b] (and, with z, label[b]) summed over Z; with `terms`
@@ -352,16 +355,18 @@ FASTVAE_SIMD_VARIANTS(kl_rows, kl_rows_body,
 template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void clamped_rows_body(int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms,
                                       const bool* active, scalar_t free_bits, scalar_t* kl) {
-  using V = VecT<scalar_t, kBytes>;
-  const V fb = simd::splat<V>(free_bits);
-  for (int64_t b = b0; b < b1; ++b) {
-    const scalar_t* __restrict t = terms + b * Z;
-    V acc = {};
-    simd::for_lanes<simd::lanes_of<V>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
-      acc += simd::head(simd::select(active_mask<V>(active, j, n), simd::load<V>(t + j, n), fb), n);
-    });
-    kl[b] = simd::hsum(acc);
-  }
+  simd::with_row_vector<VecT<scalar_t, kBytes>>(Z, [&](auto w) FASTVAE_LAMBDA {
+    using W = decltype(w);
+    const W fb = simd::splat<W>(free_bits);
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* __restrict t = terms + b * Z;
+      W acc = {};
+      simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+        acc += simd::head(simd::select(active_mask<W>(active, j, n), simd::load<W>(t + j, n), fb), n);
+      });
+      kl[b] = simd::hsum(acc);
+    }
+  });
 }
 
 FASTVAE_SIMD_VARIANTS(clamped_rows, clamped_rows_body,
@@ -416,30 +421,38 @@ template <bool kPrior, typename V, typename scalar_t>
 FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
                                 const bool* active, scalar_t* d_mq, scalar_t* d_lq,
                                 scalar_t* d_mp, scalar_t* d_lp, scalar_t* d_z) {
-  constexpr int N = simd::lanes_of<V>;
   const int64_t Z = a.Z, R = tile_rows(Z);
   std::vector<scalar_t> buf(std::min(R, b1 - b0) * Z);
   scalar_t* __restrict g = buf.data();
   for (int64_t r0 = b0; r0 < b1; r0 += R) {
     const int64_t r1 = std::min(b1, r0 + R), e0 = r0 * Z, e1 = r1 * Z;
-    for (int64_t r = r0; r < r1; ++r) {
-      scalar_t* __restrict gr = g + (r - r0) * Z;
-      const V v = simd::splat<V>(rg.of_kl(r));
-      if (active != nullptr) {
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
-          simd::store(gr + j, simd::select(active_mask<V>(active, j, n), v, V{}), n);
-        });
-      } else {
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
-      }
-    }
-    kl_grads_flat<kPrior, V>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
-    if (d_z != nullptr) {
+    simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+      using W = decltype(w);
+      constexpr int N = simd::lanes_of<W>;
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* __restrict gr = g + (r - r0) * Z;
-        const V v = simd::splat<V>(scalar_t(2) * rg.of_label(r));
-        simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
+        const W v = simd::splat<W>(rg.of_kl(r));
+        if (active != nullptr) {
+          simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+            simd::store(gr + j, simd::select(active_mask<W>(active, j, n), v, W{}), n);
+          });
+        } else {
+          simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
+        }
       }
+    });
+    kl_grads_flat<kPrior, V>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
+    if (d_z != nullptr) {
+      simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+        using W = decltype(w);
+        for (int64_t r = r0; r < r1; ++r) {
+          scalar_t* __restrict gr = g + (r - r0) * Z;
+          const W v = simd::splat<W>(scalar_t(2) * rg.of_label(r));
+          simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+            simd::store(gr + j, v, n);
+          });
+        }
+      });
       label_grads_flat<V>(a.z, a.z_label, e0, e1, g, d_z);
     }
   }

@@ -146,6 +146,20 @@ FASTVAE_INLINE void for_lanes(int64_t i0, int64_t i1, const Body& body) {
   if (i < i1) body(i, i1 - i);
 }
 
+// fn(W()) with W = V halved while it has more lanes than a row of Z elements
+// (down to 16 bytes), so that loops over short rows run on whole vectors
+// (Z = 8 on AVX-512: 8-lane vectors rather than a partial 16-lane one).
+template <typename V, typename Fn>
+FASTVAE_INLINE void with_row_vector(int64_t Z, const Fn& fn) {
+  if constexpr (sizeof(V) > kGenericBytes) {
+    if (Z < lanes_of<V>) {
+      with_row_vector<Vec<elem_t<V>, lanes_of<V> / 2>>(Z, fn);
+      return;
+    }
+  }
+  fn(V{});
+}
+
 // Sum of the lanes, halving the vector at each step.
 template <typename V>
 FASTVAE_INLINE elem_t<V> hsum(V v) {
