@@ -8,6 +8,9 @@ torch's, so sampled values agree to ~1e-6 absolute whatever the dtype.
 
 import importlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -475,24 +478,148 @@ def test_opcheck_cpu_ops(case):
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args)
 
 
-@NEEDS_EXT
-@pytest.mark.parametrize("isa", ["generic", "avx2"])
-def test_isa_levels_agree(isa, tmp_path):
-    """Every ISA level of the CPU loops (FASTVAE_CPU_ISA) draws the same eps and computes the same losses."""
-    import subprocess
-    import sys
+# ------------------------------------------------------------- ISA levels
+# The CPU loops are compiled once per ISA level (generic SSE2 / AVX2 /
+# AVX-512 vectors, csrc/cpu/latent_simd.h); FASTVAE_CPU_ISA picks one, once
+# per process, so each level runs in a subprocess. Flat sizes B*Z cover one
+# element, less than one vector (4/8/16 lanes), partial last vectors, several
+# 256-normal blocks of the sampler and several 1024-element tiles.
 
+ISA_CHECK = textwrap.dedent(
+    """
+    import importlib, sys
+    import pytest, torch
+    from fastvae.ops import (_philox, gaussian_kl, gaussian_kl_ref, kl_label_loss, kl_label_loss_ref,
+                             reparameterize, reparameterize_ref)
+
+    isa = sys.argv[1]
+    assert torch.ops.fastvae.cpu_capability().split()[0] == "isa=" + isa, torch.ops.fastvae.cpu_capability()
+    kl_terms_ref = importlib.import_module("fastvae.ops.kl")._kl_terms_ref
+    TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+    SAMPLED = 5e-6
+
+    def close(got, want, tol):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+        torch.testing.assert_close(got, want.detach(), rtol=tol, atol=tol * scale)
+
+    def leaves(tensors):
+        return [None if t is None else t.clone().requires_grad_() for t in tensors]
+
+    def free_bits_between(ins):
+        means = kl_terms_ref(*ins).mean(0).sort().values
+        k = means.numel() // 2
+        return 0.5 * (means[0] if k == 0 else means[k - 1] + means[k]).item()
+
+    for B, Z in [(1, 1), (1, 3), (3, 5), (1, 17), (7, 37), (64, 8), (3, 130), (37, 301)]:
+        for dtype in (torch.float32, torch.float64):
+            gen = torch.Generator().manual_seed(1000 * B + Z)
+            mu, lv, mp, lp, zl, eps, gz = (torch.randn(B, Z, generator=gen, dtype=dtype) * 0.7 for _ in range(7))
+            for given in (None, eps):
+                tol = SAMPLED if given is None else TOL[dtype]
+                fast, ref = leaves([mu, lv]), leaves([mu, lv])
+                z = reparameterize(*fast, given, generator=torch.Generator().manual_seed(B + Z))
+                z_ref = reparameterize_ref(*ref, given, generator=torch.Generator().manual_seed(B + Z))
+                close(z, z_ref, tol)
+                (z * gz).sum().backward()
+                (z_ref * gz).sum().backward()
+                for a, b in zip(fast, ref):
+                    close(a.grad, b.grad, tol)
+            w = [torch.randn(B, generator=gen, dtype=dtype) for _ in range(3)]
+            for prior in (True, False):
+                ins = [mu, lv, mp, lp] if prior else [mu, lv, None, None]
+                for fb in (0.0, free_bits_between(ins)):
+                    fast, ref = leaves(ins + [eps]), leaves(ins + [eps])
+                    out = kl_label_loss(*fast, zl, 0.7, 1.3, fb)
+                    out_ref = kl_label_loss_ref(*ref, zl, 0.7, 1.3, fb)
+                    for a, b in zip(out, out_ref):
+                        close(a, b, TOL[dtype])
+                    sum((o * wi).sum() for o, wi in zip(out, w)).backward()
+                    sum((o * wi).sum() for o, wi in zip(out_ref, w)).backward()
+                    for a, b in zip(fast, ref):
+                        if a is not None:
+                            close(a.grad, b.grad, TOL[dtype])
+                    fast, ref = leaves(ins), leaves(ins)
+                    kl, kl_ref = gaussian_kl(*fast, free_bits=fb), gaussian_kl_ref(*ref, free_bits=fb)
+                    close(kl, kl_ref, TOL[dtype])
+                    (kl * w[0]).sum().backward()
+                    (kl_ref * w[0]).sum().backward()
+                    for a, b in zip(fast, ref):
+                        if a is not None:
+                            close(a.grad, b.grad, TOL[dtype])
+
+    # The stream itself, against the torch-ops twin, at odd lengths and extreme seeds.
+    for n in (1, 3, 5, 1027, 4099):
+        for s in (0, -5, 2**62 + 12345, -(2**63)):
+            seed = torch.tensor(s)
+            eps = torch.ops.fastvae.reparameterize(torch.zeros(1, n), torch.zeros(1, n), None, seed)
+            torch.testing.assert_close(eps, _philox.philox_normal(seed, (1, n)), rtol=0, atol=SAMPLED)
+
+    # Log-variances past float32's exp range, in whole vectors and in the last partial one.
+    edges = torch.tensor([89.0, 200.0, -200.0, 88.5, -86.0, 40.0, -100.0, -89.0, 0.3])
+    lv = edges[torch.arange(3 * 19) % 9].reshape(3, 19)
+    zeros, ones = torch.zeros(3, 19), torch.ones(3, 19)
+    torch.testing.assert_close(reparameterize(zeros, lv, ones), reparameterize_ref(zeros, lv, ones), rtol=1e-5, atol=1e-37)
+    torch.testing.assert_close(gaussian_kl(zeros, lv), gaussian_kl_ref(zeros, lv), rtol=1e-5, atol=0)
+    prior = (zeros, torch.zeros(3, 19), zeros.clone(), lv)
+    torch.testing.assert_close(gaussian_kl(*prior), gaussian_kl_ref(*prior), rtol=1e-5, atol=0)
+    torch.testing.assert_close(kl_label_loss(*prior, ones, ones, 1.0, 1.0)[1],
+                               kl_label_loss_ref(*prior, ones, ones, 1.0, 1.0)[1], rtol=1e-5, atol=0)
+
+    # A NaN or inf in the first or the last element (a full vector's lane, a partial vector's) is named.
+    names = ["mu_q", "logvar_q", "mu_p", "logvar_p", "z", "z_label"]
+    for n in (1, 5, 17, 37):
+        for pos in (0, n - 1):
+            for bad in (float("nan"), float("inf")):
+                for k, name in enumerate(names):
+                    args = [torch.randn(1, n) for _ in names]
+                    args[k][0, pos] = bad
+                    with pytest.raises(ValueError, match=f"argument '{name}'"):
+                        kl_label_loss(*args, 1.0, 1.0)
+                for k, name in enumerate(["mu", "logvar", "eps"]):
+                    args = [torch.randn(1, n) for _ in range(3)]
+                    args[k][0, pos] = bad
+                    with pytest.raises(ValueError, match=f"argument '{name}'"):
+                        reparameterize(*args)
+    print("ok", isa)
+    """
+)
+
+
+def run_python(code, *argv, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], env=dict(os.environ, **env), capture_output=True, text=True, timeout=600
+    )
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_isa_level_matches_ref(isa):
+    """Each ISA level of the CPU loops against the *_ref twins: odd sizes, both dtypes, edges, bad values."""
+    result = run_python(ISA_CHECK, isa, FASTVAE_CPU_ISA=isa)
+    if result.returncode != 0 and "is not supported by this CPU" in result.stderr:
+        pytest.skip(f"this CPU has no {isa}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert f"ok {isa}" in result.stdout
+
+
+@NEEDS_EXT
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_isa_levels_agree(isa, tmp_path):
+    """Every ISA level draws the same eps and computes the same losses as this process's level."""
     script = (
-        "import torch, fastvae\n"
+        "import sys, torch, fastvae\n"
         "from fastvae.ops import reparameterize, kl_label_loss\n"
         "g = torch.Generator().manual_seed(0)\n"
         "x = [torch.randn(7, 37, generator=g) for _ in range(6)]\n"
         "z = reparameterize(x[0], x[1], generator=torch.Generator().manual_seed(3))\n"
         "out = kl_label_loss(*x[:4], z, x[5], 0.7, 1.3, 0.1)\n"
-        f"torch.save([z, *out], {str(tmp_path / 'out.pt')!r})\n"
+        "torch.save([z, *out], sys.argv[1])\n"
     )
-    env = dict(os.environ, FASTVAE_CPU_ISA=isa)
-    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    result = run_python(script, str(tmp_path / "out.pt"), FASTVAE_CPU_ISA=isa)
+    if result.returncode != 0 and "is not supported by this CPU" in result.stderr:
+        pytest.skip(f"this CPU has no {isa}")
+    assert result.returncode == 0, result.stderr[-4000:]
     got = torch.load(tmp_path / "out.pt")
     gen_ = torch.Generator().manual_seed(0)
     x = [torch.randn(7, 37, generator=gen_) for _ in range(6)]

@@ -2,11 +2,13 @@
 // autograd: csrc/latent_autograd.cpp).
 //
 // Every [B, Z] tensor is made contiguous. Element-wise work runs as flat
-// `omp simd` loops over tiles of whole rows (so it vectorizes however small Z
-// is) with the vectorizable exp of vec_math.h (float) or libm (double); row
-// sums then read the tile. Rows/elements are split over threads with a grain
-// of ~16k elements, so small batches stay on one thread. Sampled eps comes
-// from the counter-based Philox stream of philox.h / normals.cpp and is
+// loops over tiles of whole rows (so it vectorizes however small Z is),
+// written on the fixed-width vectors of latent_simd.h and compiled once per
+// ISA level (generic SSE2 / AVX2 / AVX-512, FASTVAE_SIMD_VARIANTS), with the
+// vector exp of latent_simd.h (float) or libm lane by lane (double); row sums
+// then read the tile. Rows/elements are split over threads with a grain of
+// ~16k elements, so small batches stay on one thread. Sampled eps comes from
+// the counter-based Philox stream of philox.h / normals.cpp and is
 // regenerated, not stored, for the backward. The forward loops also fold a
 // NaN/inf detector into their reductions (x * 0 is NaN exactly when x is not
 // finite), so non-finite inputs raise a ValueError naming the argument
@@ -21,6 +23,7 @@
 #include <cstring>
 #include <vector>
 
+#include "latent_simd.h"
 #include "normals.h"
 #include "philox.h"
 #include "vec_math.h"
@@ -33,31 +36,32 @@ constexpr int64_t kGrainElems = 16384;
 
 int64_t row_grain(int64_t Z) { return std::max<int64_t>(1, kGrainElems / std::max<int64_t>(Z, 1)); }
 
+// The vector of scalar_t with kBytes bytes.
+template <typename scalar_t, int kBytes>
+using VecT = simd::Vec<scalar_t, kBytes / static_cast<int>(sizeof(scalar_t))>;
+
 // exp_approx clamps its argument to [-87, 88] (so about 1.6e-38 .. 1.7e38);
 // log-variances may lie anywhere, so the latent ops take exp(x/2)^2, which
 // overflows to inf past float's range and underflows to 0 (or a subnormal)
 // below it, as std::exp does. One multiply more; NaN still flows through.
-FASTVAE_INLINE float exp_(float x) {
-  const float half = exp_approx(0.5f * x);
-  return half * half;
-}
-FASTVAE_INLINE double exp_(double x) { return std::exp(x); }
-
-// keep ? v : 0 as a bit mask (a float select here stops GCC vectorizing the loop).
-FASTVAE_INLINE float keep_or_zero(bool keep, float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  bits &= 0u - static_cast<uint32_t>(keep);
-  std::memcpy(&v, &bits, sizeof(v));
-  return v;
+// Doubles use libm lane by lane (gradcheck accuracy; not a fast path).
+template <typename V>
+FASTVAE_INLINE V exp_(V x) {
+  if constexpr (std::is_same_v<simd::elem_t<V>, float>) {
+    const V half = simd::exp_approx(0.5f * x);
+    return half * half;
+  } else {
+    for (int l = 0; l < simd::lanes_of<V>; ++l) x[l] = std::exp(x[l]);
+    return x;
+  }
 }
 
-FASTVAE_INLINE double keep_or_zero(bool keep, double v) {
-  uint64_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  bits &= uint64_t(0) - static_cast<uint64_t>(keep);
-  std::memcpy(&v, &bits, sizeof(v));
-  return v;
+// active[j .. j + n) as V's lane mask (true: all ones).
+template <typename V, typename Count>
+FASTVAE_INLINE simd::mask_t<V> active_mask(const bool* active, int64_t j, Count n) {
+  using Bytes = simd::Vec<int8_t, simd::lanes_of<V>>;
+  const Bytes b = simd::load<Bytes>(reinterpret_cast<const int8_t*>(active + j), n);
+  return __builtin_convertvector(b, simd::mask_t<V>) != 0;
 }
 
 // Bits of the non-finite detector, one per checked argument.
@@ -84,9 +88,10 @@ void raise_nonfinite(int flags) {
                     "' contains NaN or infinite values");
 }
 
-template <typename scalar_t>
-FASTVAE_INLINE void flag_if_nan(std::atomic<int>* flags, scalar_t probe, int bit) {
-  if (std::isnan(probe)) flags->fetch_or(bit, std::memory_order_relaxed);
+// probe: the lanes of sum(x * 0) over an argument's elements.
+template <typename V>
+FASTVAE_INLINE void flag_if_nan(std::atomic<int>* flags, V probe, int bit) {
+  if (simd::any_nan(probe)) flags->fetch_or(bit, std::memory_order_relaxed);
 }
 
 // ------------------------------------------------------ reparameterize --
@@ -110,29 +115,43 @@ FASTVAE_INLINE void for_sampled(philox::Key key, int64_t i0, int64_t i1, const F
   }
 }
 
-template <typename scalar_t>
+// Sampled eps (float32) as V's lanes.
+template <typename V, typename Count>
+FASTVAE_INLINE V load_eps(const float* e, Count n) {
+  using Vf = simd::Vec<float, simd::lanes_of<V>>;
+  const Vf v = simd::load<Vf>(e, n);
+  if constexpr (std::is_same_v<simd::elem_t<V>, float>) {
+    return v;
+  } else {
+    return __builtin_convertvector(v, V);
+  }
+}
+
+template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void reparam_fwd_body(int64_t i0, int64_t i1, const scalar_t* __restrict mu,
                                      const scalar_t* __restrict logvar,
                                      const scalar_t* __restrict eps, philox::Key key,
                                      scalar_t* __restrict z, std::atomic<int>* flags) {
-  scalar_t pm = 0, pl = 0, pe = 0;
-  const scalar_t half = scalar_t(0.5);
+  using V = VecT<scalar_t, kBytes>;
+  constexpr int N = simd::lanes_of<V>;
+  const scalar_t zero = 0, half = 0.5;
+  V pm = {}, pl = {}, pe = {};
   if (eps != nullptr) {
-#pragma omp simd reduction(+ : pm, pl, pe)
-    for (int64_t i = i0; i < i1; ++i) {
-      pm += mu[i] * scalar_t(0);
-      pl += logvar[i] * scalar_t(0);
-      pe += eps[i] * scalar_t(0);
-      z[i] = mu[i] + eps[i] * exp_(half * logvar[i]);
-    }
+    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+      const V m = simd::load<V>(mu + i, n), lv = simd::load<V>(logvar + i, n), e = simd::load<V>(eps + i, n);
+      pm += m * zero;
+      pl += lv * zero;
+      pe += e * zero;
+      simd::store(z + i, m + e * exp_(half * lv), n);
+    });
   } else {
-    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* __restrict e) {
-#pragma omp simd reduction(+ : pm, pl)
-      for (int64_t i = lo; i < hi; ++i) {
-        pm += mu[i] * scalar_t(0);
-        pl += logvar[i] * scalar_t(0);
-        z[i] = mu[i] + static_cast<scalar_t>(e[i - lo]) * exp_(half * logvar[i]);
-      }
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) FASTVAE_LAMBDA {
+      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+        const V m = simd::load<V>(mu + i, n), lv = simd::load<V>(logvar + i, n);
+        pm += m * zero;
+        pl += lv * zero;
+        simd::store(z + i, m + load_eps<V>(e + (i - lo), n) * exp_(half * lv), n);
+      });
     });
   }
   flag_if_nan(flags, pm, kMu);
@@ -140,34 +159,42 @@ FASTVAE_INLINE void reparam_fwd_body(int64_t i0, int64_t i1, const scalar_t* __r
   flag_if_nan(flags, pe, kEps);
 }
 
-FASTVAE_ISA_VARIANTS(reparam_fwd, reparam_fwd_body,
-                     (int64_t i0, int64_t i1, const scalar_t* mu, const scalar_t* logvar,
-                      const scalar_t* eps, philox::Key key, scalar_t* z, std::atomic<int>* flags),
-                     (i0, i1, mu, logvar, eps, key, z, flags))
+FASTVAE_SIMD_VARIANTS(reparam_fwd, reparam_fwd_body,
+                      (int64_t i0, int64_t i1, const scalar_t* mu, const scalar_t* logvar,
+                       const scalar_t* eps, philox::Key key, scalar_t* z, std::atomic<int>* flags),
+                      (i0, i1, mu, logvar, eps, key, z, flags))
 
-template <typename scalar_t>
+template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void reparam_bwd_body(int64_t i0, int64_t i1, const scalar_t* __restrict gz,
                                      int64_t gz_stride, const scalar_t* __restrict logvar,
                                      const scalar_t* __restrict eps, philox::Key key,
                                      scalar_t* __restrict glv) {
-  const scalar_t half = scalar_t(0.5);
+  using V = VecT<scalar_t, kBytes>;
+  constexpr int N = simd::lanes_of<V>;
+  const scalar_t half = 0.5;
+  // grad_z is contiguous or one value broadcast (stride 0).
+  const auto grad = [&](int64_t i, auto n) FASTVAE_LAMBDA {
+    return gz_stride == 0 ? simd::splat<V>(gz[0]) : simd::load<V>(gz + i, n);
+  };
   if (eps != nullptr) {
-#pragma omp simd
-    for (int64_t i = i0; i < i1; ++i) glv[i] = half * gz[i * gz_stride] * eps[i] * exp_(half * logvar[i]);
+    simd::for_lanes<N>(i0, i1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+      const V lv = simd::load<V>(logvar + i, n);
+      simd::store(glv + i, half * grad(i, n) * simd::load<V>(eps + i, n) * exp_(half * lv), n);
+    });
   } else {
-    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* __restrict e) {
-#pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {
-        glv[i] = half * gz[i * gz_stride] * static_cast<scalar_t>(e[i - lo]) * exp_(half * logvar[i]);
-      }
+    for_sampled(key, i0, i1, [&](int64_t lo, int64_t hi, const float* e) FASTVAE_LAMBDA {
+      simd::for_lanes<N>(lo, hi, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+        const V lv = simd::load<V>(logvar + i, n);
+        simd::store(glv + i, half * grad(i, n) * load_eps<V>(e + (i - lo), n) * exp_(half * lv), n);
+      });
     });
   }
 }
 
-FASTVAE_ISA_VARIANTS(reparam_bwd, reparam_bwd_body,
-                     (int64_t i0, int64_t i1, const scalar_t* gz, int64_t gz_stride, const scalar_t* logvar,
-                      const scalar_t* eps, philox::Key key, scalar_t* glv),
-                     (i0, i1, gz, gz_stride, logvar, eps, key, glv))
+FASTVAE_SIMD_VARIANTS(reparam_bwd, reparam_bwd_body,
+                      (int64_t i0, int64_t i1, const scalar_t* gz, int64_t gz_stride, const scalar_t* logvar,
+                       const scalar_t* eps, philox::Key key, scalar_t* glv),
+                      (i0, i1, gz, gz_stride, logvar, eps, key, glv))
 
 // ------------------------------------------------------------------ KL --
 
@@ -198,20 +225,22 @@ struct RowGrads {
   }
 };
 
-// One dimension's KL(q || p); without a prior mp = lp = 0 fold away.
+// One dimension's KL(q || p) per lane; without a prior mp = lp = 0 fold away.
 //   0.5 * ((lp - lq) + e^(lq - lp) + (mq - mp)^2 e^-lp - 1)
 // Exactly 0 when q == p (every term is exact there).
-template <typename scalar_t, bool kPrior>
-FASTVAE_INLINE scalar_t kl_term(scalar_t mq, scalar_t lq, scalar_t mp, scalar_t lp) {
-  if (kPrior) {
-    const scalar_t d = mq - mp;
+template <bool kPrior, typename V>
+FASTVAE_INLINE V kl_term(V mq, V lq, V mp, V lp) {
+  using T = simd::elem_t<V>;
+  if constexpr (kPrior) {
+    const V d = mq - mp;
     // d == 0 contributes 0 even where e^-lp overflows (lp < -88 in float):
     // 0 * inf would turn the reference's inf into NaN.
-    const scalar_t dd = d * d;
-    const scalar_t md = dd == scalar_t(0) ? scalar_t(0) : dd * exp_(-lp);
-    return scalar_t(0.5) * ((lp - lq) + exp_(lq - lp) + md - scalar_t(1));
+    const V dd = d * d;
+    const V md = simd::select(dd == T(0), V{}, dd * exp_(-lp));
+    return T(0.5) * ((lp - lq) + exp_(lq - lp) + md - T(1));
+  } else {
+    return T(0.5) * ((-lq) + exp_(lq) + mq * mq - T(1));
   }
-  return scalar_t(0.5) * ((-lq) + exp_(lq) + mq * mq - scalar_t(1));
 }
 
 // Rows are processed in tiles of ~kTileElems elements: the element-wise math
@@ -223,25 +252,28 @@ constexpr int64_t kTileElems = 1024;
 int64_t tile_rows(int64_t Z) { return std::max<int64_t>(1, kTileElems / std::max<int64_t>(Z, 1)); }
 
 // t[i - e0] = KL term of flat element i, for i in [e0, e1).
-template <typename scalar_t, bool kPrior>
+template <bool kPrior, typename V, typename scalar_t>
 FASTVAE_INLINE void kl_terms_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t e1,
                                   scalar_t* __restrict t, std::atomic<int>* flags) {
   const scalar_t* __restrict mq = a.mu_q;
   const scalar_t* __restrict lq = a.logvar_q;
   const scalar_t* __restrict mp = a.mu_p;
   const scalar_t* __restrict lp = a.logvar_p;
-  scalar_t p_mq = 0, p_lq = 0, p_mp = 0, p_lp = 0;
-#pragma omp simd reduction(+ : p_mq, p_lq, p_mp, p_lp)
-  for (int64_t i = e0; i < e1; ++i) {
-    p_mq += mq[i] * scalar_t(0);
-    p_lq += lq[i] * scalar_t(0);
-    if (kPrior) {
-      p_mp += mp[i] * scalar_t(0);
-      p_lp += lp[i] * scalar_t(0);
+  const scalar_t zero = 0;
+  V p_mq = {}, p_lq = {}, p_mp = {}, p_lp = {};
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+    const V vmq = simd::load<V>(mq + i, n), vlq = simd::load<V>(lq + i, n);
+    p_mq += vmq * zero;
+    p_lq += vlq * zero;
+    if constexpr (kPrior) {
+      const V vmp = simd::load<V>(mp + i, n), vlp = simd::load<V>(lp + i, n);
+      p_mp += vmp * zero;
+      p_lp += vlp * zero;
+      simd::store(t + (i - e0), kl_term<true>(vmq, vlq, vmp, vlp), n);
+    } else {
+      simd::store(t + (i - e0), kl_term<false>(vmq, vlq, V{}, V{}), n);
     }
-    t[i - e0] = kl_term<scalar_t, kPrior>(mq[i], lq[i], kPrior ? mp[i] : scalar_t(0),
-                                          kPrior ? lp[i] : scalar_t(0));
-  }
+  });
   flag_if_nan(flags, p_mq, kMuQ);
   flag_if_nan(flags, p_lq, kLogvarQ);
   flag_if_nan(flags, p_mp, kMuP);
@@ -249,36 +281,41 @@ FASTVAE_INLINE void kl_terms_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t
 }
 
 // t[i - e0] = (z[i] - z_label[i])^2.
-template <typename scalar_t>
+template <typename V, typename scalar_t>
 FASTVAE_INLINE void sq_diff_flat(const scalar_t* __restrict z, const scalar_t* __restrict zl, int64_t e0,
                                  int64_t e1, scalar_t* __restrict t, std::atomic<int>* flags) {
-  scalar_t p_z = 0, p_zl = 0;
-#pragma omp simd reduction(+ : p_z, p_zl)
-  for (int64_t i = e0; i < e1; ++i) {
-    p_z += z[i] * scalar_t(0);
-    p_zl += zl[i] * scalar_t(0);
-    const scalar_t d = z[i] - zl[i];
-    t[i - e0] = d * d;
-  }
+  const scalar_t zero = 0;
+  V p_z = {}, p_zl = {};
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+    const V vz = simd::load<V>(z + i, n), vzl = simd::load<V>(zl + i, n);
+    p_z += vz * zero;
+    p_zl += vzl * zero;
+    const V d = vz - vzl;
+    simd::store(t + (i - e0), d * d, n);
+  });
   flag_if_nan(flags, p_z, kZ);
   flag_if_nan(flags, p_zl, kZLabel);
 }
 
 // out[r] = sum_j t[r, j] for a [rows, Z] tile.
-template <typename scalar_t>
+template <typename V, typename scalar_t>
 FASTVAE_INLINE void row_sums(const scalar_t* t, int64_t rows, int64_t Z, scalar_t* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* __restrict tr = t + r * Z;
-    scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < Z; ++j) acc += tr[j];
-    out[r] = acc;
-  }
+  simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+    using W = decltype(w);
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* __restrict tr = t + r * Z;
+      W acc = {};
+      simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+        acc += simd::load<W>(tr + j, n);
+      });
+      out[r] = simd::hsum(acc);
+    }
+  });
 }
 
 // Rows [b0, b1): kl[b] (and, with z, label[b]) summed over Z; with `terms`
 // ([B, Z], free bits) the KL terms are written there instead of summed.
-template <typename scalar_t, bool kPrior>
+template <bool kPrior, typename V, typename scalar_t>
 FASTVAE_INLINE void kl_fwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
                                 scalar_t* label, scalar_t* terms, std::atomic<int>* flags) {
   const int64_t Z = a.Z, R = tile_rows(Z);
@@ -286,54 +323,60 @@ FASTVAE_INLINE void kl_fwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b
   for (int64_t r0 = b0; r0 < b1; r0 += R) {
     const int64_t r1 = std::min(b1, r0 + R), e0 = r0 * Z, e1 = r1 * Z;
     if (terms != nullptr) {
-      kl_terms_flat<scalar_t, kPrior>(a, e0, e1, terms + e0, flags);
+      kl_terms_flat<kPrior, V>(a, e0, e1, terms + e0, flags);
     } else {
-      kl_terms_flat<scalar_t, kPrior>(a, e0, e1, buf.data(), flags);
-      row_sums<scalar_t>(buf.data(), r1 - r0, Z, kl + r0);
+      kl_terms_flat<kPrior, V>(a, e0, e1, buf.data(), flags);
+      row_sums<V>(buf.data(), r1 - r0, Z, kl + r0);
     }
     if (label != nullptr) {
-      sq_diff_flat<scalar_t>(a.z, a.z_label, e0, e1, buf.data(), flags);
-      row_sums<scalar_t>(buf.data(), r1 - r0, Z, label + r0);
+      sq_diff_flat<V>(a.z, a.z_label, e0, e1, buf.data(), flags);
+      row_sums<V>(buf.data(), r1 - r0, Z, label + r0);
     }
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void kl_rows_body(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
                                  scalar_t* label, scalar_t* terms, std::atomic<int>* flags) {
+  using V = VecT<scalar_t, kBytes>;
   if (a.mu_p != nullptr) {
-    kl_fwd_impl<scalar_t, true>(a, b0, b1, kl, label, terms, flags);
+    kl_fwd_impl<true, V>(a, b0, b1, kl, label, terms, flags);
   } else {
-    kl_fwd_impl<scalar_t, false>(a, b0, b1, kl, label, terms, flags);
+    kl_fwd_impl<false, V>(a, b0, b1, kl, label, terms, flags);
   }
 }
 
-FASTVAE_ISA_VARIANTS(kl_rows, kl_rows_body,
-                     (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
-                      scalar_t* label, scalar_t* terms, std::atomic<int>* flags),
-                     (a, b0, b1, kl, label, terms, flags))
+FASTVAE_SIMD_VARIANTS(kl_rows, kl_rows_body,
+                      (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, scalar_t* kl,
+                       scalar_t* label, scalar_t* terms, std::atomic<int>* flags),
+                      (a, b0, b1, kl, label, terms, flags))
 
 // Free bits: kl[b] = sum_j (active[j] ? terms[b,j] : free_bits).
-template <typename scalar_t>
+template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void clamped_rows_body(int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms,
                                       const bool* active, scalar_t free_bits, scalar_t* kl) {
-  for (int64_t b = b0; b < b1; ++b) {
-    const scalar_t* __restrict t = terms + b * Z;
-    scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < Z; ++j) acc += keep_or_zero(active[j], t[j]) + keep_or_zero(!active[j], free_bits);
-    kl[b] = acc;
-  }
+  simd::with_row_vector<VecT<scalar_t, kBytes>>(Z, [&](auto w) FASTVAE_LAMBDA {
+    using W = decltype(w);
+    const W fb = simd::splat<W>(free_bits);
+    for (int64_t b = b0; b < b1; ++b) {
+      const scalar_t* __restrict t = terms + b * Z;
+      W acc = {};
+      simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+        acc += simd::head(simd::select(active_mask<W>(active, j, n), simd::load<W>(t + j, n), fb), n);
+      });
+      kl[b] = simd::hsum(acc);
+    }
+  });
 }
 
-FASTVAE_ISA_VARIANTS(clamped_rows, clamped_rows_body,
-                     (int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms, const bool* active,
-                      scalar_t free_bits, scalar_t* kl),
-                     (b0, b1, Z, terms, active, free_bits, kl))
+FASTVAE_SIMD_VARIANTS(clamped_rows, clamped_rows_body,
+                      (int64_t b0, int64_t b1, int64_t Z, const scalar_t* terms, const bool* active,
+                       scalar_t free_bits, scalar_t* kl),
+                      (b0, b1, Z, terms, active, free_bits, kl))
 
 // KL gradients of flat elements [e0, e1); g[i - e0] is the gradient reaching
 // element i's KL term (its row's, or 0 on a clamped dimension).
-template <typename scalar_t, bool kPrior>
+template <bool kPrior, typename V, typename scalar_t>
 FASTVAE_INLINE void kl_grads_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t e1,
                                   const scalar_t* __restrict g, scalar_t* __restrict dmq,
                                   scalar_t* __restrict dlq, scalar_t* __restrict dmp,
@@ -342,37 +385,39 @@ FASTVAE_INLINE void kl_grads_flat(const KlArgs<scalar_t>& a, int64_t e0, int64_t
   const scalar_t* __restrict lq = a.logvar_q;
   const scalar_t* __restrict mp = a.mu_p;
   const scalar_t* __restrict lp = a.logvar_p;
-  const scalar_t half = scalar_t(0.5), one = scalar_t(1);
-#pragma omp simd
-  for (int64_t i = e0; i < e1; ++i) {
-    const scalar_t gi = g[i - e0];
-    if (kPrior) {
-      const scalar_t d = mq[i] - mp[i];
-      const scalar_t inv_var_p = exp_(-lp[i]);
-      const scalar_t ratio = exp_(lq[i] - lp[i]);
-      const scalar_t gm = gi * d * inv_var_p;
-      dmq[i] = gm;
-      dmp[i] = -gm;
-      dlq[i] = half * gi * (ratio - one);
-      dlp[i] = half * gi * (one - ratio - d * d * inv_var_p);
+  const scalar_t half = 0.5, one = 1;
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+    const V gi = simd::load<V>(g + (i - e0), n);
+    const V vmq = simd::load<V>(mq + i, n), vlq = simd::load<V>(lq + i, n);
+    if constexpr (kPrior) {
+      const V vlp = simd::load<V>(lp + i, n);
+      const V d = vmq - simd::load<V>(mp + i, n);
+      const V inv_var_p = exp_(-vlp);
+      const V ratio = exp_(vlq - vlp);
+      const V gm = gi * d * inv_var_p;
+      simd::store(dmq + i, gm, n);
+      simd::store(dmp + i, -gm, n);
+      simd::store(dlq + i, half * gi * (ratio - one), n);
+      simd::store(dlp + i, half * gi * (one - ratio - d * d * inv_var_p), n);
     } else {
-      dmq[i] = gi * mq[i];
-      dlq[i] = half * gi * (exp_(lq[i]) - one);
+      simd::store(dmq + i, gi * vmq, n);
+      simd::store(dlq + i, half * gi * (exp_(vlq) - one), n);
     }
-  }
+  });
 }
 
 // dz[i] = g2[i - e0] * (z[i] - z_label[i]), g2 = 2 * the row's label gradient.
-template <typename scalar_t>
+template <typename V, typename scalar_t>
 FASTVAE_INLINE void label_grads_flat(const scalar_t* __restrict z, const scalar_t* __restrict zl,
                                      int64_t e0, int64_t e1, const scalar_t* __restrict g2,
                                      scalar_t* __restrict dz) {
-#pragma omp simd
-  for (int64_t i = e0; i < e1; ++i) dz[i] = g2[i - e0] * (z[i] - zl[i]);
+  simd::for_lanes<simd::lanes_of<V>>(e0, e1, [&](int64_t i, auto n) FASTVAE_LAMBDA {
+    simd::store(dz + i, simd::load<V>(g2 + (i - e0), n) * (simd::load<V>(z + i, n) - simd::load<V>(zl + i, n)), n);
+  });
 }
 
 // Rows [b0, b1) of the gradients; active: kept dimensions (null: all).
-template <typename scalar_t, bool kPrior>
+template <bool kPrior, typename V, typename scalar_t>
 FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
                                 const bool* active, scalar_t* d_mq, scalar_t* d_lq,
                                 scalar_t* d_mp, scalar_t* d_lp, scalar_t* d_z) {
@@ -381,46 +426,55 @@ FASTVAE_INLINE void kl_bwd_impl(const KlArgs<scalar_t>& a, int64_t b0, int64_t b
   scalar_t* __restrict g = buf.data();
   for (int64_t r0 = b0; r0 < b1; r0 += R) {
     const int64_t r1 = std::min(b1, r0 + R), e0 = r0 * Z, e1 = r1 * Z;
-    for (int64_t r = r0; r < r1; ++r) {
-      scalar_t* __restrict gr = g + (r - r0) * Z;
-      const scalar_t v = rg.of_kl(r);
-      if (active != nullptr) {
-#pragma omp simd
-        for (int64_t j = 0; j < Z; ++j) gr[j] = keep_or_zero(active[j], v);
-      } else {
-#pragma omp simd
-        for (int64_t j = 0; j < Z; ++j) gr[j] = v;
-      }
-    }
-    kl_grads_flat<scalar_t, kPrior>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
-    if (d_z != nullptr) {
+    simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+      using W = decltype(w);
+      constexpr int N = simd::lanes_of<W>;
       for (int64_t r = r0; r < r1; ++r) {
         scalar_t* __restrict gr = g + (r - r0) * Z;
-        const scalar_t v = scalar_t(2) * rg.of_label(r);
-#pragma omp simd
-        for (int64_t j = 0; j < Z; ++j) gr[j] = v;
+        const W v = simd::splat<W>(rg.of_kl(r));
+        if (active != nullptr) {
+          simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+            simd::store(gr + j, simd::select(active_mask<W>(active, j, n), v, W{}), n);
+          });
+        } else {
+          simd::for_lanes<N>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA { simd::store(gr + j, v, n); });
+        }
       }
-      label_grads_flat<scalar_t>(a.z, a.z_label, e0, e1, g, d_z);
+    });
+    kl_grads_flat<kPrior, V>(a, e0, e1, g, d_mq, d_lq, d_mp, d_lp);
+    if (d_z != nullptr) {
+      simd::with_row_vector<V>(Z, [&](auto w) FASTVAE_LAMBDA {
+        using W = decltype(w);
+        for (int64_t r = r0; r < r1; ++r) {
+          scalar_t* __restrict gr = g + (r - r0) * Z;
+          const W v = simd::splat<W>(scalar_t(2) * rg.of_label(r));
+          simd::for_lanes<simd::lanes_of<W>>(0, Z, [&](int64_t j, auto n) FASTVAE_LAMBDA {
+            simd::store(gr + j, v, n);
+          });
+        }
+      });
+      label_grads_flat<V>(a.z, a.z_label, e0, e1, g, d_z);
     }
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, int kBytes>
 FASTVAE_INLINE void kl_bwd_body(const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
                                 const bool* active, scalar_t* d_mq, scalar_t* d_lq,
                                 scalar_t* d_mp, scalar_t* d_lp, scalar_t* d_z) {
+  using V = VecT<scalar_t, kBytes>;
   if (a.mu_p != nullptr) {
-    kl_bwd_impl<scalar_t, true>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
+    kl_bwd_impl<true, V>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
   } else {
-    kl_bwd_impl<scalar_t, false>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
+    kl_bwd_impl<false, V>(a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z);
   }
 }
 
-FASTVAE_ISA_VARIANTS(kl_bwd_rows, kl_bwd_body,
-                     (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
-                      const bool* active, scalar_t* d_mq, scalar_t* d_lq, scalar_t* d_mp, scalar_t* d_lp,
-                      scalar_t* d_z),
-                     (a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z))
+FASTVAE_SIMD_VARIANTS(kl_bwd_rows, kl_bwd_body,
+                      (const KlArgs<scalar_t>& a, int64_t b0, int64_t b1, const RowGrads<scalar_t>& rg,
+                       const bool* active, scalar_t* d_mq, scalar_t* d_lq, scalar_t* d_mp, scalar_t* d_lp,
+                       scalar_t* d_z),
+                      (a, b0, b1, rg, active, d_mq, d_lq, d_mp, d_lp, d_z))
 
 // Free bits: active[j] = (batch mean of terms[:, j]) >= free_bits.
 template <typename scalar_t>

@@ -1,5 +1,5 @@
-// Blocks of counter-based standard normals (the stream of philox.h), with the
-// Philox rounds in AVX-512 intrinsics where the CPU has them.
+// Blocks of counter-based standard normals (the stream of philox.h), computed
+// with the widest vectors the CPU has (generic SSE2, AVX2, AVX-512).
 #pragma once
 
 #include <cstdint>

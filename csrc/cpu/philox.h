@@ -13,15 +13,18 @@
 // four normals (tl.randn would spend one call per normal and use half of it).
 // Philox and the uniform conversion are exact integer/IEEE operations and
 // match Triton bit for bit. log/sin/cos are branch-free Cephes-style float
-// polynomials (so the sampling loops vectorize); they differ from the
-// libdevice/numpy functions Triton uses by an ulp or two, so CPU and Triton
-// eps agree to ~1e-6 absolute rather than bit for bit.
+// polynomials; they differ from the libdevice/numpy functions Triton uses by
+// an ulp or two, so CPU and Triton eps agree to ~1e-6 absolute rather than
+// bit for bit. fastvae/ops/_philox.py is the same stream in torch ops.
+//
+// The functions below work on N counters at once (vectors of latent_simd.h);
+// normals.cpp runs them per ISA level.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-#include "vec_math.h"
+#include "latent_simd.h"
 
 namespace fastvae {
 namespace cpu {
@@ -32,51 +35,80 @@ constexpr uint32_t kKeyB = 0xBB67AE85u;
 constexpr uint32_t kRoundA = 0xD2511F53u;
 constexpr uint32_t kRoundB = 0xCD9E8D57u;
 
-FASTVAE_INLINE uint32_t mulhi(uint32_t a, uint32_t b) {
-  return static_cast<uint32_t>((static_cast<uint64_t>(a) * b) >> 32);
+struct Key {
+  uint32_t k0, k1;
+  explicit Key(int64_t seed)
+      : k0(static_cast<uint32_t>(static_cast<uint64_t>(seed))),
+        k1(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)) {}
+};
+
+template <int N>
+using U = simd::Vec<uint32_t, N>;
+template <int N>
+using F = simd::Vec<float, N>;
+
+// Counters base .. base + N - 1 as (low word, high word).
+template <int N>
+FASTVAE_INLINE void counter_words(uint64_t base, U<N>& w0, U<N>& w1) {
+  const U<N> lo = simd::splat<U<N>>(static_cast<uint32_t>(base));
+  w0 = lo + simd::iota<U<N>>();
+  // A low word that wrapped around carries into the high word (the mask is -1).
+  w1 = simd::splat<U<N>>(static_cast<uint32_t>(base >> 32)) - (U<N>)(w0 < lo);
 }
 
-// Ten Philox rounds on counter (c0, c1, 0, 0); returns the four words.
-FASTVAE_INLINE void philox4x32_10(uint32_t c0, uint32_t c1, uint32_t k0, uint32_t k1, uint32_t& x0,
-                                  uint32_t& x1, uint32_t& x2, uint32_t& x3) {
-  uint32_t c2 = 0, c3 = 0;
-  // Fully unrolled, or the loop around a call does not vectorize.
-#pragma GCC unroll 10
+// High and low words of a[l] * k on 64-bit lanes (the portable form; the AVX2
+// and AVX-512 loops use vpmuludq, see normals.cpp).
+template <int N>
+FASTVAE_INLINE void mulhilo(U<N> a, uint32_t k, U<N>& hi, U<N>& lo) {
+  using Q = simd::Vec<uint64_t, N / 2>;
+  const Q a64 = (Q)a;
+  const Q even = (a64 & 0xffffffffull) * static_cast<uint64_t>(k);  // lanes 0, 2, ...
+  const Q odd = (a64 >> 32) * static_cast<uint64_t>(k);              // lanes 1, 3, ...
+  hi = (U<N>)((even >> 32) | (odd & 0xffffffff00000000ull));
+  lo = (U<N>)((even & 0xffffffffull) | (odd << 32));
+}
+
+// Ten Philox rounds on counters (w0, w1, 0, 0); w0..w3 receive the words.
+template <int N>
+FASTVAE_INLINE void philox4x32_10(Key key, U<N>& w0, U<N>& w1, U<N>& w2, U<N>& w3) {
+  w2 = U<N>{};
+  w3 = U<N>{};
+  uint32_t k0 = key.k0, k1 = key.k1;
   for (int r = 0; r < 10; ++r) {
-    const uint32_t a0 = c0, a2 = c2;
-    c0 = mulhi(kRoundB, a2) ^ c1 ^ k0;
-    c2 = mulhi(kRoundA, a0) ^ c3 ^ k1;
-    c1 = kRoundB * a2;
-    c3 = kRoundA * a0;
+    U<N> hi_b, lo_b, hi_a, lo_a;
+    mulhilo<N>(w2, kRoundB, hi_b, lo_b);
+    mulhilo<N>(w0, kRoundA, hi_a, lo_a);
+    w0 = hi_b ^ w1 ^ simd::splat<U<N>>(k0);
+    w2 = hi_a ^ w3 ^ simd::splat<U<N>>(k1);
+    w1 = lo_b;
+    w3 = lo_a;
     k0 += kKeyA;
     k1 += kKeyB;
   }
-  x0 = c0;
-  x1 = c1;
-  x2 = c2;
-  x3 = c3;
 }
 
-// Triton's uint_to_uniform_float for 32-bit words: a float in [0, 1).
-FASTVAE_INLINE float uint_to_uniform(uint32_t x) {
-  int32_t v = static_cast<int32_t>(x);
-  v = v < 0 ? ~v : v;
-  return static_cast<float>(v) * 4.6566127342e-10f;
+// Triton's uint_to_uniform_float for 32-bit words: the word as int32,
+// negatives folded (v < 0 ? ~v : v), times 2^-31: a float in [0, 1).
+template <int N>
+FASTVAE_INLINE F<N> uint_to_uniform(U<N> x) {
+  using I = simd::Vec<int32_t, N>;
+  const I v = (I)x;
+  return __builtin_convertvector(v ^ (v >> 31), F<N>) * 4.6566127342e-10f;
 }
 
 // Natural log for positive normal floats (Cephes logf, ~1 ulp).
-FASTVAE_INLINE float log_pos(float x) {
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  int32_t e = ((bits >> 23) & 0xff) - 126;  // x = m * 2^e, m in [0.5, 1)
-  bits = (bits & 0x807fffff) | 0x3f000000;
-  float m;
-  std::memcpy(&m, &bits, sizeof(m));
-  const bool small = m < 0.707106781186547524f;
+template <int N>
+FASTVAE_INLINE F<N> log_pos(F<N> x) {
+  using I = simd::Vec<int32_t, N>;
+  I bits = (I)x;
+  I e = ((bits >> 23) & 0xff) - 126;  // x = m * 2^e, m in [0.5, 1)
+  bits = (bits & static_cast<int32_t>(0x807fffffu)) | 0x3f000000;
+  F<N> m = (F<N>)bits;
+  const I small = m < 0.707106781186547524f;
   e = small ? e - 1 : e;
-  m = small ? m + m - 1.0f : m - 1.0f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
+  m = simd::select(small, m + m - 1.0f, m - 1.0f);
+  const F<N> z = m * m;
+  F<N> y = simd::splat<F<N>>(7.0376836292e-2f);
   y = y * m - 1.1514610310e-1f;
   y = y * m + 1.1676998740e-1f;
   y = y * m - 1.2420140846e-1f;
@@ -86,7 +118,7 @@ FASTVAE_INLINE float log_pos(float x) {
   y = y * m - 2.4999993993e-1f;
   y = y * m + 3.3333331174e-1f;
   y = y * m * z;
-  const float fe = static_cast<float>(e);
+  const F<N> fe = __builtin_convertvector(e, F<N>);
   y += -2.12194440e-4f * fe;
   y += -0.5f * z;
   return (m + y) + 0.693359375f * fe;
@@ -94,60 +126,48 @@ FASTVAE_INLINE float log_pos(float x) {
 
 // sin(x) and cos(x) for |x| up to a few thousand (quadrant reduction, Cephes
 // polynomials on [-pi/4, pi/4]).
-FASTVAE_INLINE void sincos_reduced(float x, float& sin_x, float& cos_x) {
+template <int N>
+FASTVAE_INLINE void sincos_reduced(F<N> x, F<N>& sin_x, F<N>& cos_x) {
+  using I = simd::Vec<int32_t, N>;
   // j = nearest integer to x / (pi/2); r = x - j pi/2 in three exact parts.
-  const float j = (x * 0.636619772367581343f + 12582912.0f) - 12582912.0f;
-  float r = x - j * 1.5703125f;
+  const F<N> j = (x * 0.636619772367581343f + 12582912.0f) - 12582912.0f;
+  F<N> r = x - j * 1.5703125f;
   r = r - j * 4.837512969970703125e-4f;
   r = r - j * 7.54978995489188216e-8f;
-  const float z = r * r;
-  const float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
-                  0.5f * z + 1.0f;
-  const float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
-  const int32_t q = static_cast<int32_t>(j) & 3;
+  const F<N> z = r * r;
+  const F<N> c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z -
+                 0.5f * z + 1.0f;
+  const F<N> s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
   // x = r + q pi/2: cos x = (cos r, -sin r, -cos r, sin r)[q], sin x = (sin r, cos r, -sin r, -cos r)[q].
-  const float cv = (q & 1) ? s : c;
-  const float sv = (q & 1) ? c : s;
-  cos_x = ((q + 1) & 2) ? -cv : cv;
-  sin_x = (q & 2) ? -sv : sv;
+  const I q = __builtin_convertvector(j, I) & 3;
+  const I odd = (q & 1) != 0;
+  const F<N> cv = simd::select(odd, s, c);
+  const F<N> sv = simd::select(odd, c, s);
+  cos_x = simd::select(((q + 1) & 2) != 0, -cv, cv);
+  sin_x = simd::select((q & 2) != 0, -sv, sv);
 }
 
-// max(u, lo) for non-negative floats, on the bit patterns (their order is the
-// float order): GCC does not vectorize the float compare feeding log_pos.
-FASTVAE_INLINE float max_nonneg(float u, float lo) {
-  int32_t bu, bl;
-  std::memcpy(&bu, &u, sizeof(bu));
-  std::memcpy(&bl, &lo, sizeof(bl));
-  bu = bu < bl ? bl : bu;
-  std::memcpy(&u, &bu, sizeof(u));
-  return u;
+// Box-Muller on the words of N counters: out[4 l + m] = normal m of counter
+// l, for the first n counters (Full: all N).
+template <int N, typename Count>
+FASTVAE_INLINE void box_muller(U<N> x0, U<N> x1, U<N> x2, U<N> x3, float* out, Count n) {
+  const F<N> lo = simd::splat<F<N>>(1.0e-7f);
+  F<N> u0 = uint_to_uniform<N>(x0), u2 = uint_to_uniform<N>(x2);
+  u0 = simd::select(u0 < lo, lo, u0);
+  u2 = simd::select(u2 < lo, lo, u2);
+  const F<N> r01 = simd::sqrtf(-2.0f * log_pos<N>(u0));
+  const F<N> r23 = simd::sqrtf(-2.0f * log_pos<N>(u2));
+  F<N> s01, c01, s23, c23;
+  sincos_reduced<N>(6.283185307179586f * uint_to_uniform<N>(x1), s01, c01);
+  sincos_reduced<N>(6.283185307179586f * uint_to_uniform<N>(x3), s23, c23);
+  if constexpr (std::is_same_v<Count, simd::Full>) {
+    simd::interleave4<N>(r01 * c01, r01 * s01, r23 * c23, r23 * s23, out);
+  } else {
+    alignas(64) float all[4 * N];
+    simd::interleave4<N>(r01 * c01, r01 * s01, r23 * c23, r23 * s23, all);
+    std::memcpy(out, all, 4 * n * sizeof(float));
+  }
 }
-
-// Four standard normals from counter `counter` of the stream keyed by
-// (k0, k1): Triton's tl.randn4x(seed, counter). Box-Muller on the word pairs
-// (x0, x1) and (x2, x3): n0, n1 = r cos t, r sin t with r = sqrt(-2 log u0),
-// t = 2 pi u1.
-FASTVAE_INLINE void normal4(uint32_t k0, uint32_t k1, uint64_t counter, float& n0, float& n1, float& n2,
-                            float& n3) {
-  uint32_t x0, x1, x2, x3;
-  philox4x32_10(static_cast<uint32_t>(counter), static_cast<uint32_t>(counter >> 32), k0, k1, x0, x1, x2, x3);
-  const float r01 = __builtin_sqrtf(-2.0f * log_pos(max_nonneg(uint_to_uniform(x0), 1.0e-7f)));
-  const float r23 = __builtin_sqrtf(-2.0f * log_pos(max_nonneg(uint_to_uniform(x2), 1.0e-7f)));
-  float s01, c01, s23, c23;
-  sincos_reduced(6.283185307179586f * uint_to_uniform(x1), s01, c01);
-  sincos_reduced(6.283185307179586f * uint_to_uniform(x3), s23, c23);
-  n0 = r01 * c01;
-  n1 = r01 * s01;
-  n2 = r23 * c23;
-  n3 = r23 * s23;
-}
-
-struct Key {
-  uint32_t k0, k1;
-  explicit Key(int64_t seed)
-      : k0(static_cast<uint32_t>(static_cast<uint64_t>(seed))),
-        k1(static_cast<uint32_t>(static_cast<uint64_t>(seed) >> 32)) {}
-};
 
 }  // namespace philox
 }  // namespace cpu
