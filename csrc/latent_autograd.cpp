@@ -1,14 +1,7 @@
 // Autograd of the latent ops (csrc/latent_ops.cpp), registered in C++ at the
-// Autograd key: one C++ graph node per call whose backward calls the *_bwd op.
-//
-// Why C++ and not torch.library.register_autograd from Python (the rule for
-// the other ops): these ops are tiny (B=64, Z=8 in the SLCVAE), so a step is
-// dominated by per-call overhead, and on this CPU a Python autograd node cost
-// ~40 us per forward+backward (a plain autograd.Function; register_autograd's
-// generated wrapper about twice that) against ~15-20 us for a native node --
-// more than the kernels themselves. The fake (meta) kernels are still
-// registered from Python (fastvae/ops/), and torch.compile / opcheck trace
-// through this node like any other autograd kernel.
+// Autograd key: one C++ graph node per call whose backward calls the *_bwd op
+// (why C++: csrc/autograd_common.h -- these ops are tiny, B=64, Z=8 in the
+// SLCVAE, so a step is dominated by per-call overhead).
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -16,28 +9,14 @@
 #include <optional>
 #include <tuple>
 
+#include "autograd_common.h"
+
 namespace fastvae {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Opt = std::optional<at::Tensor>;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
-
-Opt maybe(const at::Tensor& t) { return t.defined() ? Opt(t) : Opt(); }
-
-// Grad mode is on inside a backward only for create_graph=True: the *_bwd
-// kernels have no derivative, so higher-order gradients are refused by name
-// (as the Python ops do in fastvae/ops/_checks.py: first_order_only).
-void first_order_only(const char* op) {
-  TORCH_CHECK(!at::GradMode::is_enabled(), "fastvae.ops.", op,
-              " is differentiable once: its backward cannot build a graph for higher-order gradients "
-              "(create_graph=True). Use fastvae.ops.", op, "_ref (or backend='reference' on a model) for those");
-}
 
 // ------------------------------------------------------ reparameterize --
 
