@@ -48,11 +48,15 @@ def run_loss(model, batch, **kw):
 
 MODELS = [
     pytest.param(SentenceVAE, {}, id="SentenceVAE"),
+    pytest.param(SentenceVAE, {"num_layers": 2}, id="SentenceVAE-L2"),
     pytest.param(SentenceVAE, {"bidirectional": True, "num_layers": 2}, id="SentenceVAE-bi2"),
     pytest.param(CVAE, {}, id="CVAE"),
     pytest.param(CVAE, {"bow": True}, id="CVAE-bow"),
+    pytest.param(CVAE, {"bidirectional": True, "num_layers": 1}, id="CVAE-bi1"),
     pytest.param(SLCVAE, {}, id="SLCVAE"),
+    pytest.param(SLCVAE, {"bidirectional": True}, id="SLCVAE-bi2"),
     pytest.param(Seq2Seq, {}, id="Seq2Seq"),
+    pytest.param(Seq2Seq, {"bidirectional": True, "num_layers": 3}, id="Seq2Seq-bi3"),
 ]
 
 
@@ -70,12 +74,90 @@ def test_fused_and_reference_give_the_same_loss_and_gradients(cls, kw):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
     out_f.loss.backward()
     out_r.loss.backward()
-    grads_r = dict(ref.named_parameters())
-    for name, p in fused.named_parameters():
-        q = grads_r[name]
+    assert_same_grads(fused, ref)
+
+
+def assert_same_grads(a, b):
+    grads_b = dict(b.named_parameters())
+    for name, p in a.named_parameters():
+        q = grads_b[name]
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_fused_and_reference_give_the_same_labeling_loss_and_gradients(bidirectional):
+    fused = build(SLCVAE, bidirectional=bidirectional)
+    ref = twin(fused)
+    batch = make_batch(B=6, Tc=9, Tx=8, seed=4)
+    out_f, out_r = fused.labeling_loss(batch), ref.labeling_loss(batch)
+    torch.testing.assert_close(out_f.loss, out_r.loss, rtol=1e-5, atol=1e-5)
+    out_f.loss.backward()
+    out_r.loss.backward()
+    assert_same_grads(fused, ref)
+
+
+@pytest.mark.parametrize("cls,kw", [p for p in MODELS if p.id in ("SentenceVAE-L2", "CVAE", "Seq2Seq-bi3")])
+def test_per_sentence_nll_is_the_same_on_both_backends(cls, kw):
+    # evaluation's reduction="none": each sentence's sum over its own tokens, whatever lies past its length
+    fused = build(cls, **kw).eval()
+    ref = twin(fused).eval()
+    batch = make_batch(B=7, Tx=9, seed=5)
+    inputs, targets = fused._decoder_io(batch)
+    cond_size = fused.decoder.init_state.in_features
+    cond = torch.randn(7, cond_size, generator=torch.Generator().manual_seed(0))
+    per_sentence = [
+        m.decoder.nll(m.embedding(inputs), targets, batch.target_lengths, cond, reduction="none") for m in (fused, ref)
+    ]
+    assert per_sentence[0].shape == (7,)
+    torch.testing.assert_close(per_sentence[0], per_sentence[1], rtol=1e-5, atol=1e-5)
+    summed = ref.decoder.nll(ref.embedding(inputs), targets, batch.target_lengths, cond)
+    torch.testing.assert_close(summed, per_sentence[1].sum(), rtol=1e-5, atol=1e-5)
+    # a sentence's NLL ignores the padding: garbage tokens past its length change nothing
+    noisy = inputs.clone()
+    for b, n in enumerate(batch.target_lengths.tolist()):
+        noisy[b, n:] = V - 1
+    again = ref.decoder.nll(ref.embedding(noisy), targets, batch.target_lengths, cond, reduction="none")
+    torch.testing.assert_close(again, per_sentence[1], rtol=1e-6, atol=1e-6)
+
+
+def lstm_inputs(model):
+    """Every LSTM call of the model's nn.LSTMs: ``(module name, packed?)``."""
+    seen = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.LSTM):
+            module.register_forward_pre_hook(
+                lambda _m, args, _n=name: seen.append((_n, isinstance(args[0], torch.nn.utils.rnn.PackedSequence)))
+            )
+    return seen
+
+
+def test_reference_backend_packs_only_bidirectional_encoders(monkeypatch):
+    # nn.LSTM reaches oneDNN only with a plain tensor: the unidirectional reference model never packs
+    def no_packing(*args, **kwargs):
+        raise AssertionError("a unidirectional reference model packed its batch")
+
+    uni = build(SLCVAE, backend="reference")
+    seen = lstm_inputs(uni)
+    with monkeypatch.context() as m:
+        m.setattr(fastvae.nn.rnn, "pack_padded_sequence", no_packing)
+        batch = make_batch()
+        uni(batch, kl_weight=0.5).loss.backward()
+        uni.labeling_loss(batch).loss.backward()
+        uni.generate(batch.context, batch.context_lengths, max_length=3)
+    names = {name for name, _ in seen}
+    assert names == {
+        "context_encoder.lstm", "target_encoder.lstm", "label_context_encoder.lstm",
+        "label_target_encoder.lstm", "decoder.lstm",
+    }
+    assert not any(packed for _, packed in seen)
+
+    bi = build(SLCVAE, backend="reference", bidirectional=True)
+    seen = lstm_inputs(bi)
+    bi(make_batch(), kl_weight=0.5)
+    assert {name for name, packed in seen if packed} == names - {"decoder.lstm"}
+    assert not any(packed for name, packed in seen if name == "decoder.lstm")
 
 
 def test_word_dropout_replaces_decoder_inputs_with_unk_but_never_sos_or_pad():
@@ -359,14 +441,29 @@ def test_seq2seq_beam_returns_the_n_best_hypotheses():
     assert torch.equal(wide, many)
 
 
-def test_generation_fused_equals_reference():
-    fused = build(SLCVAE)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_generation_fused_equals_reference(bidirectional):
+    fused = build(SLCVAE, bidirectional=bidirectional)
     ref = twin(fused)
     batch = make_batch(B=3)
     kw = dict(num_samples=3, max_length=8)
     a = fused.generate(batch.context, batch.context_lengths, generator=torch.Generator().manual_seed(2), **kw)
     b = ref.generate(batch.context, batch.context_lengths, generator=torch.Generator().manual_seed(2), **kw)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True}], ids=["uni", "bi2"])
+def test_sentence_vae_codes_and_reconstructions_fused_equal_reference(kw):
+    fused = build(SentenceVAE, **kw)
+    ref = twin(fused)
+    batch = make_batch(B=6, Tx=9, seed=6)
+    mu_f, logvar_f = fused.encode(batch.target, batch.target_lengths)
+    mu_r, logvar_r = ref.encode(batch.target, batch.target_lengths)
+    torch.testing.assert_close(mu_f, mu_r, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logvar_f, logvar_r, rtol=1e-5, atol=1e-6)
+    rec_f = fused.reconstruct(batch.target, batch.target_lengths, max_length=9)
+    rec_r = ref.reconstruct(batch.target, batch.target_lengths, max_length=9)
+    assert torch.equal(rec_f[0], rec_r[0]) and torch.equal(rec_f[1], rec_r[1])
 
 
 def test_sentence_vae_sample_reconstruct_interpolate():

@@ -1,4 +1,5 @@
-"""Tests of ``fastvae.nn.LSTM`` against ``torch.nn.LSTM`` with the same weights."""
+"""Tests of ``fastvae.nn.LSTM`` against ``torch.nn.LSTM`` with the same weights, and of the
+padded-batch helpers of ``fastvae.nn.rnn`` on both backends."""
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import fastvae
 from fastvae.nn import LSTM
+from fastvae.nn import rnn
 
 ATOL = RTOL = 1e-5
 GRAD_ATOL = GRAD_RTOL = 1e-4
@@ -345,6 +347,143 @@ def test_proj_size_rejected():
 def test_input_on_another_device(module):
     with pytest.raises(ValueError, match="input is on meta"):
         module(torch.randn(T, B, E, device="meta"))
+
+
+# ------------------------------------------- fastvae.nn.rnn: both backends
+
+
+HELPER_CONFIGS = [
+    dict(num_layers=1),
+    dict(num_layers=2),
+    dict(num_layers=1, bidirectional=True),
+    dict(num_layers=2, bidirectional=True),
+]
+
+
+def backend_twins(num_layers=1, bidirectional=False):
+    """(fused, reference) batch-first LSTMs of ``make_lstm`` with identical parameters."""
+    fused = rnn.make_lstm("fused", E, H, num_layers, bidirectional)
+    ref = rnn.make_lstm("reference", E, H, num_layers, bidirectional)
+    assert type(ref) is torch.nn.LSTM
+    ref.load_state_dict(fused.state_dict())
+    return fused, ref
+
+
+def valid_mask(lengths, steps=T):
+    """``[B, T, 1]``: 1 at each sequence's real steps, 0 past its length."""
+    lengths = torch.tensor(lengths) if lengths is not None else torch.full((B,), steps)
+    return (torch.arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(2).float()
+
+
+def helper_output_and_grads(helper, module, x, lengths, hx, upstream, mask=None):
+    """``helper(module, x, lengths[, hx])`` forward and backward of ``upstream`` (masked past the lengths)."""
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_()
+    out = helper(module, x, lengths) if hx is None else helper(module, x, lengths, hx)
+    if mask is not None:
+        out = out * mask
+    out.backward(upstream)
+    grads = {"input": x.grad, **{name: p.grad for name, p in module.named_parameters()}}
+    return out.detach(), grads
+
+
+def assert_backends_agree(helper, cfg, lengths, hx=None, masked=False):
+    fused, ref = backend_twins(**cfg)
+    D = 2 if ref.bidirectional else 1
+    x = torch.randn(B, T, E)
+    probe = helper(fused, x, lengths) if hx is None else helper(fused, x, lengths, hx)
+    upstream = torch.randn(probe.shape)
+    mask = valid_mask(lengths) if masked else None
+    out_f, grads_f = helper_output_and_grads(helper, fused, x, lengths, hx, upstream, mask)
+    out_r, grads_r = helper_output_and_grads(helper, ref, x, lengths, hx, upstream, mask)
+    assert out_f.shape == out_r.shape and out_f.shape[-1] == D * H
+    torch.testing.assert_close(out_f, out_r, rtol=RTOL, atol=ATOL)
+    assert grads_f.keys() == grads_r.keys()
+    for name in grads_r:
+        torch.testing.assert_close(grads_f[name], grads_r[name], rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=name)
+
+
+@pytest.mark.parametrize("lengths", [None, [T] * B, MIXED], ids=["none", "full", "mixed"])
+@pytest.mark.parametrize("cfg", HELPER_CONFIGS, ids=config_id)
+def test_last_hidden_is_the_same_on_both_backends(cfg, lengths):
+    assert_backends_agree(rnn.last_hidden, cfg, lengths)
+
+
+@pytest.mark.parametrize("cfg", HELPER_CONFIGS, ids=config_id)
+def test_last_hidden_is_the_top_layer_of_the_packed_h_n(cfg):
+    _, ref = backend_twins(**cfg)
+    x = torch.randn(B, T, E)
+    packed = pack_padded_sequence(x, torch.tensor(MIXED), batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = ref(packed)
+    D = 2 if ref.bidirectional else 1
+    want = torch.cat(list(h_n[-D:]), dim=1)  # [B, D*H], forward direction first
+    torch.testing.assert_close(rnn.last_hidden(ref, x, MIXED), want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("with_hx", [False, True], ids=["no-hx", "hx"])
+@pytest.mark.parametrize("lengths", [None, MIXED], ids=["none", "mixed"])
+@pytest.mark.parametrize("cfg", HELPER_CONFIGS, ids=config_id)
+def test_lstm_outputs_agree_up_to_each_length(cfg, lengths, with_hx):
+    D = (2 if cfg.get("bidirectional") else 1) * cfg["num_layers"]
+    hx = (torch.randn(D, B, H), torch.randn(D, B, H)) if with_hx else None
+    assert_backends_agree(rnn.lstm_outputs, cfg, lengths, hx, masked=True)
+
+
+@pytest.mark.parametrize("lengths", [None, [T] * B, MIXED], ids=["none", "full", "mixed"])
+@pytest.mark.parametrize("cfg", HELPER_CONFIGS, ids=config_id)
+def test_run_lstm_keeps_its_whole_contract_on_the_reference_backend(cfg, lengths):
+    fused, ref = backend_twins(**cfg)
+    x = torch.randn(B, T, E)
+    y_f, (h_f, c_f) = rnn.run_lstm(fused, x, lengths)
+    y_r, (h_r, c_r) = rnn.run_lstm(ref, x, lengths)
+    for a, e in ((y_f, y_r), (h_f, h_r), (c_f, c_r)):  # every layer's h_n, c_n at the last real step
+        torch.testing.assert_close(a, e, rtol=RTOL, atol=ATOL)
+    assert not (y_r * (1 - valid_mask(lengths))).any()  # zero past each length
+
+
+def lstm_call_inputs(module):
+    seen = []
+    module.register_forward_pre_hook(lambda _m, args: seen.append(type(args[0])))
+    return seen
+
+
+def test_unidirectional_reference_helpers_never_pack(monkeypatch):
+    # nn.LSTM takes oneDNN's path only with a plain tensor; a PackedSequence goes to ATen's per-step loop
+    def no_packing(*args, **kwargs):
+        raise AssertionError("packed")
+
+    monkeypatch.setattr(rnn, "pack_padded_sequence", no_packing)
+    _, ref = backend_twins(num_layers=2)
+    seen = lstm_call_inputs(ref)
+    x = torch.randn(B, T, E)
+    rnn.last_hidden(ref, x, MIXED)
+    rnn.lstm_outputs(ref, x, MIXED, (torch.zeros(2, B, H), torch.zeros(2, B, H)))
+    rnn.run_lstm(ref, x, [T] * B)  # every sequence full: nothing to pack
+    assert seen == [torch.Tensor] * 3
+    with pytest.raises(AssertionError, match="packed"):  # run_lstm's h_n, c_n of every layer need it
+        rnn.run_lstm(ref, x, MIXED)
+
+
+def test_bidirectional_reference_helpers_pack_unequal_lengths():
+    _, ref = backend_twins(bidirectional=True)
+    seen = lstm_call_inputs(ref)
+    x = torch.randn(B, T, E)
+    rnn.last_hidden(ref, x, MIXED)
+    rnn.lstm_outputs(ref, x, MIXED)
+    rnn.last_hidden(ref, x, [T] * B)
+    assert seen == [PackedSequence, PackedSequence, torch.Tensor]
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("helper", [rnn.last_hidden, rnn.lstm_outputs, rnn.run_lstm], ids=lambda f: f.__name__)
+def test_helpers_check_lengths(backend, helper):
+    module = rnn.make_lstm(backend, E, H)
+    x = torch.randn(B, T, E)
+    for bad in ([7, 0, 4, 7, 2], [7, 1, 4, 8, 2]):
+        with pytest.raises(ValueError, match="lengths must lie in 1..7"):
+            helper(module, x, bad)
+    with pytest.raises(ValueError, match="lengths must have one entry per sequence"):
+        helper(module, x, [7, 1, 4])
 
 
 # ------------------------------------------------------------- torch.compile

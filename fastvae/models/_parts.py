@@ -8,7 +8,8 @@ same parameter names on both.
 import torch
 
 from fastvae import ops
-from fastvae.nn import VocabProjection, make_lstm, run_lstm
+from fastvae.nn import VocabProjection
+from fastvae.nn.rnn import last_hidden, lstm_outputs, make_lstm
 
 
 class UtteranceEncoder(torch.nn.Module):
@@ -21,9 +22,7 @@ class UtteranceEncoder(torch.nn.Module):
         self.output_size = hidden_size * self.directions
 
     def forward(self, embedded, lengths):
-        _, (h_n, _) = run_lstm(self.lstm, embedded, lengths)
-        last = h_n[-self.directions :]  # [D, B, H]: the top layer, both directions
-        return last.transpose(0, 1).reshape(embedded.shape[0], self.output_size)
+        return last_hidden(self.lstm, embedded, lengths)
 
 
 class GaussianNet(torch.nn.Module):
@@ -76,7 +75,9 @@ class ConditionalDecoder(torch.nn.Module):
 
         reduction: "sum" (a scalar over all tokens) or "none" (per sentence, ``[B]``).
         """
-        y, _ = run_lstm(self.lstm, embedded_inputs, lengths, self.initial_state(cond))
+        # past each length y is whatever the backend leaves there (fused: 0; reference: the LSTM
+        # run over the padding, unpacked): the loss ignores those positions
+        y = lstm_outputs(self.lstm, embedded_inputs, lengths, self.initial_state(cond))
         B, T = targets.shape
         valid = torch.arange(T, device=targets.device).unsqueeze(0) < lengths.to(targets.device).unsqueeze(1)
         flat_targets = targets.masked_fill(~valid, -100).reshape(-1)

@@ -1,14 +1,26 @@
 """Running an LSTM over a padded, batch-first batch on either backend.
 
 ``backend="fused"`` uses :class:`fastvae.nn.LSTM` (lengths handled inside the
-fused op); ``backend="reference"`` uses ``torch.nn.LSTM`` on a
-``PackedSequence`` -- the plain-PyTorch twin with the same parameters.
+fused op); ``backend="reference"`` uses ``torch.nn.LSTM`` -- the plain-PyTorch
+twin with the same parameters -- the way a careful user runs it on a CPU:
+``nn.LSTM`` reaches oneDNN only with a plain (unpacked) tensor, a
+``PackedSequence`` goes to ATen's per-step loop. So the reference backend
+packs only where the padding would change a result it returns:
+
+* :func:`lstm_outputs` (a decoder whose loss masks the padding) and
+  :func:`last_hidden` of a unidirectional LSTM (a gather at each sequence's
+  last real step) run the padded batch unpacked: a unidirectional LSTM's
+  output at step t depends on the steps up to t only.
+* a bidirectional LSTM packs (its backward direction must start at each
+  sequence's own last step), and so does :func:`run_lstm` for batches of
+  unequal lengths (it returns every layer's ``h_n, c_n`` at the last real step).
 """
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from fastvae.nn.lstm import LSTM
+from fastvae.ops import _checks
 
 BACKENDS = ("fused", "reference")
 
@@ -33,14 +45,66 @@ def make_lstm(backend, input_size, hidden_size, num_layers=1, bidirectional=Fals
 
 
 def run_lstm(lstm, x, lengths=None, hx=None):
-    """``x [B, T, E]`` with ``lengths [B]`` (CPU int64, 1..T) -> ``(y [B, T, D*H], (h_n, c_n))``.
+    """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> ``(y [B, T, D*H], (h_n, c_n))``.
 
-    ``y`` is zero past each length and ``h_n, c_n`` hold each sequence's last
-    real step, for both backends.
+    ``y`` is zero past each length and ``h_n, c_n`` (every layer) hold each
+    sequence's last real step, for both backends. The reference backend packs
+    the batch unless every sequence is ``T`` long.
     """
-    if isinstance(lstm, LSTM) or lengths is None:
-        return lstm(x, hx, lengths=lengths) if isinstance(lstm, LSTM) else lstm(x, hx)
-    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    if isinstance(lstm, LSTM):
+        return lstm(x, hx, lengths=lengths)
+    if lengths is None:
+        return lstm(x, hx)
+    lengths = _checks.lengths(lengths, x.shape[0], x.shape[1])
+    if _all_full(lengths, x.shape[1]):
+        return lstm(x, hx)
+    return _run_packed(lstm, x, lengths, hx)
+
+
+def lstm_outputs(lstm, x, lengths=None, hx=None):
+    """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> the top layer's outputs ``y [B, T, D*H]``.
+
+    Each sequence's outputs up to its length are those of :func:`run_lstm`.
+    Past it they are for a masked loss to ignore: zero on the fused backend;
+    on the reference backend (unidirectional) the LSTM's run over the padding,
+    which costs less there than packing (see the module's docstring).
+    """
+    if isinstance(lstm, LSTM):
+        return lstm(x, hx, lengths=lengths)[0]
+    if lengths is None or not lstm.bidirectional:
+        if lengths is not None:
+            _checks.lengths(lengths, x.shape[0], x.shape[1])
+        return lstm(x, hx)[0]
+    return run_lstm(lstm, x, lengths, hx)[0]
+
+
+def last_hidden(lstm, x, lengths=None):
+    """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> ``[B, D*H]``: the top layer's hidden
+    state after each sequence's last real step (both directions side by side, forward first).
+
+    The same numbers as the top layer of :func:`run_lstm`'s ``h_n``; a
+    unidirectional reference LSTM runs unpacked and gathers its output at
+    step ``length - 1``.
+    """
+    B = x.shape[0]
+    if isinstance(lstm, LSTM) or lstm.bidirectional:
+        _, (h_n, _) = run_lstm(lstm, x, lengths)
+        directions = 2 if lstm.bidirectional else 1
+        return h_n[-directions:].transpose(0, 1).reshape(B, directions * lstm.hidden_size)
+    y, _ = lstm(x)
+    if lengths is None:
+        return y[:, -1]
+    last = _checks.lengths(lengths, B, x.shape[1]) - 1
+    return y[torch.arange(B, device=y.device), last.to(y.device)]
+
+
+def _all_full(lengths, steps):
+    """Every sequence fills the batch (not asked while torch.compile traces: a data-dependent branch)."""
+    return not torch.compiler.is_compiling() and bool((lengths == steps).all())
+
+
+def _run_packed(lstm, x, lengths, hx):
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     out, state = lstm(packed, hx)
     y, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return y, state
