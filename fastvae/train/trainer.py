@@ -233,11 +233,11 @@ class Trainer:
         cfg = self.config
         if isinstance(model, SLCVAE):
             self.optimizers = {
-                "cvae": torch.optim.Adam(model.cvae_parameters(), lr=self._learning_rate("cvae")),
-                "label": torch.optim.Adam(model.labeling_parameters(), lr=self._learning_rate("label")),
+                "cvae": adam(model.cvae_parameters(), lr=self._learning_rate("cvae")),
+                "label": adam(model.labeling_parameters(), lr=self._learning_rate("label")),
             }
         else:
-            self.optimizers = {"model": torch.optim.Adam(model.parameters(), lr=self._learning_rate("model"))}
+            self.optimizers = {"model": adam(model.parameters(), lr=self._learning_rate("model"))}
         self.schedule = schedule_from_dict(cfg.kl_schedule)
         self.step = 0
         self.epoch = 0
@@ -688,3 +688,24 @@ def _print(message):
         tqdm.write(message)
     except ImportError:
         print(message, flush=True)
+
+
+def adam(params, lr):
+    """``torch.optim.Adam`` with torch's fused kernel (``fused=True``) where torch has one for every
+    parameter's device and dtype (floating point on the CPU, CUDA, ...): one kernel per step instead
+    of a loop of small ops per parameter, the same update up to rounding. Elsewhere the default Adam.
+    A checkpoint's optimizer state loads into either, and with it the saved ``fused`` setting: a
+    resumed run keeps the Adam it started with.
+    """
+    params = list(params)
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in _fused_adam_devices() for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None)
+
+
+def _fused_adam_devices():
+    """The device types torch's fused optimizers run on (none if this torch does not say)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:
+        return ()
+    return tuple(_get_fused_kernels_supported_devices())
