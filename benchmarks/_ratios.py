@@ -110,6 +110,26 @@ def cpu_capability():
         return f"unavailable: fastvae._C not loaded, fastvae timings are the reference fallback ({exc})"
 
 
+def isa_of(capability):
+    """The ISA named in a ``cpu_capability()`` string (``"isa=avx2 blas=direct"`` -> ``"avx2"``), else None."""
+    for word in str(capability).split():
+        if word.startswith("isa="):
+            return word[len("isa="):] or None
+    return None
+
+
+# fastvae's ISA names and what ATen's torch.backends.cpu.get_cpu_capability() says on the same x86 level
+ATEN_ISA = {"avx512": "AVX512", "avx2": "AVX2", "generic": "DEFAULT"}
+
+
+def aten_capability():
+    """The vector level ATen's CPU kernels (the baselines' ops) run with, e.g. ``"AVX2"``."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError) as exc:
+        return f"unknown ({exc})"
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -122,12 +142,19 @@ def cpu_model():
 
 
 def machine_info(command):
-    """Where and how the numbers were taken (stored next to them in the JSON)."""
+    """Where and how the numbers were taken (stored next to them in the JSON).
+
+    ``"isa"``: the ISA fastvae's kernels ran with (None without ``fastvae._C``);
+    ``"aten_cpu_capability"``: ATen's, the baselines' (ATEN_CPU_CAPABILITY lowers it).
+    """
+    capability = cpu_capability()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "torch": torch.__version__,
-        "cpu_capability": cpu_capability(),
+        "cpu_capability": capability,
+        "isa": isa_of(capability),
+        "aten_cpu_capability": aten_capability(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),

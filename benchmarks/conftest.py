@@ -5,12 +5,16 @@ medians) and prints the ratio table at the end of the session.
 ``pytest benchmarks/ --benchmark-disable`` is the smoke run: every callable
 runs once and the fused result is checked against the baseline, no timing.
 With ``FASTVAE_BENCH_SAVE=1`` the table is also saved, with the machine it
-was measured on, to ``benchmarks/results/<device>.json`` (``cpu.json``: every
-benchmark builds its tensors on torch's default device, the CPU). Saving merges:
-a row (key: case, shape, baseline) measured in this session replaces the saved
-row with the same key, the other saved rows stay, so a subset
-(``-k "latent and B64"``) updates only its rows. Each row carries the date it
-was measured (``"measured"``); ``"machine"`` describes the latest session.
+was measured on, to ``benchmarks/results/<device>-<isa>.json``: one file per
+CPU class, named after the ISA fastvae's kernels ran with (``cpu-avx2.json``,
+``cpu-avx512.json``; every benchmark builds its tensors on torch's default
+device, the CPU). A session whose baselines ran another ISA than fastvae (ATen
+at AVX-512 while ``FASTVAE_CPU_ISA=avx2``, say) or without ``fastvae._C`` is
+not saved. Saving merges: a row (key: case, shape, baseline) measured in this
+session replaces the saved row with the same key, the other saved rows stay,
+so a subset (``-k "latent and B64"``) updates only its rows. Each row carries
+the date it was measured (``"measured"``), the ISA that ran (``"isa"``) and the
+CPU model (``"cpu"``); ``"machine"`` describes the latest session.
 
 Benchmarks that measure something other than time (peak memory, ...) add rows
 to their own tables with the ``extra_table`` fixture; those tables are printed
@@ -26,13 +30,12 @@ import torch
 
 from fastvae.evaluate import write_report
 
-from _ratios import interleaved_medians, machine_info, table_lines, text_table
+from _ratios import ATEN_ISA, interleaved_medians, isa_of, machine_info, table_lines, text_table
 
 # Where the benchmarks run: none moves a tensor to another device, so everything runs on torch's default
-# device, the CPU; a benchmark that ran elsewhere would save to its own file (results/<device>.json).
+# device, the CPU; a benchmark that ran elsewhere would save to its own files (results/<device>-<isa>.json).
 DEVICE = "cpu"
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-RESULTS_PATH = os.path.join(RESULTS_DIR, f"{DEVICE}.json")
 # fp32; atol scales with the output's largest entry: weight gradients are sums
 # over B*T terms, their absolute rounding error grows with that magnitude.
 RTOL, ATOL = 1e-4, 1e-5
@@ -69,7 +72,7 @@ def _assert_same(fast_out, base_out, what):
 
 @pytest.fixture
 def ratio_bench(request, benchmark):
-    """``run(case, shape, baseline, fast, base, target=None, check=None)``: check, time, record.
+    """``run(case, shape, baseline, fast, base, target=None, check=None)``: check, time, record; returns the row.
 
     ``fast`` and ``base`` are callables without arguments that return a tuple
     of tensors (the outputs, and gradients where there is a backward). Both run
@@ -77,7 +80,9 @@ def ratio_bench(request, benchmark):
     equal, ``check(fast_out, base_out, what)`` raises when they disagree); then,
     unless benchmarks are disabled, both
     are timed interleaved and the medians go to the session's ratio table, and
-    ``fast`` is handed to pytest-benchmark for its own report.
+    ``fast`` is handed to pytest-benchmark for its own report. The row (a dict
+    with ``baseline_ms``, ``fastvae_ms``, ``speedup``, ...) is returned; None
+    when timing is disabled.
     """
     config = request.config
 
@@ -88,7 +93,7 @@ def ratio_bench(request, benchmark):
         benchmark.group = f"fastvae only: {case} {shape}"
         if not _timing_enabled(config, benchmark):
             benchmark(fast)  # runs once when disabled
-            return
+            return None
         medians = interleaved_medians({"fastvae": fast, "baseline": base})
         row = {
             "case": case,
@@ -102,6 +107,7 @@ def ratio_bench(request, benchmark):
         config.stash[_rows_key].append(row)
         benchmark.extra_info.update(row)
         benchmark.pedantic(fast, rounds=PEDANTIC_ROUNDS, warmup_rounds=1, iterations=1)
+        return row
 
     return run
 
@@ -152,8 +158,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if rows:
         terminalreporter.write_sep("=", "fastvae speed-ups (medians of interleaved runs)")
         terminalreporter.write_line(
-            f"torch {info['torch']}, {info['torch_num_threads']} thread(s), {info['cpu_capability']}, "
-            f"{info['cpu']}; {info['rounds']} rounds per candidate"
+            f"torch {info['torch']}, {info['torch_num_threads']} thread(s), {info['cpu_capability']} "
+            f"(ATen {info['aten_cpu_capability']}), {info['cpu']}; {info['rounds']} rounds per candidate"
         )
         for line in table_lines(rows):
             terminalreporter.write_line(line)
@@ -163,13 +169,42 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             terminalreporter.write_line(line)
     if os.environ.get("FASTVAE_BENCH_SAVE") == "1":
         try:
-            record = save_results(RESULTS_PATH, info, rows, tables)
+            path = results_path_of(info)
+            record = save_results(path, info, rows, tables)
         except ValueError as exc:
             terminalreporter.write_line(f"not saved: {exc}", red=True)
             return
         total = len(record["rows"]) + sum(len(t) for t in record.get("tables", {}).values())
         now = len(rows) + sum(len(t) for t in tables.values())
-        terminalreporter.write_line(f"saved to {RESULTS_PATH}: {now} row(s) measured now, merged into {total}")
+        terminalreporter.write_line(f"saved to {path}: {now} row(s) measured now, merged into {total}")
+
+
+def results_path(isa):
+    """``results/<device>-<isa>.json``: the saved rows of one CPU class (``cpu-avx2.json``, ``cpu-avx512.json``)."""
+    return os.path.join(RESULTS_DIR, f"{DEVICE}-{isa}.json")
+
+
+def results_path_of(info):
+    """The file a session's rows go to (``info``: :func:`_ratios.machine_info`), or a ValueError saying why none.
+
+    No file when fastvae's kernels did not run (no ISA to file the rows under), or when the baselines'
+    ATen ran another ISA than fastvae's kernels (their ratio belongs to no single CPU class).
+    """
+    isa = info.get("isa")
+    if not isa:
+        raise ValueError(f"no ISA to file the rows under ({info.get('cpu_capability')})")
+    aten = info.get("aten_cpu_capability")
+    if aten in ATEN_ISA.values() and aten != ATEN_ISA.get(isa):
+        raise ValueError(
+            f"fastvae's kernels ran with isa={isa} but ATen's (the baselines') with {aten}; set the same level "
+            "for both (FASTVAE_CPU_ISA, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS)"
+        )
+    return results_path(isa)
+
+
+def _record_isa(machine):
+    """The ISA of a saved record's machine (records before ``"isa"`` was stored: from its cpu_capability)."""
+    return machine.get("isa") or isa_of(machine.get("cpu_capability"))
 
 
 def _row_key(row):
@@ -199,19 +234,22 @@ def merge_results(old, info, rows, tables=None):
 
     ``info``: the session's machine (:func:`_ratios.machine_info`), which becomes ``"machine"``, with the
     device. ``rows``: the ratio table's new rows; ``tables``: ``title -> rows`` of the extra tables. New rows
-    get ``"measured"`` (the session's date) and replace the saved rows of the same (case, shape, baseline);
-    the saved rows the session did not measure are kept, each with the date it was measured (rows saved
-    before dates were recorded get the date of the record they came from).
+    get ``"measured"`` (the session's date), ``"isa"`` and ``"cpu"`` (the session's) and replace the saved
+    rows of the same (case, shape, baseline); the saved rows the session did not measure are kept, each with
+    the date, ISA and CPU it was measured with (rows saved before those were recorded get the ones of the
+    record they came from).
     """
     old = old or {}
-    old_date = (old.get("machine") or {}).get("date")
-    dated = lambda rs, date: [r if "measured" in r else {**r, "measured": date} for r in rs]  # noqa: E731
-    stamp = lambda rs: [{**r, "measured": info.get("date")} for r in rs]  # noqa: E731
+    old_machine = old.get("machine") or {}
+    old_tags = {"measured": old_machine.get("date"), "isa": _record_isa(old_machine), "cpu": old_machine.get("cpu")}
+    dated = lambda rs: [{**r, **{k: v for k, v in old_tags.items() if k not in r}} for r in rs]  # noqa: E731
+    new_tags = {"measured": info.get("date"), "isa": info.get("isa"), "cpu": info.get("cpu")}
+    stamp = lambda rs: [{**r, **new_tags} for r in rs]  # noqa: E731
     record = {
         "machine": {**info, "device": DEVICE},
-        "rows": _merge_rows(dated(old.get("rows", []), old_date), stamp(rows)),
+        "rows": _merge_rows(dated(old.get("rows", [])), stamp(rows)),
     }
-    merged_tables = {title: dated(t, old_date) for title, t in (old.get("tables") or {}).items()}
+    merged_tables = {title: dated(t) for title, t in (old.get("tables") or {}).items()}
     for title, t in (tables or {}).items():
         merged_tables[title] = _merge_rows(merged_tables.get(title, []), stamp(t))
     if merged_tables:
@@ -222,7 +260,8 @@ def merge_results(old, info, rows, tables=None):
 def save_results(path, info, rows, tables=None):
     """Merge this session's rows into the record at ``path`` (see :func:`merge_results`) and write it atomically.
 
-    Returns the record written. A file there that is not such a record raises a ValueError (it is left as is).
+    Returns the record written. A file there that is not such a record, or one of another ISA than the
+    session's, raises a ValueError (it is left as is).
     """
     old = None
     if os.path.exists(path):
@@ -232,6 +271,7 @@ def save_results(path, info, rows, tables=None):
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot merge into {path}: {exc}; move it away to start a new file") from None
         ok = (isinstance(old, dict) and isinstance(old.get("rows", []), list)
+              and isinstance(old.get("machine", {}), dict)
               and isinstance(old.get("tables", {}), dict)
               and all(isinstance(r, dict) for r in old.get("rows", []))
               and all(isinstance(t, list) and all(isinstance(r, dict) for r in t)
@@ -239,6 +279,10 @@ def save_results(path, info, rows, tables=None):
         if not ok:
             raise ValueError(f"cannot merge into {path}: not a benchmark results record; "
                              "move it away to start a new file")
+        saved_isa = _record_isa(old.get("machine") or {})
+        if saved_isa and saved_isa != info.get("isa"):
+            raise ValueError(f"cannot merge into {path}: it holds rows measured with isa={saved_isa}, "
+                             f"this session ran isa={info.get('isa')}")
     record = merge_results(old, info, rows, tables)
     write_report(path, record)  # atomic, folder created
     return record

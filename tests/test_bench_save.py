@@ -1,4 +1,5 @@
-"""``FASTVAE_BENCH_SAVE=1``: a benchmark session merges its rows into the saved results, it does not replace them.
+"""``FASTVAE_BENCH_SAVE=1``: a benchmark session merges its rows into the saved results of its ISA, it does not
+replace them.
 
 Pure Python, no timing: the save helper of ``benchmarks/conftest.py`` on a file in tmp_path.
 """
@@ -28,8 +29,10 @@ def ratio_row(case, shape, baseline, speedup):
             "speedup": speedup, "target": 3.0}
 
 
-def machine(date, command):
-    return {"date": date, "command": command, "torch": "2.13.0+cpu", "rounds": 21}
+def machine(date, command, isa="avx512", cpu="AMD EPYC 9R14", aten=None):
+    return {"date": date, "command": command, "torch": "2.13.0+cpu", "cpu_capability": f"isa={isa} blas=direct",
+            "isa": isa, "aten_cpu_capability": aten or {"avx512": "AVX512", "avx2": "AVX2"}.get(isa, "DEFAULT"),
+            "cpu": cpu, "rounds": 21}
 
 
 OLD_DATE, NEW_DATE = "2026-11-22T14:02:11+00:00", "2026-12-01T09:00:00+00:00"
@@ -37,15 +40,18 @@ MEMORY = "peak memory growth of one call (fresh process per candidate, MB)"
 
 
 def saved_record():
+    """A record as saved before rows carried their date, ISA and CPU (the machine block: no ``"isa"`` either)."""
     rows = [ratio_row("latent", shape, base, 5.0) for shape in ("B64 Z8", "B512 Z64") for base in ("*_ref", "idiom")]
     rows.append(ratio_row("lstm", "B64", "nn.LSTM", 2.0))
     memory = [{"case": "linear CE", "shape": "N1280", "baseline": "F.cross_entropy", "fastvae MB": "26.3"}]
-    return {"machine": machine(OLD_DATE, "FASTVAE_BENCH_SAVE=1 python -m pytest benchmarks -q"), "rows": rows,
-            "tables": {MEMORY: memory}}
+    old_machine = machine(OLD_DATE, "FASTVAE_BENCH_SAVE=1 python -m pytest benchmarks -q", cpu="AMD EPYC")
+    for key in ("isa", "aten_cpu_capability"):
+        del old_machine[key]
+    return {"machine": old_machine, "rows": rows, "tables": {MEMORY: memory}}
 
 
 def test_a_subset_run_replaces_its_rows_and_keeps_the_others(bench, tmp_path):
-    path = tmp_path / "cpu.json"
+    path = tmp_path / "cpu-avx512.json"
     old = saved_record()
     path.write_text(json.dumps(old, indent=2) + "\n", encoding="utf-8")
     new_rows = [ratio_row("latent", "B64 Z8", "*_ref", 7.0), ratio_row("latent", "B64 Z8", "idiom", 2.0)]
@@ -56,46 +62,96 @@ def test_a_subset_run_replaces_its_rows_and_keeps_the_others(bench, tmp_path):
     assert set(saved) == {"machine", "rows", "tables"}
     # the machine block describes the latest session (and the device)
     assert saved["machine"]["date"] == NEW_DATE and "latent and B64" in saved["machine"]["command"]
-    assert saved["machine"]["device"] == "cpu"
-    # every row is still there, in the old order; the re-measured ones replaced, dated with the new session
+    assert saved["machine"]["device"] == "cpu" and saved["machine"]["isa"] == "avx512"
+    # every row is still there, in the old order; the re-measured ones replaced, dated and tagged with the new session
     key = lambda r: (r["case"], r["shape"], r["baseline"])  # noqa: E731
     assert [key(r) for r in saved["rows"]] == [key(r) for r in old["rows"]]
     by_key = {key(r): r for r in saved["rows"]}
     assert by_key["latent", "B64 Z8", "*_ref"]["speedup"] == 7.0
     assert by_key["latent", "B64 Z8", "idiom"]["speedup"] == 2.0
-    assert {r["measured"] for r in saved["rows"][:2]} == {NEW_DATE}
-    for r in saved["rows"][2:]:  # not re-measured: the old numbers, with the old record's date
-        assert r["measured"] == OLD_DATE and r["speedup"] == next(o for o in old["rows"] if key(o) == key(r))["speedup"]
+    for r in saved["rows"][:2]:
+        assert (r["measured"], r["isa"], r["cpu"]) == (NEW_DATE, "avx512", "AMD EPYC 9R14")
+    for r in saved["rows"][2:]:  # not re-measured: the old numbers, with the old record's date, ISA and CPU
+        assert (r["measured"], r["isa"], r["cpu"]) == (OLD_DATE, "avx512", "AMD EPYC")
+        assert r["speedup"] == next(o for o in old["rows"] if key(o) == key(r))["speedup"]
     # the extra tables the session did not touch are kept
-    assert saved["tables"][MEMORY] == [{**old["tables"][MEMORY][0], "measured": OLD_DATE}]
+    assert saved["tables"][MEMORY] == [{**old["tables"][MEMORY][0], "measured": OLD_DATE, "isa": "avx512",
+                                        "cpu": "AMD EPYC"}]
 
 
 def test_new_rows_and_tables_are_added_and_a_missing_file_is_created(bench, tmp_path):
-    path = tmp_path / "results" / "cpu.json"
+    path = tmp_path / "results" / "cpu-avx2.json"
     first = [ratio_row("latent", "B64 Z8", "*_ref", 7.0)]
-    bench.save_results(str(path), machine(OLD_DATE, "a"), first, {})
+    bench.save_results(str(path), machine(OLD_DATE, "a", "avx2", "AMD EPYC 7B12"), first, {})
     memory = {MEMORY: [{"case": "linear CE", "shape": "N1280", "baseline": "F.cross_entropy", "fastvae MB": "20"}]}
-    bench.save_results(str(path), machine(NEW_DATE, "b"), [ratio_row("lstm", "B64", "nn.LSTM", 2.0)], memory)
+    later = machine(NEW_DATE, "b", "avx2", "AMD EPYC 7R32")
+    bench.save_results(str(path), later, [ratio_row("lstm", "B64", "nn.LSTM", 2.0)], memory)
     saved = json.loads(path.read_text(encoding="utf-8"))
-    assert [(r["case"], r["measured"]) for r in saved["rows"]] == [("latent", OLD_DATE), ("lstm", NEW_DATE)]
-    assert saved["tables"][MEMORY][0]["fastvae MB"] == "20" and saved["tables"][MEMORY][0]["measured"] == NEW_DATE
+    assert [(r["case"], r["measured"], r["isa"], r["cpu"]) for r in saved["rows"]] == [
+        ("latent", OLD_DATE, "avx2", "AMD EPYC 7B12"), ("lstm", NEW_DATE, "avx2", "AMD EPYC 7R32")]
+    table_row = saved["tables"][MEMORY][0]
+    assert (table_row["fastvae MB"], table_row["measured"], table_row["isa"], table_row["cpu"]) == (
+        "20", NEW_DATE, "avx2", "AMD EPYC 7R32")
     # a table row re-measured replaces its row of the same key
     memory[MEMORY][0]["fastvae MB"] = "21"
-    bench.save_results(str(path), machine(NEW_DATE, "c"), [], memory)
+    bench.save_results(str(path), machine(NEW_DATE, "c", "avx2"), [], memory)
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert [r["fastvae MB"] for r in saved["tables"][MEMORY]] == ["21"] and len(saved["rows"]) == 2
 
 
 def test_a_file_that_is_not_a_results_record_is_left_alone(bench, tmp_path):
-    path = tmp_path / "cpu.json"
-    for text in ("{not json", '["rows"]', '{"rows": {"a": 1}}'):
+    path = tmp_path / "cpu-avx512.json"
+    for text in ("{not json", '["rows"]', '{"rows": {"a": 1}}', '{"machine": [1], "rows": []}'):
         path.write_text(text, encoding="utf-8")
         with pytest.raises(ValueError, match="cannot merge"):
             bench.save_results(str(path), machine(NEW_DATE, "x"), [ratio_row("a", "b", "c", 1.0)], {})
         assert path.read_text(encoding="utf-8") == text
-    assert os.listdir(tmp_path) == ["cpu.json"]
+    assert os.listdir(tmp_path) == ["cpu-avx512.json"]
 
 
-def test_the_results_file_is_named_after_the_device(bench):
-    assert os.path.basename(bench.RESULTS_PATH) == f"{bench.DEVICE}.json"
-    assert os.path.dirname(bench.RESULTS_PATH) == os.path.join(BENCHMARKS, "results")
+def test_rows_of_another_isa_are_not_merged_into_a_file(bench, tmp_path):
+    path = tmp_path / "cpu-avx512.json"
+    path.write_text(json.dumps(saved_record()), encoding="utf-8")  # its ISA: from the old machine's cpu_capability
+    text = path.read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="isa=avx512.*isa=avx2"):
+        bench.save_results(str(path), machine(NEW_DATE, "x", "avx2"), [ratio_row("a", "b", "c", 1.0)], {})
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_each_isa_has_its_own_results_file(bench):
+    for isa in ("avx2", "avx512", "generic"):
+        path = bench.results_path_of(machine(NEW_DATE, "x", isa))
+        assert path == bench.results_path(isa) == os.path.join(BENCHMARKS, "results", f"{bench.DEVICE}-{isa}.json")
+    assert bench.DEVICE == "cpu"
+
+
+def test_sessions_without_one_isa_are_not_saved(bench):
+    no_extension = {**machine(NEW_DATE, "x"), "isa": None,
+                    "cpu_capability": "unavailable: fastvae._C not loaded, fastvae timings are the reference fallback"}
+    with pytest.raises(ValueError, match="no ISA.*fastvae._C not loaded"):
+        bench.results_path_of(no_extension)
+    # fastvae's kernels at AVX2, ATen's (the baselines) still at AVX-512: the ratio is of no CPU class
+    with pytest.raises(ValueError, match="isa=avx2 but ATen.*AVX512.*ATEN_CPU_CAPABILITY"):
+        bench.results_path_of(machine(NEW_DATE, "x", "avx2", aten="AVX512"))
+    # an ATen level fastvae has no name for (another architecture) is no mismatch
+    assert bench.results_path_of(machine(NEW_DATE, "x", "generic", aten="SVE256")).endswith("cpu-generic.json")
+
+
+def test_the_isa_is_read_from_cpu_capability(bench):
+    assert bench.isa_of("isa=avx2 blas=direct") == "avx2"
+    assert bench.isa_of("blas=aten isa=generic") == "generic"
+    assert bench.isa_of("unavailable: fastvae._C not loaded (isa unknown)") is None
+    assert bench.isa_of(None) is None
+
+
+def test_the_committed_results_are_one_file_per_isa():
+    results = os.path.join(BENCHMARKS, "results")
+    files = [f for f in os.listdir(results) if f.startswith("cpu")]
+    assert files and "cpu.json" not in files
+    for name in files:
+        with open(os.path.join(results, name), encoding="utf-8") as f:
+            record = json.load(f)
+        isa = name.removeprefix("cpu-").removesuffix(".json")
+        assert record["machine"]["isa"] == isa, name
+        for row in record["rows"] + [r for t in record.get("tables", {}).values() for r in t]:
+            assert row["isa"] == isa and row["cpu"] and row["measured"], (name, row)
