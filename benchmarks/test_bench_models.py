@@ -18,9 +18,6 @@ input checks, the generator-seeded noise and ``.backward()`` split it into
 several graphs, so what is compiled is what a careful user compiles -- the
 models' losses (``model.compile()``, and SLCVAE's ``labeling_loss``), with
 backward through the compiled graphs and the fused Adam step left outside.
-One function stays eager: the Philox noise's uint32 -> float step
-(``fastvae.ops._philox._uniform``), whose int64 ``torch.where`` inductor's
-AVX2 code (torch 2.13) gets wrong -- NaN losses.
 The compile time is not in the ratio: the first steps, compiling from an
 empty inductor cache (what a user's first run pays; torch 2.13's cache also
 hands AVX-512 code to an AVX2 build when ATEN_CPU_CAPABILITY changes between
@@ -38,7 +35,6 @@ import torch
 from torch._inductor.utils import fresh_cache
 
 from fastvae import SLCVAE, Batch, SentenceVAE
-from fastvae.ops import _philox
 
 V = 10_000
 REFERENCE, COMPILED = "reference backend", "reference backend, torch.compile"
@@ -111,19 +107,18 @@ def sentence_vae_stepper(batch):
     return stepper
 
 
-def compile_losses(model, monkeypatch):
+def compile_losses(model):
     """What a careful user compiles of a model's training step: its losses (forward, SLCVAE's labeling loss)."""
-    monkeypatch.setattr(_philox, "_uniform", torch.compiler.disable(_philox._uniform))  # see the docstring
     model.compile()
     if isinstance(model, SLCVAE):
         model.labeling_loss = torch.compile(model.labeling_loss)
 
 
-def compiled_reference(model, stepper, monkeypatch):
+def compiled_reference(model, stepper):
     """``(step, first_s)``: ``model`` compiled (from an empty inductor cache) and warmed up, then put back at
     its start; ``first_s``: the first step's seconds, compiling included."""
     start = copy.deepcopy(model.state_dict())
-    compile_losses(model, monkeypatch)
+    compile_losses(model)
     with fresh_cache():
         step = stepper(model)
         t0 = time.perf_counter()
@@ -134,11 +129,11 @@ def compiled_reference(model, stepper, monkeypatch):
     return stepper(model), first_s  # fresh optimizers and seeds: the same start as the fused candidate
 
 
-def train_step_bench(ratio_bench, extra_table, monkeypatch, baseline, cls, stepper, case, shape, target, **kw):
+def train_step_bench(ratio_bench, extra_table, baseline, cls, stepper, case, shape, target, **kw):
     fused, ref = twins(cls, **kw)
     first_s = None
     if baseline == COMPILED:
-        ref_step, first_s = compiled_reference(ref, stepper, monkeypatch)
+        ref_step, first_s = compiled_reference(ref, stepper)
     else:
         ref_step = stepper(ref)
     row = ratio_bench(case, shape, baseline, stepper(fused), ref_step, target=target)
@@ -158,9 +153,9 @@ def train_step_bench(ratio_bench, extra_table, monkeypatch, baseline, cls, stepp
 
 
 @pytest.mark.parametrize("baseline", [REFERENCE, COMPILED])
-def test_slcvae_training_step(ratio_bench, extra_table, monkeypatch, baseline):
+def test_slcvae_training_step(ratio_bench, extra_table, baseline):
     train_step_bench(
-        ratio_bench, extra_table, monkeypatch, baseline, SLCVAE,
+        ratio_bench, extra_table, baseline, SLCVAE,
         slcvae_stepper(random_batch(64, 20, seed=1, conditional=True)),
         "SLCVAE train step (both phases)", "DailyDialog V10k E=H32 Z8 L2 B64 T20", 3.0,
         embed_dim=32, hidden_size=32, latent_size=8, num_layers=2,
@@ -168,9 +163,9 @@ def test_slcvae_training_step(ratio_bench, extra_table, monkeypatch, baseline):
 
 
 @pytest.mark.parametrize("baseline", [REFERENCE, COMPILED])
-def test_sentence_vae_training_step(ratio_bench, extra_table, monkeypatch, baseline):
+def test_sentence_vae_training_step(ratio_bench, extra_table, baseline):
     train_step_bench(
-        ratio_bench, extra_table, monkeypatch, baseline, SentenceVAE,
+        ratio_bench, extra_table, baseline, SentenceVAE,
         sentence_vae_stepper(random_batch(32, 40, seed=2, conditional=False)),
         "SentenceVAE train step", "PTB V10k E300 H256 Z16 B32 T40", 1.5,
         embed_dim=300, hidden_size=256, latent_size=16,

@@ -47,8 +47,12 @@ def _mulhilo(const, x):
 
 
 def _uniform(x):
-    """Triton's uint_to_uniform_float: the word as int32, negatives folded (~x), times 2**-31."""
-    folded = torch.where(x >= 2**31, _M32 - x, x)
+    """Triton's uint_to_uniform_float: the word as int32, negatives folded (~x), times 2**-31.
+
+    The fold is an XOR with all ones where the top bit is set (no torch.where on int64: torch 2.13's
+    inductor AVX2 code picks the wrong branch of that one, so a compiled reference got NaN noise).
+    """
+    folded = x ^ ((x >> 31) * _M32)
     return folded.to(torch.float32) * 4.6566127342e-10
 
 
