@@ -1,6 +1,7 @@
 """fastvae.train: the Trainer, KL-weight schedules and atomic, exactly-resumable checkpoints."""
 
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
+from fastvae.train.seeding import seed_everything
 from fastvae.train.schedules import (
     ConstantSchedule,
     CyclicalSchedule,
@@ -25,4 +26,5 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "usable_device",
+    "seed_everything",
 ]

@@ -185,11 +185,14 @@ class Trainer:
     SLCVAE runs its two phases (CVAE phase on ``cvae_parameters``, labeling
     phase on ``labeling_parameters``, one Adam each); the others one Adam
     step on all parameters. Randomness (reparameterization noise, word
-    dropout) comes from the global torch RNG, seeded with ``seed + rank``;
-    the data order from a generator seeded with ``(seed, epoch)``;
-    validation from its own fixed generator. Together with the RNG states in
-    the checkpoint this makes a resumed run continue exactly as an
-    uninterrupted one.
+    dropout) comes from the global torch RNG, seeded with ``seed + rank``
+    when ``fit`` starts; the data order from a generator seeded with
+    ``(seed, epoch)``; validation from its own fixed generator. Together with
+    the RNG states in the checkpoint this makes a resumed run continue
+    exactly as an uninterrupted one. The initial weights are the model's, drawn
+    when it was built: call ``fastvae.train.seed_everything(seed)`` before
+    building it, and the same seed gives the same numbers step by step (on
+    one machine, with one thread count).
     """
 
     def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None):
