@@ -101,9 +101,9 @@ HELP = {
     ("evaluate",): ["run_dir", "--split", "--samples", "--iw-samples", "--strategy", "--output", "--write-samples",
                     "--by-overlap"],
     ("plot",): ["run_dir", "--max-points"],
-    ("generate",): ["run_dir", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
-    ("sample",): ["run_dir", "--num", "--strategy", "--temperature"],
-    ("interpolate",): ["run_dir", "sentence_a", "sentence_b", "--steps", "--max-length"],
+    ("generate",): ["MODEL", "model", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
+    ("sample",): ["MODEL", "--num", "--strategy", "--temperature"],
+    ("interpolate",): ["MODEL", "sentence_a", "sentence_b", "--steps", "--max-length"],
     ("demo",): ["--run-dir", "--minutes", "--verses", "--show", "--samples", "--eval-inputs", "--temperature",
                 "--greedy"],
 }

@@ -81,8 +81,8 @@ def run(args):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     runs.set_threads(args.threads)
     start = time.monotonic()
-    for name in MODELS:
-        runs.check_new_run_dir(os.path.join(args.run_dir, name))
+    for name in MODELS:  # demo has no --resume: the advice is a new folder
+        runs.check_new_run_dir(os.path.join(args.run_dir, name), resumable=False)
     models = {}
     for name in MODELS:
         run_dir = os.path.join(args.run_dir, name)

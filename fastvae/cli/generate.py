@@ -30,7 +30,8 @@ def add_parsers(sub):
         description="Read one input per line from --input (a file, or - for stdin), tokenize it like the training "
         "data and print --samples outputs for each (z drawn from the prior each time).",
     )
-    p.add_argument("run_dir", help="a run directory written by fastvae train")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory written by fastvae train, or a model folder "
+                   "(RUN_DIR/model, or a copy of it)")
     p.add_argument("--input", default="-", help="file with one input per line, or - for stdin (default)")
     p.add_argument("--samples", type=int, default=5, help="outputs per input (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per input instead of text")
@@ -38,7 +39,7 @@ def add_parsers(sub):
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("sample", help="sentences from a Sentence-VAE's prior", description="Decode -n sentences from z ~ N(0, I).")
-    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory of a sentence-vae, or its model folder")
     p.add_argument("-n", "--num", type=int, default=10, help="how many sentences (default 10)")
     _decoding_options(p, "greedy")
     p.set_defaults(func=run_sample)
@@ -48,7 +49,7 @@ def add_parsers(sub):
         help="decode points between two sentences in a Sentence-VAE's latent space",
         description="Greedy decodes of (1 - t) mu_a + t mu_b for --steps values of t in [0, 1].",
     )
-    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory of a sentence-vae, or its model folder")
     p.add_argument("sentence_a")
     p.add_argument("sentence_b")
     p.add_argument("--steps", type=int, default=5, help="points on the line, ends included (default 5)")
@@ -115,8 +116,8 @@ def run_generate(args):
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     kwargs = _decode_kwargs(args)
     runs.set_threads(args.threads)
-    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
-    tokenize = runs.tokenizer(run)
+    model, vocab = runs.load_model(args.run_dir, device=args.device)
+    tokenize = vocab.tokenize
     if isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a sentence-vae: use fastvae sample / interpolate")
     g = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -142,10 +143,10 @@ def run_generate(args):
 
 def _sentence_vae(args):
     runs.set_threads(args.threads)
-    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    model, vocab = runs.load_model(args.run_dir, device=args.device)
     if not isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a {type(model).__name__}; sample/interpolate need a sentence-vae")
-    return model, vocab, runs.tokenizer(run)
+    return model, vocab, vocab.tokenize
 
 
 def run_sample(args):

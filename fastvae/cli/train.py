@@ -201,7 +201,8 @@ def prepare(args, seed):
         raise ValueError(f"--max-length must be >= 2, got {args.max_length}")
     train_examples = runs.corpus_examples(spec, "train", args.model)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
-    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab)
+    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab,
+                        tokenizer="whitespace" if name == "ptb" else "fastvae")
     cls = runs.MODELS[args.model]
     ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
     kwargs = _model_kwargs(args, cls)
@@ -247,10 +248,10 @@ def run(args):
     if args.resume:
         _check_resume_args(args)
         saved = runs.read_run(run_dir)
-        config = _train_config(args, saved["train"])
+        config = _train_config(args, runs.saved_train_config(saved, run_dir))
         model_name = saved["model"]
         spec = runs.corpus_spec(saved)
-        vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
+        vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE), tokenizer=runs.tokenizer_name(saved))
         from fastvae.train.checkpoint import load_checkpoint
 
         model = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_NAME), restore_rng=False)["model"]
@@ -265,7 +266,8 @@ def run(args):
     max_length = run_info.get("max_length")
     train_data = runs.dataset(spec, "train", model_name, vocab, max_length)
     valid_data = runs.dataset(spec, "valid", model_name, vocab, max_length)
-    trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir)
+    trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir,
+                      data_description=runs.data_description(spec, max_length))
     if trainer.dist.is_main:
         os.makedirs(run_dir, exist_ok=True)
         write_report(os.path.join(run_dir, runs.RUN_FILE), run_info)
