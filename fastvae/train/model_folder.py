@@ -28,6 +28,7 @@ from fastvae._files import atomic_write
 from fastvae._version import __version__
 from fastvae.data.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME, Vocab
 from fastvae.models.base import CONFIG_NAME, WEIGHTS_NAME, model_classes, read_config
+from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
 
 CARD_NAME = "README.md"
 LEGACY_VOCAB = os.path.join(os.pardir, VOCAB_NAME)  # fastvae 0.1.0: the run directory's vocab.json
@@ -117,9 +118,13 @@ def _number(value):
     return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+def _cell(text):
+    return str(text).replace("|", "\\|").replace("\n", " ")  # a "|" would end the table cell
+
+
 def _table(rows, header=("", "")):
     lines = [f"| {header[0]} | {header[1]} |", "|---|---:|"]
-    lines += [f"| {key} | {_number(value)} |" for key, value in rows.items()]
+    lines += [f"| {_cell(key)} | {_cell(_number(value))} |" for key, value in rows.items()]
     return "\n".join(lines)
 
 
@@ -146,7 +151,7 @@ def model_card(model, vocab, trained_on, metrics, training):
         }.get(name, name) + ", saved by fastvae. This folder is all it needs: "
         f"`{CONFIG_NAME}` (class and sizes), `{WEIGHTS_NAME}`, `{VOCAB_NAME}` and `{TOKENIZER_CONFIG_NAME}` "
         f"(tokenizer: `{vocab.tokenizer}`).",
-        "## Trained on\n\n" + (_table(trained_on, ("", "")) if trained_on else "Not recorded."),
+        "## Trained on\n\n" + (_table(trained_on, ("data", "")) if trained_on else "Not recorded."),
     ]
     for title, values in metrics.items():
         parts.append(f"## Metrics: {title}\n\n" + _table(values, ("metric", "value")))
@@ -161,7 +166,8 @@ def model_card(model, vocab, trained_on, metrics, training):
             f"model = {name}.from_pretrained(\"path/to/this/folder\")\n"
             "vocab = Vocab.from_pretrained(\"path/to/this/folder\")\n"
             "ids = torch.tensor([vocab.encode_text(\"an input sentence\")])\n"
-            "tokens, _ = model.generate(ids, torch.tensor([ids.shape[1]]), num_samples=5, strategy=\"sample\", temperature=0.7)\n"
+            "tokens, _ = model.generate(ids, torch.tensor([ids.shape[1]]), num_samples=5, strategy=\"sample\", "
+            f"temperature={SAMPLING_TEMPERATURE}, top_p={SAMPLING_TOP_P})\n"
             "print([\" \".join(vocab.decode(t)) for t in tokens[0]])\n```"
         )
     else:
