@@ -117,7 +117,7 @@ def has_metrics(csv_path):
         return False
 
 
-def curve_panels(rows):
+def curve_panels(rows, free_bits=0.0):
     """The panels of ``training_curves.png``: ``[(title, y label, [(label, steps, values, style)])]``.
 
     One quantity per panel, so that what shares an axis can be compared:
@@ -135,7 +135,9 @@ def curve_panels(rows):
     * the loss weights (KL weight, label weight).
 
     A panel without any value is left out; a CSV without ``nll`` (the three
-    required columns only) gets the ``loss`` panel per split.
+    required columns only) gets the ``loss`` panel per split. ``free_bits``
+    (the run's, > 0): the train KL is logged with its per-dimension floor,
+    and its curves say so.
     """
     splits = sorted({r["split"] for r in rows}, key=lambda s: (s != "train", s != "valid", s))
 
@@ -154,14 +156,16 @@ def curve_panels(rows):
         nll.append(("train, z = z_label (labeling phase)", steps, values, ":"))
     if nll:
         panels.append(("reconstruction NLL", PER_SENTENCE, nll))
-    kl = per_split("kl")
+    floor = f"train (KL with the free-bits floor, {free_bits:g} nat per dimension)" if free_bits > 0 else "train"
+    relabel = lambda label: floor if label == "train" else label  # noqa: E731
+    kl = [(relabel(label), *rest) for label, *rest in per_split("kl")]
     if kl:
         panels.append(("KL(q || p), unweighted", PER_SENTENCE, kl))
         elbo = []
         for split in splits:
             steps, values = _elbo_series(rows, split)
             if steps:
-                elbo.append((_split_label(split), steps, values, _style(split)))
+                elbo.append((relabel(_split_label(split)), steps, values, _style(split)))
         if elbo:
             panels.append(("-ELBO = NLL + KL", PER_SENTENCE, elbo))
     if nll:  # a fastvae log: the train loss is the objective, a validation loss another number
@@ -193,7 +197,7 @@ def curve_panels(rows):
     return panels
 
 
-def plot_training_curves(csv_path, out_path=None):
+def plot_training_curves(csv_path, out_path=None, free_bits=0.0):
     """Plot the trainer's ``metrics.csv`` to a PNG; returns the PNG's path.
 
     csv_path: the CSV (columns ``step, epoch, split, loss, nll, kl, label,
@@ -201,6 +205,7 @@ def plot_training_curves(csv_path, out_path=None):
         ``split`` is "train" or "valid"; an empty cell means "not
         applicable"). ``step``, ``split`` and ``loss`` are required.
     out_path: where to write (default: ``training_curves.png`` next to the CSV).
+    free_bits: the run's free-bits floor (labels the train KL curves, see :func:`curve_panels`).
 
     One panel per quantity against the step (:func:`curve_panels`), train as
     a line and validation as markers, each curve labelled; a panel whose
@@ -213,7 +218,7 @@ def plot_training_curves(csv_path, out_path=None):
         out_path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "training_curves.png")
     out_path = os.fspath(out_path)
     _check_out_path(out_path)
-    panels = curve_panels(rows)
+    panels = curve_panels(rows, free_bits)
     if not panels:
         raise ValueError(f"{csv_path} has no values to plot (the loss column is empty in every row)")
 

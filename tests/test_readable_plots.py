@@ -58,6 +58,15 @@ def test_each_panel_holds_one_quantity(tmp_path):
     assert "train, z = z_label (labeling phase)" in [label for label, *_ in panels["reconstruction NLL"]]
 
 
+def test_the_train_kl_says_when_it_carries_the_free_bits_floor(tmp_path):
+    rows = _read_metrics(slcvae_log(tmp_path / "metrics.csv"))
+    panels = {title: curves for title, _, curves in curve_panels(rows, free_bits=0.25)}
+    for title in ("KL(q || p), unweighted", "-ELBO = NLL + KL"):
+        labels = [label for label, *_ in panels[title]]
+        assert labels == ["train (KL with the free-bits floor, 0.25 nat per dimension)", "validation"], labels
+    assert [label for label, *_ in panels["reconstruction NLL"]][:2] == ["train", "validation"]
+
+
 def test_a_seq2seq_log_has_no_latent_panels(tmp_path):
     path = tmp_path / "metrics.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:

@@ -2,8 +2,10 @@
 
 ``fastvae <command> --help`` describes each. Errors in the arguments or the
 data end the command with a one-line message naming the culprit and exit
-status 2; a non-finite training loss exits with 1; Ctrl-C during training
-saves a checkpoint and exits with 130.
+status 2; a non-finite value produced by training (the loss, the gradient
+norm, a value inside the forward pass such as the latent z) exits with 1,
+naming the step and the last good checkpoint; Ctrl-C during training saves
+a checkpoint and exits with 130. ``fastvae --version`` prints the versions.
 """
 
 import argparse

@@ -35,7 +35,7 @@ from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
 from fastvae.train import save_model_folder
 
 MODELS = ("slcvae", "cvae")
-STEPS = 1000
+STEPS = 800
 LOG_NAME = "demo-train.log"  # the output of a model trained in the background process
 
 
@@ -71,7 +71,7 @@ def _train_args(args, model, run_dir, progress):
     argv = [
         "--model", model, "--run-dir", run_dir, "--data", "bible",
         "--max-examples", str(4 * args.verses), "--bible-max-length", "16", "--min-freq", "3",
-        "--embed-dim", "64", "--hidden-size", "128", "--latent-size", "16", "--num-layers", "1",
+        "--embed-dim", "64", "--hidden-size", "64", "--latent-size", "16", "--num-layers", "1",
         "--word-dropout", "0.25", "--batch-size", "64", "--lr", "3e-3", "--epochs", "1000", "--patience", "0",
         "--kl-schedule", "logistic", "--kl-k", "0.01", "--kl-x0", "300", "--free-bits", "0.25",
         "--max-steps", str(args.steps), "--log-every", "20", "--seed", "0", "--no-tensorboard", "--bow",

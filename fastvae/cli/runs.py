@@ -111,7 +111,7 @@ def read_run(run_dir):
         if key not in run:
             raise ValueError(f"{path} is corrupt: key {key!r} is missing")
     model, corpus = run["model"], run["corpus"]
-    if model not in MODELS:
+    if not isinstance(model, str) or model not in MODELS:
         raise ValueError(f"{path}: key 'model' names an unknown model {model!r} (one of {', '.join(sorted(MODELS))})")
     if not isinstance(corpus, dict) or not isinstance(corpus.get("name"), str):
         raise ValueError(f"{path}: key 'corpus' must be an object with a 'name'")

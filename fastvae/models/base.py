@@ -270,12 +270,12 @@ def read_config(config_path):
     version = saved.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(
-            f"{config_path}: key 'format_version' is {version!r}; this fastvae reads version {FORMAT_VERSION} "
+            f"{config_path} has format_version {version!r} (key 'format_version'); this fastvae reads version {FORMAT_VERSION} "
             "(a model saved by another fastvae version, or not a fastvae config)"
         )
     name, kwargs = saved.get("model"), saved.get("config")
     known = model_classes()
-    if name not in known:
+    if not isinstance(name, str) or name not in known:
         raise ValueError(f"{config_path}: key 'model' names an unknown model {name!r} "
                          f"(a fastvae config names one of {', '.join(sorted(known))})")
     if not isinstance(kwargs, dict):

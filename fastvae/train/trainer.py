@@ -686,7 +686,7 @@ class Trainer:
         csv_path = os.path.join(self.run_dir, "metrics.csv")
         try:
             if has_metrics(csv_path):  # a run stopped before its first logged step has none
-                plot_training_curves(csv_path)
+                plot_training_curves(csv_path, free_bits=self.config.free_bits if self.latent else 0.0)
             if latent and self.latent and self.valid_data is not None:
                 plot_latent_projection(self.model, self.valid_data, os.path.join(self.run_dir, "latent.png"))
         except (ImportError, ValueError, OSError) as exc:  # matplotlib broken, a disk full: the run is saved already
