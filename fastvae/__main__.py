@@ -4,4 +4,5 @@ import sys
 
 from fastvae.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned process (fastvae demo's second model) imports this module
+    sys.exit(main())

@@ -19,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import warnings
 
 import torch
@@ -27,6 +26,7 @@ import torch
 from fastvae.data.corpora import EOU
 from fastvae.data.dataset import batches, pad
 from fastvae.data.vocab import Vocab
+from fastvae._files import atomic_write
 from fastvae.devices import usable_device
 from fastvae.metrics import bleu_precision_recall, check_smoothing, distinct_n, mean_precision_recall
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
@@ -657,7 +657,8 @@ def write_report(path, report):
     """Write ``report`` (a dict) to ``path`` as JSON: sorted keys, indent 2, numbers as plain floats/ints.
 
     Atomic: written to a temporary file in the same directory, then renamed
-    over ``path`` (its directory is created if needed). Returns ``path``.
+    over ``path`` (its directory is created if needed), with the umask's
+    permissions (:func:`fastvae._files.atomic_write`). Returns ``path``.
     NaN and infinite values (a diverged model's NLL) are written as ``null``,
     with a warning naming them, so any JSON reader can load the file.
     """
@@ -669,16 +670,8 @@ def write_report(path, report):
         shown = ", ".join(non_finite[:8]) + (f" and {len(non_finite) - 8} more" if len(non_finite) > 8 else "")
         warnings.warn(f"report values that are NaN or infinite are written as null (JSON has no such numbers): {shown}",
                       stacklevel=2)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    def write(f):
+        json.dump(data, f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+
+    return atomic_write(os.fspath(path), write, binary=False)

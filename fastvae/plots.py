@@ -17,8 +17,7 @@ from fastvae.models.base import evaluating
 from fastvae.models import Seq2Seq
 
 REQUIRED_COLUMNS = ("step", "split", "loss")
-CURVE_PANELS = (("loss", "loss"), ("nll", "NLL"), ("kl", "KL"))
-WEIGHT_COLUMNS = ("kl_weight", "label_weight")
+PER_SENTENCE = "nats per sentence"
 
 
 def _pyplot():
@@ -89,7 +88,116 @@ def _series(rows, column, split=None):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_training_curves(csv_path, out_path=None):
+def _elbo_series(rows, split):
+    """``(steps, NLL + KL)`` of the rows of ``split`` that hold both: the negative ELBO at KL weight 1."""
+    points = [
+        (r["step"], r["nll"] + r["kl"])
+        for r in rows
+        if r["split"] == split and r.get("nll") is not None and r.get("kl") is not None
+        and math.isfinite(r["nll"] + r["kl"])
+    ]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _split_label(split):
+    return {"train": "train", "valid": "validation"}.get(split, split)
+
+
+def _style(split):
+    return "-" if split == "train" else "o-"
+
+
+def has_metrics(csv_path):
+    """Whether ``csv_path`` exists and holds a data row below its header (a run stopped before its first
+    logged step has none): what :func:`plot_training_curves` needs."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip()) > 1
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def curve_panels(rows, free_bits=0.0):
+    """The panels of ``training_curves.png``: ``[(title, y label, [(label, steps, values, style)])]``.
+
+    One quantity per panel, so that what shares an axis can be compared:
+
+    * NLL (reconstruction, nats per sentence): train and validation, and
+      SLCVAE's labeling-phase NLL (z = z_label) when logged;
+    * KL(q || p), unweighted: train and validation;
+    * -ELBO = NLL + KL (KL weight 1): train and validation (a validation
+      row's ``loss`` column is this number);
+    * the training objective (the train rows' ``loss``: NLL + weighted KL,
+      plus the bag-of-words and label terms when the model has them): train
+      only, since no validation number is that sum;
+    * the bag-of-words NLL and the label loss ``||z - z_label||^2``, each
+      on its own panel, when logged;
+    * the loss weights (KL weight, label weight).
+
+    A panel without any value is left out; a CSV without ``nll`` (the three
+    required columns only) gets the ``loss`` panel per split. ``free_bits``
+    (the run's, > 0): the train KL is logged with its per-dimension floor,
+    and its curves say so.
+    """
+    splits = sorted({r["split"] for r in rows}, key=lambda s: (s != "train", s != "valid", s))
+
+    def per_split(column):
+        curves = []
+        for split in splits:
+            steps, values = _series(rows, column, split)
+            if steps:
+                curves.append((_split_label(split), steps, values, _style(split)))
+        return curves
+
+    panels = []
+    nll = per_split("nll")
+    steps, values = _series(rows, "label_nll", "train")
+    if steps:
+        nll.append(("train, z = z_label (labeling phase)", steps, values, ":"))
+    if nll:
+        panels.append(("reconstruction NLL", PER_SENTENCE, nll))
+    floor = f"train (KL with the free-bits floor, {free_bits:g} nat per dimension)" if free_bits > 0 else "train"
+    relabel = lambda label: floor if label == "train" else label  # noqa: E731
+    kl = [(relabel(label), *rest) for label, *rest in per_split("kl")]
+    if kl:
+        panels.append(("KL(q || p), unweighted", PER_SENTENCE, kl))
+        elbo = []
+        for split in splits:
+            steps, values = _elbo_series(rows, split)
+            if steps:
+                elbo.append((relabel(_split_label(split)), steps, values, _style(split)))
+        if elbo:
+            panels.append(("-ELBO = NLL + KL", PER_SENTENCE, elbo))
+    if nll:  # a fastvae log: the train loss is the objective, a validation loss another number
+        steps, values = _series(rows, "loss", "train")
+        if steps:
+            terms = ["NLL"] + [term for column, term in (("kl", "KL weight x KL"), ("bow", "bag-of-words NLL"),
+                                                         ("label", "label weight x label loss"))
+                               if _series(rows, column, "train")[0]]
+            panels.append((f"training objective ({' + '.join(terms)})", PER_SENTENCE,
+                           [("train", steps, values, "-")]))
+    else:  # only the required columns: the loss per split
+        loss = per_split("loss")
+        if loss:
+            panels.append(("loss", "loss", loss))
+    for column, title, unit in (("bow", "bag-of-words NLL", PER_SENTENCE),
+                                ("label", "label loss ||z - z_label||^2", "per sentence")):
+        curves = per_split(column)
+        if curves:
+            panels.append((title, unit, curves))
+    weights = []
+    for column, label in (("kl_weight", "KL weight"), ("label_weight", "label weight")):
+        steps, values = _series(rows, column, "train")
+        if not steps:
+            steps, values = _series(rows, column)
+        if steps:
+            weights.append((label, steps, values, "-"))
+    if weights:
+        panels.append(("loss weights", "weight", weights))
+    return panels
+
+
+def plot_training_curves(csv_path, out_path=None, free_bits=0.0):
     """Plot the trainer's ``metrics.csv`` to a PNG; returns the PNG's path.
 
     csv_path: the CSV (columns ``step, epoch, split, loss, nll, kl, label,
@@ -97,11 +205,12 @@ def plot_training_curves(csv_path, out_path=None):
         ``split`` is "train" or "valid"; an empty cell means "not
         applicable"). ``step``, ``split`` and ``loss`` are required.
     out_path: where to write (default: ``training_curves.png`` next to the CSV).
+    free_bits: the run's free-bits floor (labels the train KL curves, see :func:`curve_panels`).
 
-    Panels: loss, NLL and KL against the step (one curve per split: train
-    as a line, valid as markers), then ``kl_weight``/``label_weight``; a
-    panel whose columns are empty (or absent) everywhere is left out.
-    ValueError naming the file for an empty or malformed CSV.
+    One panel per quantity against the step (:func:`curve_panels`), train as
+    a line and validation as markers, each curve labelled; a panel whose
+    columns are empty (or absent) everywhere is left out. ValueError naming
+    the file for an empty or malformed CSV.
     """
     csv_path = os.fspath(csv_path)
     rows = _read_metrics(csv_path)
@@ -109,36 +218,18 @@ def plot_training_curves(csv_path, out_path=None):
         out_path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "training_curves.png")
     out_path = os.fspath(out_path)
     _check_out_path(out_path)
-    splits = sorted({r["split"] for r in rows}, key=lambda s: (s != "train", s != "valid", s))
-
-    panels = []  # (title, [(label, steps, values, style)])
-    for column, title in CURVE_PANELS:
-        curves = []
-        for split in splits:
-            steps, values = _series(rows, column, split)
-            if steps:
-                curves.append((split, steps, values, "-" if split == "train" else "o-"))
-        if curves:
-            panels.append((title, curves))
-    weights = []
-    for column in WEIGHT_COLUMNS:
-        steps, values = _series(rows, column, "train")
-        if not steps:
-            steps, values = _series(rows, column)
-        if steps:
-            weights.append((column, steps, values, "-"))
-    if weights:
-        panels.append(("weights", weights))
+    panels = curve_panels(rows, free_bits)
     if not panels:
         raise ValueError(f"{csv_path} has no values to plot (the loss column is empty in every row)")
 
     plt = _pyplot()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 2.4 * len(panels)), sharex=True, squeeze=False)
     try:
-        for ax, (title, curves) in zip(axes[:, 0], panels):
+        for ax, (title, unit, curves) in zip(axes[:, 0], panels):
             for label, steps, values, style in curves:
                 ax.plot(steps, values, style, label=label, markersize=3)
-            ax.set_ylabel(title)
+            ax.set_title(title, fontsize="medium")
+            ax.set_ylabel(unit)
             ax.grid(alpha=0.3)
             ax.legend(loc="best", fontsize="small")
         axes[-1, 0].set_xlabel("step")

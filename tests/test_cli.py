@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from fastvae.cli import main
+from fastvae.train import load_checkpoint
 
 TINY = [
     "--embed-dim", "8", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "8",
@@ -101,11 +102,11 @@ HELP = {
     ("evaluate",): ["run_dir", "--split", "--samples", "--iw-samples", "--strategy", "--output", "--write-samples",
                     "--by-overlap"],
     ("plot",): ["run_dir", "--max-points"],
-    ("generate",): ["run_dir", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
-    ("sample",): ["run_dir", "--num", "--strategy", "--temperature"],
-    ("interpolate",): ["run_dir", "sentence_a", "sentence_b", "--steps", "--max-length"],
-    ("demo",): ["--run-dir", "--minutes", "--verses", "--show", "--samples", "--eval-inputs", "--temperature",
-                "--greedy"],
+    ("generate",): ["MODEL", "model", "--input", "--samples", "--json", "--strategy", "--top-p", "--beam-size", "--seed"],
+    ("sample",): ["MODEL", "--num", "--strategy", "--temperature"],
+    ("interpolate",): ["MODEL", "sentence_a", "sentence_b", "--steps", "--max-length"],
+    ("demo",): ["--run-dir", "--steps", "--verses", "--show", "--samples", "--eval-inputs", "--temperature",
+                "--top-p", "--greedy", "--sequential"],
 }
 
 
@@ -404,6 +405,27 @@ def test_generate_from_file(slcvae_run, tmp_path, capsys):
     assert all(len(outputs) == 3 for outputs in blocks.values())
 
 
+def test_generate_defaults_give_different_outputs_per_input(tmp_path, capsys):
+    """The default decoding samples (temperature 0.6, top-p 0.9): several different outputs per input, even where
+    z carries nothing; greedy decoding (0.1.0's default) then gives copies. A Seq2Seq has no z at all."""
+    from fastvae.cli import build_parser
+
+    args = build_parser().parse_args(["generate", "somewhere"])
+    assert (args.strategy, args.temperature, args.top_p) == ("sample", 0.6, 0.9)
+    run_dir = str(tmp_path / "s2s")
+    assert main(train_argv("seq2seq", run_dir, "tsv", *pair_files(tmp_path))) == 0
+    capsys.readouterr()
+    inputs = write(tmp_path / "in.txt", ["the cat sees", "a dog likes"])
+    assert main(["generate", run_dir, "--samples", "5", "--input", inputs, "--json"]) == 0
+    sampled = [json.loads(line)["outputs"] for line in capsys.readouterr().out.splitlines()]
+    assert main(["generate", run_dir, "--samples", "5", "--input", inputs, "--json", "--strategy", "greedy"]) == 0
+    greedy = [json.loads(line)["outputs"] for line in capsys.readouterr().out.splitlines()]
+    assert len(sampled) == len(greedy) == 2
+    for by_default, by_greedy in zip(sampled, greedy):
+        assert len(set(by_default)) >= 3, by_default
+        assert len(set(by_greedy)) == 1, by_greedy
+
+
 def test_generate_json(slcvae_run, tmp_path, capsys):
     inputs = write(tmp_path / "in.txt", ["the cat sees", "a dog likes", "she eats"])
     assert main(["generate", slcvae_run, "--samples", "3", "--input", inputs, "--json", "--strategy", "sample",
@@ -536,25 +558,34 @@ def test_ctrl_c_in_a_real_process_saves_exits_130_and_resumes(tmp_path):
 # --------------------------------------------------------------------------------------------- demo
 @pytest.mark.slow
 def test_demo(tmp_path, capsys):
+    """Both models train to the stated step count (in parallel: the CVAE in a background process), the renderings
+    are sampled (top-p nucleus), model/ is a model folder whose card holds the test metrics."""
     run_dir = str(tmp_path / "demo")
-    argv = ["demo", "--run-dir", run_dir, "--minutes", "0.1", "--verses", "20", "--show", "1", "--samples", "2",
+    argv = ["demo", "--run-dir", run_dir, "--steps", "3", "--verses", "20", "--show", "1", "--samples", "2",
             "--eval-inputs", "3", "--no-progress", "--threads", "1"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    for word in ("KJV:", "WEB:", "SLCVAE", "CVAE", "BLEU-P", "distinct-2", "sampled at temperature 0.5"):
+    for word in ("KJV:", "WEB:", "SLCVAE", "CVAE", "BLEU-P", "distinct-2", "sampled at temperature 0.6, top-p 0.9",
+                 "step limit reached at step 3"):
         assert word in out, word
+    assert out.count("step limit reached at step 3") == 2  # both models, no time cap
     for name in ("slcvae", "cvae"):
-        assert os.path.isfile(os.path.join(run_dir, name, "checkpoint.pt"))
-    # the runs stay usable, and a second demo into the same folder is refused
+        assert load_checkpoint(os.path.join(run_dir, name, "checkpoint.pt"), restore_rng=False)["step"] == 3
+        card = open(os.path.join(run_dir, name, "model", "README.md"), encoding="utf-8").read()
+        assert "## Metrics: the Bible test split" in card and "| steps | 3 |" in card and "BLEU-P" in card
+    # the runs stay usable, and a second demo into the same folder is refused (demo has no --resume)
     inputs = write(tmp_path / "in.txt", ["in the beginning god created the heaven"])
     assert main(["generate", os.path.join(run_dir, "slcvae"), "--samples", "2", "--input", inputs, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["outputs"]) == 2
-    assert_error(capsys, argv, "already holds a run")
-    greedy = ["demo", "--run-dir", str(tmp_path / "greedy"), "--minutes", "0.05", "--verses", "20", "--show", "1",
-              "--samples", "2", "--eval-inputs", "2", "--no-progress", "--threads", "1", "--greedy"]
+    err = assert_error(capsys, argv, "already holds a run")
+    assert "--resume" not in err
+    greedy = ["demo", "--run-dir", str(tmp_path / "greedy"), "--steps", "2", "--verses", "20", "--show", "1",
+              "--samples", "2", "--eval-inputs", "2", "--no-progress", "--threads", "1", "--greedy", "--sequential"]
     assert main(greedy) == 0
-    assert "greedy per z" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "greedy per z" in out and "in the background" not in out
     assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "t0"), "--temperature", "0"], "--temperature")
+    assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "t0"), "--top-p", "1.5"], "--top-p")
 
 
 # ------------------------------------------------------------------ runs that must not be damaged
@@ -656,9 +687,25 @@ def test_demo_stops_when_its_training_is_interrupted(tmp_path, capsys, monkeypat
         return 130
 
     monkeypatch.setattr(train, "run", interrupted)
-    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--no-progress", "--threads", "1"]) == 130
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--no-progress", "--threads", "1", "--sequential"]) == 130
     assert started == [demo.MODELS[0]]
-    assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "inf"), "--minutes", "inf"], "--minutes", "finite")
+    assert_error(capsys, ["demo", "--run-dir", str(tmp_path / "x"), "--steps", "0"], "--steps")
+
+
+@pytest.mark.slow
+def test_demo_stops_the_background_model_when_the_first_is_interrupted(tmp_path, capsys, monkeypatch):
+    """In parallel mode, an interrupted first model stops the background one too (SIGTERM: it saves and exits)."""
+    from fastvae.cli import train
+
+    def interrupted(args):
+        os.makedirs(args.run_dir, exist_ok=True)
+        return 130
+
+    monkeypatch.setattr(train, "run", interrupted)
+    monkeypatch.setattr("fastvae.cli.demo._cores", lambda: 2)
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--no-progress", "--verses", "20"]) == 130
+    out = capsys.readouterr().out
+    assert "CVAE in the background" in out and "CVAE (trained in the background)" in out
 
 
 @pytest.mark.parametrize("extra, flag", [

@@ -81,6 +81,59 @@ def test_fallback_without_extension():
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pyproject():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def test_pep621_metadata_with_one_version_source():
+    """[project] holds the metadata; the version is written once, in fastvae/_version.py."""
+    import importlib.metadata
+
+    project = _pyproject()["project"]
+    assert project["name"] == "fastvae"
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert project["authors"] and all(a.get("name") for a in project["authors"])
+    assert project["readme"] == "README.md" and project["requires-python"]
+    assert "torch>=2.5" in project["dependencies"] and "test" in project["optional-dependencies"]
+    assert project["scripts"] == {"fastvae": "fastvae.cli:main"}
+    assert project["dynamic"] == ["version"] and "version" not in project
+    assert _pyproject()["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fastvae._version.__version__"}
+    setup_py = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+    assert not re.search(r"\bversion\s*=", setup_py)  # no second version to drift apart
+    assert not re.search(r"__version__\s*=", open(os.path.join(ROOT, "fastvae", "__init__.py")).read())
+    assert fastvae.__version__ == importlib.metadata.version("fastvae")  # what pip installed agrees
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+|rc\d+)?", fastvae.__version__)
+
+
+def test_license_file_is_the_mit_license():
+    text = open(os.path.join(ROOT, "LICENSE"), encoding="utf-8").read()
+    assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text
+
+
+def test_changelog_has_the_current_version():
+    text = open(os.path.join(ROOT, "CHANGELOG.md"), encoding="utf-8").read()
+    assert re.search(rf"^## \[{re.escape(fastvae.__version__)}\]", text, re.M), "CHANGELOG.md lacks this version"
+    assert re.search(r"^## \[Unreleased\]", text, re.M)
+
+
+def test_py_typed_marker_ships_with_the_package():
+    assert os.path.isfile(os.path.join(os.path.dirname(fastvae.__file__), "py.typed"))
+    setup_py = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+    assert re.search(r'package_data=\{"fastvae": \["py.typed"\]\}', setup_py)
+
+
+def test_version_option():
+    proc = subprocess.run([sys.executable, "-m", "fastvae", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"fastvae {fastvae.__version__} (torch {torch.__version__}, compiled kernels loaded)")
+
+
 def test_setup_lists_every_subpackage():
     """A non-editable install ships only the packages setup.py names."""
     import pathlib

@@ -2,8 +2,10 @@
 
 ``fastvae <command> --help`` describes each. Errors in the arguments or the
 data end the command with a one-line message naming the culprit and exit
-status 2; a non-finite training loss exits with 1; Ctrl-C during training
-saves a checkpoint and exits with 130.
+status 2; a non-finite value produced by training (the loss, the gradient
+norm, a value inside the forward pass such as the latent z) exits with 1,
+naming the step and the last good checkpoint; Ctrl-C during training saves
+a checkpoint and exits with 130. ``fastvae --version`` prints the versions.
 """
 
 import argparse
@@ -20,6 +22,8 @@ def build_parser():
         prog="fastvae",
         description="Variational text generation with fused kernels: train and use Sentence-VAE, CVAE, SLCVAE, Seq2Seq.",
     )
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print fastvae's version (and torch's, and whether the compiled kernels load) and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     train.add_parser(sub)
@@ -28,6 +32,16 @@ def build_parser():
     demo.add_parser(sub)
     parser.set_defaults(commands=sub.choices)
     return parser
+
+
+def version_text():
+    """``fastvae 0.1.0 (torch 2.13.0+cpu, compiled kernels loaded)``: what ``fastvae --version`` prints."""
+    import torch
+
+    from fastvae import HAS_EXTENSION, __version__
+
+    kernels = "compiled kernels loaded" if HAS_EXTENSION else "compiled kernels missing: plain-PyTorch fallback"
+    return f"fastvae {__version__} (torch {torch.__version__}, {kernels})"
 
 
 def _name_flag(message, command_parser):

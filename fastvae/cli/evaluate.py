@@ -134,7 +134,8 @@ def run_plot(args):
 
     runs.set_threads(args.threads)
     model, vocab, run = runs.load_run(args.run_dir)
-    written = [plot_training_curves(os.path.join(args.run_dir, "metrics.csv"))]
+    free_bits = run.get("train", {}).get("free_bits", 0.0) if isinstance(run.get("train"), dict) else 0.0
+    written = [plot_training_curves(os.path.join(args.run_dir, "metrics.csv"), free_bits=free_bits or 0.0)]
     if type(model).__name__ != "Seq2Seq":
         data = runs.dataset(runs.corpus_spec(run), "valid", run["model"], vocab, run.get("max_length"))
         if data is not None:

@@ -9,14 +9,17 @@ import torch
 from fastvae.cli import runs
 from fastvae.data.corpora import read_lines
 from fastvae.models import SentenceVAE
+from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
 
 
-def _decoding_options(p, default_strategy):
+def _decoding_options(p, default_strategy, temperature=1.0, top_p=1.0):
     p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default=default_strategy, help=f"decoding (default {default_strategy})")
     p.add_argument("--max-length", type=int, default=30, help="longest output in tokens (default 30)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--temperature", type=float, default=temperature, help=f"sampling temperature (default {temperature:g})")
     p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1 = off)")
+    p.add_argument("--top-p", type=float, default=top_p,
+                   help="nucleus sampling: the smallest set of tokens holding this probability mass "
+                   + ("(default 1 = off)" if top_p == 1 else f"(default {top_p:g}; 1 = off)"))
     p.add_argument("--beam-size", type=int, default=4, help="beam width (default 4)")
     p.add_argument("--seed", type=runs.seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -28,17 +31,20 @@ def add_parsers(sub):
         "generate",
         help="N diverse outputs per input from a trained conditional model",
         description="Read one input per line from --input (a file, or - for stdin), tokenize it like the training "
-        "data and print --samples outputs for each (z drawn from the prior each time).",
+        "data and print --samples outputs for each: z drawn from the prior each time, words sampled at "
+        f"--temperature {SAMPLING_TEMPERATURE:g} from the --top-p {SAMPLING_TOP_P:g} nucleus, so the outputs differ "
+        "(--strategy greedy: the SLCVAE paper's greedy decoding per z; beam: beam search per z).",
     )
-    p.add_argument("run_dir", help="a run directory written by fastvae train")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory written by fastvae train, or a model folder "
+                   "(RUN_DIR/model, or a copy of it)")
     p.add_argument("--input", default="-", help="file with one input per line, or - for stdin (default)")
     p.add_argument("--samples", type=int, default=5, help="outputs per input (default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per input instead of text")
-    _decoding_options(p, "greedy")
+    _decoding_options(p, "sample", SAMPLING_TEMPERATURE, SAMPLING_TOP_P)
     p.set_defaults(func=run_generate)
 
     p = sub.add_parser("sample", help="sentences from a Sentence-VAE's prior", description="Decode -n sentences from z ~ N(0, I).")
-    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory of a sentence-vae, or its model folder")
     p.add_argument("-n", "--num", type=int, default=10, help="how many sentences (default 10)")
     _decoding_options(p, "greedy")
     p.set_defaults(func=run_sample)
@@ -48,7 +54,7 @@ def add_parsers(sub):
         help="decode points between two sentences in a Sentence-VAE's latent space",
         description="Greedy decodes of (1 - t) mu_a + t mu_b for --steps values of t in [0, 1].",
     )
-    p.add_argument("run_dir", help="a run directory of a sentence-vae")
+    p.add_argument("run_dir", metavar="MODEL", help="a run directory of a sentence-vae, or its model folder")
     p.add_argument("sentence_a")
     p.add_argument("sentence_b")
     p.add_argument("--steps", type=int, default=5, help="points on the line, ends included (default 5)")
@@ -115,8 +121,8 @@ def run_generate(args):
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     kwargs = _decode_kwargs(args)
     runs.set_threads(args.threads)
-    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
-    tokenize = runs.tokenizer(run)
+    model, vocab = runs.load_model(args.run_dir, device=args.device)
+    tokenize = vocab.tokenize
     if isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a sentence-vae: use fastvae sample / interpolate")
     g = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -142,10 +148,10 @@ def run_generate(args):
 
 def _sentence_vae(args):
     runs.set_threads(args.threads)
-    model, vocab, run = runs.load_run(args.run_dir, device=args.device)
+    model, vocab = runs.load_model(args.run_dir, device=args.device)
     if not isinstance(model, SentenceVAE):
         raise ValueError(f"{args.run_dir!r} holds a {type(model).__name__}; sample/interpolate need a sentence-vae")
-    return model, vocab, runs.tokenizer(run)
+    return model, vocab, vocab.tokenize
 
 
 def run_sample(args):

@@ -1,7 +1,8 @@
 """Run directories: what ``fastvae train`` writes and what the other commands read.
 
 A run directory holds ``run.json`` (model class and config, corpus, vocabulary
-and training settings), ``vocab.json``, ``model/`` (the best model),
+and training settings), ``vocab.json``, ``model/`` (the best model, a folder
+that stands alone: weights, config, vocabulary, tokenizer and model card),
 ``checkpoint.pt`` (for ``--resume``), ``metrics.csv``, ``tb/`` and the plots.
 """
 
@@ -16,7 +17,9 @@ from fastvae.data import TextDataset, Vocab
 from fastvae.data.sources import CorpusSpec, load_corpus, target_sentences
 from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
 from fastvae.models.generation import DecodeOptions
+from fastvae._files import remove_stale_temps
 from fastvae.devices import usable_device
+from fastvae.train.model_folder import is_model_folder, load_model_folder
 from fastvae.train.trainer import CHECKPOINT_NAME
 
 RUN_FILE = "run.json"
@@ -76,32 +79,67 @@ def check_output_path(path, flag, run_dir=None):
         raise ValueError(f"{flag}: cannot create the folder of {path}: {exc.strerror}") from None
 
 
-def check_new_run_dir(run_dir):
-    """A new run may go into ``run_dir``: absent, or a folder without another run's files in it."""
+def check_new_run_dir(run_dir, resumable=True, flag="--run-dir"):
+    """A new run may go into ``run_dir``: absent, or a folder without another run's files in it.
+
+    resumable: whether the command has ``--resume`` to advise (``fastvae demo`` has not). flag: the option
+    that chose ``run_dir``, named in the errors.
+    """
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise ValueError(f"--run-dir {run_dir!r} is a file, not a folder")
+        raise ValueError(f"{flag} {run_dir!r} is a file, not a folder")
     held = [name for name in (CHECKPOINT_NAME, RUN_FILE, MODEL_DIR) if os.path.exists(os.path.join(run_dir, name))]
     if held and held[0] == CHECKPOINT_NAME:
-        raise ValueError(f"{run_dir!r} already holds a run; pass --resume to continue it or choose a new --run-dir")
+        advice = "pass --resume to continue it or choose a new" if resumable else "remove it or choose another"
+        raise ValueError(f"{run_dir!r} already holds a run; {advice} {flag}")
     if held:  # a run without a checkpoint to resume from (stopped before its first save, or model/ copied in)
-        raise ValueError(f"{run_dir!r} already holds {held[0]} of another run; remove it or choose a new --run-dir")
+        raise ValueError(f"{run_dir!r} already holds {held[0]} of another run; remove it or choose a new {flag}")
 
 
 def read_run(run_dir):
+    """``run.json`` of ``run_dir``, checked: every error names the file and the key at fault."""
     path = os.path.join(run_dir, RUN_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{run_dir!r} is not a fastvae run directory: {RUN_FILE} is missing")
     try:
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
-        model, corpus = run["model"], run["corpus"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"{path} is corrupt: {exc}") from None
-    if model not in MODELS:
-        raise ValueError(f"{path} is corrupt: unknown model {model!r} (one of {', '.join(sorted(MODELS))})")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path} is corrupt: not a JSON file ({exc})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path} is corrupt: it must hold a JSON object, not a {type(run).__name__}")
+    for key in ("model", "corpus"):
+        if key not in run:
+            raise ValueError(f"{path} is corrupt: key {key!r} is missing")
+    model, corpus = run["model"], run["corpus"]
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(f"{path}: key 'model' names an unknown model {model!r} (one of {', '.join(sorted(MODELS))})")
     if not isinstance(corpus, dict) or not isinstance(corpus.get("name"), str):
-        raise ValueError(f"{path} is corrupt: 'corpus' must be an object with a 'name'")
+        raise ValueError(f"{path}: key 'corpus' must be an object with a 'name'")
+    try:
+        CorpusSpec.from_dict(corpus)
+    except (TypeError, ValueError) as exc:  # a key CorpusSpec does not know, an unknown corpus name, ...
+        raise ValueError(f"{path}: key 'corpus' is invalid: {exc}") from None
+    max_length = run.get("max_length")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
+        raise ValueError(f"{path}: key 'max_length' must be an integer >= 2 or null, got {max_length!r}")
     return run
+
+
+def saved_train_config(run, run_dir):
+    """The TrainConfig dict of ``run`` (read by :func:`read_run`), checked: errors name run.json and the key."""
+    from fastvae.train import TrainConfig
+
+    path = os.path.join(run_dir, RUN_FILE)
+    saved = run.get("train")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: key 'train' must be an object of training settings, got {saved!r}")
+    try:
+        return TrainConfig.from_dict(saved).check().to_dict()
+    except (TypeError, ValueError) as exc:
+        field, _, rest = str(exc).partition(" ")
+        if field in saved:  # "lr must be a finite number > 0, got -1.0"
+            raise ValueError(f"{path}: key 'train.{field}' {rest}") from None
+        raise ValueError(f"{path}: key 'train' is invalid: {exc}") from None
 
 
 def load_run(run_dir, backend=None, device="cpu", latest=False):
@@ -115,6 +153,10 @@ def load_run(run_dir, backend=None, device="cpu", latest=False):
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"no run directory at {run_dir!r}")
+    if not os.path.isfile(os.path.join(run_dir, RUN_FILE)) and is_model_folder(run_dir):
+        raise ValueError(f"{run_dir!r} is a model folder, not a run directory: this command needs the run "
+                         f"({RUN_FILE}: its corpus, metrics.csv, checkpoint.pt); pass the folder above it")
+    remove_stale_temps(run_dir)  # what a save killed mid-write left
     run = read_run(run_dir)
     if latest:
         from fastvae.train.checkpoint import load_checkpoint
@@ -129,10 +171,21 @@ def load_run(run_dir, backend=None, device="cpu", latest=False):
             raise FileNotFoundError(f"{run_dir!r} has no trained model yet ({MODEL_DIR}/ is written after the first epoch)")
         model = MODELS[run["model"]].from_pretrained(model_dir, backend=backend)
     model = model.to(device).eval()
-    vocab = Vocab.load(os.path.join(run_dir, VOCAB_FILE))
+    vocab = Vocab.load(os.path.join(run_dir, VOCAB_FILE), tokenizer=tokenizer_name(run))
     if len(vocab) != model.config["vocab_size"]:
         raise ValueError(f"{run_dir!r}: vocab.json has {len(vocab)} tokens, the model {model.config['vocab_size']}")
     return model, vocab, run
+
+
+def load_model(path, device="cpu"):
+    """``(model, vocab)`` in eval mode from a run directory (its best model), or a model folder on its own.
+
+    The vocabulary carries its tokenizer (``vocab.tokenize``): the one the model was trained with.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, RUN_FILE)) and is_model_folder(path):
+        return load_model_folder(path, device=usable_device(device))
+    return load_run(path, device=device)[:2]
 
 
 def load_latest(run_dir):
@@ -164,11 +217,30 @@ def dataset(spec, split, model_name, vocab, max_length):
     return None if examples is None else TextDataset(examples, vocab, max_length=max_length)
 
 
-def tokenizer(run):
-    """How the run's corpus was tokenized (PTB: already tokenized, split on spaces)."""
-    from fastvae.data.tokenizer import tokenize
+def tokenizer_name(run):
+    """How the run's corpus was tokenized: ``"whitespace"`` for PTB (it comes tokenized), else ``"fastvae"``."""
+    return "whitespace" if run["corpus"]["name"] == "ptb" else "fastvae"
 
-    return str.split if run["corpus"]["name"] == "ptb" else tokenize
+
+def tokenizer(run):
+    """The tokenizer function of the run's corpus (:func:`tokenizer_name`)."""
+    from fastvae.data.tokenizer import get_tokenizer
+
+    return get_tokenizer(tokenizer_name(run))
+
+
+def data_description(spec, max_length=None):
+    """What a model card says the model was trained on: the corpus and the options that chose its examples."""
+    out = {"corpus": spec.name}
+    for key in ("train_file", "valid_file"):
+        if getattr(spec, key):
+            out[key.replace("_", " ")] = os.path.basename(getattr(spec, key))
+    for key, label in (("max_examples", "at most examples per split"), ("bible_max_length", "longest verse (tokens)")):
+        if getattr(spec, key) is not None:
+            out[label] = getattr(spec, key)
+    if max_length is not None:
+        out["sequences cut to (tokens)"] = max_length
+    return out
 
 
 def corpus_spec(run, data_dir=None):
@@ -176,9 +248,7 @@ def corpus_spec(run, data_dir=None):
 
     ``fastvae train`` stores the absolute data root of dailydialog/ptb runs; run.json files of older
     versions hold ``data_dir: null``, read as today: ``$FASTVAE_DATA``, else ``../shared/data``.
+    ``run`` comes from :func:`read_run`, which has checked the corpus settings.
     """
-    try:
-        spec = CorpusSpec.from_dict(run["corpus"])
-    except TypeError as exc:  # a key CorpusSpec does not know
-        raise ValueError(f"the run's corpus settings (run.json) are corrupt: {exc}") from None
+    spec = CorpusSpec.from_dict(run["corpus"])
     return dataclasses.replace(spec, data_dir=data_dir) if data_dir else spec

@@ -7,7 +7,7 @@ from fastvae.cli import runs
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec, data_root
 from fastvae.evaluate import write_report
-from fastvae.train import Trainer, TrainConfig
+from fastvae.train import Trainer, TrainConfig, seed_everything
 from fastvae.train.schedules import SCHEDULES
 
 # model options: (flag, config key, type, help); None = the model's own default
@@ -34,7 +34,7 @@ TRAIN_OPTIONS = (
     ("--patience", "patience", int, "early stopping: epochs without a better validation loss (default 3; 0 = off)"),
     ("--log-every", "log_every", int, "steps per training row in metrics.csv (default 50)"),
     ("--valid-batch-size", "valid_batch_size", int, "validation batch size (default 128)"),
-    ("--seed", "seed", runs.seed_int, "random seed (default 0)"),
+    ("--seed", "seed", runs.seed_int, "random seed of the initial weights, the data order, word dropout and the latent noise (default 0)"),
     ("--max-steps", "max_steps", int, "stop (with a checkpoint) after this many steps"),
     ("--max-time", "max_time", float, "stop (with a checkpoint) after this many seconds of training"),
     ("--save-every", "save_every", int, "also checkpoint every N steps"),
@@ -174,8 +174,12 @@ def _model_kwargs(args, cls):
     return kwargs
 
 
-def prepare(args):
-    """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary."""
+def prepare(args, seed):
+    """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary.
+
+    The model's initial weights are drawn after ``seed_everything(seed)`` (``--seed``), so the same command
+    builds the same model.
+    """
     if args.model is None:
         raise ValueError("--model is required (unless --resume)")
     _check_applicable(args)
@@ -197,10 +201,13 @@ def prepare(args):
         raise ValueError(f"--max-length must be >= 2, got {args.max_length}")
     train_examples = runs.corpus_examples(spec, "train", args.model)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
-    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab)
+    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab,
+                        tokenizer="whitespace" if name == "ptb" else "fastvae")
     cls = runs.MODELS[args.model]
     ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
-    model = cls(len(vocab), **_model_kwargs(args, cls), **ids)
+    kwargs = _model_kwargs(args, cls)
+    seed_everything(seed)
+    model = cls(len(vocab), **kwargs, **ids)
     run = {"model": args.model, "corpus": spec.to_dict(), "max_length": args.max_length}
     return model, vocab, run
 
@@ -241,10 +248,10 @@ def run(args):
     if args.resume:
         _check_resume_args(args)
         saved = runs.read_run(run_dir)
-        config = _train_config(args, saved["train"])
+        config = _train_config(args, runs.saved_train_config(saved, run_dir))
         model_name = saved["model"]
         spec = runs.corpus_spec(saved)
-        vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
+        vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE), tokenizer=runs.tokenizer_name(saved))
         from fastvae.train.checkpoint import load_checkpoint
 
         model = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_NAME), restore_rng=False)["model"]
@@ -253,13 +260,14 @@ def run(args):
     else:
         config = _train_config(args)
         runs.check_new_run_dir(run_dir)
-        model, vocab, run_info = prepare(args)
+        model, vocab, run_info = prepare(args, config.seed)
         model_name, spec = args.model, runs.corpus_spec(run_info)
         run_info["train"] = config.to_dict()
     max_length = run_info.get("max_length")
     train_data = runs.dataset(spec, "train", model_name, vocab, max_length)
     valid_data = runs.dataset(spec, "valid", model_name, vocab, max_length)
-    trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir)
+    trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir,
+                      data_description=runs.data_description(spec, max_length))
     if trainer.dist.is_main:
         os.makedirs(run_dir, exist_ok=True)
         write_report(os.path.join(run_dir, runs.RUN_FILE), run_info)

@@ -18,6 +18,10 @@
 
 It never returns empty tokens, and ``tokenize(" ".join(tokenize(s))) ==
 tokenize(s)``: tokenizing already tokenized text changes nothing.
+
+A saved model folder names its tokenizer (``tokenizer_config.json``): one of
+:data:`TOKENIZERS`, ``"fastvae"`` (this function) or ``"whitespace"``
+(``str.split``: corpora that come tokenized, such as PTB).
 """
 
 import re
@@ -33,3 +37,19 @@ def tokenize(text):
         raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
     text = _SPACED_CONTRACTION.sub(r"'\1", text.translate(_APOSTROPHES).lower())
     return TOKEN_PATTERN.findall(text)
+
+
+def _whitespace(text):
+    if not isinstance(text, str):
+        raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
+    return text.split()
+
+
+TOKENIZERS = {"fastvae": tokenize, "whitespace": _whitespace}
+
+
+def get_tokenizer(name):
+    """The tokenizer function called ``name`` (a key of :data:`TOKENIZERS`)."""
+    if name not in TOKENIZERS:
+        raise ValueError(f"tokenizer must be one of {sorted(TOKENIZERS)}, got {name!r}")
+    return TOKENIZERS[name]

@@ -8,18 +8,30 @@ import json
 import os
 from collections import Counter
 
+from fastvae._files import atomic_write, remove_stale_temps
+from fastvae.data.tokenizer import TOKENIZERS, get_tokenizer
+
 PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
 SPECIALS = (PAD, UNK, SOS, EOS)
 FORMAT_VERSION = 1
+VOCAB_NAME = "vocab.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
 class Vocab:
-    """A fixed list of tokens; ``itos[i]`` is the token of id ``i``."""
+    """A fixed list of tokens; ``itos[i]`` is the token of id ``i``.
+
+    ``tokenizer`` names how text becomes tokens for it (``"fastvae"``:
+    :func:`fastvae.data.tokenize`; ``"whitespace"``: ``str.split``); it is
+    saved with the vocabulary in a model folder (:meth:`save_pretrained`).
+    """
 
     pad_id, unk_id, sos_id, eos_id = 0, 1, 2, 3
 
-    def __init__(self, tokens):
+    def __init__(self, tokens, tokenizer="fastvae"):
         """``tokens``: the full list, starting with ``<pad>, <unk>, <sos>, <eos>``, no duplicates."""
+        get_tokenizer(tokenizer)  # a ValueError naming the known ones
+        self.tokenizer = tokenizer
         tokens = list(tokens)
         if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
             raise ValueError(f"a vocabulary must start with {list(SPECIALS)}, got {tokens[:len(SPECIALS)]}")
@@ -33,7 +45,7 @@ class Vocab:
             raise ValueError(f"vocabulary token {dup!r} appears more than once")
 
     @classmethod
-    def build(cls, token_lists, min_freq=1, max_size=None):
+    def build(cls, token_lists, min_freq=1, max_size=None, tokenizer="fastvae"):
         """Count the tokens of ``token_lists`` (iterable of lists of str).
 
         Keeps tokens seen at least ``min_freq`` times, most frequent first,
@@ -57,7 +69,7 @@ class Vocab:
         words = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[: max_size - len(SPECIALS)]
-        return cls(list(SPECIALS) + words)
+        return cls(list(SPECIALS) + words, tokenizer=tokenizer)
 
     def __len__(self):
         return len(self.itos)
@@ -74,6 +86,14 @@ class Vocab:
             raise TypeError("tokens must be a list of token strings, not a string; tokenize it first")
         unk = self.unk_id
         return [self.stoi.get(token, unk) for token in tokens]
+
+    def tokenize(self, text):
+        """``text`` -> tokens, with this vocabulary's tokenizer (unknown words stay as they are)."""
+        return get_tokenizer(self.tokenizer)(text)
+
+    def encode_text(self, text):
+        """``text`` -> ids ending with ``<eos>``: what a model reads (unknown words -> ``unk_id``)."""
+        return self.encode(self.tokenize(text)) + [self.eos_id]
 
     def decode(self, ids):
         """List (or 1-D tensor) of ids -> tokens, stopping at ``<eos>``, skipping ``<pad>`` and ``<sos>``."""
@@ -92,17 +112,22 @@ class Vocab:
         return out
 
     def save(self, path):
-        """Write the vocabulary as JSON (``{"format_version": 1, "tokens": [...]}``)."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format_version": FORMAT_VERSION, "tokens": self.itos}, f, ensure_ascii=False)
-        os.replace(tmp, path)
+        """Write the vocabulary as JSON (``{"format_version": 1, "tokens": [...]}``), atomically."""
+        data = {"format_version": FORMAT_VERSION, "tokens": self.itos}
+        atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False), binary=False)
 
     @classmethod
-    def load(cls, path):
-        """Read a vocabulary written by :meth:`save`; ``ValueError`` naming the file if it is corrupt."""
+    def load(cls, path, tokenizer="fastvae"):
+        """Read a vocabulary written by :meth:`save`; ``ValueError`` naming the file if it is corrupt.
+
+        tokenizer: how text becomes tokens for it (a model folder's
+        :meth:`from_pretrained` reads it from ``tokenizer_config.json``).
+        """
+        return cls._load(path, tokenizer)
+
+    @classmethod
+    def _load(cls, path, tokenizer="fastvae"):
+        remove_stale_temps(os.path.dirname(os.path.abspath(path)))  # what a save killed mid-write left
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no vocabulary file at {path!r}")
         try:
@@ -110,13 +135,58 @@ class Vocab:
                 data = json.load(f)
             tokens = data["tokens"]
             version = data["format_version"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
+        except KeyError as exc:
+            raise ValueError(f"{path} is corrupt or not a fastvae vocabulary: key {exc.args[0]!r} is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, RecursionError) as exc:
             raise ValueError(f"{path} is corrupt or not a fastvae vocabulary: {exc!r}") from None
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path} has vocabulary format {version!r}; this fastvae reads {FORMAT_VERSION}")
+            raise ValueError(f"{path}: key 'format_version' is {version!r}; this fastvae reads {FORMAT_VERSION}")
         if not isinstance(tokens, list):
-            raise ValueError(f"{path} is corrupt: 'tokens' must be a list, got {type(tokens).__name__}")
+            raise ValueError(f"{path} is corrupt: key 'tokens' must be a list, got {type(tokens).__name__}")
         try:
-            return cls(tokens)
+            return cls(tokens, tokenizer=tokenizer)
         except ValueError as exc:
             raise ValueError(f"{path} is corrupt: {exc}") from None
+
+    def save_pretrained(self, directory):
+        """Write ``vocab.json`` and ``tokenizer_config.json`` (the tokenizer and the special tokens) into a
+        model folder, next to the model's ``config.json``; :meth:`from_pretrained` reads them back."""
+        self.save(os.path.join(directory, VOCAB_NAME))
+        settings = {
+            "format_version": FORMAT_VERSION,
+            "tokenizer": self.tokenizer,
+            "lowercase": self.tokenizer == "fastvae",
+            "vocab_file": VOCAB_NAME,
+            "pad_token": PAD,
+            "unk_token": UNK,
+            "bos_token": SOS,
+            "eos_token": EOS,
+        }
+        atomic_write(os.path.join(directory, TOKENIZER_CONFIG_NAME),
+                     lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n"), binary=False)
+
+    @classmethod
+    def from_pretrained(cls, directory):
+        """The vocabulary and tokenizer of a model folder written by :meth:`save_pretrained`.
+
+        A folder without ``tokenizer_config.json`` gets the ``"fastvae"``
+        tokenizer. Errors name the file (and the key) at fault.
+        """
+        directory = os.fspath(directory)
+        vocab_path = os.path.join(directory, VOCAB_NAME)
+        if not os.path.isfile(vocab_path):
+            raise FileNotFoundError(f"{directory!r} holds no vocabulary: {VOCAB_NAME} is missing")
+        settings_path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
+        tokenizer = "fastvae"
+        if os.path.isfile(settings_path):
+            try:
+                with open(settings_path, encoding="utf-8") as f:
+                    settings = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                raise ValueError(f"{settings_path} is corrupt: not a JSON file ({exc})") from None
+            if not isinstance(settings, dict):
+                raise ValueError(f"{settings_path} is corrupt: it must hold a JSON object")
+            tokenizer = settings.get("tokenizer", "fastvae")
+            if tokenizer not in TOKENIZERS:
+                raise ValueError(f"{settings_path}: key 'tokenizer' is {tokenizer!r}, not one of {sorted(TOKENIZERS)}")
+        return cls._load(vocab_path, tokenizer=tokenizer)

@@ -3,13 +3,13 @@
 import inspect
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from fastvae._files import atomic_write, remove_stale_temps
 from fastvae.devices import usable_device
 from fastvae.nn import WordEmbedding
 from fastvae.ops import _checks
@@ -194,15 +194,15 @@ class BaseModel(torch.nn.Module):
 
     def save_pretrained(self, directory):
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"directory {os.fspath(directory)!r} is a file; save_pretrained writes a folder")
         os.makedirs(directory, exist_ok=True)
         config = {"format_version": FORMAT_VERSION, "model": type(self).__name__, "config": self.config}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda path: save_file(state, path))
-        _atomic_write(os.path.join(directory, CONFIG_NAME), lambda path: _write_json(path, config))
+        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda f: f.write(save(state, metadata={"format": "pt"})))
+        atomic_write(os.path.join(directory, CONFIG_NAME), _json_writer(config), binary=False)
 
     @classmethod
     def from_pretrained(cls, directory, backend=None, map_location="cpu"):
@@ -215,33 +215,24 @@ class BaseModel(torch.nn.Module):
 
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no model directory at {directory!r}")
+        remove_stale_temps(directory)  # what a save killed mid-write left
         config_path = os.path.join(directory, CONFIG_NAME)
         weights_path = os.path.join(directory, WEIGHTS_NAME)
         for path in (config_path, weights_path):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{directory!r} is not a saved fastvae model: {os.path.basename(path)} is missing")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                saved = json.load(f)
-            kwargs = dict(saved["config"])
-            name = saved["model"]
-            version = saved.get("format_version")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
-            raise ValueError(f"{config_path} is corrupt or not a fastvae config: {exc}") from None
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{config_path} has format_version {version!r}; this fastvae reads version {FORMAT_VERSION} "
-                "(a model saved by another fastvae version)"
-            )
+        name, kwargs = read_config(config_path)
         device = usable_device(map_location, "map_location")
         if name != cls.__name__:
-            raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}")
+            raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}.from_pretrained")
         if backend is not None:
-            kwargs["backend"] = backend
+            kwargs["backend"] = check_backend(backend)  # the caller's argument: its error is not the file's
         try:
             model = cls(**kwargs)
         except TypeError as exc:  # an argument the constructor does not take, or one missing
-            raise ValueError(f"{config_path} does not fit {cls.__name__}: {exc}") from None
+            raise ValueError(f"{config_path}: key 'config' does not fit {cls.__name__}: {exc}") from None
+        except ValueError as exc:  # a size or id out of range: "hidden_size must be a positive integer, ..."
+            raise ValueError(f"{config_path}: key 'config' holds an invalid value: {exc}") from None
         try:
             state = load_file(weights_path, device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
@@ -253,18 +244,47 @@ class BaseModel(torch.nn.Module):
         return model.to(device).eval()
 
 
-def _write_json(path, obj):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
+def model_classes():
+    """The public fastvae model classes by name (``"SLCVAE": SLCVAE``, ...)."""
+    found, todo = {}, list(BaseModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if not cls.__name__.startswith("_"):
+            found[cls.__name__] = cls
+    return found
 
 
-def _atomic_write(path, write):
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
+def read_config(config_path):
+    """``(class name, constructor arguments)`` of a ``config.json`` written by ``save_pretrained``.
+
+    Every error is a ValueError naming the file and the key at fault.
+    """
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with open(config_path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{config_path} is corrupt: not a JSON file ({exc})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{config_path} is corrupt: it must hold a JSON object, not a {type(saved).__name__}")
+    version = saved.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{config_path} has format_version {version!r} (key 'format_version'); this fastvae reads version {FORMAT_VERSION} "
+            "(a model saved by another fastvae version, or not a fastvae config)"
+        )
+    name, kwargs = saved.get("model"), saved.get("config")
+    known = model_classes()
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"{config_path}: key 'model' names an unknown model {name!r} "
+                         f"(a fastvae config names one of {', '.join(sorted(known))})")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{config_path}: key 'config' must be an object of {name}'s arguments, got {kwargs!r}")
+    return name, dict(kwargs)
+
+
+def _json_writer(obj):
+    def write(f):
+        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+    return write

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import torch
 
 STRATEGIES = ("greedy", "sample", "beam")
+# the sampling of ``fastvae generate`` and ``fastvae demo`` by default: several different, still fluent outputs
+# per input (greedy decoding per z gives one output per input where z carries little)
+SAMPLING_TEMPERATURE = 0.6
+SAMPLING_TOP_P = 0.9
 
 
 @dataclass

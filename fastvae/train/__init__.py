@@ -1,6 +1,8 @@
-"""fastvae.train: the Trainer, KL-weight schedules and atomic, exactly-resumable checkpoints."""
+"""fastvae.train: the Trainer, KL-weight schedules, atomic, exactly-resumable checkpoints, model folders, seeding."""
 
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
+from fastvae.train.model_folder import load_model_folder, save_model_folder
+from fastvae.train.seeding import seed_everything
 from fastvae.train.schedules import (
     ConstantSchedule,
     CyclicalSchedule,
@@ -25,4 +27,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "usable_device",
+    "seed_everything",
+    "save_model_folder",
+    "load_model_folder",
 ]

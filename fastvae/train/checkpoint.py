@@ -18,10 +18,11 @@ import io
 import os
 import random
 import sys
-import tempfile
 import zipfile
 
 import torch
+
+from fastvae._files import atomic_write, remove_stale_temps
 
 __all__ = ["save_checkpoint", "load_checkpoint", "MAGIC", "FORMAT", "FORMAT_VERSION"]
 
@@ -78,9 +79,12 @@ def save_checkpoint(path, *, model, optimizers, step, epoch, extra=None):
     """Write a checkpoint to ``path`` atomically.
 
     The payload goes to a temporary file in the same directory, which is
-    fsync'ed and then ``os.replace``'d over ``path``: an exception or a
+    fsync'ed and then ``os.replace``'d over ``path``
+    (:func:`fastvae._files.atomic_write`): an exception or a
     KeyboardInterrupt at any point leaves the previous file at ``path``
-    untouched, and the temporary file is removed.
+    untouched, and the temporary file is removed; one that a killed process
+    left behind is removed by the next save or load in that folder. The
+    file's mode follows the umask, as ``open()``'s would.
 
     ``model``: a fastvae model (has ``.config``); ``optimizers``: dict name ->
     optimizer; ``step``, ``epoch``: ints; ``extra``: a dict of anything
@@ -109,42 +113,16 @@ def save_checkpoint(path, *, model, optimizers, step, epoch, extra=None):
         "extra": dict(extra or {}),
         "rng": _rng_state(),
     }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-    return path
+    def write(f):
+        f.write(MAGIC)
+        torch.save(payload, f)
 
-
-def _fsync_directory(directory):
-    """Make the rename durable (best effort; not possible on every platform)."""
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    return atomic_write(os.fspath(path), write)
 
 
 def _read(path):
     path = os.fspath(path)
+    remove_stale_temps(os.path.dirname(os.path.abspath(path)))  # what a save killed mid-write left
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
     with open(path, "rb") as f:

@@ -4,6 +4,8 @@ import csv
 import os
 import warnings
 
+from fastvae._files import atomic_write
+
 COLUMNS = (
     "step",
     "epoch",
@@ -48,12 +50,12 @@ class MetricsLog:
             return
         with open(self.path, newline="", encoding="utf-8") as f:
             rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        def write(f):
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
-        os.replace(tmp, self.path)
+
+        atomic_write(self.path, write, binary=False)
 
     def write(self, row):
         unknown = set(row) - set(COLUMNS)

@@ -29,6 +29,7 @@ from fastvae.models.base import check_weight, evaluating
 from fastvae.train import distributed
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
 from fastvae.train.logs import MetricsLog
+from fastvae.train.model_folder import save_model_folder
 from fastvae.train.schedules import schedule_from_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -36,7 +37,13 @@ MODEL_DIR = "model"
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient norm; nothing was saved from that step."""
+    """Training produced a NaN/inf value (the loss, the gradient norm, or a value inside the forward pass
+    such as the latent z); nothing was saved from that step."""
+
+
+# how fastvae's ops word a NaN/inf input (fastvae.ops._checks.finite and the C++ kernels' checks): inside a
+# training step that input can only have been computed from the weights, never from the batch of token ids
+_NON_FINITE_INPUT = "contains NaN or infinite values"
 
 
 @dataclass
@@ -177,7 +184,11 @@ class Trainer:
 
     train_data / valid_data: TextDatasets (conditional ones for the
     conditional models). valid_data ``None``: no validation, no early stopping,
-    ``model/`` holds the last epoch's model. dist: a
+    ``model/`` holds the last epoch's model. ``model/`` is a folder that stands
+    alone (:func:`fastvae.train.save_model_folder`: weights, config, the
+    training data's vocabulary and tokenizer, a model card);
+    data_description: a dict of what the training data is (e.g.
+    ``{"corpus": "dailydialog"}``), written into the model card. dist: a
     :class:`fastvae.train.distributed.DistInfo` (default: read torchrun's
     environment, joining the process group when ``WORLD_SIZE > 1``).
 
@@ -185,14 +196,18 @@ class Trainer:
     SLCVAE runs its two phases (CVAE phase on ``cvae_parameters``, labeling
     phase on ``labeling_parameters``, one Adam each); the others one Adam
     step on all parameters. Randomness (reparameterization noise, word
-    dropout) comes from the global torch RNG, seeded with ``seed + rank``;
-    the data order from a generator seeded with ``(seed, epoch)``;
-    validation from its own fixed generator. Together with the RNG states in
-    the checkpoint this makes a resumed run continue exactly as an
-    uninterrupted one.
+    dropout) comes from the global torch RNG, seeded with ``seed + rank``
+    when ``fit`` starts; the data order from a generator seeded with
+    ``(seed, epoch)``; validation from its own fixed generator. Together with
+    the RNG states in the checkpoint this makes a resumed run continue
+    exactly as an uninterrupted one. The initial weights are the model's, drawn
+    when it was built: call ``fastvae.train.seed_everything(seed)`` before
+    building it, and the same seed gives the same numbers step by step (on
+    one machine, with one thread count).
     """
 
-    def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None):
+    def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None,
+                 data_description=None):
         if not isinstance(model, _MODELS):
             raise TypeError(f"model must be one of {[c.__name__ for c in _MODELS]}, got {type(model).__name__}")
         if isinstance(config, dict):
@@ -215,6 +230,10 @@ class Trainer:
                     f"{model.config['vocab_size']}"
                 )
         self.train_data, self.valid_data = train_data, valid_data
+        if data_description is not None and not isinstance(data_description, dict):
+            raise TypeError(f"data_description must be a dict (what the model card says it was trained on), "
+                            f"got {type(data_description).__name__}")
+        self.data_description = dict(data_description or {})
         self.run_dir = os.fspath(run_dir)
         self.dist = dist if dist is not None else distributed.setup(self.config.device)
         self.device = torch.device(self.config.device)
@@ -291,12 +310,16 @@ class Trainer:
                 if cfg.patience is not None and self.bad_epochs >= cfg.patience and self.epoch < cfg.epochs:
                     status = "early_stopped"
                     break
+        except NonFiniteLossError:
+            if cfg.plots and self.dist.is_main:  # the curves show the divergence; the weights are broken
+                self._close_log()
+                self._plots(latent=False)
+            raise
         finally:
             self._restore_signal_handlers(handlers)
-            if self.log is not None:
-                self.log.close()
-        if status in ("finished", "early_stopped") and cfg.plots and self.dist.is_main:
-            self._plots()
+            self._close_log()
+        if cfg.plots and self.dist.is_main:  # at every stop: the epochs done, early stopping, a limit, Ctrl-C
+            self._plots(latent=True)
         distributed.barrier(self.dist)
         return TrainResult(
             status=status,
@@ -395,7 +418,12 @@ class Trainer:
         for name, kwargs in self._phases(kl_weight):
             optimizer = self.optimizers[name]
             optimizer.zero_grad(set_to_none=True)
-            out = self.net(batch, **kwargs)
+            try:
+                out = self.net(batch, **kwargs)
+            except ValueError as exc:  # an op refused a NaN/inf that the weights produced (say, the latent z)
+                if _NON_FINITE_INPUT not in str(exc):
+                    raise
+                self._check_finite(float("nan"), f"value in the forward pass ({exc})", name)
             loss = out.loss
             loss_value = float(loss.detach())  # one device sync per phase, used for the check and the log
             self._check_finite(loss_value, "loss", name)
@@ -421,18 +449,20 @@ class Trainer:
         return metrics
 
     def _check_finite(self, value, what, phase):
-        bad = not math.isfinite(value)
-        if self.dist.enabled:
-            bad = distributed.any_true(self.dist, bad, self.device)
+        """Raise :class:`NonFiniteLossError` (on every process) when ``value`` is NaN/inf on any process."""
+        here = not math.isfinite(value)
+        bad = distributed.any_true(self.dist, here, self.device) if self.dist.enabled else here
         if not bad:
             return
         if os.path.isfile(self.checkpoint_path):
             kept = f"the last good checkpoint {self.checkpoint_path!r} is intact; resume from it with a lower lr or more clipping"
         else:
-            kept = "no checkpoint had been written yet"
+            kept = "no checkpoint had been written yet; start again with a lower lr or more clipping"
+        found = f"non-finite {what}" + ("" if what.endswith(")") else f" ({value})") if here else \
+            "a non-finite value on another process"
         raise NonFiniteLossError(
-            f"non-finite {what} ({value}) at step {self.step + 1} (epoch {self.epoch + 1}, "
-            f"{phase} phase): training stopped without saving this step; {kept}"
+            f"{found} at step {self.step + 1} (epoch {self.epoch + 1}, {phase} phase): "
+            f"training stopped without saving this step; {kept}"
         )
 
     # ------------------------------------------------------- validation
@@ -477,8 +507,27 @@ class Trainer:
                     + (" (best)" if improved else f" (best {self.best_valid_loss:.3f} at epoch {self.best_epoch})")
                 )
         if (improved or valid is None) and self.dist.is_main:
-            self.model.save_pretrained(self.model_dir)
+            self._save_model_folder(valid)
         self.save_checkpoint()
+
+    def _save_model_folder(self, valid):
+        """``model/``: the model, the training data's vocabulary and tokenizer, and a card with ``valid``'s metrics."""
+        trained_on = {**self.data_description, "training examples": len(self.train_data)}
+        if self.valid_data is not None:
+            trained_on["validation examples"] = len(self.valid_data)
+        trained_on.update({"epochs": self.epoch, "steps": self.step})
+        metrics = {}
+        if valid is not None:
+            names = {"nll": "NLL (reconstruction), nats per sentence", "kl": "KL(q || p), nats per sentence",
+                     "loss": "-ELBO = NLL + KL" if self.latent else "NLL"}
+            metrics[f"validation, after epoch {self.epoch} (step {self.step})"] = {
+                names[k]: v for k, v in valid.items() if k in names and not (k == "loss" and not self.latent)}
+        cfg = self.config
+        training = {"seed": cfg.seed, "batch size": cfg.batch_size * self.dist.world_size, "learning rate": cfg.lr,
+                    "max gradient norm": cfg.max_grad_norm}
+        if self.latent:
+            training.update({"KL schedule": cfg.kl_schedule, "free bits": cfg.free_bits})
+        save_model_folder(self.model_dir, self.model, self.train_data.vocab, trained_on, metrics, training)
 
     # ------------------------------------------------------ checkpoints
 
@@ -623,16 +672,24 @@ class Trainer:
             for s, h in old.items():
                 signal.signal(s, h)
 
-    def _plots(self):
-        from fastvae.plots import plot_latent_projection, plot_training_curves
+    def _close_log(self):
+        if self.log is not None:
+            self.log.close()
+
+    def _plots(self, latent):
+        """training_curves.png (when metrics.csv holds a row) and, with ``latent``, latent.png.
+
+        The run is saved before this runs: a plot that fails is reported and skipped, never raised.
+        """
+        from fastvae.plots import has_metrics, plot_latent_projection, plot_training_curves
 
         csv_path = os.path.join(self.run_dir, "metrics.csv")
         try:
-            if os.path.isfile(csv_path):
-                plot_training_curves(csv_path)
-            if self.latent and self.valid_data is not None:
+            if has_metrics(csv_path):  # a run stopped before its first logged step has none
+                plot_training_curves(csv_path, free_bits=self.config.free_bits if self.latent else 0.0)
+            if latent and self.latent and self.valid_data is not None:
                 plot_latent_projection(self.model, self.valid_data, os.path.join(self.run_dir, "latent.png"))
-        except ImportError as exc:  # matplotlib is a dependency; a broken install must not lose the run
+        except (ImportError, ValueError, OSError) as exc:  # matplotlib broken, a disk full: the run is saved already
             _print(f"plots skipped: {exc}")
 
 
