@@ -71,3 +71,38 @@ def test_bad_input():
         broken[2, 5] = bad
         with pytest.raises(ValueError, match="hidden contains NaN or infinite"):
             linear_argmax(broken, w)
+
+
+ISA_CHECK = """
+import sys, torch
+from fastvae.ops import linear_argmax, linear_argmax_ref
+assert torch.ops.fastvae.cpu_capability().startswith("isa=" + sys.argv[1] + " ")
+g = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.float64):
+    # rows across token panels, words across register tiles and vocabulary blocks, odd H
+    for R, H, V in ((1, 3, 5), (33, 17, 1031), (130, 64, 600)):
+        h = torch.randn(R, H, generator=g, dtype=dtype)
+        w = torch.randn(V, H, generator=g, dtype=dtype)
+        b = torch.randn(V, generator=g, dtype=dtype)
+        index, value = linear_argmax(h, w, b)
+        ref_index, ref_value = linear_argmax_ref(h, w, b)
+        assert torch.equal(index, ref_index), (dtype, R, H, V)
+        torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-5)
+w = torch.zeros(600, 4)
+w[[7, 300, 599]] = 1.0
+assert linear_argmax(torch.ones(3, 4), w)[0].tolist() == [7, 7, 7]
+"""
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_isa_level_matches_reference(isa):
+    import os
+    import subprocess
+    import sys
+
+    best = torch.ops.fastvae.cpu_capability().split()[0].removeprefix("isa=")
+    if ["generic", "avx2", "avx512"].index(isa) > ["generic", "avx2", "avx512"].index(best):
+        pytest.skip(f"this CPU runs isa={best} at most")
+    result = subprocess.run([sys.executable, "-c", ISA_CHECK, isa], env=dict(os.environ, FASTVAE_CPU_ISA=isa),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

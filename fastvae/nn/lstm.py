@@ -83,6 +83,13 @@ class LSTM(torch.nn.Module):
                 if bias:
                     self.register_parameter("bias_ih" + suffix, torch.nn.Parameter(torch.empty(gates, **factory)))
                     self.register_parameter("bias_hh" + suffix, torch.nn.Parameter(torch.empty(gates, **factory)))
+        # nn.LSTM's flat order of parameter names (what the stack op takes, in order)
+        self._flat_names = [
+            f"{kind}_l{layer}" + ("_reverse" if direction else "")
+            for layer in range(num_layers)
+            for direction in range(directions)
+            for kind in (("weight_ih", "weight_hh", "bias_ih", "bias_hh") if bias else ("weight_ih", "weight_hh"))
+        ]
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -185,8 +192,7 @@ class LSTM(torch.nn.Module):
         if self.dropout > 0 and self.training and self.num_layers > 1:
             layer_input, h_n, c_n = self._run_with_dropout(x, h0, c0, lengths)
         else:  # the whole stack in one fused op
-            params = [p for layer in range(self.num_layers) for d in range(self._directions) for p in
-                      self._layer_parameters(layer, d) if p is not None]
+            params = [getattr(self, name) for name in self._flat_names]
             layer_input, h_n, c_n = ops.lstm_stack(x, h0, c0, params, lengths, self.bidirectional)
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
