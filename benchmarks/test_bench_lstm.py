@@ -114,6 +114,51 @@ def test_lstm(ratio_bench, shape, case, baseline):
     ratio_bench(case, shape_label(shape, spec), baseline, fast, base, TARGETS.get((case, shape, baseline)))
 
 
+PADDED = "LSTM fwd+bwd, padded batch"
+
+
+def padded_batch(spec, seed=0):
+    """x, lengths uniform in T/2..T (one sequence full: the models' batches), and an output gradient
+    that is zero past each length (a loss that masks the padding, as the models' decoders use)."""
+    g = torch.Generator().manual_seed(seed)
+    T, B = spec["T"], spec["B"]
+    lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
+    lengths[0] = T
+    x = torch.randn(T, B, spec["E"], generator=g)
+    mask = (torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(-1)
+    return x, lengths, torch.randn(T, B, spec["H"], generator=g) * mask, mask
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lstm_padded_batch(ratio_bench, shape):
+    """A padded batch under a masked loss: ``nn.LSTM`` runs unpacked over every position (exact for
+    such a loss: what the reference backend does), fastvae runs the lengths (its steps visit the
+    running rows only). The outputs past each length differ by design (``nn.LSTM`` computes them,
+    fastvae gives zeros), so the check compares the outputs within the lengths and every gradient."""
+    spec = SHAPES[shape]
+    fast_model, base_model = make_models(spec, "nn.LSTM")
+    x, lengths, grad_y, mask = padded_batch(spec)
+    fast_model.train()
+    base_model.train()
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+
+    def step(model, xg, **kw):
+        params = list(model.parameters())
+
+        def fn():
+            xg.grad = None
+            for p in params:
+                p.grad = None
+            y, _ = model(xg, **kw)
+            y.backward(grad_y)
+            return ((y * mask).detach(), xg.grad, *(p.grad for p in params))
+
+        return fn
+
+    ratio_bench(PADDED, shape_label(shape, spec) + " lengths T/2..T", "nn.LSTM (unpacked, masked loss)",
+                step(fast_model, xs[0], lengths=lengths), step(base_model, xs[1]))
+
+
 def test_decoding_step(ratio_bench):
     torch.manual_seed(0)
     B, E, H = CELL["B"], CELL["E"], CELL["H"]

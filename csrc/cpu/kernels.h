@@ -46,12 +46,11 @@ struct KernelSet {
   // dhT [H, tokens] (row stride ldh) = beta * dhT + W^T @ dl.
   void (*head_hidden_grad)(int64_t rows, int64_t H, const T* W, int64_t ldw, const T* dl, int64_t npanels,
                            int64_t ps, T beta, T* dhT, int64_t ldh);
-  // LSTM rows (tile_kernels.h): one sequence's step, forward / backward / decoding.
-  void (*lstm_fwd_row)(T* pre, const T* rec, const T* bias, T* h, T* c, T* y, T* cprev, T* tanh_c, T* hprev,
-                       int64_t H);
+  // LSTM rows (tile_kernels.h): one sequence's step, forward (also the decoding step) and backward.
+  void (*lstm_fwd_row)(const T* pre, const T* rec, const T* bias, T* act, const T* c_in, T* c_out, const T* h_in,
+                       T* h_out, T* y, T* cprev, T* tanh_c, T* hprev, int64_t H);
   void (*lstm_bwd_row)(const T* gates, const T* cprev, const T* tanh_c, const T* gy, const T* dh, T* dc, T* dgate,
                        int64_t H);
-  void (*lstm_cell_row)(T* pre, const T* bias, const T* c, T* h_out, T* c_out, int64_t H);
   // n steps of 12 independent vector FMAs in registers; returns the flops done (the FMA peak probe).
   int64_t (*fma_loop)(int64_t n);
 };
@@ -74,6 +73,5 @@ const KernelSet<double>& kernels_generic_double();
   {                                                                                                           \
     NAME, NS::tile::MR, NS::tile::kDepth, &NS::tile::gemm, &NS::tile::head_logits, &NS::tile::head_argmax,    \
         &NS::tile::head_exp, &NS::tile::head_scale, &NS::tile::head_softmax_grad, &NS::tile::head_weight_grad, \
-        &NS::tile::head_hidden_grad, &NS::tile::lstm_fwd_row, &NS::tile::lstm_bwd_row, &NS::tile::lstm_cell_row, \
-        &NS::tile::fma_loop                                                                                   \
+        &NS::tile::head_hidden_grad, &NS::tile::lstm_fwd_row, &NS::tile::lstm_bwd_row, &NS::tile::fma_loop    \
   }

@@ -9,7 +9,11 @@
 //   lengths [B] int64   CPU, each in 1..T (absent: all T)
 // Row b at step s is active while s < lengths[b] and then works on time
 // position p = s (forward) or lengths[b]-1-s (reverse); an inactive row holds
-// its state. This is exactly nn.LSTM on a PackedSequence.
+// its state. This is exactly nn.LSTM on a PackedSequence -- and it is run
+// like one: the rows are visited longest first, so the rows still running at
+// step s are the first n[s] of that order, and only they enter the products
+// (the input projection, the recurrent product, the gradients): a padded
+// batch costs its real tokens, not T * B.
 //
 // Saved for backward, indexed by position p (zero where p >= lengths[b]):
 //   gates  [T, B, 4H]  post-activation i, f, g, o (the input-projection buffer,
@@ -37,54 +41,64 @@ namespace {
 int64_t row_grain(int64_t H) { return std::max<int64_t>(1, 32768 / (4 * H)); }
 
 // The cell arithmetic of one row (one sequence) lives in the tile kernels
-// (csrc/cpu/tile_kernels.h: lstm_fwd_row, lstm_bwd_row, lstm_cell_row),
-// compiled for this CPU's ISA; the loops here pick the rows of a step.
+// (csrc/cpu/tile_kernels.h: lstm_fwd_row, lstm_bwd_row), compiled for this
+// CPU's ISA; the drivers below pick the rows of each step.
 
-struct StepRows {
-  const int64_t* lengths;
-  int64_t B, H, step;
-  bool reverse;
-  // Time position of row b at this step, or -1 when the row is finished.
-  int64_t pos(int64_t b) const {
-    const int64_t L = lengths[b];
-    if (step >= L) return -1;
-    return reverse ? L - 1 - step : step;
+// The (step, row) pairs a padded batch runs, in "step-major" packed order:
+// rows sorted by length, longest first (stable), so at step s the running
+// rows are the sorted ranks j < n[s]; pair (s, j) is packed row off[s] + j.
+struct Schedule {
+  int64_t T = 0, B = 0;
+  bool reverse = false;
+  bool identity = false;       // all rows full and forward: packed row = the [T, B] index
+  std::vector<int64_t> order;  // sorted rank j -> batch row
+  std::vector<int64_t> len;    // length of sorted rank j
+  std::vector<int64_t> n;      // rows running at step s, non-increasing
+  std::vector<int64_t> off;    // off[s] = n[0] + ... + n[s-1]; off[T] = every pair
+
+  Schedule(const int64_t* lengths, int64_t T_, int64_t B_, bool reverse_)
+      : T(T_), B(B_), reverse(reverse_), order(B_), len(B_), n(T_), off(T_ + 1, 0) {
+    for (int64_t b = 0; b < B; ++b) order[b] = b;
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t c) { return lengths[a] > lengths[c]; });
+    bool full = true;
+    for (int64_t j = 0; j < B; ++j) {
+      len[j] = lengths[order[j]];
+      full = full && len[j] == T;
+    }
+    identity = full && !reverse;
+    for (int64_t s = 0, j = B; s < T; ++s) {
+      while (j > 0 && len[j - 1] <= s) --j;
+      n[s] = j;
+      off[s + 1] = off[s] + j;
+    }
+  }
+  int64_t total() const { return off[T]; }
+  // The [T, B] index (position * B + batch row) of sorted rank j at step s.
+  int64_t flat(int64_t j, int64_t s) const { return (reverse ? len[j] - 1 - s : s) * B + order[j]; }
+  // rows [T * B, width] -> packed [total, width] (src row flat(j, s) for packed row off[s] + j).
+  template <typename scalar_t>
+  void gather(const scalar_t* src, int64_t width, scalar_t* dst) const {
+    for (int64_t s = 0; s < T; ++s)
+      for (int64_t j = 0; j < n[s]; ++j)
+        std::copy(src + flat(j, s) * width, src + (flat(j, s) + 1) * width, dst + (off[s] + j) * width);
+  }
+  // The inverse: packed rows to their [T, B] rows (the others untouched).
+  template <typename scalar_t>
+  void scatter(const scalar_t* src, int64_t width, scalar_t* dst) const {
+    for (int64_t s = 0; s < T; ++s)
+      for (int64_t j = 0; j < n[s]; ++j)
+        std::copy(src + (off[s] + j) * width, src + (off[s] + j + 1) * width, dst + flat(j, s) * width);
+  }
+  // [B, width] rows in batch order <-> sorted order.
+  template <typename scalar_t>
+  void sort_rows(const scalar_t* src, int64_t width, scalar_t* dst) const {
+    for (int64_t j = 0; j < B; ++j) std::copy(src + order[j] * width, src + (order[j] + 1) * width, dst + j * width);
+  }
+  template <typename scalar_t>
+  void unsort_rows(const scalar_t* src, int64_t width, scalar_t* dst) const {
+    for (int64_t j = 0; j < B; ++j) std::copy(src + j * width, src + (j + 1) * width, dst + order[j] * width);
   }
 };
-
-template <typename scalar_t>
-void fwd_rows(const KernelSet<scalar_t>& ks, const StepRows& rows, int64_t b0, int64_t b1, scalar_t* gates,
-              const scalar_t* rec, const scalar_t* bias, scalar_t* h, scalar_t* c, scalar_t* y, scalar_t* cprev,
-              scalar_t* tanh_c, scalar_t* hprev) {
-  const int64_t B = rows.B, H = rows.H;
-  const bool save = cprev != nullptr;
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t p = rows.pos(b);
-    if (p < 0) continue;
-    const int64_t o1 = p * B + b;  // [T, B] index
-    ks.lstm_fwd_row(gates + o1 * 4 * H, rec + b * 4 * H, bias, h + b * H, c + b * H, y + o1 * H,
-                    save ? cprev + o1 * H : nullptr, save ? tanh_c + o1 * H : nullptr,
-                    save ? hprev + o1 * H : nullptr, H);
-  }
-}
-
-// Backward rows of a step: dgates at each row's position; dgate_step (or
-// null) also receives them side by side, when positions scatter.
-template <typename scalar_t>
-void bwd_rows(const KernelSet<scalar_t>& ks, const StepRows& rows, int64_t b0, int64_t b1, const scalar_t* gates,
-              const scalar_t* cprev, const scalar_t* tanh_c, const scalar_t* grad_y, const scalar_t* dh, scalar_t* dc,
-              scalar_t* dgates, scalar_t* dgate_step) {
-  const int64_t B = rows.B, H = rows.H;
-  for (int64_t b = b0; b < b1; ++b) {
-    const int64_t p = rows.pos(b);
-    if (p < 0) continue;
-    const int64_t o1 = p * B + b;
-    scalar_t* out = dgates + o1 * 4 * H;
-    ks.lstm_bwd_row(gates + o1 * 4 * H, cprev + o1 * H, tanh_c + o1 * H, grad_y + o1 * H, dh + b * H, dc + b * H,
-                    out, H);
-    if (dgate_step != nullptr) std::copy(out, out + 4 * H, dgate_step + b * 4 * H);
-  }
-}
 
 // ------------------------------------------------------------ validation --
 
@@ -139,103 +153,111 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
   return true;
 }
 
-int64_t count_active(const int64_t* len, int64_t B, int64_t step) {
-  int64_t n = 0;
-  for (int64_t b = 0; b < B; ++b) n += len[b] > step;
-  return n;
-}
-
 // ---------------------------------------------------------------- drivers --
 
+// Forward of one layer and direction. gates [T, B, 4H] receives the
+// activations (zero at padded positions when lengths vary), y [T, B, H] the
+// outputs (zero-filled by the caller when lengths vary), h/c [B, H] the state
+// (initial in, final out); with saving, cprev/tanh_c/hprev [T, B, H].
 template <typename scalar_t>
-void lstm_fwd_impl(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih,
-                   const at::Tensor& w_hh, const scalar_t* bias, const int64_t* len,
-                   bool reverse, at::Tensor& gates, at::Tensor& y, at::Tensor& h,
-                   at::Tensor& c, at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev,
-                   bool save) {
-  const int64_t T = d.T, B = d.B, E = d.E, H = d.H;
-  scalar_t* G = gates.data_ptr<scalar_t>();
-  // Input projection of every step in one GEMM: [T*B, E] @ w_ih^T.
-  gemm<scalar_t>(false, true, T * B, 4 * H, E, 1, x.data_ptr<scalar_t>(), E,
-                 w_ih.data_ptr<scalar_t>(), E, 0, G, 4 * H);
-  auto rec = at::empty({B, 4 * H}, x.options());
-  scalar_t* R = rec.data_ptr<scalar_t>();
-  scalar_t* hp = h.data_ptr<scalar_t>();
-  scalar_t* cp = c.data_ptr<scalar_t>();
-  // Recurrent product h @ w_hh^T: w_hh [4H, H] is B^T of a [H, 4H] operand.
-  const RightOperand<scalar_t> whh_t(true, H, 4 * H, w_hh.data_ptr<scalar_t>(), H);
-  scalar_t* yp = y.data_ptr<scalar_t>();
-  scalar_t* cpp = save ? cprev.data_ptr<scalar_t>() : nullptr;
-  scalar_t* tcp = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
-  scalar_t* hpp = save ? hprev.data_ptr<scalar_t>() : nullptr;
-  const int64_t grain = row_grain(H);
+void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const scalar_t* bias, at::Tensor& gates, at::Tensor& y, at::Tensor& h,
+                   at::Tensor& c, at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev, bool save) {
+  const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
+  const auto opts = x.options();
+  // The input projection of the pairs that run, packed: [P, E] @ w_ih^T (in
+  // place in gates when the packed order is the [T, B] order).
+  at::Tensor xp = sc.identity ? x : at::empty({P, E}, opts);
+  if (!sc.identity) sc.gather(x.data_ptr<scalar_t>(), E, xp.data_ptr<scalar_t>());
+  at::Tensor gp = sc.identity ? gates : at::empty({P, G4}, opts);
+  scalar_t* GP = gp.data_ptr<scalar_t>();
+  gemm<scalar_t>(false, true, P, G4, E, 1, xp.data_ptr<scalar_t>(), E, w_ih.data_ptr<scalar_t>(), E, 0, GP, G4);
+  // The state in sorted order; the recurrent product of the running rows.
+  at::Tensor hs = at::empty({B, H}, opts), cs = at::empty({B, H}, opts), rec = at::empty({B, G4}, opts);
+  sc.sort_rows(h.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
+  sc.sort_rows(c.data_ptr<scalar_t>(), H, cs.data_ptr<scalar_t>());
+  scalar_t *HS = hs.data_ptr<scalar_t>(), *CS = cs.data_ptr<scalar_t>(), *R = rec.data_ptr<scalar_t>();
+  scalar_t* GT = gates.data_ptr<scalar_t>();
+  scalar_t* Y = y.data_ptr<scalar_t>();
+  scalar_t* CP = save ? cprev.data_ptr<scalar_t>() : nullptr;
+  scalar_t* TC = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* HP = save ? hprev.data_ptr<scalar_t>() : nullptr;
+  const RightOperand<scalar_t> whh_t(true, H, G4, w_hh.data_ptr<scalar_t>(), H);  // w_hh^T [H, 4H]
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
-  for (int64_t s = 0; s < T; ++s) {
-    if (count_active(len, B, s) == 0) break;
-    whh_t.multiply(false, B, hp, H, 0, R, 4 * H);
-    StepRows rows{len, B, H, s, reverse};
-    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-      fwd_rows<scalar_t>(ks, rows, b0, b1, G, R, bias, hp, cp, yp, cpp, tcp, hpp);
+  for (int64_t s = 0; s < sc.T && sc.n[s] > 0; ++s) {
+    const int64_t ns = sc.n[s];
+    whh_t.multiply(false, ns, HS, H, 0, R, G4);
+    at::parallel_for(0, ns, row_grain(H), [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t f = sc.flat(j, s);
+        scalar_t* h_j = HS + j * H;
+        scalar_t* c_j = CS + j * H;
+        ks.lstm_fwd_row(GP + (sc.off[s] + j) * G4, R + j * G4, bias, GT + f * G4, c_j, c_j, h_j, h_j, Y + f * H,
+                        save ? CP + f * H : nullptr, save ? TC + f * H : nullptr, save ? HP + f * H : nullptr, H);
+      }
     });
   }
+  sc.unsort_rows(HS, H, h.data_ptr<scalar_t>());
+  sc.unsort_rows(CS, H, c.data_ptr<scalar_t>());
 }
 
+// Backward of one layer and direction: dh/dc [B, H] carry the state
+// gradients (grad of h_n/c_n in, of h0/c0 out); dx [T, B, E] (zero-filled by
+// the caller when lengths vary), dw_ih, dw_hh, db.
 template <typename scalar_t>
-void lstm_bwd_impl(const Dims& d, const at::Tensor& grad_y, const at::Tensor& x,
-                   const at::Tensor& w_ih, const at::Tensor& w_hh, const int64_t* len,
-                   bool reverse, const at::Tensor& gates, const at::Tensor& cprev,
-                   const at::Tensor& tanh_c, const at::Tensor& hprev, at::Tensor& dgates,
-                   at::Tensor& dh, at::Tensor& dc, at::Tensor& dx, at::Tensor& dw_ih,
-                   at::Tensor& dw_hh, at::Tensor& db) {
-  const int64_t T = d.T, B = d.B, E = d.E, H = d.H;
-  const bool full = all_full(len, B, T);
-  // Rows of one step sit side by side in dgates unless reversed sequences of
-  // different lengths scatter them over positions; then gather per step.
-  const bool scattered = reverse && !full;
-  at::Tensor step_buf = scattered ? at::zeros({B, 4 * H}, x.options()) : at::Tensor();
-  at::Tensor dh_new = full ? at::Tensor() : at::empty({B, H}, x.options());
-  scalar_t* DG = dgates.data_ptr<scalar_t>();
-  scalar_t* DGS = scattered ? step_buf.data_ptr<scalar_t>() : nullptr;
-  scalar_t* dhp = dh.data_ptr<scalar_t>();
-  scalar_t* dcp = dc.data_ptr<scalar_t>();
-  // dh = dgates_step @ w_hh, w_hh [4H, H].
-  const RightOperand<scalar_t> whh(false, 4 * H, H, w_hh.data_ptr<scalar_t>(), H);
-  const int64_t grain = row_grain(H);
+void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, const at::Tensor& x,
+                   const at::Tensor& w_ih, const at::Tensor& w_hh, const at::Tensor& gates, const at::Tensor& cprev,
+                   const at::Tensor& tanh_c, const at::Tensor& hprev, at::Tensor& dh, at::Tensor& dc, at::Tensor& dx,
+                   at::Tensor& dw_ih, at::Tensor& dw_hh, at::Tensor& db) {
+  const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
+  const auto opts = x.options();
+  // Pre-activation gradients of the pairs that ran, packed step-major.
+  at::Tensor dgp = at::empty({P, G4}, opts);
+  scalar_t* DG = dgp.data_ptr<scalar_t>();
+  at::Tensor dhs = at::empty({B, H}, opts), dcs = at::empty({B, H}, opts);
+  sc.sort_rows(dh.data_ptr<scalar_t>(), H, dhs.data_ptr<scalar_t>());
+  sc.sort_rows(dc.data_ptr<scalar_t>(), H, dcs.data_ptr<scalar_t>());
+  scalar_t *DH = dhs.data_ptr<scalar_t>(), *DC = dcs.data_ptr<scalar_t>();
+  const scalar_t *GT = gates.data_ptr<scalar_t>(), *CP = cprev.data_ptr<scalar_t>(),
+                 *TC = tanh_c.data_ptr<scalar_t>(), *GY = grad_y.data_ptr<scalar_t>();
+  const RightOperand<scalar_t> whh(false, G4, H, w_hh.data_ptr<scalar_t>(), H);  // dh = dgates @ w_hh
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
-  for (int64_t s = T - 1; s >= 0; --s) {
-    const int64_t active = count_active(len, B, s);
-    if (active == 0) continue;
-    StepRows rows{len, B, H, s, reverse};
-    at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
-      bwd_rows<scalar_t>(ks, rows, b0, b1, gates.data_ptr<scalar_t>(), cprev.data_ptr<scalar_t>(),
-                         tanh_c.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), dhp, dcp, DG,
-                         DGS);
+  for (int64_t s = sc.T - 1; s >= 0; --s) {
+    const int64_t ns = sc.n[s];
+    if (ns == 0) continue;
+    at::parallel_for(0, ns, row_grain(H), [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t f = sc.flat(j, s);
+        ks.lstm_bwd_row(GT + f * G4, CP + f * H, TC + f * H, GY + f * H, DH + j * H, DC + j * H,
+                        DG + (sc.off[s] + j) * G4, H);
+      }
     });
-    const scalar_t* step =
-        scattered ? DGS : DG + (reverse ? T - 1 - s : s) * B * 4 * H;
-    if (active == B) {
-      whh.multiply(false, B, step, 4 * H, 0, dhp, H);
-    } else {
-      // Finished rows keep their carried gradient (their state was held).
-      scalar_t* tmp = dh_new.data_ptr<scalar_t>();
-      whh.multiply(false, B, step, 4 * H, 0, tmp, H);
-      for (int64_t b = 0; b < B; ++b)
-        if (len[b] > s) std::copy(tmp + b * H, tmp + (b + 1) * H, dhp + b * H);
-    }
+    // The running rows' carried gradient; finished rows keep theirs (their state was held).
+    whh.multiply(false, ns, DG + sc.off[s] * G4, G4, 0, DH, H);
   }
-  // Weight and input gradients as large GEMMs over all T*B rows; both weight
-  // gradients in one product, dgates^T @ [x | hprev], so dgates^T (the
-  // transposed left operand, copied into tiles) is prepared once.
-  const int64_t N = T * B;
-  gemm<scalar_t>(false, false, N, E, 4 * H, 1, DG, 4 * H, w_ih.data_ptr<scalar_t>(), E, 0,
-                 dx.data_ptr<scalar_t>(), E);
-  const at::Tensor xh = at::cat({x.view({N, E}), hprev.view({N, H})}, 1);
-  at::Tensor dw = at::empty({4 * H, E + H}, x.options());
-  gemm<scalar_t>(true, false, 4 * H, E + H, N, 1, DG, 4 * H, xh.data_ptr<scalar_t>(), E + H, 0,
-                 dw.data_ptr<scalar_t>(), E + H);
+  sc.unsort_rows(DH, H, dh.data_ptr<scalar_t>());
+  sc.unsort_rows(DC, H, dc.data_ptr<scalar_t>());
+  // Input and weight gradients as large products over the pairs that ran;
+  // both weight gradients in one, dgates^T @ [x | hprev], so the transposed
+  // left operand is prepared once.
+  at::Tensor dxp = sc.identity ? dx : at::empty({P, E}, opts);
+  gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
+  if (!sc.identity) sc.scatter(dxp.data_ptr<scalar_t>(), E, dx.data_ptr<scalar_t>());
+  at::Tensor xh = at::empty({P, E + H}, opts);
+  scalar_t* XH = xh.data_ptr<scalar_t>();
+  {
+    at::Tensor xs = sc.identity ? x : at::empty({P, E}, opts), hs = sc.identity ? hprev : at::empty({P, H}, opts);
+    if (!sc.identity) {
+      sc.gather(x.data_ptr<scalar_t>(), E, xs.data_ptr<scalar_t>());
+      sc.gather(hprev.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
+    }
+    at::cat_out(xh, {xs.view({P, E}), hs.view({P, H})}, 1);
+  }
+  at::Tensor dw = at::empty({G4, E + H}, opts);
+  gemm<scalar_t>(true, false, G4, E + H, P, 1, DG, G4, XH, E + H, 0, dw.data_ptr<scalar_t>(), E + H);
   dw_ih.copy_(dw.narrow(1, 0, E));
   dw_hh.copy_(dw.narrow(1, E, H));
-  at::sum_out(db, dgates.view({N, 4 * H}), {0});
+  at::sum_out(db, dgp, {0});
 }
 
 }  // namespace
@@ -253,8 +275,9 @@ lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
   const auto len_t = lengths_or_full(lengths, d.B, d.T);
   const int64_t* len = len_t.data_ptr<int64_t>();
   const bool full = all_full(len, d.B, d.T);
+  const Schedule sc(len, d.T, d.B, reverse);
   const auto opts = x.options();
-  auto gates = at::empty({d.T, d.B, 4 * d.H}, opts);
+  auto gates = sc.identity ? at::empty({d.T, d.B, 4 * d.H}, opts) : at::zeros({d.T, d.B, 4 * d.H}, opts);
   auto y = full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
@@ -264,9 +287,8 @@ lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
   };
   auto cprev = make_saved(), tanh_c = make_saved(), hprev = make_saved();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_fwd", [&] {
-    lstm_fwd_impl<scalar_t>(d, xc, wi, wh,
-                            bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, len,
-                            reverse, gates, y, h, c, cprev, tanh_c, hprev, need_grad);
+    lstm_fwd_impl<scalar_t>(d, sc, xc, wi, wh, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, gates, y, h, c,
+                            cprev, tanh_c, hprev, need_grad);
   });
   return {y, h, c, gates, cprev, tanh_c, hprev};
 }
@@ -288,13 +310,11 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   FASTVAE_CHECK_SHAPE(tanh_c, d.T, d.B, d.H);
   FASTVAE_CHECK_SHAPE(hprev, d.T, d.B, d.H);
   const auto len_t = lengths_or_full(lengths, d.B, d.T);
-  const int64_t* len = len_t.data_ptr<int64_t>();
+  const Schedule sc(len_t.data_ptr<int64_t>(), d.T, d.B, reverse);
   const auto opts = x.options();
-  const bool full = all_full(len, d.B, d.T);
-  auto dgates = full ? at::empty({d.T, d.B, 4 * d.H}, opts) : at::zeros({d.T, d.B, 4 * d.H}, opts);
   auto dh = grad_hn.contiguous().clone();
   auto dc = grad_cn.contiguous().clone();
-  auto dx = at::empty({d.T, d.B, d.E}, opts);
+  auto dx = sc.identity ? at::empty({d.T, d.B, d.E}, opts) : at::zeros({d.T, d.B, d.E}, opts);
   auto dw_ih = at::empty({4 * d.H, d.E}, opts);
   auto dw_hh = at::empty({4 * d.H, d.H}, opts);
   auto db = at::empty({4 * d.H}, opts);
@@ -303,9 +323,8 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
   const auto wi = w_ih.contiguous();
   const auto wh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_bwd", [&] {
-    lstm_bwd_impl<scalar_t>(d, gy, xc, wi, wh, len, reverse, gates.contiguous(),
-                            cprev.contiguous(), tanh_c.contiguous(), hprev.contiguous(), dgates,
-                            dh, dc, dx, dw_ih, dw_hh, db);
+    lstm_bwd_impl<scalar_t>(d, sc, gy, xc, wi, wh, gates.contiguous(), cprev.contiguous(), tanh_c.contiguous(),
+                            hprev.contiguous(), dh, dc, dx, dw_ih, dw_hh, db);
   });
   return {dx, dh, dc, dw_ih, dw_hh, db};
 }
@@ -478,7 +497,9 @@ std::tuple<at::Tensor, at::Tensor> lstm_cell_cpu(const at::Tensor& x, const at::
     scalar_t* hp = h_out.data_ptr<scalar_t>();
     scalar_t* cnp = c_out.data_ptr<scalar_t>();
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) ks.lstm_cell_row(P + b * 4 * H, bp, cp + b * H, hp + b * H, cnp + b * H, H);
+      for (int64_t b = b0; b < b1; ++b)
+        ks.lstm_fwd_row(P + b * 4 * H, nullptr, bp, nullptr, cp + b * H, cnp + b * H, nullptr, hp + b * H, nullptr,
+                        nullptr, nullptr, nullptr, H);
     });
   });
   return {h_out, c_out};

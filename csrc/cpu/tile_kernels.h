@@ -462,32 +462,36 @@ FASTVAE_SIMD_INLINE void st(T* p, reg x, int n) {
   }
 }
 
-// Forward. pre [4H]: the input projection at this position (+ rec [4H] =
-// h_{t-1} @ w_hh^T, + bias [4H] or null), overwritten with the activations;
-// h, c [H] updated in place; y [H] = h. With saving (cprev non-null): cprev,
-// hprev [H] = the state before the step, tanh_c [H] = tanh of the new cell.
-inline void lstm_fwd_row(T* pre, const T* rec, const T* bias, T* h, T* c, T* y, T* cprev, T* tanh_c, T* hprev,
-                         int64_t H) {
+// Forward of one row. pre [4H]: the input projection (+ rec [4H], the
+// recurrent product h_{t-1} @ w_hh^T, when not null; + bias [4H] when not
+// null). act [4H] (or null) receives the activations i, f, g, o (may alias
+// pre). The cell c_in [H] becomes c_out (may alias), the hidden state h_out;
+// y (or null) gets a copy of it. Saving (cprev non-null): cprev = c_in,
+// hprev = h_in (read before h_out is written: they may alias), tanh_c = tanh
+// of the new cell. A decoding step is the same row without rec or saving.
+inline void lstm_fwd_row(const T* pre, const T* rec, const T* bias, T* act, const T* c_in, T* c_out,
+                         const T* h_in, T* h_out, T* y, T* cprev, T* tanh_c, T* hprev, int64_t H) {
   over_units(H, [&](int64_t j, int n) {
     reg g[4];
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
-      reg x = V::add(ld(pre + q * H + j, n), ld(rec + q * H + j, n));
+      reg x = ld(pre + q * H + j, n);
+      if (rec != nullptr) x = V::add(x, ld(rec + q * H + j, n));
       if (bias != nullptr) x = V::add(x, ld(bias + q * H + j, n));
       g[q] = q == 2 ? V::tanh(x) : sigmoid(x);
-      st(pre + q * H + j, g[q], n);
+      if (act != nullptr) st(act + q * H + j, g[q], n);
     }
-    const reg c_old = ld(c + j, n);
+    const reg c_old = ld(c_in + j, n);
     if (cprev != nullptr) {
       st(cprev + j, c_old, n);
-      st(hprev + j, ld(h + j, n), n);
+      st(hprev + j, ld(h_in + j, n), n);
     }
     const reg c_new = V::fmadd(g[1], c_old, V::mul(g[0], g[2]));
     const reg tc = V::tanh(c_new);
     const reg h_new = V::mul(g[3], tc);
-    st(c + j, c_new, n);
-    st(h + j, h_new, n);
-    st(y + j, h_new, n);
+    st(c_out + j, c_new, n);
+    st(h_out + j, h_new, n);
+    if (y != nullptr) st(y + j, h_new, n);
     if (tanh_c != nullptr) st(tanh_c + j, tc, n);
   });
 }
@@ -508,23 +512,6 @@ inline void lstm_bwd_row(const T* gates, const T* cprev, const T* tanh_c, const 
     st(dgate + 2 * H + j, V::mul(V::mul(dct, i), V::sub(one, V::mul(g, g))), n);
     st(dgate + 3 * H + j, V::mul(V::mul(dht, tc), V::mul(o, V::sub(one, o))), n);
     st(dc + j, V::mul(dct, f), n);
-  });
-}
-
-// A decoding step of one row: pre [4H] (both projections, + bias or null)
-// and the cell c [H] give h_out, c_out [H].
-inline void lstm_cell_row(T* pre, const T* bias, const T* c, T* h_out, T* c_out, int64_t H) {
-  over_units(H, [&](int64_t j, int n) {
-    reg g[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      reg x = ld(pre + q * H + j, n);
-      if (bias != nullptr) x = V::add(x, ld(bias + q * H + j, n));
-      g[q] = q == 2 ? V::tanh(x) : sigmoid(x);
-    }
-    const reg c_new = V::fmadd(g[1], ld(c + j, n), V::mul(g[0], g[2]));
-    st(c_out + j, c_new, n);
-    st(h_out + j, V::mul(g[3], V::tanh(c_new)), n);
   });
 }
 
