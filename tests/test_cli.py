@@ -530,8 +530,8 @@ def test_ctrl_c_in_a_real_process_saves_exits_130_and_resumes(tmp_path):
     train, valid = pair_files(tmp_path)
     argv = [sys.executable, "-m", "fastvae", "train", "--model", "slcvae", "--run-dir", run_dir, "--data", "tsv",
             "--train-file", train, "--valid-file", valid, "--embed-dim", "8", "--hidden-size", "8",
-            "--num-layers", "1", "--batch-size", "8", "--epochs", "100000", "--log-every", "1", "--no-progress",
-            "--no-tensorboard", "--no-plots", "--threads", "1"]
+            "--num-layers", "1", "--batch-size", "8", "--epochs", "100000", "--patience", "0", "--log-every", "1",
+            "--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1"]  # no early stop: it runs until the signal
     # the default SIGINT disposition even when this test runs in a background job (which ignores SIGINT)
     reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=reset)
