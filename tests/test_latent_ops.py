@@ -480,7 +480,7 @@ def test_opcheck_cpu_ops(case):
 
 # ------------------------------------------------------------- ISA levels
 # The CPU loops are compiled once per ISA level (generic SSE2 / AVX2 /
-# AVX-512 vectors, csrc/cpu/latent_simd.h); FASTVAE_CPU_ISA picks one, once
+# AVX-512 vectors, csrc/cpu/vec_ext.h); FASTVAE_CPU_ISA picks one, once
 # per process, so each level runs in a subprocess. Flat sizes B*Z cover one
 # element, less than one vector (4/8/16 lanes), partial last vectors, several
 # 256-normal blocks of the sampler and several 1024-element tiles.

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <limits>
 
-#include "vec_math.h"
+#include "isa.h"
 
 extern "C" {
 // Fortran BLAS, LP64 (int) interface, as exported by libtorch_cpu.

@@ -9,7 +9,7 @@
 
 #include "blas.h"
 #include "kernels.h"
-#include "vec_math.h"
+#include "isa.h"
 
 namespace fastvae {
 namespace cpu {

@@ -9,7 +9,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "vec_math.h"
+#include "isa.h"
+#include "vec_ext.h"
 
 #ifdef FASTVAE_X86_DISPATCH
 #include <immintrin.h>

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "simd.h"
-#include "vec_math.h"
+#include "isa.h"
 
 namespace fastvae {
 namespace cpu {

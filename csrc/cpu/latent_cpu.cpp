@@ -3,9 +3,9 @@
 //
 // Every [B, Z] tensor is made contiguous. Element-wise work runs as flat
 // loops over tiles of whole rows (so it vectorizes however small Z is),
-// written on the fixed-width vectors of latent_simd.h and compiled once per
+// written on the fixed-width vectors of vec_ext.h and compiled once per
 // ISA level (generic SSE2 / AVX2 / AVX-512, FASTVAE_SIMD_VARIANTS), with the
-// vector exp of latent_simd.h (float) or libm lane by lane (double); row sums
+// vector exp of vec_ext.h (float) or libm lane by lane (double); row sums
 // then read the tile. Rows/elements are split over threads with a grain of
 // ~16k elements, so small batches stay on one thread. Sampled eps comes from
 // the counter-based Philox stream of philox.h / normals.cpp and is
@@ -23,10 +23,10 @@
 #include <cstring>
 #include <vector>
 
-#include "latent_simd.h"
+#include "vec_ext.h"
 #include "normals.h"
 #include "philox.h"
-#include "vec_math.h"
+#include "isa.h"
 
 namespace fastvae {
 namespace cpu {

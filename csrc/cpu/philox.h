@@ -17,14 +17,14 @@
 // an ulp or two, so CPU and Triton eps agree to ~1e-6 absolute rather than
 // bit for bit. fastvae/ops/_philox.py is the same stream in torch ops.
 //
-// The functions below work on N counters at once (vectors of latent_simd.h);
+// The functions below work on N counters at once (vectors of vec_ext.h);
 // normals.cpp runs them per ISA level.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-#include "latent_simd.h"
+#include "vec_ext.h"
 
 namespace fastvae {
 namespace cpu {

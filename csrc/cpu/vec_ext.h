@@ -1,4 +1,6 @@
-// Fixed-width SIMD for the latent kernels (latent_cpu.cpp, normals.cpp).
+// Fixed-width SIMD on GCC vector extensions: the loops of the latent kernels
+// (latent_cpu.cpp, normals.cpp, philox.h) and the one float exp of the CPU
+// kernels (exp_approx below; the tile kernels' vector types call it too).
 //
 // The loops are written on GCC/Clang vector extensions (`float
 // __attribute__((vector_size(32)))` and friends), not on intrinsics and not
@@ -25,7 +27,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "vec_math.h"
+#include "isa.h"
 
 // Vector values are passed between always-inline helpers only, so the ABI
 // of 32/64-byte vector arguments in generic-target code (what -Wpsabi warns
@@ -230,22 +232,41 @@ FASTVAE_INLINE F select(mask_t<F> m, F a, F b) {
   return m ? a : b;
 }
 
-// exp_approx of vec_math.h, lane by lane.
+// e^x for float lanes, branch-free (the tile kernels' vector types code the
+// same algorithm with their ISA's instructions, csrc/cpu/simd.h): range reduction by n = round(x log2 e)
+// (the 1.5 * 2^23 trick) in two steps of ln 2 (Cody-Waite), a Cephes-style
+// polynomial (~1e-7 relative), 2^n through the exponent bits. x is clamped
+// to [-87, 88], so about 1.6e-38 .. 1.7e38 (callers that need 0 / inf past
+// that handle it themselves); NaN propagates. glibc's scalar expf is an
+// opaque call that stops vectorization. F may be any float vector-extension
+// type, __m256 and __m512 included.
+struct ExpPoly {
+  static constexpr float kLog2e = 1.44269504088896341f;
+  static constexpr float kLn2Hi = 0.693359375f;  // ln 2 in two parts (Cody-Waite)
+  static constexpr float kLn2Lo = -2.12194440e-4f;
+  static constexpr float kLo = -87.0f, kHi = 88.0f;  // the clamp
+  static constexpr float kRound = 12582912.0f;       // 1.5 * 2^23
+  // exp(r) ~ 1 + r + r^2 (c5 + r (c4 + r (c3 + r (c2 + r (c1 + r c0)))))
+  static constexpr float c0 = 1.9875691500e-4f, c1 = 1.3981999507e-3f, c2 = 8.3334519073e-3f,
+                         c3 = 4.1665795894e-2f, c4 = 1.6666665459e-1f, c5 = 5.0000001201e-1f;
+};
+
 template <typename F>
 FASTVAE_INLINE F exp_approx(F x) {
   using I = mask_t<F>;
-  x = select(x < -87.0f, splat<F>(-87.0f), x);
-  x = select(x > 88.0f, splat<F>(88.0f), x);
-  const F t = x * 1.44269504088896341f;
-  const F n = (t + 12582912.0f) - 12582912.0f;
-  F r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  F p = splat<F>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  using P = ExpPoly;
+  x = select(x < P::kLo, splat<F>(P::kLo), x);
+  x = select(x > P::kHi, splat<F>(P::kHi), x);
+  const F t = x * P::kLog2e;
+  const F n = (t + P::kRound) - P::kRound;
+  F r = x - n * P::kLn2Hi;
+  r = r - n * P::kLn2Lo;
+  F p = splat<F>(P::c0);
+  p = p * r + P::c1;
+  p = p * r + P::c2;
+  p = p * r + P::c3;
+  p = p * r + P::c4;
+  p = p * r + P::c5;
   p = p * r * r + r + 1.0f;
   const I bits = (__builtin_convertvector(n, I) + 127) << 23;
   return p * (F)bits;
