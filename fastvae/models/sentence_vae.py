@@ -16,11 +16,14 @@ class SentenceVAE(BaseModel):
     :class:`ModelOutput` of batch means; ``batch.target`` holds the sentences.
 
     Args:
-        vocab_size, embed_dim, hidden_size, latent_size, num_layers,
-        bidirectional (encoder), word_dropout (decoder inputs -> ``<unk>``),
-        embed_dropout, pad_id/unk_id/sos_id/eos_id (special token ids),
+        vocab_size: vocabulary size (ids ``0 .. vocab_size - 1``).
+        embed_dim, hidden_size, latent_size, num_layers: sizes.
+        bidirectional: a bidirectional encoder.
+        word_dropout: probability of replacing a decoder input by ``<unk>``.
+        embed_dropout: dropout on the embedded tokens.
+        pad_id, unk_id, sos_id, eos_id: the special token ids.
         backend: "fused" (fastvae kernels) or "reference" (plain PyTorch; same
-        parameters, same losses).
+            parameters, same losses).
     """
 
     def __init__(

@@ -280,8 +280,9 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
         ``kl [B]`` in the inputs' dtype.
 
     Raises:
-        TypeError / ValueError naming the argument for non-tensors, integer
-        dtypes, mismatched shapes/dtypes/devices, NaN/inf and negative free_bits.
+        TypeError: naming the argument, for non-tensors and integer dtypes.
+        ValueError: naming the argument, for mismatched shapes/dtypes/devices,
+            NaN/inf and negative free_bits.
     """
     free_bits = _float("free_bits", free_bits, nonneg=True)
     _required(mu_q=mu_q, logvar_q=logvar_q)

@@ -141,8 +141,9 @@ def reparameterize(mu, logvar, eps=None, generator=None):
         sampled ``eps`` instead of storing it.
 
     Raises:
-        TypeError / ValueError naming the argument for non-tensors, integer
-        dtypes, mismatched shapes/dtypes/devices and NaN/inf in the inputs.
+        TypeError: naming the argument, for non-tensors and integer dtypes.
+        ValueError: naming the argument, for mismatched shapes/dtypes/devices
+            and NaN/inf in the inputs.
     """
     if (
         not isinstance(mu, Tensor)
