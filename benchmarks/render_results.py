@@ -145,7 +145,7 @@ def cpu_ratio_table(record):
         for r in rows
     ]
     m = record.get("machine", {})
-    command = f"Saved by `{m['command']}`." if m.get("command") else ""
+    command = f"Last saved by `{m['command']}`." if m.get("command") else ""
     return "\n".join([_caption(record, shared, "Speed-ups") + " " + command, "",
                       markdown_table(header, cells, right={3, 4, 5})])
 

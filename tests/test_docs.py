@@ -39,6 +39,7 @@ def _load(name, path):
 
 render = _load("render_results", REPO / "benchmarks" / "render_results.py")
 cli_help = _load("cli_help", DOCS / "_hooks" / "cli_help.py")
+sphinx_roles = _load("sphinx_roles", DOCS / "_hooks" / "sphinx_roles.py")
 
 
 # ------------------------------------------------------------ size and links
@@ -231,3 +232,9 @@ def test_cli_help_markers_name_commands():
     assert "usage: fastvae train" in rendered and "--max-steps" in rendered
     with pytest.raises(ValueError, match="no such command"):
         cli_help.on_page_markdown("<!-- fastvae-help: nope -->", None, None, None)
+
+
+def test_sphinx_roles_read_as_code():
+    html = "twin of :func:<code>lstm</code>, a :class:<code>Batch</code>; ratio 3:1 and :note: stay"
+    assert sphinx_roles.on_page_content(html, None, None, None) == (
+        "twin of <code>lstm</code>, a <code>Batch</code>; ratio 3:1 and :note: stay")
