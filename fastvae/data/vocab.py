@@ -7,6 +7,9 @@ Special tokens come first with the ids every model uses by default:
 import json
 import os
 from collections import Counter
+from typing import Iterable, List, Optional, Sequence, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 from fastvae._files import atomic_write, remove_stale_temps
 from fastvae.data.tokenizer import TOKENIZERS, get_tokenizer
@@ -28,7 +31,7 @@ class Vocab:
 
     pad_id, unk_id, sos_id, eos_id = 0, 1, 2, 3
 
-    def __init__(self, tokens, tokenizer="fastvae"):
+    def __init__(self, tokens: Iterable[str], tokenizer: str = "fastvae") -> None:
         """``tokens``: the full list, starting with ``<pad>, <unk>, <sos>, <eos>``, no duplicates."""
         get_tokenizer(tokenizer)  # a ValueError naming the known ones
         self.tokenizer = tokenizer
@@ -45,7 +48,13 @@ class Vocab:
             raise ValueError(f"vocabulary token {dup!r} appears more than once")
 
     @classmethod
-    def build(cls, token_lists, min_freq=1, max_size=None, tokenizer="fastvae"):
+    def build(
+        cls,
+        token_lists: Iterable[Sequence[str]],
+        min_freq: int = 1,
+        max_size: Optional[int] = None,
+        tokenizer: str = "fastvae",
+    ) -> "Vocab":
         """Count the tokens of ``token_lists`` (iterable of lists of str).
 
         Keeps tokens seen at least ``min_freq`` times, most frequent first,
@@ -71,31 +80,31 @@ class Vocab:
             words = words[: max_size - len(SPECIALS)]
         return cls(list(SPECIALS) + words, tokenizer=tokenizer)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.itos)
 
-    def __contains__(self, token):
+    def __contains__(self, token: object) -> bool:
         return token in self.stoi
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.itos == other.itos
 
-    def encode(self, tokens):
+    def encode(self, tokens: Iterable[str]) -> List[int]:
         """List of tokens -> list of ids (unknown tokens -> ``unk_id``); adds no ``<eos>``."""
         if isinstance(tokens, (str, bytes)):  # a string would be encoded character by character
             raise TypeError("tokens must be a list of token strings, not a string; tokenize it first")
         unk = self.unk_id
         return [self.stoi.get(token, unk) for token in tokens]
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> List[str]:
         """``text`` -> tokens, with this vocabulary's tokenizer (unknown words stay as they are)."""
         return get_tokenizer(self.tokenizer)(text)
 
-    def encode_text(self, text):
+    def encode_text(self, text: str) -> List[int]:
         """``text`` -> ids ending with ``<eos>``: what a model reads (unknown words -> ``unk_id``)."""
         return self.encode(self.tokenize(text)) + [self.eos_id]
 
-    def decode(self, ids):
+    def decode(self, ids: Iterable[int]) -> List[str]:
         """List (or 1-D tensor) of ids -> tokens, stopping at ``<eos>``, skipping ``<pad>`` and ``<sos>``."""
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
@@ -111,13 +120,13 @@ class Vocab:
             out.append(self.itos[i])
         return out
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         """Write the vocabulary as JSON (``{"format_version": 1, "tokens": [...]}``), atomically."""
         data = {"format_version": FORMAT_VERSION, "tokens": self.itos}
         atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False), binary=False)
 
     @classmethod
-    def load(cls, path, tokenizer="fastvae"):
+    def load(cls, path: PathLike, tokenizer: str = "fastvae") -> "Vocab":
         """Read a vocabulary written by :meth:`save`; ``ValueError`` naming the file if it is corrupt.
 
         tokenizer: how text becomes tokens for it (a model folder's
@@ -148,7 +157,7 @@ class Vocab:
         except ValueError as exc:
             raise ValueError(f"{path} is corrupt: {exc}") from None
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory: PathLike) -> None:
         """Write ``vocab.json`` and ``tokenizer_config.json`` (the tokenizer and the special tokens) into a
         model folder, next to the model's ``config.json``; :meth:`from_pretrained` reads them back."""
         self.save(os.path.join(directory, VOCAB_NAME))
@@ -166,7 +175,7 @@ class Vocab:
                      lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n"), binary=False)
 
     @classmethod
-    def from_pretrained(cls, directory):
+    def from_pretrained(cls, directory: PathLike) -> "Vocab":
         """The vocabulary and tokenizer of a model folder written by :meth:`save_pretrained`.
 
         A folder without ``tokenizer_config.json`` gets the ``"fastvae"``

@@ -5,7 +5,7 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional, Type, TypeVar, Union
 
 import torch
 
@@ -18,6 +18,9 @@ from fastvae.nn.rnn import check_backend
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+Device = Union[str, torch.device]
 
 
 @dataclass
@@ -37,7 +40,7 @@ class Batch:
     context: Optional[torch.Tensor] = None
     context_lengths: Optional[torch.Tensor] = None
 
-    def to(self, device):
+    def to(self, device: Device) -> "Batch":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Batch(move(self.target), move(self.target_lengths), move(self.context), move(self.context_lengths))
 
@@ -144,6 +147,9 @@ def evaluating(model):
         model.train(was_training)
 
 
+ModelT = TypeVar("ModelT", bound="BaseModel")
+
+
 class BaseModel(torch.nn.Module):
     """Stores its constructor arguments so ``save_pretrained``/``from_pretrained`` can rebuild it."""
 
@@ -192,7 +198,7 @@ class BaseModel(torch.nn.Module):
 
     # ------------------------------------------------------------- save/load
 
-    def save_pretrained(self, directory):
+    def save_pretrained(self, directory: PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
         from safetensors.torch import save
 
@@ -205,7 +211,9 @@ class BaseModel(torch.nn.Module):
         atomic_write(os.path.join(directory, CONFIG_NAME), _json_writer(config), binary=False)
 
     @classmethod
-    def from_pretrained(cls, directory, backend=None, map_location="cpu"):
+    def from_pretrained(
+        cls: Type[ModelT], directory: PathLike, backend: Optional[str] = None, map_location: Device = "cpu"
+    ) -> ModelT:
         """Rebuild a model saved by ``save_pretrained`` (optionally on the other backend), in eval mode.
 
         Call ``.train()`` on it to train further (the Trainer does so itself).
@@ -244,7 +252,7 @@ class BaseModel(torch.nn.Module):
         return model.to(device).eval()
 
 
-def model_classes():
+def model_classes() -> Dict[str, Type[BaseModel]]:
     """The public fastvae model classes by name (``"SLCVAE": SLCVAE``, ...)."""
     found, todo = {}, list(BaseModel.__subclasses__())
     while todo:

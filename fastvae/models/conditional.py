@@ -5,14 +5,17 @@ The context is one token sequence (a dialogue context: its utterances joined).
 """
 
 from contextlib import contextmanager
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight, evaluating
+from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens, check_weight, evaluating
 from fastvae.models.generation import DecodeOptions, decode
 from fastvae.nn import VocabProjection
+
+Tensor = torch.Tensor
 
 
 class _Conditional(BaseModel):
@@ -38,7 +41,7 @@ class _Conditional(BaseModel):
             cfg["backend"],
         )
 
-    def encode_context(self, context, context_lengths):
+    def encode_context(self, context: Tensor, context_lengths: Tensor) -> Tensor:
         """``context [B, T]`` -> ``h_c [B, D*H]``."""
         lengths = check_tokens("context", context, context_lengths, self.config["vocab_size"])
         return self.context_encoder(self.embedding(context), lengths)
@@ -46,17 +49,17 @@ class _Conditional(BaseModel):
     @torch.no_grad()
     def generate(
         self,
-        context,
-        context_lengths,
-        num_samples=1,
-        strategy="greedy",
-        max_length=30,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        beam_size=4,
-        generator=None,
-    ):
+        context: Tensor,
+        context_lengths: Tensor,
+        num_samples: int = 1,
+        strategy: str = "greedy",
+        max_length: int = 30,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        beam_size: int = 4,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[Tensor, Tensor]:
         """``num_samples`` responses per context (z drawn from the prior each time).
 
         Subclasses give the decoder's conditioning in ``_condition(h_c, generator)``.
@@ -102,7 +105,7 @@ class _Conditional(BaseModel):
         return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
 
 
-    def beam_width(self, strategy, beam_size, num_samples):
+    def beam_width(self, strategy: str, beam_size: int, num_samples: int) -> int:
         """The beam ``generate`` runs: a Seq2Seq's n-best list widens a beam search to ``num_samples``."""
         return max(beam_size, num_samples) if self._latent_free and strategy == "beam" else beam_size
 
@@ -114,24 +117,24 @@ class Seq2Seq(_Conditional):
 
     def __init__(
         self,
-        vocab_size,
-        embed_dim=32,
-        hidden_size=32,
-        num_layers=2,
-        bidirectional=False,
-        word_dropout=0.0,
-        embed_dropout=0.0,
-        pad_id=0,
-        unk_id=1,
-        sos_id=2,
-        eos_id=3,
-        backend="fused",
-    ):
+        vocab_size: int,
+        embed_dim: int = 32,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        bidirectional: bool = False,
+        word_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        sos_id: int = 2,
+        eos_id: int = 3,
+        backend: str = "fused",
+    ) -> None:
         super().__init__()
         self._store_config(locals())
         self._build_common(latent_size=0)
 
-    def forward(self, batch):
+    def forward(self, batch: Batch) -> ModelOutput:
         target_lengths, context_lengths = self._check_batch(batch, conditional=True)
         h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
         inputs, targets = self._decoder_io(batch)
@@ -156,23 +159,23 @@ class CVAE(_Conditional):
 
     def __init__(
         self,
-        vocab_size,
-        embed_dim=32,
-        hidden_size=32,
-        latent_size=8,
-        num_layers=2,
-        bidirectional=False,
-        prior_hidden_size=None,
-        bow=False,
-        bow_hidden_size=None,
-        word_dropout=0.0,
-        embed_dropout=0.0,
-        pad_id=0,
-        unk_id=1,
-        sos_id=2,
-        eos_id=3,
-        backend="fused",
-    ):
+        vocab_size: int,
+        embed_dim: int = 32,
+        hidden_size: int = 32,
+        latent_size: int = 8,
+        num_layers: int = 2,
+        bidirectional: bool = False,
+        prior_hidden_size: Optional[int] = None,
+        bow: bool = False,
+        bow_hidden_size: Optional[int] = None,
+        word_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        sos_id: int = 2,
+        eos_id: int = 3,
+        backend: str = "fused",
+    ) -> None:
         super().__init__()
         self._store_config(locals())
         self._build_cvae()
@@ -212,7 +215,13 @@ class CVAE(_Conditional):
         bow = self.bow_out.loss(hidden.unsqueeze(1).expand(B, T, -1).reshape(B * T, -1), words, reduction="sum")
         return nll, bow
 
-    def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
+    def forward(
+        self,
+        batch: Batch,
+        kl_weight: float = 1.0,
+        free_bits: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> ModelOutput:
         kl_weight = check_weight("kl_weight", kl_weight)
         (target_lengths, _), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
         z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
@@ -275,25 +284,25 @@ class SLCVAE(CVAE):
 
     def __init__(
         self,
-        vocab_size,
-        embed_dim=32,
-        hidden_size=32,
-        latent_size=8,
-        num_layers=2,
-        bidirectional=False,
-        prior_hidden_size=None,
-        bow=False,
-        bow_hidden_size=None,
-        label_loss_weight=1.0,
-        label_prior_weight=0.0,
-        word_dropout=0.0,
-        embed_dropout=0.0,
-        pad_id=0,
-        unk_id=1,
-        sos_id=2,
-        eos_id=3,
-        backend="fused",
-    ):
+        vocab_size: int,
+        embed_dim: int = 32,
+        hidden_size: int = 32,
+        latent_size: int = 8,
+        num_layers: int = 2,
+        bidirectional: bool = False,
+        prior_hidden_size: Optional[int] = None,
+        bow: bool = False,
+        bow_hidden_size: Optional[int] = None,
+        label_loss_weight: float = 1.0,
+        label_prior_weight: float = 0.0,
+        word_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        sos_id: int = 2,
+        eos_id: int = 3,
+        backend: str = "fused",
+    ) -> None:
         torch.nn.Module.__init__(self)
         self._store_config(locals())
         self._build_cvae()
@@ -305,19 +314,21 @@ class SLCVAE(CVAE):
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
         self.label_head = torch.nn.Linear(size, cfg["latent_size"])
 
-    def labeling_modules(self):
+    def labeling_modules(self) -> Tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
         return (self.label_context_encoder, self.label_target_encoder, self.label_head)
 
-    def labeling_parameters(self):
+    def labeling_parameters(self) -> List[torch.nn.Parameter]:
         """The labeling network g(x, c): what the labeling phase updates."""
         return [p for m in self.labeling_modules() for p in m.parameters()]
 
-    def cvae_parameters(self):
+    def cvae_parameters(self) -> List[torch.nn.Parameter]:
         """Everything else: what the CVAE phase updates."""
         labeling = {id(p) for p in self.labeling_parameters()}
         return [p for p in self.parameters() if id(p) not in labeling]
 
-    def label(self, batch, target_lengths=None, context_lengths=None):
+    def label(
+        self, batch: Batch, target_lengths: Optional[Tensor] = None, context_lengths: Optional[Tensor] = None
+    ) -> Tensor:
         """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own)."""
         if target_lengths is None or context_lengths is None:  # both come checked together, or not at all
             target_lengths, context_lengths = self._check_batch(batch, conditional=True)
@@ -325,7 +336,14 @@ class SLCVAE(CVAE):
         h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
         return self.label_head(torch.cat([h_c, h_x], dim=1))
 
-    def forward(self, batch, kl_weight=1.0, label_weight=None, free_bits=0.0, generator=None):
+    def forward(
+        self,
+        batch: Batch,
+        kl_weight: float = 1.0,
+        label_weight: Optional[float] = None,
+        free_bits: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> ModelOutput:
         kl_weight = check_weight("kl_weight", kl_weight)
         if label_weight is None:
             label_weight = self.config["label_loss_weight"] * kl_weight
@@ -348,7 +366,7 @@ class SLCVAE(CVAE):
             bow=None if bow is None else bow.detach() / B,
         )
 
-    def labeling_loss(self, batch):
+    def labeling_loss(self, batch: Batch) -> ModelOutput:
         """``NLL(x | z = g(x, c), c)`` per sentence, batch mean; only g receives gradients."""
         target_lengths, context_lengths = self._check_batch(batch, conditional=True)
         with _frozen(self.cvae_parameters()):
@@ -368,15 +386,15 @@ class SLCVAE(CVAE):
 
     def train_step(
         self,
-        batch,
-        cvae_optimizer,
-        label_optimizer,
-        kl_weight=1.0,
-        label_weight=None,
-        free_bits=0.0,
-        max_grad_norm=None,
-        generator=None,
-    ):
+        batch: Batch,
+        cvae_optimizer: torch.optim.Optimizer,
+        label_optimizer: torch.optim.Optimizer,
+        kl_weight: float = 1.0,
+        label_weight: Optional[float] = None,
+        free_bits: float = 0.0,
+        max_grad_norm: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Dict[str, float]:
         """One full alternating step: the CVAE phase, then the labeling phase.
 
         ``cvae_optimizer`` must hold :meth:`cvae_parameters` and

@@ -8,6 +8,7 @@ ends when every row has stopped or ``max_length`` tokens were produced.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -27,7 +28,7 @@ class DecodeOptions:
     top_p: float = 1.0
     beam_size: int = 4
 
-    def check(self):
+    def check(self) -> "DecodeOptions":
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
@@ -64,7 +65,7 @@ def _filter_logits(logits, top_k, top_p):
     return logits
 
 
-def sample_from_logits(logits, generator=None):
+def sample_from_logits(logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One token per row of ``logits [R, V]`` (float) drawn from ``softmax(logits)``: ``[R]`` int64.
 
     Inverse-CDF sampling: one uniform number per row is located in the
@@ -91,7 +92,7 @@ def sample_from_logits(logits, generator=None):
     return torch.searchsorted(cdf, x, right=True).squeeze(1)
 
 
-def sample_from_logits_ref(logits, generator=None):
+def sample_from_logits_ref(logits: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``sample_from_logits``'s plain-PyTorch twin: ``torch.multinomial(torch.softmax(logits, -1), 1)``."""
     return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 

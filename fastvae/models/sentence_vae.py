@@ -1,10 +1,12 @@
 """Sentence-VAE (Bowman et al. 2016, "Generating Sentences from a Continuous Space")."""
 
+from typing import Optional, Tuple
+
 import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import BaseModel, ModelOutput, check_tokens, check_weight, evaluating
+from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens, check_weight, evaluating
 from fastvae.models.generation import DecodeOptions, decode
 
 
@@ -16,29 +18,32 @@ class SentenceVAE(BaseModel):
     :class:`ModelOutput` of batch means; ``batch.target`` holds the sentences.
 
     Args:
-        vocab_size, embed_dim, hidden_size, latent_size, num_layers,
-        bidirectional (encoder), word_dropout (decoder inputs -> ``<unk>``),
-        embed_dropout, pad_id/unk_id/sos_id/eos_id (special token ids),
+        vocab_size: vocabulary size (ids ``0 .. vocab_size - 1``).
+        embed_dim, hidden_size, latent_size, num_layers: sizes.
+        bidirectional: a bidirectional encoder.
+        word_dropout: probability of replacing a decoder input by ``<unk>``.
+        embed_dropout: dropout on the embedded tokens.
+        pad_id, unk_id, sos_id, eos_id: the special token ids.
         backend: "fused" (fastvae kernels) or "reference" (plain PyTorch; same
-        parameters, same losses).
+            parameters, same losses).
     """
 
     def __init__(
         self,
-        vocab_size,
-        embed_dim=300,
-        hidden_size=256,
-        latent_size=16,
-        num_layers=1,
-        bidirectional=False,
-        word_dropout=0.0,
-        embed_dropout=0.0,
-        pad_id=0,
-        unk_id=1,
-        sos_id=2,
-        eos_id=3,
-        backend="fused",
-    ):
+        vocab_size: int,
+        embed_dim: int = 300,
+        hidden_size: int = 256,
+        latent_size: int = 16,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        word_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        sos_id: int = 2,
+        eos_id: int = 3,
+        backend: str = "fused",
+    ) -> None:
         super().__init__()
         self._store_config(locals())
         self.embedding = self._make_embedding()
@@ -46,7 +51,7 @@ class SentenceVAE(BaseModel):
         self.posterior = GaussianNet(self.encoder.output_size, latent_size)
         self.decoder = ConditionalDecoder(embed_dim, hidden_size, num_layers, latent_size, vocab_size, backend)
 
-    def encode(self, tokens, lengths):
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``tokens [B, T]``, ``lengths [B]`` -> ``(mu, logvar)`` of q(z|x), each ``[B, latent_size]``.
 
         A building block: it follows the model's mode (embedding dropout in
@@ -55,7 +60,13 @@ class SentenceVAE(BaseModel):
         lengths = check_tokens("tokens", tokens, lengths, self.config["vocab_size"])
         return self.posterior(self.encoder(self.embedding(tokens), lengths))
 
-    def forward(self, batch, kl_weight=1.0, free_bits=0.0, generator=None):
+    def forward(
+        self,
+        batch: Batch,
+        kl_weight: float = 1.0,
+        free_bits: float = 0.0,
+        generator: Optional[torch.Generator] = None,
+    ) -> ModelOutput:
         target_lengths, _ = self._check_batch(batch, conditional=False)
         kl_weight = check_weight("kl_weight", kl_weight)
         mu, logvar = self.posterior(self.encoder(self.embedding(batch.target), target_lengths))
@@ -82,7 +93,17 @@ class SentenceVAE(BaseModel):
 
     # sample / reconstruct / interpolate run in eval mode (no dropout), whatever mode the model is in
 
-    def sample(self, n, strategy="greedy", max_length=30, temperature=1.0, top_k=0, top_p=1.0, beam_size=4, generator=None):
+    def sample(
+        self,
+        n: int,
+        strategy: str = "greedy",
+        max_length: int = 30,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        beam_size: int = 4,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """``n`` sentences with z drawn from the prior N(0, I) -> ``(tokens [n, max_length], lengths [n])``."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -92,13 +113,17 @@ class SentenceVAE(BaseModel):
             z = latent_ops(self.backend).reparameterize(zeros, zeros, generator=generator)
             return self._decode_from(z, options, generator)
 
-    def reconstruct(self, tokens, lengths, max_length=30):
+    def reconstruct(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, max_length: int = 30
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Greedy decoding from each sentence's posterior mean."""
         with evaluating(self):
             mu, _ = self.encode(tokens, lengths)
             return self._decode_from(mu, DecodeOptions(max_length=max_length))
 
-    def interpolate(self, tokens_a, tokens_b, steps=5, max_length=30):
+    def interpolate(
+        self, tokens_a: torch.Tensor, tokens_b: torch.Tensor, steps: int = 5, max_length: int = 30
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Homotopy between two sentences ``[T_a]`` and ``[T_b]``: greedy decodes of
         ``(1 - t) mu_a + t mu_b`` for ``steps`` values of t from 0 to 1."""
         if not isinstance(steps, int) or steps < 2:

@@ -1,5 +1,7 @@
 """Token embedding with word dropout (Bowman et al. 2016) and embedding dropout."""
 
+from typing import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +19,16 @@ class WordEmbedding(torch.nn.Module):
         dropout: dropout on the embedded vectors in training.
     """
 
-    def __init__(self, vocab_size, dim, pad_id, unk_id, keep_ids=(), word_dropout=0.0, dropout=0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        pad_id: int,
+        unk_id: int,
+        keep_ids: Iterable[int] = (),
+        word_dropout: float = 0.0,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         for name, p in (("word_dropout", word_dropout), ("dropout", dropout)):
             if not 0.0 <= p <= 1.0:
@@ -32,7 +43,7 @@ class WordEmbedding(torch.nn.Module):
         self.word_dropout = word_dropout
         self.dropout = dropout
 
-    def drop_words(self, tokens):
+    def drop_words(self, tokens: torch.Tensor) -> torch.Tensor:
         """Replace tokens by ``<unk>`` with probability ``word_dropout`` (never ``keep_ids``)."""
         if not self.training or self.word_dropout == 0.0:
             return tokens
@@ -41,7 +52,7 @@ class WordEmbedding(torch.nn.Module):
             drop &= tokens != keep
         return tokens.masked_fill(drop, self.unk_id)
 
-    def forward(self, tokens, word_dropout=False):
+    def forward(self, tokens: torch.Tensor, word_dropout: bool = False) -> torch.Tensor:
         if word_dropout:
             tokens = self.drop_words(tokens)
         out = F.embedding(tokens, self.weight, padding_idx=self.pad_id)

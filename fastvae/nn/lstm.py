@@ -8,6 +8,7 @@ refuses to trace ``nn.RNNBase`` modules (without a global Dynamo flag).
 """
 
 import math
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,9 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from fastvae import ops
 from fastvae.ops import _checks
+
+Tensor = torch.Tensor
+State = Tuple[Tensor, Tensor]  # (h, c), each [num_layers * D, B, H] (or [num_layers * D, H] unbatched)
 
 
 class LSTM(torch.nn.Module):
@@ -40,17 +44,17 @@ class LSTM(torch.nn.Module):
 
     def __init__(
         self,
-        input_size,
-        hidden_size,
-        num_layers=1,
-        bias=True,
-        batch_first=False,
-        dropout=0.0,
-        bidirectional=False,
-        proj_size=0,
-        device=None,
-        dtype=None,
-    ):
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Optional[Union[torch.device, str]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> None:
         super().__init__()
         if proj_size:
             raise ValueError("fastvae.nn.LSTM does not support proj_size > 0")
@@ -92,13 +96,13 @@ class LSTM(torch.nn.Module):
         ]
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def reset_parameters(self) -> None:
         """nn.LSTM's initialisation: every parameter uniform in +-1/sqrt(hidden_size)."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
             torch.nn.init.uniform_(weight, -bound, bound)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             text += f", num_layers={self.num_layers}"
@@ -112,7 +116,12 @@ class LSTM(torch.nn.Module):
             text += ", bidirectional=True"
         return text
 
-    def forward(self, input, hx=None, lengths=None):  # noqa: A002  (nn.LSTM's name)
+    def forward(  # noqa: A002  (input: nn.LSTM's name)
+        self,
+        input: Union[Tensor, PackedSequence],
+        hx: Optional[State] = None,
+        lengths: Optional[Union[Tensor, Sequence[int]]] = None,
+    ) -> Tuple[Union[Tensor, PackedSequence], State]:
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths must be None when input is a PackedSequence (it carries its own)")

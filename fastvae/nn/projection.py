@@ -18,22 +18,22 @@ class VocabProjection(torch.nn.Module):
     ``ignore_index`` (-100) are skipped.
     """
 
-    def __init__(self, hidden_size, vocab_size, backend="fused"):
+    def __init__(self, hidden_size: int, vocab_size: int, backend: str = "fused") -> None:
         super().__init__()
         bound = 1.0 / math.sqrt(hidden_size)
         self.weight = torch.nn.Parameter(torch.empty(vocab_size, hidden_size).uniform_(-bound, bound))
         self.bias = torch.nn.Parameter(torch.empty(vocab_size).uniform_(-bound, bound))
         self.backend = check_backend(backend)
 
-    def logits(self, hidden):
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return F.linear(hidden, self.weight, self.bias)
 
-    def greedy(self, hidden):
+    def greedy(self, hidden: torch.Tensor) -> torch.Tensor:
         """The best word per row of ``hidden [R, H]`` (fused: the scores are never materialised)."""
         if self.backend == "fused":
             return ops.linear_argmax(hidden, self.weight, self.bias)[0]
         return self.logits(hidden).argmax(dim=-1)
 
-    def loss(self, hidden, target, reduction="sum"):
+    def loss(self, hidden: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
         fn = ops.linear_cross_entropy if self.backend == "fused" else ops.linear_cross_entropy_ref
         return fn(hidden, self.weight, self.bias, target, ignore_index=-100, reduction=reduction)

@@ -16,6 +16,8 @@ packs only where the padding would change a result it returns:
   unequal lengths (it returns every layer's ``h_n, c_n`` at the last real step).
 """
 
+from typing import Optional, Sequence, Tuple, Union
+
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -24,14 +26,26 @@ from fastvae.ops import _checks
 
 BACKENDS = ("fused", "reference")
 
+Tensor = torch.Tensor
+AnyLSTM = Union[LSTM, torch.nn.LSTM]  # fastvae.nn.LSTM (fused backend) or torch.nn.LSTM (reference)
+Lengths = Union[Tensor, Sequence[int]]
+State = Tuple[Tensor, Tensor]
 
-def check_backend(backend):
+
+def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     return backend
 
 
-def make_lstm(backend, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0):
+def make_lstm(
+    backend: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+) -> AnyLSTM:
     """A batch-first LSTM of the backend; both share parameter names and shapes."""
     cls = LSTM if check_backend(backend) == "fused" else torch.nn.LSTM
     return cls(
@@ -44,7 +58,9 @@ def make_lstm(backend, input_size, hidden_size, num_layers=1, bidirectional=Fals
     )
 
 
-def run_lstm(lstm, x, lengths=None, hx=None):
+def run_lstm(
+    lstm: AnyLSTM, x: Tensor, lengths: Optional[Lengths] = None, hx: Optional[State] = None
+) -> Tuple[Tensor, State]:
     """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> ``(y [B, T, D*H], (h_n, c_n))``.
 
     ``y`` is zero past each length and ``h_n, c_n`` (every layer) hold each
@@ -61,7 +77,7 @@ def run_lstm(lstm, x, lengths=None, hx=None):
     return _run_packed(lstm, x, lengths, hx)
 
 
-def lstm_outputs(lstm, x, lengths=None, hx=None):
+def lstm_outputs(lstm: AnyLSTM, x: Tensor, lengths: Optional[Lengths] = None, hx: Optional[State] = None) -> Tensor:
     """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> the top layer's outputs ``y [B, T, D*H]``.
 
     Each sequence's outputs up to its length are those of :func:`run_lstm`.
@@ -78,7 +94,7 @@ def lstm_outputs(lstm, x, lengths=None, hx=None):
     return run_lstm(lstm, x, lengths, hx)[0]
 
 
-def last_hidden(lstm, x, lengths=None):
+def last_hidden(lstm: AnyLSTM, x: Tensor, lengths: Optional[Lengths] = None) -> Tensor:
     """``x [B, T, E]`` with ``lengths [B]`` (1..T) -> ``[B, D*H]``: the top layer's hidden
     state after each sequence's last real step (both directions side by side, forward first).
 

@@ -23,7 +23,7 @@ Backends: CPU float32/float64 run the C++ ops ``torch.ops.fastvae.gaussian_kl``
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -41,7 +41,13 @@ def _kl_terms_ref(mu_q, logvar_q, mu_p, logvar_p):
     return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) / torch.exp(logvar_p) - 1.0)
 
 
-def gaussian_kl_ref(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
+def gaussian_kl_ref(
+    mu_q: Tensor,
+    logvar_q: Tensor,
+    mu_p: Optional[Tensor] = None,
+    logvar_p: Optional[Tensor] = None,
+    free_bits: float = 0.0,
+) -> Tensor:
     """Plain-PyTorch :func:`gaussian_kl` (free_bits is checked as there; the tensors are not)."""
     free_bits = _checks.nonneg_number("free_bits", free_bits)
     terms = _kl_terms_ref(mu_q, logvar_q, mu_p, logvar_p)
@@ -51,7 +57,17 @@ def gaussian_kl_ref(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
     return terms.sum(-1)
 
 
-def kl_label_loss_ref(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=0.0):
+def kl_label_loss_ref(
+    mu_q: Tensor,
+    logvar_q: Tensor,
+    mu_p: Optional[Tensor],
+    logvar_p: Optional[Tensor],
+    z: Tensor,
+    z_label: Tensor,
+    kl_weight: float,
+    label_weight: float,
+    free_bits: float = 0.0,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Plain-PyTorch :func:`kl_label_loss`; ``z_label`` is detached (a fixed target).
 
     kl_weight, label_weight and free_bits are checked as in :func:`kl_label_loss`.
@@ -266,7 +282,13 @@ def _float(name, value, nonneg=False):
     return _checks.nonneg_number(name, value) if nonneg else _checks.number(name, value)
 
 
-def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
+def gaussian_kl(
+    mu_q: Tensor,
+    logvar_q: Tensor,
+    mu_p: Optional[Tensor] = None,
+    logvar_p: Optional[Tensor] = None,
+    free_bits: float = 0.0,
+) -> Tensor:
     """Per-example ``KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p))`` summed over Z, fused.
 
     Args:
@@ -280,8 +302,9 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
         ``kl [B]`` in the inputs' dtype.
 
     Raises:
-        TypeError / ValueError naming the argument for non-tensors, integer
-        dtypes, mismatched shapes/dtypes/devices, NaN/inf and negative free_bits.
+        TypeError: naming the argument, for non-tensors and integer dtypes.
+        ValueError: naming the argument, for mismatched shapes/dtypes/devices,
+            NaN/inf and negative free_bits.
     """
     free_bits = _float("free_bits", free_bits, nonneg=True)
     _required(mu_q=mu_q, logvar_q=logvar_q)
@@ -295,7 +318,17 @@ def gaussian_kl(mu_q, logvar_q, mu_p=None, logvar_p=None, free_bits=0.0):
     return kl
 
 
-def kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=0.0):
+def kl_label_loss(
+    mu_q: Tensor,
+    logvar_q: Tensor,
+    mu_p: Optional[Tensor],
+    logvar_p: Optional[Tensor],
+    z: Tensor,
+    z_label: Tensor,
+    kl_weight: float,
+    label_weight: float,
+    free_bits: float = 0.0,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """The latent part of the SLCVAE objective in one kernel.
 
     ``total = kl_weight * KL(q || p) + label_weight * ||z - z_label||^2`` per

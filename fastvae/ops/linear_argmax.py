@@ -8,13 +8,17 @@ compute the scores with ``F.linear`` -- on a GPU the product dominates and
 cuBLAS is the right tool.
 """
 
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
 from fastvae.ops import _checks, _dispatch
 
 
-def linear_argmax_ref(hidden, weight, bias=None):
+def linear_argmax_ref(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Plain-PyTorch twin: ``F.linear(hidden, weight, bias).max(-1)`` as ``(index, value)``."""
     value, index = F.linear(hidden, weight, bias).max(dim=-1)
     return index, value
@@ -33,7 +37,9 @@ def _register_cpu():
 BACKENDS = _dispatch.Backends(_register_cpu, lambda: None)
 
 
-def linear_argmax(hidden, weight, bias=None):
+def linear_argmax(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Best word per row.
 
     Args:

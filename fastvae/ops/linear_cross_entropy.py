@@ -43,7 +43,14 @@ def _reference(hidden, weight, bias, target, ignore_index, reduction):
     return F.cross_entropy(logits, target, ignore_index=ignore_index, reduction=reduction)
 
 
-def linear_cross_entropy_ref(hidden, weight, bias, target, ignore_index=-100, reduction="mean"):
+def linear_cross_entropy_ref(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
     """Plain-PyTorch twin of :func:`linear_cross_entropy` (materialises the logits)."""
     target = _check_args(hidden, weight, bias, target, ignore_index, reduction)
     return _reference(hidden, weight, bias, target, ignore_index, reduction)
@@ -213,7 +220,14 @@ def _check_args(hidden, weight, bias, target, ignore_index, reduction):
     return target
 
 
-def linear_cross_entropy(hidden, weight, bias, target, ignore_index=-100, reduction="mean"):
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+) -> Tensor:
     """Cross-entropy of the logits ``hidden @ weight.T + bias`` without forming them.
 
     Args:

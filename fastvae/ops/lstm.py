@@ -20,7 +20,7 @@ dtypes/devices, or a missing build, run the reference.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from fastvae.ops import _checks, _dispatch
 
 Tensor = torch.Tensor
+Lengths = Union[Tensor, Sequence[int]]  # [B] lengths in 1..T: an integer tensor or a list of ints
 
 # ----------------------------------------------------------------- reference
 
@@ -42,7 +43,17 @@ def _reverse_within_lengths(x, lengths):
     return x.gather(0, index)
 
 
-def lstm_ref(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+def lstm_ref(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+    lengths: Optional[Lengths] = None,
+    reverse: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Plain-PyTorch LSTM layer with the exact semantics of :func:`lstm`."""
     T, B, _ = x.shape
     lengths = _checks.lengths(lengths, B, T)
@@ -103,12 +114,27 @@ def _run_stack(layer_fn, x, h0, c0, params, lengths, bidirectional):
     return layer_input, torch.stack(h_n), torch.stack(c_n)
 
 
-def lstm_stack_ref(x, h0, c0, params, lengths=None, bidirectional=False):
+def lstm_stack_ref(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    params: Sequence[Tensor],
+    lengths: Optional[Lengths] = None,
+    bidirectional: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Plain-PyTorch twin of :func:`lstm_stack`: :func:`lstm_ref` per layer and direction."""
     return _run_stack(lstm_ref, x, h0, c0, params, lengths, bidirectional)
 
 
-def lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+def lstm_cell_ref(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """Plain-PyTorch LSTM cell (one step) with the semantics of :func:`lstm_cell`."""
     gates = F.linear(x, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
     i, f, g, o = gates.chunk(4, dim=1)
@@ -330,7 +356,17 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def lstm(x, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, lengths=None, reverse=False):
+def lstm(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+    lengths: Optional[Lengths] = None,
+    reverse: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer over a padded sequence, fused (one autograd node).
 
     Args:
@@ -387,7 +423,14 @@ def _check_stack_shapes(x, h0, params, L, D, per):
                 _checks.shape(f"params[{k * per + j}] (bias)", b, (4 * H,))
 
 
-def lstm_stack(x, h0, c0, params, lengths=None, bidirectional=False):
+def lstm_stack(
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    params: Sequence[Tensor],
+    lengths: Optional[Lengths] = None,
+    bidirectional: bool = False,
+) -> Tuple[Tensor, Tensor, Tensor]:
     """A stack of LSTM layers (``nn.LSTM`` without inter-layer dropout) in one fused call.
 
     Args:
@@ -427,7 +470,15 @@ def lstm_stack(x, h0, c0, params, lengths=None, bidirectional=False):
     return backend.stack(x, h0, c0, params, lengths, L, bidirectional)
 
 
-def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+def lstm_cell(
+    x: Tensor,
+    h: Tensor,
+    c: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
     """One LSTM step, fused: the decoding step of generation.
 
     Args:

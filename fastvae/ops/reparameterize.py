@@ -31,7 +31,9 @@ Tensor = torch.Tensor
 # ----------------------------------------------------------------- reference
 
 
-def reparameterize_ref(mu, logvar, eps=None, generator=None):
+def reparameterize_ref(
+    mu: Tensor, logvar: Tensor, eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+) -> Tensor:
     """Plain-PyTorch :func:`reparameterize`; draws the same ``eps`` for the same generator state."""
     if eps is None:
         seed = _philox.draw_seed(generator, mu.device)
@@ -124,7 +126,9 @@ def _check_args(mu, logvar, eps, generator):
     _checks.same_dtype("mu", mu, logvar=logvar, eps=eps)
 
 
-def reparameterize(mu, logvar, eps=None, generator=None):
+def reparameterize(
+    mu: Tensor, logvar: Tensor, eps: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+) -> Tensor:
     """Sample ``z = mu + eps * exp(0.5 * logvar)`` with one fused kernel (one autograd node).
 
     Args:
@@ -141,8 +145,9 @@ def reparameterize(mu, logvar, eps=None, generator=None):
         sampled ``eps`` instead of storing it.
 
     Raises:
-        TypeError / ValueError naming the argument for non-tensors, integer
-        dtypes, mismatched shapes/dtypes/devices and NaN/inf in the inputs.
+        TypeError: naming the argument, for non-tensors and integer dtypes.
+        ValueError: naming the argument, for mismatched shapes/dtypes/devices
+            and NaN/inf in the inputs.
     """
     if (
         not isinstance(mu, Tensor)

@@ -19,6 +19,7 @@ import os
 import random
 import sys
 import zipfile
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import torch
 
@@ -75,7 +76,15 @@ def _check_optimizers(optimizers):
     return optimizers
 
 
-def save_checkpoint(path, *, model, optimizers, step, epoch, extra=None):
+def save_checkpoint(
+    path: Union[str, "os.PathLike[str]"],
+    *,
+    model: torch.nn.Module,
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    step: int,
+    epoch: int,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> str:
     """Write a checkpoint to ``path`` atomically.
 
     The payload goes to a temporary file in the same directory, which is
@@ -150,7 +159,14 @@ def _read(path):
     return path, payload
 
 
-def load_checkpoint(path, model=None, optimizers=None, restore_rng=True, backend=None, check_extra=None):
+def load_checkpoint(
+    path: Union[str, "os.PathLike[str]"],
+    model: Optional[torch.nn.Module] = None,
+    optimizers: Optional[Mapping[str, torch.optim.Optimizer]] = None,
+    restore_rng: bool = True,
+    backend: Optional[str] = None,
+    check_extra: Optional[Callable[[Dict[str, Any]], Any]] = None,
+) -> Dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint`.
 
     ``model``: restored in place (its class must match the saved one); when

@@ -23,24 +23,36 @@ from there.
 import json
 import math
 import os
+from typing import Any, Mapping, Optional, Tuple, Union
+
+import torch
 
 from fastvae._files import atomic_write
 from fastvae._version import __version__
 from fastvae.data.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME, Vocab
-from fastvae.models.base import CONFIG_NAME, WEIGHTS_NAME, model_classes, read_config
+from fastvae.models.base import CONFIG_NAME, WEIGHTS_NAME, BaseModel, model_classes, read_config
 from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 CARD_NAME = "README.md"
 LEGACY_VOCAB = os.path.join(os.pardir, VOCAB_NAME)  # fastvae 0.1.0: the run directory's vocab.json
 _TAGS = {"SentenceVAE": "sentence-vae", "CVAE": "cvae", "SLCVAE": "slcvae", "Seq2Seq": "seq2seq"}
 
 
-def is_model_folder(path):
+def is_model_folder(path: PathLike) -> bool:
     """Whether ``path`` is a folder holding a saved model (``config.json`` and ``model.safetensors``)."""
     return all(os.path.isfile(os.path.join(path, name)) for name in (CONFIG_NAME, WEIGHTS_NAME))
 
 
-def save_model_folder(directory, model, vocab, trained_on=None, metrics=None, training=None):
+def save_model_folder(
+    directory: PathLike,
+    model: BaseModel,
+    vocab: Vocab,
+    trained_on: Optional[Mapping[str, Any]] = None,
+    metrics: Optional[Mapping[str, Mapping[str, float]]] = None,
+    training: Optional[Mapping[str, Any]] = None,
+) -> PathLike:
     """Write ``model``, ``vocab`` (with its tokenizer) and a model card into ``directory``.
 
     trained_on: what the model learned from, a dict of JSON-able values
@@ -61,7 +73,9 @@ def save_model_folder(directory, model, vocab, trained_on=None, metrics=None, tr
     return directory
 
 
-def load_model_folder(directory, backend=None, device="cpu"):
+def load_model_folder(
+    directory: PathLike, backend: Optional[str] = None, device: Union[str, torch.device] = "cpu"
+) -> Tuple[BaseModel, Vocab]:
     """``(model, vocab)`` of a model folder, the model in eval mode on ``device``.
 
     The model class is read from ``config.json``; the vocabulary and its
@@ -82,7 +96,7 @@ def load_model_folder(directory, backend=None, device="cpu"):
     return model, vocab
 
 
-def load_folder_vocab(directory):
+def load_folder_vocab(directory: PathLike) -> Vocab:
     """The vocabulary of a model folder (or, for a fastvae 0.1.0 ``model/``, of the run directory above it)."""
     if os.path.isfile(os.path.join(directory, VOCAB_NAME)):
         return Vocab.from_pretrained(directory)

@@ -6,6 +6,9 @@ rebuild it.
 """
 
 import math
+from typing import Any, Dict, Type, TypeVar
+
+ScheduleT = TypeVar("ScheduleT", bound="_Schedule")
 
 from fastvae.models.base import check_weight
 
@@ -54,21 +57,21 @@ class _Schedule:
     name = None
     _fields = ()
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, **{f: getattr(self, f) for f in self._fields}}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls: Type[ScheduleT], d: Dict[str, Any]) -> ScheduleT:
         d = dict(d)
         name = d.pop("name", cls.name)
         if name != cls.name:
             raise ValueError(f"a {name!r} schedule dict cannot build a {cls.__name__}")
         return cls(**d)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and self.to_dict() == other.to_dict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
         return f"{type(self).__name__}({args})"
 
@@ -83,12 +86,12 @@ class LogisticSchedule(_Schedule):
     name = "logistic"
     _fields = ("k", "x0", "max_weight")
 
-    def __init__(self, k=0.0025, x0=2500, max_weight=1.0):
+    def __init__(self, k: float = 0.0025, x0: float = 2500, max_weight: float = 1.0) -> None:
         self.k = _number("k", k, positive=True)
         self.x0 = _number("x0", x0, min_value=0)
         self.max_weight = _weight("max_weight", max_weight)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         t = self.k * (_step(step) - self.x0)
         if t >= 0:
             return self.max_weight / (1.0 + math.exp(-t))
@@ -102,12 +105,12 @@ class LinearSchedule(_Schedule):
     name = "linear"
     _fields = ("warmup_steps", "start", "max_weight")
 
-    def __init__(self, warmup_steps, start=0.0, max_weight=1.0):
+    def __init__(self, warmup_steps: int, start: float = 0.0, max_weight: float = 1.0) -> None:
         self.warmup_steps = _number("warmup_steps", warmup_steps, min_value=0)
         self.start = _weight("start", start)
         self.max_weight = _weight("max_weight", max_weight)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         step = _step(step)
         if step >= self.warmup_steps:
             return self.max_weight
@@ -125,14 +128,14 @@ class CyclicalSchedule(_Schedule):
     name = "cyclical"
     _fields = ("cycle_steps", "ratio", "max_weight")
 
-    def __init__(self, cycle_steps, ratio=0.5, max_weight=1.0):
+    def __init__(self, cycle_steps: int, ratio: float = 0.5, max_weight: float = 1.0) -> None:
         self.cycle_steps = _number("cycle_steps", cycle_steps, positive=True)
         self.ratio = _number("ratio", ratio)
         if not 0.0 < self.ratio <= 1.0:
             raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
         self.max_weight = _weight("max_weight", max_weight)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         position = math.fmod(_step(step), self.cycle_steps) / self.cycle_steps  # in [0, 1)
         if position >= self.ratio:
             return self.max_weight
@@ -145,10 +148,10 @@ class ConstantSchedule(_Schedule):
     name = "constant"
     _fields = ("weight",)
 
-    def __init__(self, weight=1.0):
+    def __init__(self, weight: float = 1.0) -> None:
         self.weight = _weight("weight", weight)
 
-    def __call__(self, step):
+    def __call__(self, step: float) -> float:
         _step(step)
         return self.weight
 
@@ -156,7 +159,7 @@ class ConstantSchedule(_Schedule):
 SCHEDULES = {cls.name: cls for cls in (LogisticSchedule, LinearSchedule, CyclicalSchedule, ConstantSchedule)}
 
 
-def make_schedule(name, **kwargs):
+def make_schedule(name: str, **kwargs: Any) -> "_Schedule":
     """Build a schedule by name (``logistic``, ``linear``, ``cyclical``, ``constant``).
 
     ``make_schedule(**schedule.to_dict())`` rebuilds ``schedule``. Raises
@@ -171,7 +174,7 @@ def make_schedule(name, **kwargs):
         raise ValueError(f"bad arguments for the {name!r} schedule: {exc}") from None
 
 
-def schedule_from_dict(d):
+def schedule_from_dict(d: Dict[str, Any]) -> "_Schedule":
     """Rebuild a schedule from its ``to_dict()``."""
     if not isinstance(d, dict) or "name" not in d:
         raise ValueError(f"a schedule dict needs a 'name' key, got {d!r}")

@@ -8,7 +8,7 @@ import torch
 MAX_SEED = 2**63 - 1
 
 
-def seed_everything(seed):
+def seed_everything(seed: int) -> int:
     """Seed every random number generator a fastvae run draws from; returns ``seed``.
 
     torch's default generators (CPU and every CUDA device: model

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional
+from typing import Any, Dict, Iterable, Optional, Union
 
 import torch
 
@@ -85,7 +85,7 @@ class TrainConfig:
     plots: bool = True
     device: str = "cpu"
 
-    def check(self):
+    def check(self) -> "TrainConfig":
         def integer(name, low, optional=False):
             v = getattr(self, name)
             if optional and v is None:
@@ -126,11 +126,11 @@ class TrainConfig:
         usable_device(self.device)
         return self
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
         if not isinstance(d, dict):
             raise TypeError(f"a TrainConfig is built from a dict of its fields, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
@@ -206,8 +206,16 @@ class Trainer:
     one machine, with one thread count).
     """
 
-    def __init__(self, model, train_data, valid_data=None, config=None, run_dir="runs/fastvae", dist=None,
-                 data_description=None):
+    def __init__(
+        self,
+        model: Union[SentenceVAE, CVAE, SLCVAE, Seq2Seq],
+        train_data: TextDataset,
+        valid_data: Optional[TextDataset] = None,
+        config: Optional[Union[TrainConfig, Dict[str, Any]]] = None,
+        run_dir: Union[str, "os.PathLike[str]"] = "runs/fastvae",
+        dist: Optional[distributed.DistInfo] = None,
+        data_description: Optional[Dict[str, Any]] = None,
+    ) -> None:
         if not isinstance(model, _MODELS):
             raise TypeError(f"model must be one of {[c.__name__ for c in _MODELS]}, got {type(model).__name__}")
         if isinstance(config, dict):
@@ -272,7 +280,7 @@ class Trainer:
 
     # ------------------------------------------------------------ the loop
 
-    def fit(self, resume=False):
+    def fit(self, resume: bool = False) -> TrainResult:
         """Train until the epochs are done, early stopping, a limit or Ctrl-C; returns a :class:`TrainResult`.
 
         resume: continue from ``<run_dir>/checkpoint.pt`` (model, optimizers,
@@ -467,7 +475,7 @@ class Trainer:
 
     # ------------------------------------------------------- validation
 
-    def validate(self):
+    def validate(self) -> Optional[Dict[str, float]]:
         """Mean validation NLL, KL and loss (= NLL + KL, the negative ELBO at KL weight 1) per sentence."""
         if self.valid_data is None:
             return None
@@ -544,7 +552,7 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
-    def save_checkpoint(self):
+    def save_checkpoint(self) -> None:
         """Write ``checkpoint.pt`` atomically (main process; every process's RNG state goes in)."""
         # per-process state: RNG and the metrics window of every process
         rank_rng = distributed.gather_objects(self.dist, torch.get_rng_state())
@@ -747,7 +755,7 @@ def _print(message):
         print(message, flush=True)
 
 
-def adam(params, lr):
+def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
     """``torch.optim.Adam`` with torch's fused kernel (``fused=True``) where torch has one for every
     parameter's device and dtype (floating point on the CPU, CUDA, ...): one kernel per step instead
     of a loop of small ops per parameter, the same update up to rounding. Elsewhere the default Adam.

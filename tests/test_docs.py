@@ -1,0 +1,240 @@
+"""The README and the docs site stay short, linked, and true to the measurements and the CLI.
+
+* README.md is at most 200 lines; its links and the site's navigation point to
+  files that exist, and every page of docs/ is in mkdocs.yml's navigation.
+* The benchmark tables (README and docs/benchmarks.md) equal what
+  benchmarks/render_results.py renders from the committed results JSON.
+* Every ``--option`` that a documented ``fastvae ...`` or ``python
+  examples/...`` command line uses exists in that command's parser.
+* Every ``<!-- fastvae-help: COMMAND -->`` of the CLI page names a command.
+
+(``mkdocs build --strict``, run by .ci/run, checks the links between pages
+and the docstring references.)
+"""
+
+import copy
+import importlib.util
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOCS = REPO / "docs"
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
+README_MAX_LINES = 200
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+render = _load("render_results", REPO / "benchmarks" / "render_results.py")
+cli_help = _load("cli_help", DOCS / "_hooks" / "cli_help.py")
+sphinx_roles = _load("sphinx_roles", DOCS / "_hooks" / "sphinx_roles.py")
+
+
+# ------------------------------------------------------------ size and links
+
+
+def test_readme_is_short():
+    lines = README.read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/ (limit {README_MAX_LINES})"
+
+
+def _relative_links(text):
+    """Targets of markdown links that are paths in the repository (no URL, no pure anchor)."""
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue
+        yield target.split("#", 1)[0]
+
+
+def test_readme_links_point_to_files():
+    missing = [t for t in _relative_links(README.read_text(encoding="utf-8")) if not (REPO / t).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+    linked = set(_relative_links(README.read_text(encoding="utf-8")))
+    for page in ("docs/getting-started.md", "docs/cli.md", "docs/python-guide.md", "docs/ops.md",
+                 "docs/reproducing.md", "docs/benchmarks.md", "docs/design.md", "docs/reference/index.md"):
+        assert page in linked, f"README.md does not link {page}"
+
+
+def _nav_pages():
+    text = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = text.split("\nnav:\n", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r":\s*(\S+\.md)\s*$", nav, flags=re.M)
+
+
+def test_every_page_is_in_the_navigation():
+    nav = _nav_pages()
+    on_disk = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
+    assert sorted(nav) == on_disk, {"not in nav": sorted(set(on_disk) - set(nav)),
+                                    "in nav, no file": sorted(set(nav) - set(on_disk))}
+
+
+# ---------------------------------------------------- the generated tables
+
+
+EXPECTED_REGIONS = {
+    "README.md": ["headline"],
+    "docs/benchmarks.md": ["cpu-avx512", "cpu-avx512-extra", "cpu-avx2", "cpu-avx2-extra", "gpu-compile"],
+}
+
+
+@pytest.mark.parametrize("page", render.PAGES)
+def test_generated_tables_match_the_results_json(page):
+    text = (REPO / page).read_text(encoding="utf-8")
+    assert render.region_names(text) == EXPECTED_REGIONS[page]
+    rendered = render.apply(text, render.regions())
+    assert rendered == text, (
+        f"{page}: a benchmark table differs from benchmarks/results/*.json; run python benchmarks/render_results.py"
+    )
+
+
+def test_render_check_passes_on_the_committed_files():
+    assert render.main(["--check"]) == 0
+
+
+def test_tables_follow_the_json(tmp_path):
+    """A changed measurement changes the rendering (so the test above can fail), in both kinds of table."""
+    for name in (*render.CPU_FILES.values(), render.GPU_COMPILE_FILE):
+        (tmp_path / name).write_text((REPO / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
+    before = render.regions(tmp_path)
+    record = json.loads((tmp_path / "cpu-avx2.json").read_text())
+    row = next(r for r in record["rows"] if r["case"] == "SLCVAE train step (both phases)")
+    row["speedup"], row["fastvae_ms"] = 123.45, 0.5
+    (tmp_path / "cpu-avx2.json").write_text(json.dumps(record))
+    after = render.regions(tmp_path)
+    assert "123.45x" in after["cpu-avx2"] and "123.45x" in after["headline"]
+    assert after["cpu-avx512"] == before["cpu-avx512"]
+    page = (REPO / "README.md").read_text(encoding="utf-8")
+    assert render.apply(page, after) != page
+
+
+def test_tables_state_the_isa_and_the_date():
+    regions = render.regions()
+    for isa in render.CPU_FILES:
+        record = render.load(render.CPU_FILES[isa])
+        assert f"ISA `{isa}`" in regions[f"cpu-{isa}"]
+        assert record["rows"][0]["measured"][:10] in regions[f"cpu-{isa}"]
+        for title in record["tables"]:
+            assert title in regions[f"cpu-{isa}-extra"]
+        assert len(re.findall(r"^\| ", regions[f"cpu-{isa}"], flags=re.M)) == len(record["rows"]) + 1
+    assert regions["headline"].count("\n| ") == 1 + len(  # the header, then one line per row
+        {(r["case"], r["shape"], r["baseline"]) for rec in map(render.load, render.CPU_FILES.values())
+         for r in rec["rows"] if (r["case"], r["baseline"]) in render.HEADLINE})
+
+
+def test_targets_are_rendered_as_measured():
+    row = {"speedup": 2.9, "target": 5.0}
+    assert render._target(row) == ">= 5x (**not met**)"
+    assert render._target({"speedup": 3.0, "target": 3.0}) == ">= 3x (met)"
+    assert render._target({"speedup": 1.0, "target": None}) == "-"
+
+
+def test_unknown_region_is_an_error():
+    text = render.BEGIN.format(name="nope") + "\n" + render.END.format(name="nope")
+    with pytest.raises(ValueError, match="nope"):
+        render.apply(text, {"headline": ""})
+
+
+def test_gpu_table_takes_the_worst_case_per_kernel_and_dtype():
+    report = json.loads((REPO / "benchmarks" / "results" / render.GPU_COMPILE_FILE).read_text())
+    table = render.gpu_compile_table(report)
+    row = next(r for r in report["rows"] if "fp32" in r["dtype"].split("/"))
+    worst = copy.deepcopy(row)
+    worst["registers"] = 250
+    report["rows"].append(worst)
+    assert f"| `{row['kernel']}` | fp32 |" in table
+    line = next(l for l in render.gpu_compile_table(report).splitlines() if l.startswith(f"| `{row['kernel']}` | fp32 |"))
+    assert "| 250 |" in line
+
+
+# ----------------------------------------------- documented command lines
+
+
+def _shell_blocks():
+    for page in PAGES:
+        for m in re.finditer(r"^```bash\n(.*?)^```", page.read_text(encoding="utf-8"), flags=re.M | re.S):
+            yield page.relative_to(REPO), m.group(1).replace("\\\n", " ")
+
+
+def _commands():
+    """``(page, program, subcommand or None, [--options])`` of every documented fastvae / examples command."""
+    found = []
+    for page, block in _shell_blocks():
+        for line in block.splitlines():
+            for segment in re.split(r"\|\||&&|\||;", line):
+                try:
+                    words = shlex.split(segment, comments=True)
+                except ValueError:
+                    words = segment.split()
+                if "fastvae" in words:  # fastvae CMD, python -m fastvae CMD, torchrun ... -m fastvae CMD
+                    rest = words[words.index("fastvae") + 1:]
+                    sub = rest[0] if rest and not rest[0].startswith("-") else None
+                    found.append((page, "fastvae", sub, [w.split("=")[0] for w in rest if w.startswith("--")]))
+                elif len(words) > 1 and words[0] == "python" and words[1].startswith("examples/"):
+                    found.append((page, words[1], None, [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
+    return found
+
+
+COMMANDS = _commands()
+
+
+def test_documented_fastvae_options_exist():
+    from fastvae.cli import build_parser
+
+    parser = build_parser()
+    commands = parser.get_default("commands")
+    top = {s for a in parser._actions for s in a.option_strings}
+    checked = 0
+    for page, program, sub, options in COMMANDS:
+        if program != "fastvae":
+            continue
+        if sub is None:
+            assert set(options) <= top, (page, options)
+            continue
+        assert sub in commands, f"{page}: fastvae {sub} is not a command"
+        known = {s for a in commands[sub]._actions for s in a.option_strings}
+        unknown = [o for o in options if o not in known]
+        assert not unknown, f"{page}: fastvae {sub} has no option {unknown}"
+        checked += 1
+    assert checked >= 20
+
+
+def test_documented_example_options_exist():
+    scripts = sorted({program for _, program, _, _ in COMMANDS if program != "fastvae"})
+    assert len(scripts) >= 3, scripts
+    for script in scripts:
+        result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        for page, program, _, options in COMMANDS:
+            if program == script:
+                unknown = [o for o in options if not re.search(re.escape(o) + r"\b", result.stdout)]
+                assert not unknown, f"{page}: {script} has no option {unknown}"
+
+
+def test_cli_help_markers_name_commands():
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    names = cli_help.MARKER.findall(text)
+    assert {"fastvae", "train", "evaluate", "generate", "sample", "interpolate", "plot", "demo"} <= set(names)
+    rendered = cli_help.on_page_markdown(text, None, None, None)
+    assert "<!-- fastvae-help:" not in rendered
+    assert "usage: fastvae train" in rendered and "--max-steps" in rendered
+    with pytest.raises(ValueError, match="no such command"):
+        cli_help.on_page_markdown("<!-- fastvae-help: nope -->", None, None, None)
+
+
+def test_sphinx_roles_read_as_code():
+    html = "twin of :func:<code>lstm</code>, a :class:<code>Batch</code>; ratio 3:1 and :note: stay"
+    assert sphinx_roles.on_page_content(html, None, None, None) == (
+        "twin of <code>lstm</code>, a <code>Batch</code>; ratio 3:1 and :note: stay")
