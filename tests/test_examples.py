@@ -145,6 +145,44 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     assert today_echo["bleu_precision"] > 0 and today_echo["bleu_precision"] != echo["bleu_precision"]
 
 
+def test_reproduce_dailydialog_with_the_slcvae_code_preset(tmp_path, monkeypatch, capsys):
+    """--preset slcvae-code: its rows and settings, its own run root and results file, the model flags as overrides."""
+    script = load_script("reproduce_dailydialog")
+    data = fake_dailydialog(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--preset", "slcvae-code", "--data-dir", str(data), "--only", "SLCVAE", "SLCVAE-L2", "--epochs", "1",
+            "--embed-dim", "8", "--hidden-size", "8", "--latent-size", "4", "--samples", "3", "--max-inputs", "5",
+            "--no-progress"]
+    assert script.main(argv) == 0
+    results = json.loads((tmp_path / "benchmarks" / "results" / "dailydialog-slcvae-code.json").read_text())
+    assert (results["preset"], results["bleu_formula"], results["bleu_smoothing"]) == (
+        "slcvae-code", "cumulative-3", "method7-legacy")
+    rows = results["protocols"]["greedy"]["rows"]
+    assert sorted(rows) == ["SLCVAE", "SLCVAE-L2"]
+    for name, row in rows.items():
+        command = row["train_command"]
+        assert command.startswith("fastvae train --preset slcvae-code --model slcvae") and "--patience 0" in command
+        assert "--epochs 1" in command and "--hidden-size 8" in command and "--batch-size" not in command
+        assert row["run_config"]["preset"]["name"] == "slcvae-code"
+        assert row["run_config"]["corpus"]["context_window"] == 1
+        assert row["run_config"]["train"]["batch_size"] == 30
+        assert row["generation"]["decoding"] == {"strategy": "greedy", "max_length": 40}
+        assert (tmp_path / "runs" / "dailydialog-slcvae-code" / name.lower() / "run.json").is_file()
+    assert "--label-loss l2 --label-loss-weight 1 --label-weight-schedule kl" in rows["SLCVAE-L2"]["train_command"]
+    assert rows["SLCVAE-L2"]["run_config"]["preset"]["overrides"]["label_loss"] == "l2"
+    assert "label_loss" not in rows["SLCVAE"]["run_config"]["preset"]["overrides"]
+    baseline = results["baseline"]["Random train responses"]["generation"]
+    assert baseline["context_gain_precision"] is not None and baseline["bleu_formula"] == "cumulative-3"
+    out = capsys.readouterr().out
+    assert "| fastvae SLCVAE-L2 |" in out and "| Random train responses |" in out and "context gain R (± sd)" in out
+    assert "models trained with --preset slcvae-code" in out
+    # rows of the preset and rows without it do not share a results file
+    with pytest.raises(SystemExit) as info:
+        script.main(["--data-dir", str(data), "--only", "--results",
+                     str(tmp_path / "benchmarks" / "results" / "dailydialog-slcvae-code.json")])
+    assert info.value.code == 2 and "rows of --preset slcvae-code" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--temperature", "0.5"], "--temperature applies to --strategy sample only"),
     (["--strategy", "sample", "--temperature", "0"], "--temperature must be a positive number"),
