@@ -272,6 +272,11 @@ class SLCVAE(CVAE):
     dimensions; the code weighs it 0.1, constant). Either way ``z_label``
     is a fixed target in that phase; the sigmoid term pulls z along
     ``z_label`` linearly, where the L2 term pulls it onto ``z_label``.
+    With ``"sigmoid-ce"`` the labeling network ends in a tanh (z_label in
+    (-1, 1), as the code's GRU state is): the linear pull on z then stays
+    bounded, where an unbounded z_label (which the labeling phase grows to
+    raise the decoder's likelihood) made the term, and the KL with it,
+    diverge within 100 steps at the code's sizes.
 
     ``label_prior_weight`` (fastvae's addition, default 0 = the paper's
     objective): adds ``label_prior_weight * 0.5 * ||(g(x,c) - mu_p) / sigma_p||^2``
@@ -331,12 +336,17 @@ class SLCVAE(CVAE):
         return [p for p in self.parameters() if id(p) not in labeling]
 
     def label(self, batch, target_lengths=None, context_lengths=None):
-        """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own)."""
+        """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own).
+
+        With ``label_loss="sigmoid-ce"`` g ends in a tanh, so z_label lies in (-1, 1) as in the authors'
+        code (whose z_label is a GRU state); with ``"l2"`` the linear head's output is z_label.
+        """
         if target_lengths is None or context_lengths is None:  # both come checked together, or not at all
             target_lengths, context_lengths = self._check_batch(batch, conditional=True)
         h_c = self.label_context_encoder(self.embedding(batch.context), context_lengths)
         h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
-        return self.label_head(torch.cat([h_c, h_x], dim=1))
+        z_label = self.label_head(torch.cat([h_c, h_x], dim=1))
+        return torch.tanh(z_label) if self.config["label_loss"] == "sigmoid-ce" else z_label
 
     def forward(self, batch, kl_weight=1.0, label_weight=None, free_bits=0.0, generator=None):
         kl_weight = check_weight("kl_weight", kl_weight)
