@@ -1,8 +1,8 @@
 """Check fastvae's BLEU against the ``bleu_score.py`` of another NLTK release, sample by sample.
 
-    pip download nltk==3.4 --no-deps -d old && unzip -q old/nltk-3.4.zip -d old
+    pip download nltk==3.4.5 --no-deps -d old && unzip -q old/nltk-3.4.5.zip -d old
     fastvae evaluate runs/slcvae --split test --write-samples samples.jsonl
-    python examples/compare_nltk_bleu.py old/nltk-3.4 samples.jsonl --smoothing method7-legacy
+    python examples/compare_nltk_bleu.py old/nltk-3.4.5 samples.jsonl   # cumulative-3, method7-legacy
 
 NLTK_DIR is an unpacked NLTK source release; only its
 ``nltk/translate/bleu_score.py`` is loaded (old releases no longer import as
@@ -10,10 +10,14 @@ a whole on current Pythons), with the installed NLTK's ``nltk.util``.
 SAMPLES is a JSON-lines file as ``fastvae evaluate --write-samples`` writes
 it (``{"samples": [...], "references": [...]}``, tokens joined by spaces).
 Every sample is scored against every reference with that release's
-``sentence_bleu`` and ``SmoothingFunction().method7`` (BLEU-1..3 averaged, as
-:func:`fastvae.metrics.bleu`) and with fastvae's ``--smoothing``. A BLEU-n
-for which the release raises ZeroDivisionError (NLTK 3.2.2-3.4.5 on a
-one-token sample) counts 0, as fastvae's legacy smoothing gives it.
+``sentence_bleu`` and ``SmoothingFunction().method7`` and with fastvae's
+:func:`fastvae.metrics.bleu` (``--smoothing``), both in the formula
+``--bleu``: ``cumulative-3`` (default: one BLEU-3 with weights 1/3 each, as
+the SLCVAE authors' ``utils.get_bleu_stats`` calls it) or ``mean-1-3``
+(BLEU-1, -2 and -3 averaged). A BLEU-n for which the release raises
+ZeroDivisionError (NLTK 3.2.2-3.4.5 on a one-token sample) counts 0, as
+fastvae's legacy smoothing gives it (and as the authors' code, which
+caught every error, scored it).
 
 Prints the number of pairs and the largest difference; exits 0 when every
 difference is within ``--tolerance`` (default 1e-12), 1 otherwise.
@@ -26,7 +30,9 @@ import os
 import sys
 import warnings
 
-from fastvae.metrics import BLEU_ORDERS, LEGACY_METHOD7, bleu
+from fastvae.metrics import BLEU_FORMULAS, CUMULATIVE_3, LEGACY_METHOD7, bleu
+
+FORMULA_ORDERS = {"mean-1-3": (1, 2, 3), "cumulative-3": (3,)}  # the BLEU-n each formula averages
 
 
 def load_release(nltk_dir):
@@ -39,10 +45,11 @@ def load_release(nltk_dir):
     return module
 
 
-def release_bleu(module, sample, reference):
+def release_bleu(module, sample, reference, formula=CUMULATIVE_3):
+    """``sample`` against ``reference`` with the release's own sentence_bleu and method 7, in ``formula``."""
     smoothing = module.SmoothingFunction().method7
     scores = []
-    for n in BLEU_ORDERS:
+    for n in FORMULA_ORDERS[formula]:
         try:
             scores.append(module.sentence_bleu([reference], sample, weights=(1.0 / n,) * n,
                                                smoothing_function=smoothing))
@@ -82,6 +89,8 @@ def main(argv=None):
     p.add_argument("samples", help="JSON lines written by fastvae evaluate --write-samples")
     p.add_argument("--smoothing", default=LEGACY_METHOD7, choices=(LEGACY_METHOD7, "method7"),
                    help=f"fastvae's smoothing, compared with the release's method 7 (default {LEGACY_METHOD7})")
+    p.add_argument("--bleu", default=CUMULATIVE_3, choices=BLEU_FORMULAS,
+                   help=f"the BLEU formula on both sides (default {CUMULATIVE_3}, the SLCVAE authors' code)")
     p.add_argument("--max-pairs", type=int, help="compare only the first N sample/reference pairs")
     p.add_argument("--tolerance", type=float, default=1e-12)
     args = p.parse_args(argv)
@@ -99,10 +108,10 @@ def main(argv=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # old releases warn about zero counts
         for sample, reference in pairs:
-            diff = abs(release_bleu(module, sample, reference) - bleu(sample, reference, smoothing=args.smoothing))
-            worst = max(worst, diff)
+            ours = bleu(sample, reference, smoothing=args.smoothing, formula=args.bleu)
+            worst = max(worst, abs(release_bleu(module, sample, reference, args.bleu) - ours))
     print(f"{len(pairs)} sample/reference pairs; largest |BLEU difference| {worst:.3g} "
-          f"(fastvae smoothing {args.smoothing!r} vs {args.nltk_dir})")
+          f"(fastvae {args.bleu} BLEU, smoothing {args.smoothing!r} vs {args.nltk_dir})")
     return 0 if worst <= args.tolerance else 1
 
 

@@ -3,6 +3,7 @@
 One command:
 
     python examples/reproduce_dailydialog.py [--data-dir DIR] [--run-root runs/dailydialog] [--threads 1]
+    python examples/reproduce_dailydialog.py --preset slcvae-code [--minutes 120]   # the authors' setting
 
 DIR holds ``dailydialog/dialogues_{train,validation,test}.txt`` (the official
 11,118/1,000/1,000 split; default ``$FASTVAE_DATA`` or ``../shared/data``).
@@ -31,9 +32,15 @@ z drawn from the prior, greedy decoding per z (Seq2Seq: beam search with beam
 ``--samples``, its ``--samples`` best hypotheses; ``--strategy greedy`` is
 this same protocol) -- or, with ``--strategy sample``, words sampled from the
 softmax at ``--temperature`` (default 1) -- BLEU-precision / BLEU-recall
-(mean of BLEU-1..3, NLTK smoothing method 7; ``--bleu-smoothing
-method7-legacy``: method 7 as NLTK 3.2.2-3.4.5, the paper's time, computed
-it) and distinct-1/2 over all generated responses. Two baseline rows: ``--samples`` random training
+scored as the SLCVAE authors' code scores them by default (``--bleu
+cumulative-3``: one BLEU-3 with weights 1/3 each; ``--bleu-smoothing
+method7-legacy``: NLTK's smoothing 7 as NLTK 3.2.2-3.4.5, the paper's time,
+computed it; ``--bleu mean-1-3`` averages BLEU-1..3, ``--bleu-smoothing
+method7`` is today's NLTK), the context gain (BLEU-P/R minus the BLEU-P/R of
+the same responses against the references of another test context, a
+fixed derangement of the contexts, with its bootstrap spread: about 0 for
+responses that ignore the context) and distinct-1/2 over all generated
+responses. Two baseline rows, scored the same way: ``--samples`` random training
 responses per context, which ignores the context altogether, and each
 context answered by its own last utterance (one response: how much BLEU
 mere overlap with the context earns); a stored baseline is computed again
@@ -43,8 +50,23 @@ that occur in the training split ("seen": 23% of them) and on the rest
 ("unseen"): a model that memorizes training responses can gain on the seen
 ones only.
 
-Prints the table and writes ``benchmarks/results/dailydialog.json``
-(``--results``): ``protocols.<protocol>.rows.<model>`` (``greedy``,
+``--preset slcvae-code`` trains the rows in the setting of the SLCVAE
+authors' code instead (``fastvae train --preset slcvae-code``: E=200,
+bidirectional encoders of 300, Z=200, one layer, batch 30, KL weight linear
+over 10,000 steps, up to 45 epochs, the previous utterance as context; see
+``fastvae.presets``): Seq2Seq+beam, CVAE, SLCVAE (the code's label loss,
+0.1 x sigmoid cross-entropy, constant) and SLCVAE-L2 (the paper's L2 label
+loss, lambda = 1 x the KL weight); no early stopping unless
+``--patience``, evaluation replies up to 40 tokens. The model flags then
+override the preset's sizes only when given. Its default run root and
+results file are ``runs/dailydialog-slcvae-code`` and
+``benchmarks/results/dailydialog-slcvae-code.json``.
+
+Prints the table and writes ``benchmarks/results/dailydialog-authors-bleu.json``
+(``--results``; by default ``dailydialog.json`` for ``--bleu mean-1-3
+--bleu-smoothing method7``, ``dailydialog-legacy-bleu.json`` for ``--bleu
+mean-1-3``, ``dailydialog-cumulative3-bleu.json`` for ``--bleu-smoothing
+method7``; one results file holds one BLEU and one preset): ``protocols.<protocol>.rows.<model>`` (``greedy``,
 ``sample``, ``beam``, or ``sample-T<t>`` for sampling at a temperature
 other than 1; test
 metrics, training summary, run.json, the ``fastvae train`` command when this
@@ -67,7 +89,9 @@ from fastvae.cli import runs
 from fastvae.cli.evaluate import BLEU_SMOOTHINGS, evaluate_run
 from fastvae.data import Vocab
 from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses, write_report
+from fastvae.metrics import BLEU_FORMULAS, CUMULATIVE_3, LEGACY_METHOD7, MEAN_1_3
 from fastvae.models.base import check_weight
+from fastvae.presets import PRESETS, get_preset
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -83,6 +107,16 @@ MODELS = (  # row name, --model, extra flags
     # fastvae's variant: the labeling phase also maximizes log p(z_label | c) (see SLCVAE's label_prior_weight)
     ("SLCVAE+prior", "slcvae", ["--word-dropout", "0.2", "--label-prior-weight", "1"]),
 )
+PRESET_ROWS = (  # the rows of --preset: its sizes and schedules, the paper's models
+    ("Seq2Seq+beam", "seq2seq", []),
+    ("CVAE", "cvae", []),
+    ("SLCVAE", "slcvae", []),  # the preset's label loss (slcvae-code: the code's, 0.1 x sigmoid cross-entropy)
+    ("SLCVAE-L2", "slcvae", ["--label-loss", "l2", "--label-loss-weight", "1", "--label-weight-schedule", "kl"]),
+)
+# the results file of each BLEU when --results is left out (the files of earlier versions keep their names)
+DEFAULT_RESULTS = {(MEAN_1_3, "method7"): "dailydialog.json", (MEAN_1_3, LEGACY_METHOD7): "dailydialog-legacy-bleu.json",
+                   (CUMULATIVE_3, LEGACY_METHOD7): "dailydialog-authors-bleu.json",
+                   (CUMULATIVE_3, "method7"): "dailydialog-cumulative3-bleu.json"}
 
 
 DECODING = {
@@ -97,19 +131,38 @@ BASELINE = "Random train responses"
 ECHO = "Echo of the last context utterance"
 
 
+def row_table(args):
+    """The rows this call's settings train: :data:`PRESET_ROWS` with --preset, else :data:`MODELS`."""
+    return PRESET_ROWS if args.preset else MODELS
+
+
+def _model_flags(args, model, names):
+    flags = []
+    for name in names:
+        if name == "latent_size" and model == "seq2seq":
+            continue
+        flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    return flags
+
+
 def train_argv(args, model, extra, run_dir):
-    argv = [
-        "train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
-        "--embed-dim", str(args.embed_dim), "--hidden-size", str(args.hidden_size), "--num-layers", str(args.num_layers),
-        "--max-vocab", str(args.max_vocab),
-        "--max-length", "40", "--batch-size", "64", "--lr", "1e-3", "--epochs", str(args.epochs),
-        "--max-time", str(args.minutes * 60), "--patience", str(args.patience), "--threads", str(args.threads),
-        "--log-every", "100", *extra,
-    ]
-    if model == "slcvae" and args.label_loss_weight is not None:
+    run_control = ["--epochs", str(args.epochs), "--max-time", str(args.minutes * 60), "--patience", str(args.patience),
+                   "--threads", str(args.threads), "--log-every", "100"]
+    if args.preset:  # the preset's settings; the model flags of this call only where given
+        argv = ["train", "--preset", args.preset, "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
+                *run_control, *extra]
+        argv += _model_flags(args, model, [n for n in MODEL_DEFAULTS if getattr(args, n) is not None])
+    else:
+        argv = ["train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
+                *_model_flags(args, model, ["embed_dim", "hidden_size", "num_layers", "max_vocab"]),
+                "--max-length", "40", "--batch-size", "64", "--lr", "1e-3", *run_control, *extra]
+        if model != "seq2seq":
+            argv += ["--latent-size", str(args.latent_size), "--kl-schedule", "logistic", "--kl-k", "0.0025",
+                     "--kl-x0", "2500"]
+    if model == "slcvae" and args.label_loss_weight is not None and "--label-loss-weight" not in extra:
         argv += ["--label-loss-weight", str(args.label_loss_weight)]
-    if model != "seq2seq":
-        argv += ["--latent-size", str(args.latent_size), "--kl-schedule", "logistic", "--kl-k", "0.0025", "--kl-x0", "2500"]
+    if args.max_examples is not None:
+        argv += ["--max-examples", str(args.max_examples)]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if args.no_progress:
@@ -149,10 +202,17 @@ def training_summary(run_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir")
-    p.add_argument("--run-root", default=os.path.join("runs", "dailydialog"))
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="train the rows with fastvae train --preset (slcvae-code: "
+                   "the SLCVAE authors' setting; rows Seq2Seq+beam, CVAE, SLCVAE with the code's label loss, "
+                   "SLCVAE-L2 with the paper's)")
+    p.add_argument("--run-root", help="where the runs go (default runs/dailydialog; with --preset "
+                   "runs/dailydialog-<preset>)")
+    p.add_argument("--epochs", type=int, help="at most this many epochs (default 10; the preset's with --preset)")
     p.add_argument("--minutes", type=float, default=15.0, help="training time limit per model (default 15)")
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience in epochs (0: off; default 3)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: off; default 3; with --preset "
+                   "the preset's, off for slcvae-code)")
+    p.add_argument("--max-examples", type=int, help="new runs train on the first N examples of each split only "
+                   "(a quick check of the whole pipeline)")
     existing = "; an existing run keeps its own, and a value given must match it"
     p.add_argument("--max-vocab", type=int, help="vocabulary size (default 10000)" + existing)
     p.add_argument("--embed-dim", type=int, help="word embedding size E (default 32)" + existing)
@@ -169,28 +229,47 @@ def main(argv=None):
                    "and beam search with beam --samples for Seq2Seq)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="with --strategy sample: softmax temperature (default 1; > 0)")
-    p.add_argument("--bleu-smoothing", choices=BLEU_SMOOTHINGS, default="method7",
-                   help="BLEU smoothing: method7 (NLTK's method 7 as installed; default) or method7-legacy (method 7 "
-                   "as NLTK 3.2.2-3.4.5, the paper's time, computed it); one results file holds one of them")
+    p.add_argument("--bleu", choices=BLEU_FORMULAS, default=CUMULATIVE_3,
+                   help="the per-pair BLEU: cumulative-3 (default: one BLEU-3 with weights 1/3 each, as the SLCVAE "
+                   "authors' code computes it) or mean-1-3 (the mean of BLEU-1, -2, -3)")
+    p.add_argument("--bleu-smoothing", choices=BLEU_SMOOTHINGS, default=LEGACY_METHOD7,
+                   help="BLEU smoothing: method7-legacy (default: NLTK's method 7 as NLTK 3.2.2-3.4.5, the paper's "
+                   "time, computed it) or method7 (as the installed NLTK computes it); one results file holds one "
+                   "BLEU (--bleu and --bleu-smoothing)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", nargs="*", help="row names to run (default all; none named: only the two baselines, "
                    "random responses and echo)")
     p.add_argument("--skip-training", action="store_true", help="evaluate existing runs only")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--results", default=os.path.join("benchmarks", "results", "dailydialog.json"))
+    p.add_argument("--results", help="the results file (default: benchmarks/results/dailydialog-authors-bleu.json "
+                   "for the default BLEU, see above; with --preset dailydialog-<preset>.json)")
     args = p.parse_args(argv)
     given = {name: getattr(args, name) for name in (*MODEL_DEFAULTS, "label_loss_weight")
              if getattr(args, name) is not None}
-    for name, value in MODEL_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    preset = get_preset(args.preset) if args.preset else None
+    if preset is None:
+        for name, value in MODEL_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
+    if args.run_root is None:
+        args.run_root = os.path.join("runs", f"dailydialog-{args.preset}" if preset else "dailydialog")
+    if args.results is None:
+        name = f"dailydialog-{args.preset}.json" if preset else DEFAULT_RESULTS[(args.bleu, args.bleu_smoothing)]
+        args.results = os.path.join("benchmarks", "results", name)
+    if args.epochs is None:
+        args.epochs = preset.training["epochs"] if preset else 10
+    if args.patience is None:
+        args.patience = (preset.training["patience"] or 0) if preset else 3
+    args.eval_max_length = preset.evaluation["max_length"] if preset else 30
     if args.strategy == "greedy":  # the paper's protocol, as when left out: Seq2Seq decodes with beam search
         args.strategy = None
-    unknown = sorted(set(args.only or ()) - {name for name, _, _ in MODELS})
+    table_rows = row_table(args)
+    unknown = sorted(set(args.only or ()) - {name for name, _, _ in table_rows})
     if unknown:
-        p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in MODELS)})")
-    for name in ("epochs", "samples", "threads", "embed_dim", "hidden_size", "latent_size", "num_layers", "max_vocab"):
-        if getattr(args, name) < 1:  # checked before any training, not when evaluation starts
+        p.error(f"--only: unknown row(s) {', '.join(unknown)} (choose from {', '.join(n for n, _, _ in table_rows)})")
+    for name in ("epochs", "samples", "threads", "embed_dim", "hidden_size", "latent_size", "num_layers", "max_vocab",
+                 "max_examples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:  # checked before any training
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_inputs is not None and args.max_inputs < 1:
         p.error(f"--max-inputs must be >= 1, got {args.max_inputs}")
@@ -208,13 +287,12 @@ def main(argv=None):
     if args.temperature != 1.0 and args.strategy != "sample":
         p.error("--temperature applies to --strategy sample only")
     try:
-        held = _file_smoothing(args.results)
+        held = _file_scoring(args.results)
     except ValueError as exc:
         p.error(str(exc))
-    if held is not None and held != args.bleu_smoothing:
-        p.error(f"{args.results} holds BLEU scored with {held}; write --bleu-smoothing {args.bleu_smoothing} "
-                f"results to another --results file")
-    rows = [row for row in MODELS if args.only is None or row[0] in args.only]
+    if held is not None and held != _scoring(args):
+        p.error(f"{args.results} holds {_describe(held)}; write {_describe(_scoring(args))} to another --results file")
+    rows = [row for row in table_rows if args.only is None or row[0] in args.only]
     for name, model_name, _ in rows:  # every row's run checked before any training or writing
         run_dir = row_run_dir(args, name)
         if args.skip_training and not _holds_run(run_dir):
@@ -249,9 +327,9 @@ def main(argv=None):
         test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
         train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
-            batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples, max_length=30,
-            temperature=args.temperature, top_k=0, top_p=1.0, beam_size=args.samples, max_inputs=args.max_inputs,
-            bleu_smoothing=args.bleu_smoothing,
+            batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples,
+            max_length=args.eval_max_length, temperature=args.temperature, top_k=0, top_p=1.0, beam_size=args.samples,
+            max_inputs=args.max_inputs, bleu_smoothing=args.bleu_smoothing, bleu=args.bleu,
         )
         t0 = time.monotonic()
         report, texts = evaluate_run(model, vocab, test, eval_args, torch.Generator().manual_seed(0),
@@ -267,7 +345,8 @@ def main(argv=None):
         _update(args, lambda results: record(results, name, report))
         g = report["generation"]
         print(f"{name}: BLEU-P {g['bleu_precision']:.3f} BLEU-R {g['bleu_recall']:.3f} "
-              f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f}", flush=True)
+              f"distinct-1 {g['distinct_1']:.4f} distinct-2 {g['distinct_2']:.4f} "
+              f"context gain P {_gain(g, 'precision')} R {_gain(g, 'recall')}", flush=True)
     stored = _read(args.results).get("baseline", {})
     data = {}
 
@@ -278,7 +357,8 @@ def main(argv=None):
 
     for name, make in ((BASELINE, random_baseline), (ECHO, echo_baseline)):
         settings = baseline_settings(name, args)
-        if name in stored and _made_with(name, stored[name], baseline_data) == settings:
+        scored = name in stored and "context_gain_precision" in stored[name]["generation"]  # older files: no gain
+        if scored and _made_with(name, stored[name], baseline_data) == settings:
             continue  # kept as it is: the same settings give the same value
         if name in stored:
             print(f"{name}: computed again ({_made_with(name, stored[name], baseline_data)} -> {settings})", flush=True)
@@ -374,7 +454,7 @@ def _made_with(name, stored, baseline_data):
 def _baseline_data(args):
     """``(vocab, test, train, run_dir)`` with the vocabulary of the first run found under --run-root,
     so that ``<unk>`` falls on the same words as in the models' rows."""
-    for name, model_name, _ in MODELS:
+    for name, model_name, _ in row_table(args):
         run_dir = row_run_dir(args, name)
         if os.path.isfile(os.path.join(run_dir, runs.VOCAB_FILE)):
             break
@@ -395,7 +475,8 @@ def random_baseline(args, data=None):
     vocab, test, train, run_dir = data or _baseline_data(args)
     report = evaluate_random_responses(test, train.targets, vocab, num_samples=args.samples,
                                        max_inputs=args.max_inputs, generator=torch.Generator().manual_seed(0),
-                                       seen_sources=train.sources, bleu_smoothing=args.bleu_smoothing)
+                                       seen_sources=train.sources, bleu_smoothing=args.bleu_smoothing,
+                                       bleu_formula=args.bleu)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
@@ -403,7 +484,7 @@ def echo_baseline(args, data=None):
     """The table's metrics when each test context is answered by its own last utterance (one response)."""
     vocab, test, train, run_dir = data or _baseline_data(args)
     report = evaluate_echo_responses(test, vocab, max_inputs=args.max_inputs, seen_sources=train.sources,
-                                     bleu_smoothing=args.bleu_smoothing)
+                                     bleu_smoothing=args.bleu_smoothing, bleu_formula=args.bleu)
     return {"generation": report, "vocab_from": run_dir, "vocab_size": len(vocab)}
 
 
@@ -454,43 +535,86 @@ def _update(args, change):
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = _read(args.results)
-        held = results.get("bleu_smoothing", "method7") if results else None
-        if held is not None and held != args.bleu_smoothing:  # a parallel call with the other smoothing
-            raise SystemExit(f"{args.results} now holds BLEU scored with {held} (written by another call "
-                             f"meanwhile); this call's {args.bleu_smoothing} rows were not written")
+        held = _results_scoring(results) if results else None
+        if held is not None and held != _scoring(args):  # a parallel call with another BLEU or preset
+            raise SystemExit(f"{args.results} now holds {_describe(held)} (written by another call "
+                             f"meanwhile); this call's rows ({_describe(_scoring(args))}) were not written")
         change(results)
         results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                               "torch": torch.__version__}
         results["paper"] = {k: v for k, v in PAPER.items() if v is not None}
         results["bleu_smoothing"] = args.bleu_smoothing
+        results["bleu_formula"] = args.bleu
+        if args.preset:
+            results["preset"] = args.preset
         write_report(args.results, results)
     finally:
         os.close(lock)
     return results
 
 
-def _file_smoothing(path):
-    """The BLEU smoothing of an existing results file (files from before the option: method7), or None."""
+def _scoring(args):
+    """What one results file holds one of: ``(BLEU formula, smoothing, preset)``."""
+    return args.bleu, args.bleu_smoothing, args.preset
+
+
+def _results_scoring(results):
+    """The ``(formula, smoothing, preset)`` of a results dict; files from before these keys: mean-1-3, method7."""
+    return results.get("bleu_formula", MEAN_1_3), results.get("bleu_smoothing", "method7"), results.get("preset")
+
+
+def _describe(scoring):
+    formula, smoothing, preset = scoring
+    return f"BLEU {formula} with {smoothing}" + (f", rows of --preset {preset}" if preset else ", rows without --preset")
+
+
+def _file_scoring(path):
+    """The ``(formula, smoothing, preset)`` of an existing results file, or None."""
     results = _read(path)
-    return results.get("bleu_smoothing", "method7") if results else None
+    return _results_scoring(results) if results else None
+
+
+def _gain(g, which):
+    """``+0.012 ± 0.003``: a report's context gain and its bootstrap standard deviation ("-" when it has none)."""
+    gain = g.get(f"context_gain_{which}")
+    if gain is None:
+        return "-"
+    return f"{gain:+.3f} ± {g['context_gain_spread'][which + '_std']:.3f}"
+
+
+def _number(g, key, digits=3):
+    value = g.get(key)
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+TABLE_HEADER = ("| model | BLEU-P | BLEU-R | shuffled BLEU-P | shuffled BLEU-R | context gain P (± sd) | "
+                "context gain R (± sd) | distinct-1 | distinct-2 | unseen BLEU-P | unseen BLEU-R |")
 
 
 def table(results, protocol):
-    """The rows as a Markdown table; the last two columns score the test contexts not in the training split."""
-    lines = [f"decoding: {protocol}; BLEU smoothing: {results.get('bleu_smoothing', 'method7')}",
-             "| model | BLEU-P | BLEU-R | distinct-1 | distinct-2 | unseen BLEU-P | unseen BLEU-R |",
-             "|---|---|---|---|---|---|---|"]
+    """The rows as a Markdown table, the baseline rows (random training replies, echo) and the paper's next to them.
+
+    The shuffled BLEU scores each row's replies against another test context's references; the context
+    gain is BLEU minus shuffled BLEU (± its bootstrap standard deviation over the contexts); the last two
+    columns score the test contexts not in the training split.
+    """
+    formula, smoothing, preset = _results_scoring(results)
+    lines = [f"decoding: {protocol}; BLEU: {formula}, smoothing {smoothing}"
+             + (f"; models trained with --preset {preset}" if preset else ""),
+             TABLE_HEADER, "|---" * TABLE_HEADER.count(" | ") + "|---|"]
     rows = results["protocols"][protocol]["rows"]
-    found = [(f"fastvae {name}", rows[name]["generation"]) for name, _, _ in MODELS if name in rows]
+    names = [name for name, _, _ in (PRESET_ROWS if preset else MODELS)]
+    found = [(f"fastvae {name}", rows[name]["generation"]) for name in names if name in rows]
     found += [(name, v["generation"]) for name, v in results.get("baseline", {}).items()]
     for name, g in found:
         unseen = g.get("unseen", {})
-        unseen = [f"{unseen[k]:.3f}" if k in unseen else "-" for k in ("bleu_precision", "bleu_recall")]
         lines.append(f"| {name} | {g['bleu_precision']:.3f} | {g['bleu_recall']:.3f} | "
-                     f"{g['distinct_1']:.4f} | {g['distinct_2']:.4f} | {unseen[0]} | {unseen[1]} |")
+                     f"{_number(g, 'shuffled_bleu_precision')} | {_number(g, 'shuffled_bleu_recall')} | "
+                     f"{_gain(g, 'precision')} | {_gain(g, 'recall')} | {g['distinct_1']:.4f} | {g['distinct_2']:.4f} | "
+                     f"{_number(unseen, 'bleu_precision')} | {_number(unseen, 'bleu_recall')} |")
     for name, v in PAPER.items():
         if v is not None:
-            lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | {v[2]:.3f} | {v[3]:.3f} | - | - |")
+            lines.append(f"| paper {name} | {v[0]:.3f} | {v[1]:.3f} | - | - | - | - | {v[2]:.3f} | {v[3]:.3f} | - | - |")
     return "\n".join(lines)
 
 

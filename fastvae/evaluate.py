@@ -3,10 +3,13 @@
 * :func:`evaluate_likelihood` - reconstruction NLL, KL, ELBO, perplexities,
   active units, mutual information and an importance-weighted NLL estimate.
 * :func:`evaluate_generation` - BLEU-P/R and distinct-1/2 of responses
-  sampled for every distinct source of a conditional dataset
-  (:func:`generate_texts` gives the decoded samples themselves).
+  sampled for every distinct source of a conditional dataset, and the
+  context gain: BLEU-P/R minus the BLEU-P/R of the same responses against
+  another input's references (:func:`generate_texts` gives the decoded
+  samples themselves).
 * :func:`evaluate_random_responses` - the same metrics for random training
-  responses, a baseline that ignores the input.
+  responses, a baseline that ignores the input (its context gain is about 0);
+  :func:`evaluate_echo_responses` - for each input's own last utterance.
 * :func:`write_report` - a report dict as JSON, written atomically.
 
 Notation: x is the target sentence, c the context (conditional models), z the
@@ -28,7 +31,19 @@ from fastvae.data.dataset import batches, pad
 from fastvae.data.vocab import Vocab
 from fastvae._files import atomic_write
 from fastvae.devices import usable_device
-from fastvae.metrics import bleu_precision_recall, check_smoothing, distinct_n, mean_precision_recall
+from fastvae.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    MEAN_1_3,
+    SHUFFLE_SEED,
+    bleu_precision_recall,
+    check_bleu_formula,
+    check_smoothing,
+    context_gain,
+    derangement,
+    distinct_n,
+    mean_precision_recall,
+)
 from fastvae.models import CVAE, Seq2Seq, SentenceVAE
 from fastvae.models.base import evaluating
 
@@ -76,6 +91,11 @@ def _check_dataset(model, dataset):
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"shuffle_seed must be an integer, got {seed!r}")
 
 
 def _check_generator(generator):
@@ -407,8 +427,9 @@ def default_strategy(model):
 
 def evaluate_generation(model, dataset, vocab, num_samples=10, strategy=None, max_length=30, temperature=1.0,
                         top_k=0, top_p=1.0, beam_size=4, batch_size=64, max_inputs=None, generator=None,
-                        return_texts=False, seen_sources=None, bleu_smoothing="method7"):
-    """BLEU-P/R and distinct-n of responses generated for every distinct input of ``dataset``.
+                        return_texts=False, seen_sources=None, bleu_smoothing="method7", bleu_formula=MEAN_1_3,
+                        shuffle_seed=SHUFFLE_SEED):
+    """BLEU-P/R, context gain and distinct-n of responses generated for every distinct input of ``dataset``.
 
     model: Seq2Seq, CVAE or SLCVAE (TypeError naming ``model`` for a SentenceVAE).
     dataset: a conditional TextDataset. Its examples are grouped by
@@ -451,15 +472,33 @@ def evaluate_generation(model, dataset, vocab, num_samples=10, strategy=None, ma
         ``"method7"`` (the paper's, as the installed NLTK computes it) or
         ``"method7-legacy"`` (as NLTK 3.2.2-3.4.5, the papers' years,
         computed it); recorded in the report as ``bleu_smoothing``.
+    bleu_formula: ``"mean-1-3"`` (the mean of BLEU-1..3) or
+        ``"cumulative-3"`` (one BLEU-3 with weights 1/3 each: the SLCVAE
+        authors' code; with ``bleu_smoothing="method7-legacy"`` their
+        scoring exactly); recorded as ``bleu_formula``.
+
+    Context use: the same samples are also scored against the references
+    of another input, input ``perm[i]`` for input ``i``, ``perm`` the fixed
+    derangement :func:`fastvae.metrics.derangement` of the scored inputs
+    with ``shuffle_seed`` (recorded as ``shuffle_seed``).
+    ``shuffled_bleu_precision``/``shuffled_bleu_recall`` are those scores,
+    ``context_gain_precision``/``context_gain_recall`` BLEU-P/R minus them,
+    and ``context_gain_spread`` their spread over a bootstrap of the inputs
+    (:func:`fastvae.metrics.context_gain`: standard deviation and 95 %
+    interval, 1,000 resamples, seed 0). Responses that do not depend on the
+    input have a gain of about 0. With a single input there is no other
+    input to shuffle with: these keys are None.
     """
     check_smoothing(bleu_smoothing)
+    check_bleu_formula(bleu_formula)
+    _check_seed(shuffle_seed)
     if strategy is None:
         _check_model(model)
         strategy = default_strategy(model)
     seen = _seen_mask(dataset, max_inputs, seen_sources)
     triples = _generate_tokens(model, dataset, vocab, num_samples, strategy, max_length, temperature, top_k, top_p,
                                beam_size, batch_size, max_inputs, generator)
-    report = _generation_report(triples, num_samples, strategy, seen, bleu_smoothing)
+    report = _generation_report(triples, num_samples, strategy, seen, bleu_smoothing, bleu_formula, shuffle_seed)
     beam_size = model.beam_width(strategy, beam_size, num_samples)  # the beam that ran
     report["decoding"] = _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_size)
     if return_texts:
@@ -478,7 +517,8 @@ def _decoding_settings(strategy, max_length, temperature, top_k, top_p, beam_siz
 
 
 def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inputs=None, generator=None,
-                              seen_sources=None, bleu_smoothing="method7"):
+                              seen_sources=None, bleu_smoothing="method7", bleu_formula=MEAN_1_3,
+                              shuffle_seed=SHUFFLE_SEED):
     """The same report as :func:`evaluate_generation` for a baseline that ignores the input.
 
     Every distinct input of the conditional ``dataset`` gets ``num_samples``
@@ -491,11 +531,15 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
     vocab: the Vocab that decodes ids (``<unk>`` stays ``<unk>``, as in model outputs).
     generator: a ``torch.Generator`` for the draws (None: the global RNG).
 
-    seen_sources, bleu_smoothing: as in :func:`evaluate_generation`.
+    seen_sources, bleu_smoothing, bleu_formula, shuffle_seed: as in
+    :func:`evaluate_generation` (the context gain of this baseline is 0 up
+    to the draws' noise: a measure of that noise).
 
     The report's ``strategy`` is ``"random-response"``.
     """
     check_smoothing(bleu_smoothing)
+    check_bleu_formula(bleu_formula)
+    _check_seed(shuffle_seed)
     if not getattr(dataset, "conditional", False):
         raise ValueError("dataset must be conditional (examples with a source): the baseline answers sources")
     _check_positive_int("num_samples", num_samples)
@@ -518,11 +562,12 @@ def evaluate_random_responses(dataset, responses, vocab, num_samples=10, max_inp
         (vocab.decode(source), [vocab.decode(t) for t in targets], [pool[i] for i in row])
         for (source, targets), row in zip(groups, picks)
     ]
-    return _generation_report(triples, num_samples, "random-response", seen, bleu_smoothing)
+    return _generation_report(triples, num_samples, "random-response", seen, bleu_smoothing, bleu_formula,
+                              shuffle_seed)
 
 
 def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen_sources=None,
-                            bleu_smoothing="method7"):
+                            bleu_smoothing="method7", bleu_formula=MEAN_1_3, shuffle_seed=SHUFFLE_SEED):
     """The same report for a baseline that answers every input with its own last segment.
 
     The reply is the part of the input's source after its last ``separator``
@@ -532,10 +577,12 @@ def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen
     much BLEU mere overlap with the context earns.
 
     dataset: a conditional TextDataset; vocab: the Vocab that decodes ids.
-    seen_sources, bleu_smoothing: as in :func:`evaluate_generation`. The
-    report's ``strategy`` is ``"echo-context"``.
+    seen_sources, bleu_smoothing, bleu_formula, shuffle_seed: as in
+    :func:`evaluate_generation`. The report's ``strategy`` is ``"echo-context"``.
     """
     check_smoothing(bleu_smoothing)
+    check_bleu_formula(bleu_formula)
+    _check_seed(shuffle_seed)
     if not getattr(dataset, "conditional", False):
         raise ValueError("dataset must be conditional (examples with a source): the baseline echoes sources")
     if max_inputs is not None:
@@ -549,7 +596,7 @@ def evaluate_echo_responses(dataset, vocab, separator=EOU, max_inputs=None, seen
         words = vocab.decode(source)
         cut = len(words) - words[::-1].index(separator) if separator in words else 0
         triples.append((words, [vocab.decode(t) for t in targets], [words[cut:]]))
-    return _generation_report(triples, 1, "echo-context", seen, bleu_smoothing)
+    return _generation_report(triples, 1, "echo-context", seen, bleu_smoothing, bleu_formula, shuffle_seed)
 
 
 def split_by_seen(dataset, seen_sources, max_inputs=None):
@@ -588,22 +635,34 @@ def _seen_mask(dataset, max_inputs, seen_sources):
     return None if seen_sources is None else split_by_seen(dataset, seen_sources, max_inputs)
 
 
-def _generation_report(triples, num_samples, strategy, seen, smoothing):
-    # BLEU (NLTK, the costly part) once per input; the seen/unseen parts average the same scores
-    bleu = [bleu_precision_recall(samples, references, smoothing) for _, references, samples in triples]
-    report = _scores(triples, bleu, num_samples, strategy)
-    report["bleu_smoothing"] = smoothing
+def _generation_report(triples, num_samples, strategy, seen, smoothing, formula, shuffle_seed):
+    # BLEU (NLTK, the costly part) once per input, against its own references and against those of input
+    # perm[i]; the seen/unseen parts average the same per-input scores
+    bleu = [bleu_precision_recall(samples, references, smoothing, formula) for _, references, samples in triples]
+    shuffled = None
+    if len(triples) > 1:
+        perm = derangement(len(triples), shuffle_seed)
+        shuffled = [bleu_precision_recall(samples, triples[j][1], smoothing, formula)
+                    for (_, _, samples), j in zip(triples, perm)]
+    report = _scores(triples, bleu, shuffled, num_samples, strategy)
+    report.update(bleu_smoothing=smoothing, bleu_formula=formula, shuffle_seed=shuffle_seed)
     if seen is not None:
         for name, keep in (("seen", True), ("unseen", False)):
             kept = [i for i, s in enumerate(seen) if s == keep]
             # an empty part has nothing to score: only its count
-            report[name] = (_scores([triples[i] for i in kept], [bleu[i] for i in kept], num_samples, strategy)
+            report[name] = (_scores([triples[i] for i in kept], [bleu[i] for i in kept],
+                                    None if shuffled is None else [shuffled[i] for i in kept], num_samples, strategy)
                             if kept else {"inputs": 0.0})
     return report
 
 
-def _scores(triples, bleu, num_samples, strategy):
-    """The report's metrics over ``triples``; ``bleu`` holds their (BLEU-P, BLEU-R) per input."""
+_NO_GAIN = dict.fromkeys(("shuffled_bleu_precision", "shuffled_bleu_recall", "context_gain_precision",
+                          "context_gain_recall", "context_gain_spread"))
+
+
+def _scores(triples, bleu, shuffled, num_samples, strategy):
+    """The report's metrics over ``triples``; ``bleu``/``shuffled`` hold their (BLEU-P, BLEU-R) per input
+    against their own / the shuffled references (``shuffled`` None: a single input, no context gain)."""
     all_samples = [s for _, _, samples in triples for s in samples]
     precision, recall = mean_precision_recall(bleu)
     return {
@@ -617,6 +676,7 @@ def _scores(triples, bleu, num_samples, strategy):
         "intra_distinct_2": sum(distinct_n(t[2], 2) for t in triples) / len(triples),
         "avg_length": sum(len(s) for s in all_samples) / max(len(all_samples), 1),
         "strategy": strategy,
+        **(_NO_GAIN if shuffled is None else context_gain(bleu, shuffled, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED)),
     }
 
 

@@ -179,6 +179,31 @@ def test_dailydialog_context_window(tmp_path):
     assert load_dailydialog(tmp_path)[0].act is None
 
 
+def test_dailydialog_context_window_through_the_corpus_spec(tmp_path):
+    """CorpusSpec.context_window: the utterances before a response that form its context (default 5)."""
+    from fastvae.data.sources import CorpusSpec, load_corpus
+
+    (tmp_path / "dailydialog").mkdir()
+    fake_dailydialog(tmp_path / "dailydialog", n_utterances=8)
+    u = lambda i: ["utterance", "number", str(i), "."]  # noqa: E731
+    default = load_corpus(CorpusSpec("dailydialog", data_dir=str(tmp_path)), "train")
+    assert default[6].source.count(EOU) == 4  # 5 utterances before the 7th response
+    previous = load_corpus(CorpusSpec("dailydialog", data_dir=str(tmp_path), context_window=1), "train")
+    assert [e.target for e in previous] == [e.target for e in default]  # the same responses
+    assert [e.source for e in previous[:7]] == [u(i) for i in range(7)]  # each with the utterance before it alone
+    two = load_corpus(CorpusSpec("dailydialog", data_dir=str(tmp_path), context_window=2), "train")
+    assert two[6].source == u(5) + [EOU] + u(6) and two[0].source == u(0)
+    assert CorpusSpec.from_dict(CorpusSpec("dailydialog", context_window=2).to_dict()).context_window == 2
+    old = CorpusSpec("dailydialog").to_dict()
+    del old["context_window"]  # a run.json of an earlier version: the default window
+    assert CorpusSpec.from_dict(old).context_window is None
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="context_window must be an integer >= 1"):
+            CorpusSpec("dailydialog", context_window=bad).check()
+    with pytest.raises(ValueError, match="context_window applies to the dailydialog corpus only, not 'tsv'"):
+        CorpusSpec("tsv", train_file="x.tsv", context_window=1).check()
+
+
 def test_dailydialog_errors(tmp_path):
     fake_dailydialog(tmp_path, n_utterances=4, acts="1 2 3")
     with pytest.raises(ValueError, match=r"dialogues_act_train.txt:1: 3 labels for a dialogue of 4 utterances"):

@@ -20,7 +20,7 @@ from fastvae.evaluate import (
     split_by_seen,
     write_report,
 )
-from fastvae.metrics import bleu, corpus_bleu_pr, distinct_n
+from fastvae.metrics import bleu, corpus_bleu_pr, derangement, distinct_n
 
 WORDS = "the a cat dog sat ran on in mat park big small red blue one two three".split()
 SMALL = dict(embed_dim=8, hidden_size=12, num_layers=1, backend="reference")
@@ -524,7 +524,7 @@ def test_generation_reports_seen_and_unseen_inputs_apart(monkeypatch):
     # nothing seen: the unseen part is the whole report, the seen part only a count
     report = evaluate_generation(model, dataset, vocab, num_samples=2, seen_sources=[])
     assert report["seen"] == {"inputs": 0.0}
-    top_only = ("decoding", "bleu_smoothing")  # said once, at the top
+    top_only = ("decoding", "bleu_smoothing", "bleu_formula", "shuffle_seed")  # said once, at the top
     assert report["unseen"] == {k: v for k, v in plain_report.items() if k not in top_only}
     with pytest.raises(ValueError, match="dataset"):
         evaluate_generation(model, TextDataset([e.target for e in examples], vocab), vocab, seen_sources=[])
@@ -576,3 +576,113 @@ def test_write_report_round_trip(tmp_path, data):
         write_report(tmp_path / "bad.json", {"x": object()})
     assert not (tmp_path / "bad.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
+
+
+# ------------------------------------------------------------------ context gain
+
+
+def _answering(model, vocab, reply_of):
+    """Make ``model.generate`` answer each context with ``reply_of(context tokens)`` (a token list)."""
+    def fake_generate(context, context_lengths, num_samples=1, **kw):
+        rows = []
+        for b in range(context.shape[0]):
+            words = vocab.decode(context[b, : int(context_lengths[b])])
+            rows.append(vocab.encode(reply_of(words)) + [vocab.eos_id])
+        T = max(len(r) for r in rows)
+        tokens = torch.full((len(rows), num_samples, T), vocab.pad_id)
+        for b, r in enumerate(rows):
+            tokens[b, :, : len(r)] = torch.tensor(r)
+        return tokens, torch.tensor([[len(r)] * num_samples for r in rows])
+
+    model.generate = fake_generate
+    return model
+
+
+def _dialogue_dataset(n=30, seed=0):
+    """``n`` contexts ``"ctx<i>"``, each with one reference of 3 to 7 random words."""
+    import random
+
+    rng = random.Random(seed)
+    examples = [Example([f"ctx{i}"], [rng.choice(WORDS) for _ in range(rng.randint(3, 7))], i) for i in range(n)]
+    vocab = Vocab.build([WORDS, [f"ctx{i}" for i in range(n)]])
+    return vocab, TextDataset(examples, vocab), examples
+
+
+@pytest.mark.parametrize("formula", ["mean-1-3", "cumulative-3"])
+def test_context_gain_of_a_model_that_ignores_its_context_is_zero(formula):
+    vocab, dataset, _ = _dialogue_dataset()
+    model = _answering(build(Seq2Seq, vocab), vocab, lambda context: ["the", "cat", "sat", "on", "the", "mat"])
+    report = evaluate_generation(model, dataset, vocab, num_samples=2, bleu_smoothing="method7-legacy",
+                                 bleu_formula=formula)
+    assert report["bleu_formula"] == formula and report["shuffle_seed"] == 0
+    assert report["bleu_precision"] > 0.05  # some overlap with the references, but none of it from the context
+    assert report["context_gain_precision"] == pytest.approx(0.0, abs=1e-12)
+    assert report["context_gain_recall"] == pytest.approx(0.0, abs=1e-12)
+    assert report["shuffled_bleu_recall"] == pytest.approx(report["bleu_recall"])
+    # per input, own and shuffled scores differ (other references); only their means agree: the interval holds 0
+    low, high = report["context_gain_spread"]["recall_ci95"]
+    assert low < 0.0 < high and report["context_gain_spread"]["recall_std"] > 0.0
+
+
+def test_context_gain_of_a_model_that_answers_the_reference_is_large():
+    vocab, dataset, examples = _dialogue_dataset()
+    reply = {tuple(ex.source): ex.target for ex in examples}
+    model = _answering(build(Seq2Seq, vocab), vocab, lambda context: reply[tuple(context)])
+    report, texts = evaluate_generation(model, dataset, vocab, num_samples=2, bleu_smoothing="method7-legacy",
+                                        bleu_formula="cumulative-3", return_texts=True, shuffle_seed=3)
+    for which in ("precision", "recall"):
+        gain = report[f"context_gain_{which}"]
+        assert gain == pytest.approx(report[f"bleu_{which}"] - report[f"shuffled_bleu_{which}"])
+        assert gain > 0.5 and report["context_gain_spread"][f"{which}_ci95"][0] > 0.3
+    # the shuffled score: input i's replies against the references of input derangement(n, 3)[i]
+    perm = derangement(len(texts), 3)
+    samples = [[s.split() for s in t["samples"]] for t in texts]
+    references = [[r.split() for r in texts[j]["references"]] for j in perm]
+    expected = corpus_bleu_pr(samples, references, "method7-legacy", "cumulative-3")
+    assert (report["shuffled_bleu_precision"], report["shuffled_bleu_recall"]) == pytest.approx(expected)
+    assert report["shuffle_seed"] == 3
+
+
+def test_context_gain_of_the_baselines():
+    vocab, dataset, examples = _dialogue_dataset(60)
+    pool = [vocab.encode(ex.target) + [vocab.eos_id] for ex in _dialogue_dataset(60, seed=1)[2]]
+    random_report = evaluate_random_responses(dataset, pool, vocab, num_samples=5, generator=gen(4),
+                                              bleu_formula="cumulative-3", bleu_smoothing="method7-legacy")
+    spread = random_report["context_gain_spread"]
+    for which in ("precision", "recall"):  # noise only: within the bootstrap's spread
+        assert abs(random_report[f"context_gain_{which}"]) < 4 * spread[f"{which}_std"]
+    assert random_report["bleu_formula"] == "cumulative-3"
+    # the echo baseline answers with the context ("ctx<i>"), which no reference holds: no gain either
+    echo = evaluate_echo_responses(dataset, vocab, bleu_formula="cumulative-3")
+    assert echo["context_gain_precision"] == pytest.approx(0.0, abs=1e-12) and echo["bleu_formula"] == "cumulative-3"
+
+
+def test_context_gain_needs_two_inputs_and_checks_its_seed():
+    vocab, dataset, examples = _dialogue_dataset(2)
+    model = _answering(build(Seq2Seq, vocab), vocab, lambda context: ["a", "cat"])
+    one = evaluate_generation(model, dataset, vocab, num_samples=2, max_inputs=1)
+    assert one["inputs"] == 1 and one["context_gain_precision"] is None and one["shuffled_bleu_recall"] is None
+    assert one["context_gain_spread"] is None
+    two = evaluate_generation(model, dataset, vocab, num_samples=2)
+    assert two["context_gain_precision"] == pytest.approx(0.0, abs=1e-12)
+    for bad in ("0", 1.5, None):
+        with pytest.raises(ValueError, match="shuffle_seed must be an integer"):
+            evaluate_generation(model, dataset, vocab, shuffle_seed=bad)
+    with pytest.raises(ValueError, match="formula must be one of"):
+        evaluate_generation(model, dataset, vocab, bleu_formula="bleu-4")
+    with pytest.raises(ValueError, match="formula must be one of"):
+        evaluate_echo_responses(dataset, vocab, bleu_formula="mean")
+
+
+def test_seen_and_unseen_parts_carry_their_own_context_gain():
+    vocab, dataset, examples = _dialogue_dataset(20)
+    reply = {tuple(ex.source): ex.target for ex in examples}
+    model = _answering(build(Seq2Seq, vocab), vocab, lambda context: reply[tuple(context)])
+    seen_sources = [dataset.sources[i] for i in range(0, 20, 2)]
+    report = evaluate_generation(model, dataset, vocab, num_samples=1, seen_sources=seen_sources)
+    for part in ("seen", "unseen"):
+        g = report[part]
+        assert g["inputs"] == 10 and g["context_gain_recall"] > 0.3
+        assert g["context_gain_precision"] == pytest.approx(g["bleu_precision"] - g["shuffled_bleu_precision"])
+    both = (report["seen"]["context_gain_recall"] + report["unseen"]["context_gain_recall"]) / 2
+    assert report["context_gain_recall"] == pytest.approx(both)

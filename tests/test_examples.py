@@ -105,15 +105,24 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     assert "temperature 0.5" in entry["decoding"]
     assert entry["rows"]["CVAE"]["generation"]["decoding"]["temperature"] == 0.5
     assert sampled["generation"]["decoding"]["temperature"] == 1.0
-    # BLEU with NLTK 3.2.2-3.4.5's method 7 goes to a results file of its own, baselines included
-    assert cooler["bleu_smoothing"] == "method7"
-    with pytest.raises(SystemExit) as info:
-        script.main(common + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"])
-    assert info.value.code == 2 and json.loads(results.read_text()) == cooler
-    # a parallel call that wrote the other smoothing meanwhile: refused under the lock, nothing written
-    args = script.main.__globals__["argparse"].Namespace(results=str(results), threads=1,
-                                                         bleu_smoothing="method7-legacy")
-    with pytest.raises(SystemExit, match="now holds BLEU scored with method7"):
+    # by default BLEU is scored as the SLCVAE authors' code scores it, with every row's context gain
+    assert (cooler["bleu_smoothing"], cooler["bleu_formula"]) == ("method7-legacy", "cumulative-3")
+    for g in [r["generation"] for r in cooler["protocols"]["greedy"]["rows"].values()] + \
+             [b["generation"] for b in cooler["baseline"].values()]:
+        assert (g["bleu_formula"], g["bleu_smoothing"]) == ("cumulative-3", "method7-legacy")
+        assert g["context_gain_precision"] == pytest.approx(g["bleu_precision"] - g["shuffled_bleu_precision"])
+        assert g["context_gain_recall"] == pytest.approx(g["bleu_recall"] - g["shuffled_bleu_recall"])
+        spread = g["context_gain_spread"]
+        assert spread["resamples"] == 1000 and spread["precision_ci95"][0] <= spread["precision_ci95"][1]
+    # another BLEU goes to a results file of its own, baselines included
+    for other in (["--bleu-smoothing", "method7"], ["--bleu", "mean-1-3"]):
+        with pytest.raises(SystemExit) as info:
+            script.main(common + ["--only", "CVAE", "--skip-training", *other])
+        assert info.value.code == 2 and json.loads(results.read_text()) == cooler
+    # a parallel call that wrote another BLEU meanwhile: refused under the lock, nothing written
+    args = script.main.__globals__["argparse"].Namespace(results=str(results), threads=1, bleu_smoothing="method7",
+                                                         bleu="cumulative-3", preset=None)
+    with pytest.raises(SystemExit, match="now holds BLEU cumulative-3 with method7-legacy"):
         script._update(args, lambda r: r.setdefault("protocols", {}).clear())
     assert json.loads(results.read_text()) == cooler
     # a results file that is not one: a usage error, not a traceback
@@ -122,17 +131,56 @@ def test_reproduce_dailydialog_trains_evaluates_and_keeps_earlier_rows(tmp_path)
     with pytest.raises(SystemExit) as info:
         script.main(common[:4] + ["--results", str(not_results), "--only", "--skip-training"])
     assert info.value.code == 2
-    legacy_file = tmp_path / "dd-legacy.json"
-    legacy_argv = [a if a != str(results) else str(legacy_file) for a in common]
-    assert script.main(legacy_argv + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7-legacy"]) == 0
-    legacy = json.loads(legacy_file.read_text())
-    assert legacy["bleu_smoothing"] == "method7-legacy"
-    row = legacy["protocols"]["greedy"]["rows"]["CVAE"]["generation"]
-    assert row["bleu_smoothing"] == "method7-legacy"
+    today_file = tmp_path / "dd-today.json"
+    today_argv = [a if a != str(results) else str(today_file) for a in common]
+    assert script.main(today_argv + ["--only", "CVAE", "--skip-training", "--bleu-smoothing", "method7",
+                                     "--bleu", "mean-1-3"]) == 0
+    today = json.loads(today_file.read_text())
+    assert (today["bleu_smoothing"], today["bleu_formula"]) == ("method7", "mean-1-3")
+    row = today["protocols"]["greedy"]["rows"]["CVAE"]["generation"]
+    assert (row["bleu_smoothing"], row["bleu_formula"]) == ("method7", "mean-1-3")
     for name in ("Random train responses", "Echo of the last context utterance"):
-        assert legacy["baseline"][name]["generation"]["bleu_smoothing"] == "method7-legacy"
-    echo, legacy_echo = (f["baseline"]["Echo of the last context utterance"]["generation"] for f in (cooler, legacy))
-    assert legacy_echo["bleu_precision"] > echo["bleu_precision"] > 0  # the same replies, scored higher
+        assert today["baseline"][name]["generation"]["bleu_smoothing"] == "method7"
+    echo, today_echo = (f["baseline"]["Echo of the last context utterance"]["generation"] for f in (cooler, today))
+    assert today_echo["bleu_precision"] > 0 and today_echo["bleu_precision"] != echo["bleu_precision"]
+
+
+def test_reproduce_dailydialog_with_the_slcvae_code_preset(tmp_path, monkeypatch, capsys):
+    """--preset slcvae-code: its rows and settings, its own run root and results file, the model flags as overrides."""
+    script = load_script("reproduce_dailydialog")
+    data = fake_dailydialog(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--preset", "slcvae-code", "--data-dir", str(data), "--only", "SLCVAE", "SLCVAE-L2", "--epochs", "1",
+            "--embed-dim", "8", "--hidden-size", "8", "--latent-size", "4", "--samples", "3", "--max-inputs", "5",
+            "--no-progress"]
+    assert script.main(argv) == 0
+    results = json.loads((tmp_path / "benchmarks" / "results" / "dailydialog-slcvae-code.json").read_text())
+    assert (results["preset"], results["bleu_formula"], results["bleu_smoothing"]) == (
+        "slcvae-code", "cumulative-3", "method7-legacy")
+    rows = results["protocols"]["greedy"]["rows"]
+    assert sorted(rows) == ["SLCVAE", "SLCVAE-L2"]
+    for name, row in rows.items():
+        command = row["train_command"]
+        assert command.startswith("fastvae train --preset slcvae-code --model slcvae") and "--patience 0" in command
+        assert "--epochs 1" in command and "--hidden-size 8" in command and "--batch-size" not in command
+        assert row["run_config"]["preset"]["name"] == "slcvae-code"
+        assert row["run_config"]["corpus"]["context_window"] == 1
+        assert row["run_config"]["train"]["batch_size"] == 30
+        assert row["generation"]["decoding"] == {"strategy": "greedy", "max_length": 40}
+        assert (tmp_path / "runs" / "dailydialog-slcvae-code" / name.lower() / "run.json").is_file()
+    assert "--label-loss l2 --label-loss-weight 1 --label-weight-schedule kl" in rows["SLCVAE-L2"]["train_command"]
+    assert rows["SLCVAE-L2"]["run_config"]["preset"]["overrides"]["label_loss"] == "l2"
+    assert "label_loss" not in rows["SLCVAE"]["run_config"]["preset"]["overrides"]
+    baseline = results["baseline"]["Random train responses"]["generation"]
+    assert baseline["context_gain_precision"] is not None and baseline["bleu_formula"] == "cumulative-3"
+    out = capsys.readouterr().out
+    assert "| fastvae SLCVAE-L2 |" in out and "| Random train responses |" in out and "context gain R (± sd)" in out
+    assert "models trained with --preset slcvae-code" in out
+    # rows of the preset and rows without it do not share a results file
+    with pytest.raises(SystemExit) as info:
+        script.main(["--data-dir", str(data), "--only", "--results",
+                     str(tmp_path / "benchmarks" / "results" / "dailydialog-slcvae-code.json")])
+    assert info.value.code == 2 and "rows of --preset slcvae-code" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

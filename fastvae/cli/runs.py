@@ -235,7 +235,8 @@ def data_description(spec, max_length=None):
     for key in ("train_file", "valid_file"):
         if getattr(spec, key):
             out[key.replace("_", " ")] = os.path.basename(getattr(spec, key))
-    for key, label in (("max_examples", "at most examples per split"), ("bible_max_length", "longest verse (tokens)")):
+    for key, label in (("max_examples", "at most examples per split"), ("bible_max_length", "longest verse (tokens)"),
+                       ("context_window", "context (utterances before the response)")):
         if getattr(spec, key) is not None:
             out[label] = getattr(spec, key)
     if max_length is not None:

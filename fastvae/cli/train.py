@@ -1,5 +1,6 @@
-"""``fastvae train``: a corpus and a model name in, a run directory out."""
+"""``fastvae train``: a corpus and a model name (or a preset) in, a run directory out."""
 
+import argparse
 import os
 import sys
 
@@ -7,8 +8,11 @@ from fastvae.cli import runs
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec, data_root
 from fastvae.evaluate import write_report
+from fastvae.models.conditional import LABEL_LOSSES
+from fastvae.presets import PRESETS, get_preset
 from fastvae.train import Trainer, TrainConfig, seed_everything
 from fastvae.train.schedules import SCHEDULES
+from fastvae.train.trainer import LABEL_WEIGHT_SCHEDULES
 
 # model options: (flag, config key, type, help); None = the model's own default
 MODEL_OPTIONS = (
@@ -18,7 +22,8 @@ MODEL_OPTIONS = (
     ("--num-layers", "num_layers", int, "LSTM layers"),
     ("--word-dropout", "word_dropout", float, "probability of replacing a decoder input by <unk>"),
     ("--embed-dropout", "embed_dropout", float, "dropout on embedded tokens"),
-    ("--label-loss-weight", "label_loss_weight", float, "SLCVAE: weight of ||z - z_label||^2 (times the KL weight)"),
+    ("--label-loss-weight", "label_loss_weight", float, "SLCVAE: weight of the label term (lambda; see "
+     "--label-weight-schedule)"),
     ("--label-prior-weight", "label_prior_weight", float, "SLCVAE: weight of -log p(z_label|c) in the labeling loss (default 0)"),
 )
 
@@ -29,7 +34,7 @@ TRAIN_OPTIONS = (
     ("--lr", "lr", float, "Adam learning rate (default 1e-3)"),
     ("--label-lr", "label_lr", float, "SLCVAE labeling network's learning rate (default: --lr)"),
     ("--free-bits", "free_bits", float, "KL floor per latent dimension (default 0)"),
-    ("--label-weight", "label_weight", float, "SLCVAE lambda multiplier, annealed with the KL weight"),
+    ("--label-weight", "label_weight", float, "SLCVAE lambda (default: the model's --label-loss-weight)"),
     ("--max-grad-norm", "max_grad_norm", float, "gradient clipping norm (default 5; 0 = off)"),
     ("--patience", "patience", int, "early stopping: epochs without a better validation loss (default 3; 0 = off)"),
     ("--log-every", "log_every", int, "steps per training row in metrics.csv (default 50)"),
@@ -39,6 +44,16 @@ TRAIN_OPTIONS = (
     ("--max-time", "max_time", float, "stop (with a checkpoint) after this many seconds of training"),
     ("--save-every", "save_every", int, "also checkpoint every N steps"),
     ("--device", "device", str, "cpu or cuda (default cpu)"),
+)
+# data options: (flag, dest, type, help)
+DATA_OPTIONS = (
+    ("--max-examples", "max_examples", int, "use only the first N examples of each split"),
+    ("--bible-max-length", "bible_max_length", int, "bible: skip verses longer than N tokens"),
+    ("--context-window", "context_window", int, "dailydialog: utterances before a response that form its context "
+     "(default 5; 1: the previous utterance)"),
+    ("--max-length", "max_length", int, "cut every sequence to N tokens (<eos> included)"),
+    ("--min-freq", "min_freq", int, "vocabulary: minimum count (default 1)"),
+    ("--max-vocab", "max_vocab", int, "vocabulary: at most N tokens, specials included"),
 )
 # library parameter -> option dest, for the names the error messages use (fastvae.cli._name_flag)
 LIBRARY_NAMES = {"k": "kl_k", "x0": "kl_x0", "warmup_steps": "kl_warmup", "cycle_steps": "kl_cycle",
@@ -56,7 +71,10 @@ def add_parser(sub):
         "checkpoint.pt,metrics.csv,tb/,training_curves.png,latent.png}. Ctrl-C saves a checkpoint and exits; "
         "--resume continues exactly. Multi-process: torchrun --nproc_per_node N -m fastvae train ...",
     )
-    p.add_argument("--model", choices=sorted(runs.MODELS), help="which model (required unless --resume)")
+    p.add_argument("--model", choices=sorted(runs.MODELS), help="which model (required unless --resume or --preset)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a published setting (fastvae.presets): its model, sizes, "
+                   "data, training and evaluation settings; flags given with it override its values (recorded in "
+                   "run.json). slcvae-code: the SLCVAE authors' code")
     p.add_argument("--run-dir", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt with RUN_DIR's settings")
     data = p.add_argument_group("data")
@@ -65,20 +83,23 @@ def add_parser(sub):
     data.add_argument("--train-file", help="lines/tsv corpus: training file")
     data.add_argument("--valid-file", help="lines/tsv corpus: validation file")
     data.add_argument("--test-file", help="lines/tsv corpus: test file")
-    data.add_argument("--max-examples", type=int, help="use only the first N examples of each split")
-    data.add_argument("--bible-max-length", type=int, help="bible: skip verses longer than N tokens")
-    data.add_argument("--max-length", type=int, help="cut every sequence to N tokens (<eos> included)")
-    data.add_argument("--min-freq", type=int, help="vocabulary: minimum count (default 1)")
-    data.add_argument("--max-vocab", type=int, help="vocabulary: at most N tokens, specials included")
+    for flag, _, typ, help_ in DATA_OPTIONS:
+        data.add_argument(flag, type=typ, help=help_)
     model = p.add_argument_group("model")
     for flag, _, typ, help_ in MODEL_OPTIONS:
         model.add_argument(flag, type=typ, help=help_)
-    model.add_argument("--bidirectional", action="store_true", help="bidirectional encoders")
-    model.add_argument("--bow", action="store_true", help="CVAE/SLCVAE: add the bag-of-words loss")
+    model.add_argument("--bidirectional", action=argparse.BooleanOptionalAction,
+                       help="bidirectional encoders (default off)")
+    model.add_argument("--bow", action=argparse.BooleanOptionalAction,
+                       help="CVAE/SLCVAE: add the bag-of-words loss (default off)")
+    model.add_argument("--label-loss", choices=LABEL_LOSSES, help="SLCVAE: the label term, l2 (the paper's "
+                       "||z - z_label||^2, default) or sigmoid-ce (the authors' code: sigmoid cross-entropy)")
     model.add_argument("--backend", choices=("fused", "reference"), help="kernels (default fused)")
     train = p.add_argument_group("training")
     for flag, _, typ, help_ in TRAIN_OPTIONS:
         train.add_argument(flag, type=typ, help=help_)
+    train.add_argument("--label-weight-schedule", choices=LABEL_WEIGHT_SCHEDULES,
+                       help="SLCVAE: kl (default: lambda times the KL weight, the paper's) or constant (the code's)")
     train.add_argument("--kl-schedule", choices=sorted(SCHEDULES), help="KL annealing (default logistic)")
     train.add_argument("--kl-k", type=float, help="logistic: steepness k (default 0.0025)")
     train.add_argument("--kl-x0", type=float, help="logistic: midpoint step x0 (default 2500)")
@@ -120,17 +141,19 @@ def kl_schedule(args, default):
     if stray:
         raise ValueError(f"--kl-schedule {name} does not take {', '.join('--kl-' + s.split('_')[0] for s in stray)}")
     out = {"name": name, **{k: given[k] for k in accepted if k in given}}
-    if name == "logistic":
-        out = {**{k: v for k, v in default.items() if default.get("name") == "logistic"}, **out}
+    if default.get("name") == name:  # the flags given change the default schedule's values, the rest stay
+        out = {**default, **out}
     if name == "constant":
-        out = {"name": "constant", "weight": given.get("max_weight", 1.0)}
+        kept = default.get("weight", 1.0) if default.get("name") == "constant" else 1.0
+        out = {"name": "constant", "weight": given.get("max_weight", kept)}
     if name in ("linear", "cyclical") and ("warmup_steps" if name == "linear" else "cycle_steps") not in out:
         raise ValueError(f"--kl-schedule {name} needs --kl-{'warmup' if name == 'linear' else 'cycle'}")
     return out
 
 
-def _train_config(args, saved=None):
-    base = TrainConfig.from_dict(saved) if saved else TrainConfig()
+def _train_config(args, saved=None, preset=None):
+    """The TrainConfig of this call: ``saved`` (a resumed run's), else the preset's or the defaults, then the flags."""
+    base = TrainConfig.from_dict(saved) if saved else preset.train_config() if preset else TrainConfig()
     values = base.to_dict()
     for _, key, _, _ in TRAIN_OPTIONS:
         value = getattr(args, key)
@@ -139,6 +162,10 @@ def _train_config(args, saved=None):
         if saved is not None and key not in RESUME_OVERRIDES:
             raise ValueError(f"--{key.replace('_', '-')} cannot change on --resume (it is read from the run directory)")
         values[key] = value
+    if args.label_weight_schedule is not None:
+        if saved is not None:
+            raise ValueError("--label-weight-schedule cannot change on --resume (it is read from the run directory)")
+        values["label_weight_schedule"] = args.label_weight_schedule
     if saved is None:
         values["kl_schedule"] = kl_schedule(args, values["kl_schedule"])
     elif args.kl_schedule is not None:
@@ -153,38 +180,59 @@ def _train_config(args, saved=None):
     return TrainConfig.from_dict(values).check()
 
 
-def _model_kwargs(args, cls):
+SWITCHES = (("--bidirectional", "bidirectional"), ("--bow", "bow"), ("--label-loss", "label_loss"))
+
+
+def _model_kwargs(args, cls, model_name, preset=None):
+    """The model's constructor arguments: the preset's (those the model takes), then the flags given."""
     import inspect
 
     accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {}
-    for flag, key, _, _ in MODEL_OPTIONS:
+    kwargs = preset.model_kwargs(cls) if preset else {}
+    flags = [(flag, key) for flag, key, _, _ in MODEL_OPTIONS] + list(SWITCHES)
+    for flag, key in flags:
         value = getattr(args, key)
         if value is None:
             continue
         if key not in accepted:
-            raise ValueError(f"{flag} does not apply to --model {args.model}")
+            raise ValueError(f"{flag} does not apply to --model {model_name}")
         kwargs[key] = value
-    for flag, key in (("--bidirectional", "bidirectional"), ("--bow", "bow")):
-        if getattr(args, key):
-            if key not in accepted:
-                raise ValueError(f"{flag} does not apply to --model {args.model}")
-            kwargs[key] = True
     kwargs["backend"] = args.backend or "fused"
     return kwargs
 
 
-def prepare(args, seed):
+def _given_settings(args):
+    """The model, data and training settings given as flags (option dest -> value): what overrides a preset."""
+    dests = [key for _, key, _, _ in MODEL_OPTIONS + DATA_OPTIONS + TRAIN_OPTIONS]
+    dests += [key for _, key in SWITCHES]
+    dests += ["data", "label_weight_schedule", "kl_schedule", "kl_k", "kl_x0", "kl_warmup", "kl_cycle", "kl_ratio",
+              "kl_max", "backend"]
+    return {key: getattr(args, key) for key in dests if getattr(args, key) is not None}
+
+
+def prepare(args, seed, preset=None):
     """``(model, vocab, run)`` of a new run: the model built for the training split's vocabulary.
 
-    The model's initial weights are drawn after ``seed_everything(seed)`` (``--seed``), so the same command
-    builds the same model.
+    preset: a :class:`fastvae.presets.Preset` (``--preset``) whose model, data and model settings apply where
+    no flag gives one. The model's initial weights are drawn after ``seed_everything(seed)`` (``--seed``), so
+    the same command builds the same model.
     """
-    if args.model is None:
-        raise ValueError("--model is required (unless --resume)")
-    _check_applicable(args)
+    model_name = args.model or (preset.model if preset else None)
+    if model_name is None:
+        raise ValueError("--model is required (unless --resume or --preset)")
+    data_settings = dict(preset.data) if preset else {}
+    name = args.data or data_settings.get("data") or "bible"
+    _check_applicable(args, model_name, name)
+
+    def setting(key, default=None):  # a flag given, else the preset's value (for the preset's corpus), else default
+        value = getattr(args, key)
+        if value is not None:
+            return value
+        if key == "context_window" and name != data_settings.get("data"):
+            return default  # the preset's context window is for its own corpus
+        return data_settings.get(key, default)
+
     absolute = lambda path: None if path is None else os.path.abspath(path)  # noqa: E731 (run.json is read from anywhere)
-    name = args.data or "bible"
     # dailydialog / ptb: the data root as resolved now (--data-dir, else $FASTVAE_DATA, else ../shared/data),
     # absolute, so that evaluate and --resume find the same data from any folder or shell
     data_dir = absolute(data_root(args.data_dir)) if name in ("dailydialog", "ptb") else absolute(args.data_dir)
@@ -196,32 +244,36 @@ def prepare(args, seed):
         test_file=absolute(args.test_file),
         max_examples=args.max_examples,
         bible_max_length=args.bible_max_length,
+        context_window=setting("context_window"),
     ).check()
-    if args.max_length is not None and args.max_length < 2:
-        raise ValueError(f"--max-length must be >= 2, got {args.max_length}")
-    train_examples = runs.corpus_examples(spec, "train", args.model)
+    max_length = setting("max_length")
+    if max_length is not None and max_length < 2:
+        raise ValueError(f"--max-length must be >= 2, got {max_length}")
+    train_examples = runs.corpus_examples(spec, "train", model_name)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
-    vocab = Vocab.build(token_lists, min_freq=1 if args.min_freq is None else args.min_freq, max_size=args.max_vocab,
+    vocab = Vocab.build(token_lists, min_freq=setting("min_freq", 1), max_size=setting("max_vocab"),
                         tokenizer="whitespace" if name == "ptb" else "fastvae")
-    cls = runs.MODELS[args.model]
+    cls = runs.MODELS[model_name]
     ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
-    kwargs = _model_kwargs(args, cls)
+    kwargs = _model_kwargs(args, cls, model_name, preset)
     seed_everything(seed)
     model = cls(len(vocab), **kwargs, **ids)
-    run = {"model": args.model, "corpus": spec.to_dict(), "max_length": args.max_length}
+    run = {"model": model_name, "corpus": spec.to_dict(), "max_length": max_length}
+    if preset is not None:
+        run["preset"] = {"name": preset.name, "overrides": _given_settings(args)}
     return model, vocab, run
 
 
-def _check_applicable(args):
+def _check_applicable(args, model_name, data):
     """Flags that the chosen model or corpus would ignore are refused, not dropped in silence."""
-    data = args.data or "bible"
-    if args.model != "slcvae":
-        for flag, key in (("--label-weight", "label_weight"), ("--label-lr", "label_lr")):
+    if model_name != "slcvae":
+        for flag, key in (("--label-weight", "label_weight"), ("--label-lr", "label_lr"),
+                          ("--label-weight-schedule", "label_weight_schedule")):
             if getattr(args, key) is not None:
-                raise ValueError(f"{flag} does not apply to --model {args.model} (SLCVAE only)")
+                raise ValueError(f"{flag} does not apply to --model {model_name} (SLCVAE only)")
     per_corpus = (("--bible-max-length", "bible_max_length", ("bible",)), ("--data-dir", "data_dir", ("dailydialog", "ptb")),
                   ("--train-file", "train_file", ("lines", "tsv")), ("--valid-file", "valid_file", ("lines", "tsv")),
-                  ("--test-file", "test_file", ("lines", "tsv")))
+                  ("--test-file", "test_file", ("lines", "tsv")), ("--context-window", "context_window", ("dailydialog",)))
     for flag, key, corpora in per_corpus:
         if getattr(args, key) is not None and data not in corpora:
             raise ValueError(f"{flag} does not apply to --data {data} (only to {' / '.join(corpora)})")
@@ -233,11 +285,12 @@ def _check_applicable(args):
 
 def _check_resume_args(args):
     """Model, data and KL options are read from the run directory on --resume: refuse them rather than ignore them."""
-    keys = ("model", "data", "train_file", "valid_file", "test_file", "data_dir", "max_examples", "bible_max_length",
-            "max_length", "min_freq", "max_vocab", "backend", "kl_k", "kl_x0", "kl_warmup", "kl_cycle", "kl_ratio", "kl_max")
+    keys = ("model", "preset", "data", "train_file", "valid_file", "test_file", "data_dir", "max_examples",
+            "bible_max_length", "context_window", "max_length", "min_freq", "max_vocab", "backend", "kl_k", "kl_x0",
+            "kl_warmup", "kl_cycle", "kl_ratio", "kl_max")
     given = [flag for flag, key, _, _ in MODEL_OPTIONS if getattr(args, key) is not None]
     given += ["--" + key.replace("_", "-") for key in keys if getattr(args, key) is not None]
-    given += [flag for flag in ("--bidirectional", "--bow") if getattr(args, flag[2:])]
+    given += [flag for flag, key in SWITCHES if getattr(args, key) is not None]
     if given:
         raise ValueError(f"{given[0]} cannot change on --resume (it is read from the run directory)")
 
@@ -258,10 +311,11 @@ def run(args):
         run_info = saved
         run_info["train"] = config.to_dict()
     else:
-        config = _train_config(args)
+        preset = get_preset(args.preset) if args.preset else None
+        config = _train_config(args, preset=preset)
         runs.check_new_run_dir(run_dir)
-        model, vocab, run_info = prepare(args, config.seed)
-        model_name, spec = args.model, runs.corpus_spec(run_info)
+        model, vocab, run_info = prepare(args, config.seed, preset)
+        model_name, spec = run_info["model"], runs.corpus_spec(run_info)
         run_info["train"] = config.to_dict()
     max_length = run_info.get("max_length")
     train_data = runs.dataset(spec, "train", model_name, vocab, max_length)

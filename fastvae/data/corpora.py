@@ -5,7 +5,7 @@ names the file (and the line, 1-based, where one is at fault) for a missing
 path, an empty file or a malformed line: nothing is ever half-loaded.
 
 * :func:`load_lines` - one sentence per line (Penn Treebank style).
-* :func:`load_dailydialog` - DailyDialog, context (up to 5 utterances) -> response.
+* :func:`load_dailydialog` - DailyDialog, context (up to ``max_context``, default 5, utterances) -> response.
 * :func:`load_tsv` - ``source<TAB>target`` pairs, one-to-many groups.
 * :func:`load_bible` - KJV verse -> the same verse in four other translations.
 
@@ -140,10 +140,13 @@ def load_dailydialog(
     """DailyDialog's official ``dialogues_{split}.txt`` -> list of :class:`Example`.
 
     Every utterance ``i >= 1`` of a dialogue is a response (target); its
-    context (source) is the up to ``max_context`` (5) utterances before it -
-    a sliding window of at most 6 utterances in all - joined into one token
-    sequence with the separator ``<eou>`` between utterances (not after the
-    last): ``u_{i-2} <eou> u_{i-1}``. Each response has its own group.
+    context (source) is the up to ``max_context`` (default 5) utterances
+    before it - a sliding window of at most ``max_context + 1`` utterances
+    in all - joined into one token sequence with the separator ``<eou>``
+    between utterances (not after the last): ``u_{i-2} <eou> u_{i-1}``;
+    ``max_context=1`` gives the previous utterance alone, one source
+    sentence per response as in the SLCVAE authors' code. Each response has
+    its own group.
 
     ``split``: ``"train"``, ``"validation"`` (or ``"valid"``) or ``"test"``.
     ``with_labels``: also read ``dialogues_act_{split}.txt`` and

@@ -4,7 +4,8 @@
 :class:`CorpusSpec`:
 
 * ``bible``: the embedded Bible corpus (KJV -> WEB/ASV/YLT/DARBY), no files needed.
-* ``dailydialog``: ``<root>/dailydialog/dialogues_{train,validation,test}.txt``.
+* ``dailydialog``: ``<root>/dailydialog/dialogues_{train,validation,test}.txt``; each
+  response's context is the ``context_window`` (default 5) utterances before it.
 * ``ptb``: ``<root>/ptb/ptb.{train,valid,test}.txt`` (already tokenized: split on spaces).
 * ``lines`` / ``tsv``: your own files, one sentence per line / ``source<TAB>target``.
 
@@ -15,7 +16,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-from fastvae.data.corpora import Example, load_bible, load_dailydialog, load_lines, load_tsv
+from fastvae.data.corpora import DAILYDIALOG_MAX_CONTEXT, Example, load_bible, load_dailydialog, load_lines, load_tsv
 
 DATA_ENV = "FASTVAE_DATA"
 DEFAULT_ROOT = os.path.join("..", "shared", "data")
@@ -37,7 +38,9 @@ class CorpusSpec:
     ``ptb/`` (``None``: :func:`data_root`). train_file / valid_file / test_file:
     the files of ``lines``/``tsv`` corpora. max_examples: keep only the first
     examples of each split (quick runs). bible_max_length: leave out verses
-    longer than this many tokens in any translation.
+    longer than this many tokens in any translation. context_window: dailydialog only,
+    the utterances before a response that form its context (``None``: 5, the
+    loader's default; 1: the previous utterance alone).
     """
 
     name: str
@@ -47,6 +50,7 @@ class CorpusSpec:
     test_file: Optional[str] = None
     max_examples: Optional[int] = None
     bible_max_length: Optional[int] = None
+    context_window: Optional[int] = None
 
     def check(self):
         if self.name not in CORPORA:
@@ -55,6 +59,11 @@ class CorpusSpec:
             raise ValueError(f"the {self.name!r} corpus needs train_file (and usually valid_file)")
         if self.max_examples is not None and self.max_examples < 1:
             raise ValueError(f"max_examples must be >= 1, got {self.max_examples}")
+        if self.context_window is not None:
+            if self.name != "dailydialog":
+                raise ValueError(f"context_window applies to the dailydialog corpus only, not {self.name!r}")
+            if isinstance(self.context_window, bool) or not isinstance(self.context_window, int) or self.context_window < 1:
+                raise ValueError(f"context_window must be an integer >= 1 (utterances), got {self.context_window!r}")
         return self
 
     @property
@@ -94,7 +103,8 @@ def load_corpus(spec, split):
         verses = None if spec.max_examples is None else max(1, spec.max_examples // 4)
         examples = load_bible(split, max_verses=verses, max_length=spec.bible_max_length)
     elif spec.name == "dailydialog":
-        examples = load_dailydialog(_directory(root, "dailydialog"), split)
+        window = DAILYDIALOG_MAX_CONTEXT if spec.context_window is None else spec.context_window
+        examples = load_dailydialog(_directory(root, "dailydialog"), split, max_context=window)
     elif spec.name == "ptb":
         examples = load_lines(os.path.join(_directory(root, "ptb"), f"ptb.{split}.txt"), tokenizer=str.split)
     else:

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
@@ -272,6 +273,20 @@ class SLCVAE(CVAE):
       every CVAE parameter (embedding, encoders, decoder) is frozen: only g gets
       gradients.
 
+    ``label_loss`` chooses the label term of the CVAE phase: ``"l2"`` (the
+    paper's ``||z - z_label||^2``, default) or ``"sigmoid-ce"`` (the
+    authors' code, zhangfangdeng/SLCVAE: ``mean_j CE_sigmoid(logits =
+    z_label_j, labels = z_j)``, i.e. ``mean_j [max(l_j, 0) - l_j z_j +
+    log(1 + exp(-|l_j|))]`` with ``l = z_label``, the mean over the latent
+    dimensions; the code weighs it 0.1, constant). Either way ``z_label``
+    is a fixed target in that phase; the sigmoid term pulls z along
+    ``z_label`` linearly, where the L2 term pulls it onto ``z_label``.
+    With ``"sigmoid-ce"`` the labeling network ends in a tanh (z_label in
+    (-1, 1), as the code's GRU state is): the linear pull on z then stays
+    bounded, where an unbounded z_label (which the labeling phase grows to
+    raise the decoder's likelihood) made the term, and the KL with it,
+    diverge within 100 steps at the code's sizes.
+
     ``label_prior_weight`` (fastvae's addition, default 0 = the paper's
     objective): adds ``label_prior_weight * 0.5 * ||(g(x,c) - mu_p) / sigma_p||^2``
     to the labeling loss, i.e. with weight 1 g estimates the MAP code
@@ -295,6 +310,7 @@ class SLCVAE(CVAE):
         bow_hidden_size: Optional[int] = None,
         label_loss_weight: float = 1.0,
         label_prior_weight: float = 0.0,
+        label_loss: str = "l2",
         word_dropout: float = 0.0,
         embed_dropout: float = 0.0,
         pad_id: int = 0,
@@ -309,6 +325,8 @@ class SLCVAE(CVAE):
         cfg = self.config
         for name in ("label_loss_weight", "label_prior_weight"):
             cfg[name] = check_weight(name, cfg[name])
+        if cfg["label_loss"] not in LABEL_LOSSES:
+            raise ValueError(f"label_loss must be one of {', '.join(map(repr, LABEL_LOSSES))}, got {cfg['label_loss']!r}")
         self.label_context_encoder = self._utterance_encoder()
         self.label_target_encoder = self._utterance_encoder()
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
@@ -329,12 +347,17 @@ class SLCVAE(CVAE):
     def label(
         self, batch: Batch, target_lengths: Optional[Tensor] = None, context_lengths: Optional[Tensor] = None
     ) -> Tensor:
-        """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own)."""
+        """``z_label = g(x, c)`` ``[B, latent_size]`` (the embedding is the model's own).
+
+        With ``label_loss="sigmoid-ce"`` g ends in a tanh, so z_label lies in (-1, 1) as in the authors'
+        code (whose z_label is a GRU state); with ``"l2"`` the linear head's output is z_label.
+        """
         if target_lengths is None or context_lengths is None:  # both come checked together, or not at all
             target_lengths, context_lengths = self._check_batch(batch, conditional=True)
         h_c = self.label_context_encoder(self.embedding(batch.context), context_lengths)
         h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
-        return self.label_head(torch.cat([h_c, h_x], dim=1))
+        z_label = self.label_head(torch.cat([h_c, h_x], dim=1))
+        return torch.tanh(z_label) if self.config["label_loss"] == "sigmoid-ce" else z_label
 
     def forward(
         self,
@@ -351,11 +374,17 @@ class SLCVAE(CVAE):
         (target_lengths, context_lengths), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
         with torch.no_grad():
             z_label = self.label(batch, target_lengths, context_lengths)
-        z = latent_ops(self.backend).reparameterize(mu_q, logvar_q, generator=generator)
+        ops = latent_ops(self.backend)
+        z = ops.reparameterize(mu_q, logvar_q, generator=generator)
         nll, bow = self._reconstruction(batch, target_lengths, h_c, z)
-        latent, kl, label = latent_ops(self.backend).kl_label_loss(
-            mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=free_bits
-        )
+        if self.config["label_loss"] == "l2":
+            latent, kl, label = ops.kl_label_loss(
+                mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits=free_bits
+            )
+        else:
+            kl = ops.gaussian_kl(mu_q, logvar_q, mu_p, logvar_p, free_bits=free_bits)
+            label = sigmoid_label_loss(z, z_label)
+            latent = kl_weight * kl + label_weight * label
         B = batch.target.shape[0]
         loss = nll + latent.sum() + (bow if bow is not None else 0.0)
         return ModelOutput(
@@ -425,6 +454,15 @@ class SLCVAE(CVAE):
             "label": float(out.label),
             "label_nll": float(lab.nll),
         }
+
+
+LABEL_LOSSES = ("l2", "sigmoid-ce")
+
+
+def sigmoid_label_loss(z, z_label):
+    """The SLCVAE code's label term per example ``[B]``: sigmoid cross-entropy of logits ``z_label``
+    against "labels" ``z`` (any real numbers), averaged over the latent dimensions; ``z_label`` is detached."""
+    return F.binary_cross_entropy_with_logits(z_label.detach(), z, reduction="none").mean(-1)
 
 
 def _check_optimizer(name, optimizer, allowed, what):

@@ -33,6 +33,7 @@ from fastvae.train.model_folder import save_model_folder
 from fastvae.train.schedules import schedule_from_dict
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LABEL_WEIGHT_SCHEDULES = ("kl", "constant")
 MODEL_DIR = "model"
 
 
@@ -55,9 +56,12 @@ class TrainConfig:
     lr / label_lr: Adam learning rates (``label_lr``: SLCVAE's labeling network;
     ``None`` = ``lr``). kl_schedule: a schedule dict (``fastvae.train.make_schedule``
     arguments), the KL weight at each step. free_bits: per-dimension KL floor
-    (``gaussian_kl``'s ``free_bits``). label_weight: SLCVAE's lambda multiplier,
-    annealed with the KL weight (lambda = label_weight * kl_weight; ``None``: the
-    model's ``label_loss_weight``). max_grad_norm: clip the gradient norm
+    (``gaussian_kl``'s ``free_bits``). label_weight: SLCVAE's lambda multiplier
+    (``None``: the model's ``label_loss_weight``); label_weight_schedule: how
+    lambda follows the training: ``"kl"`` (default, the paper's) anneals it
+    with the KL weight, lambda = label_weight * kl_weight; ``"constant"``
+    keeps lambda = label_weight at every step (the SLCVAE authors' code:
+    0.1). max_grad_norm: clip the gradient norm
     (``None``: no clipping). patience: stop after this many epochs without a
     better validation loss (``None``: never). log_every: steps per train row in
     metrics.csv. max_steps / max_time (seconds): stop early, saving a
@@ -72,6 +76,7 @@ class TrainConfig:
     kl_schedule: dict = field(default_factory=lambda: {"name": "logistic", "k": 0.0025, "x0": 2500})
     free_bits: float = 0.0
     label_weight: Optional[float] = None
+    label_weight_schedule: str = "kl"
     max_grad_norm: Optional[float] = 5.0
     patience: Optional[int] = 3
     log_every: int = 50
@@ -120,6 +125,9 @@ class TrainConfig:
         number("label_weight", 0, optional=True)
         if self.label_weight is not None:
             check_weight("label_weight", self.label_weight)  # no larger than float32 holds
+        if self.label_weight_schedule not in LABEL_WEIGHT_SCHEDULES:
+            raise ValueError(f"label_weight_schedule must be one of {', '.join(map(repr, LABEL_WEIGHT_SCHEDULES))}, "
+                             f"got {self.label_weight_schedule!r}")
         number("max_grad_norm", 0, optional=True, strict=True)
         number("max_time", 0, optional=True, strict=True)
         schedule_from_dict(self.kl_schedule)  # raises a ValueError naming the bad argument
@@ -413,8 +421,7 @@ class Trainer:
             return [("model", {})]
         kw = {"kl_weight": kl_weight, "free_bits": cfg.free_bits}
         if isinstance(self.model, SLCVAE):
-            if cfg.label_weight is not None:
-                kw["label_weight"] = cfg.label_weight * kl_weight
+            kw["label_weight"] = self._label_weight(kl_weight)
             return [("cvae", kw), ("label", {"phase": "label"})]
         return [("model", kw)]
 
@@ -451,10 +458,16 @@ class Trainer:
         if kl_weight is not None:
             metrics["kl_weight"] = kl_weight
             if isinstance(self.model, SLCVAE):
-                base = cfg.label_weight if cfg.label_weight is not None else self.model.config["label_loss_weight"]
-                metrics["label_weight"] = base * kl_weight
+                metrics["label_weight"] = self._label_weight(kl_weight)
         metrics["lr"] = self.optimizers["cvae" if "cvae" in self.optimizers else "model"].param_groups[0]["lr"]
         return metrics
+
+    def _label_weight(self, kl_weight):
+        """SLCVAE's lambda at this step: label_weight (else the model's label_loss_weight), times the KL weight
+        unless ``label_weight_schedule`` is ``"constant"``."""
+        cfg = self.config
+        base = cfg.label_weight if cfg.label_weight is not None else self.model.config["label_loss_weight"]
+        return base if cfg.label_weight_schedule == "constant" else base * kl_weight
 
     def _check_finite(self, value, what, phase):
         """Raise :class:`NonFiniteLossError` (on every process) when ``value`` is NaN/inf on any process."""
@@ -535,6 +548,11 @@ class Trainer:
                     "max gradient norm": cfg.max_grad_norm}
         if self.latent:
             training.update({"KL schedule": cfg.kl_schedule, "free bits": cfg.free_bits})
+        if isinstance(self.model, SLCVAE):
+            training["label weight"] = {"weight": cfg.label_weight if cfg.label_weight is not None
+                                        else self.model.config["label_loss_weight"],
+                                        "schedule": "constant" if cfg.label_weight_schedule == "constant"
+                                        else "times the KL weight"}
         save_model_folder(self.model_dir, self.model, self.train_data.vocab, trained_on, metrics, training)
 
     # ------------------------------------------------------ checkpoints
