@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Tuple
 
-from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.train.trainer import TrainConfig
-
-MODEL_CLASSES = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
+from fastvae.models.registry import model_class
+from fastvae.train.config import TrainConfig
 
 SLCVAE_CODE_DIFFERENCES = (
     "cells: LSTM, not GRU (fastvae's fused recurrent kernels are LSTM kernels); the decoder's initial state is a "
@@ -81,7 +79,7 @@ class Preset:
     def model_kwargs(self, model, **overrides):
         """The constructor arguments of ``model`` (a name such as ``"slcvae"`` or a model class): the preset's
         options that the model takes, then ``overrides`` (a keyword the model does not take: ValueError)."""
-        cls = _model_class(model)
+        cls = model_class(model)
         accepted = inspect.signature(cls.__init__).parameters
         stray = sorted(k for k in overrides if k not in accepted or k == "self")
         if stray:
@@ -92,7 +90,7 @@ class Preset:
 
     def build_model(self, model, vocab, **overrides):
         """``model`` (name or class) built for ``vocab`` (its size and special ids) with :meth:`model_kwargs`."""
-        cls = _model_class(model)
+        cls = model_class(model)
         ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
         return cls(len(vocab), **{**ids, **self.model_kwargs(cls, **overrides)})
 
@@ -108,16 +106,6 @@ class Preset:
             "model_options": dict(self.model_options), "data": dict(self.data), "training": dict(self.training),
             "evaluation": dict(self.evaluation), "differences": list(self.differences),
         })
-
-
-def _model_class(model):
-    if isinstance(model, str):
-        if model not in MODEL_CLASSES:
-            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODEL_CLASSES))}")
-        return MODEL_CLASSES[model]
-    if model not in MODEL_CLASSES.values():
-        raise ValueError(f"model must be a model name ({', '.join(sorted(MODEL_CLASSES))}) or class, got {model!r}")
-    return model
 
 
 SLCVAE_CODE = Preset(
