@@ -20,7 +20,6 @@ train`` records both in run.json (``preset``: its name and the overrides).
 """
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Tuple
@@ -80,8 +79,8 @@ class Preset:
         """The constructor arguments of ``model`` (a name such as ``"slcvae"`` or a model class): the preset's
         options that the model takes, then ``overrides`` (a keyword the model does not take: ValueError)."""
         cls = model_class(model)
-        accepted = inspect.signature(cls.__init__).parameters
-        stray = sorted(k for k in overrides if k not in accepted or k == "self")
+        accepted = cls.config_names()
+        stray = sorted(k for k in overrides if k not in accepted)
         if stray:
             raise ValueError(f"{cls.__name__} does not take {', '.join(stray)}")
         kwargs = {k: v for k, v in self.model_options.items() if k in accepted}
@@ -91,8 +90,7 @@ class Preset:
     def build_model(self, model, vocab, **overrides):
         """``model`` (name or class) built for ``vocab`` (its size and special ids) with :meth:`model_kwargs`."""
         cls = model_class(model)
-        ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
-        return cls(len(vocab), **{**ids, **self.model_kwargs(cls, **overrides)})
+        return cls.for_vocab(vocab, **self.model_kwargs(cls, **overrides))
 
     def train_config(self, **overrides):
         """The preset's :class:`TrainConfig` (checked), with ``overrides`` (TrainConfig fields) applied."""

@@ -191,9 +191,7 @@ SWITCHES = (("--bidirectional", "bidirectional"), ("--bow", "bow"), ("--label-lo
 
 def _model_kwargs(args, cls, model_name, preset=None):
     """The model's constructor arguments: the preset's (those the model takes), then the flags given."""
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = cls.config_names()
     kwargs = preset.model_kwargs(cls) if preset else {}
     flags = [(flag, key) for flag, key, _, _ in MODEL_OPTIONS] + list(SWITCHES)
     for flag, key in flags:
@@ -260,10 +258,9 @@ def prepare(args, seed, preset=None):
     vocab = Vocab.build(token_lists, min_freq=setting("min_freq", 1), max_size=setting("max_vocab"),
                         tokenizer=spec.tokenizer)
     cls = model_class(model_name)
-    ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
     kwargs = _model_kwargs(args, cls, model_name, preset)
     seed_everything(seed)
-    model = cls(len(vocab), **kwargs, **ids)
+    model = cls.for_vocab(vocab, **kwargs)
     run = {"model": model_name, "corpus": spec.to_dict(), "max_length": max_length}
     if preset is not None:
         run["preset"] = {"name": preset.name, "overrides": _given_settings(args)}

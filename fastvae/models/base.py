@@ -3,7 +3,7 @@
 import inspect
 import os
 from contextlib import contextmanager
-from typing import ClassVar, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar, Union
 
 import torch
 
@@ -55,9 +55,20 @@ class BaseModel(torch.nn.Module):
     has_labeling_phase: ClassVar[bool] = False
     summary: ClassVar[str] = ""
 
+    @classmethod
+    def config_names(cls) -> Tuple[str, ...]:
+        """The constructor's argument names: the keys of ``model.config`` (what ``config.json`` stores)."""
+        return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
+
+    @classmethod
+    def for_vocab(cls: Type[ModelT], vocab: Any, **kwargs: Any) -> ModelT:
+        """A model for ``vocab`` (a :class:`fastvae.data.Vocab`: its size and special token ids), with the
+        other constructor arguments ``kwargs``."""
+        ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
+        return cls(len(vocab), **{**ids, **kwargs})
+
     def _store_config(self, local_vars):
-        params = inspect.signature(type(self).__init__).parameters
-        self.config = {name: local_vars[name] for name in params if name != "self"}
+        self.config = {name: local_vars[name] for name in self.config_names()}
         check_config(self.config)
         self.backend = check_backend(self.config["backend"])
 

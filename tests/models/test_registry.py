@@ -114,3 +114,15 @@ def test_slcvae_phases_split_the_parameters_and_are_what_train_step_runs():
         optimizer.step()
     for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("cls", list(CAPABILITIES))
+def test_a_model_for_a_vocabulary_takes_its_size_and_special_ids(cls):
+    from fastvae.data import Vocab
+
+    vocab = Vocab.build([["a", "b", "c"], ["d"]])
+    model = cls.for_vocab(vocab, embed_dim=8, hidden_size=8, num_layers=1)
+    assert set(model.config) == set(cls.config_names()) and "self" not in cls.config_names()
+    assert model.config["vocab_size"] == len(vocab)
+    assert [model.config[k] for k in ("pad_id", "unk_id", "sos_id", "eos_id")] == [
+        vocab.pad_id, vocab.unk_id, vocab.sos_id, vocab.eos_id]
