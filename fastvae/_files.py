@@ -115,6 +115,15 @@ def read_json_object(path):
     return obj
 
 
+def check_regular_file(path, missing):
+    """``path`` names a regular file: a FileNotFoundError saying ``missing`` when nothing is there, a ValueError
+    naming ``path`` when something else (a folder) is."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(missing)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a regular file")
+
+
 def _fsync_directory(directory):
     """Make the rename durable (best effort; not possible on every platform)."""
     try:

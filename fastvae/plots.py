@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from fastvae._files import check_regular_file
 from fastvae.data.dataset import collate
 from fastvae.evaluate import posterior_parameters
 from fastvae.evaluate.checks import check_dataset, check_model
@@ -36,10 +37,7 @@ def _pyplot():
 
 def _read_metrics(path):
     """``metrics.csv`` -> list of row dicts with floats (None for an empty cell) and ``split`` as str."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no metrics file at {path}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path} is not a regular file")
+    check_regular_file(path, f"no metrics file at {path}")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)

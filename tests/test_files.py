@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from fastvae._files import TEMP_PREFIX, atomic_write_json, atomic_write_text, read_json_object
+from fastvae._files import TEMP_PREFIX, atomic_write_json, atomic_write_text, check_regular_file, read_json_object
 
 
 def test_json_is_indented_sorted_and_ends_with_a_newline(tmp_path):
@@ -43,3 +43,12 @@ def test_reading_a_file_that_is_not_a_json_object_names_it(tmp_path, content, wo
     with pytest.raises(ValueError, match=words) as info:
         read_json_object(path)
     assert str(path) in str(info.value)
+
+
+def test_a_file_that_must_be_there_is_a_regular_file(tmp_path):
+    (tmp_path / "a.txt").write_text("x", encoding="utf-8")
+    check_regular_file(tmp_path / "a.txt", "unused")
+    with pytest.raises(FileNotFoundError, match="^no such file: b.txt$"):
+        check_regular_file(tmp_path / "b.txt", "no such file: b.txt")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        check_regular_file(tmp_path, "unused")

@@ -10,6 +10,7 @@ import torch
 from fastvae.models import saving
 from fastvae.models.batch import Batch, Device
 from fastvae.models.checks import check_config, check_tokens
+from fastvae.models.generation import decode
 from fastvae.models.phases import LATENT_LOSS_OPTIONS, MODEL_PHASE, TrainingPhase
 from fastvae.nn import WordEmbedding
 from fastvae.nn.backend import check_backend
@@ -89,6 +90,23 @@ class BaseModel(torch.nn.Module):
         """The phases of one training step, one optimizer each, in order: here one, the model's loss
         ``model(batch, ...)`` on all its parameters (SLCVAE has two)."""
         return (TrainingPhase(MODEL_PHASE, self, self.parameters, LATENT_LOSS_OPTIONS if self.has_latent else ()),)
+
+    def _decode_from(self, cond, options, generator=None, num_return=1):
+        """Decode from the decoder's initial state for ``cond [R, C]`` (its conditioning vectors: z, ``[h_c, z]``
+        or ``h_c``) with :func:`fastvae.models.generation.decode`: ``(tokens [R * num_return, max_length],
+        lengths)``."""
+        cfg = self.config
+        return decode(
+            self.decoder,
+            self.embedding,
+            self.decoder.initial_state(cond),
+            sos_id=cfg["sos_id"],
+            eos_id=cfg["eos_id"],
+            pad_id=cfg["pad_id"],
+            options=options,
+            generator=generator,
+            num_return=num_return,
+        )
 
     # ---------------------------------------------------------------- inputs
 

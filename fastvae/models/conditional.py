@@ -15,7 +15,7 @@ from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEnco
 from fastvae.models.base import BaseModel, evaluating
 from fastvae.models.batch import Batch
 from fastvae.models.checks import check_tokens, check_weight
-from fastvae.models.generation import DecodeOptions, decode
+from fastvae.models.generation import DecodeOptions
 from fastvae.models.outputs import LikelihoodTerms, ModelOutput
 from fastvae.models.phases import (
     CVAE_PHASE,
@@ -102,18 +102,7 @@ class _Conditional(BaseModel):
             if not n_best:
                 h_c = h_c.repeat_interleave(num_samples, dim=0)
             cond = self._condition(h_c, generator)
-            cfg = self.config
-            tokens, lengths = decode(
-                self.decoder,
-                self.embedding,
-                self.decoder.initial_state(cond),
-                sos_id=cfg["sos_id"],
-                eos_id=cfg["eos_id"],
-                pad_id=cfg["pad_id"],
-                options=options,
-                generator=generator,
-                num_return=num_samples if n_best else 1,
-            )
+            tokens, lengths = self._decode_from(cond, options, generator, num_return=num_samples if n_best else 1)
         B = context.shape[0]
         return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
 

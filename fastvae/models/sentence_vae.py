@@ -9,7 +9,7 @@ from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEnco
 from fastvae.models.base import BaseModel, evaluating
 from fastvae.models.batch import Batch
 from fastvae.models.checks import check_tokens, check_weight
-from fastvae.models.generation import DecodeOptions, decode
+from fastvae.models.generation import DecodeOptions
 from fastvae.models.outputs import LikelihoodTerms, ModelOutput
 from fastvae.models.registry import register
 
@@ -94,20 +94,6 @@ class SentenceVAE(BaseModel):
         zeros = torch.zeros_like(mu)
         return LikelihoodTerms(
             lengths, lambda z: self.decoder.nll(embedded, targets, lengths, z, reduction="none"), mu, logvar, zeros, zeros
-        )
-
-    def _decode_from(self, z, options, generator=None):
-        cfg = self.config
-        state = self.decoder.initial_state(z)
-        return decode(
-            self.decoder,
-            self.embedding,
-            state,
-            sos_id=cfg["sos_id"],
-            eos_id=cfg["eos_id"],
-            pad_id=cfg["pad_id"],
-            options=options,
-            generator=generator,
         )
 
     # sample / reconstruct / interpolate run in eval mode (no dropout), whatever mode the model is in
