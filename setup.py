@@ -76,7 +76,7 @@ def build_ext_class():
 
 setup(
     # the metadata (name, version, dependencies, the fastvae command ...) is in pyproject.toml's [project]
-    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.data", "fastvae.train", "fastvae.cli", "fastvae.kernels"],
+    packages=["fastvae", "fastvae.ops", "fastvae.nn", "fastvae.models", "fastvae.data", "fastvae.train", "fastvae.evaluate", "fastvae.cli", "fastvae.kernels"],
     package_dir={"fastvae.kernels": "kernels"},
     package_data={"fastvae": ["py.typed"]},
     ext_modules=extensions(),

@@ -86,12 +86,16 @@ import torch
 
 from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
+from fastvae.cli.corpus import corpus_examples, corpus_spec, dataset
 from fastvae.cli.evaluate import BLEU_SMOOTHINGS, evaluate_run
 from fastvae.data import Vocab
 from fastvae.evaluate import evaluate_echo_responses, evaluate_random_responses, write_report
 from fastvae.metrics import BLEU_FORMULAS, CUMULATIVE_3, LEGACY_METHOD7, MEAN_1_3
-from fastvae.models.base import check_weight
+from fastvae.models.checks import check_weight
+from fastvae.models.registry import model_class
+from fastvae.models.saving import CONFIG_NAME
 from fastvae.presets import PRESETS, get_preset
+from fastvae.run_layout import CHECKPOINT_FILE, MODEL_DIR, RUN_FILE, VOCAB_FILE
 
 PAPER = {  # Zhang et al. 2019, Table 1 (DailyDialog): BLEU-P, BLEU-R, distinct-1, distinct-2
     "Seq2Seq+beam": None,
@@ -139,7 +143,7 @@ def row_table(args):
 def _model_flags(args, model, names):
     flags = []
     for name in names:
-        if name == "latent_size" and model == "seq2seq":
+        if name == "latent_size" and not model_class(model).has_latent:
             continue
         flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
     return flags
@@ -156,10 +160,10 @@ def train_argv(args, model, extra, run_dir):
         argv = ["train", "--model", model, "--data", "dailydialog", "--run-dir", run_dir,
                 *_model_flags(args, model, ["embed_dim", "hidden_size", "num_layers", "max_vocab"]),
                 "--max-length", "40", "--batch-size", "64", "--lr", "1e-3", *run_control, *extra]
-        if model != "seq2seq":
+        if model_class(model).has_latent:
             argv += ["--latent-size", str(args.latent_size), "--kl-schedule", "logistic", "--kl-k", "0.0025",
                      "--kl-x0", "2500"]
-    if model == "slcvae" and args.label_loss_weight is not None and "--label-loss-weight" not in extra:
+    if model_class(model).has_labeling_phase and args.label_loss_weight is not None and "--label-loss-weight" not in extra:
         argv += ["--label-loss-weight", str(args.label_loss_weight)]
     if args.max_examples is not None:
         argv += ["--max-examples", str(args.max_examples)]
@@ -323,9 +327,9 @@ def main(argv=None):
                 return code
         model, vocab = runs.load_best_or_latest(run_dir)
         run = runs.read_run(run_dir)
-        spec = runs.corpus_spec(run, args.data_dir)
-        test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
-        train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
+        spec = corpus_spec(run, args.data_dir)
+        test = dataset(spec, "test", model_name, vocab, run.get("max_length"))
+        train = dataset(spec, "train", model_name, vocab, run.get("max_length"))
         eval_args = argparse.Namespace(
             batch_size=64, iw_samples=0, no_generation=False, strategy=args.strategy, samples=args.samples,
             max_length=args.eval_max_length, temperature=args.temperature, top_k=0, top_p=1.0, beam_size=args.samples,
@@ -372,16 +376,16 @@ def main(argv=None):
 def _holds_run(run_dir):
     """Whether ``run_dir`` holds a run that can be evaluated: run.json, vocab.json and a model or a checkpoint."""
     has = lambda name: os.path.exists(os.path.join(run_dir, name))  # noqa: E731
-    return has(runs.RUN_FILE) and has(runs.VOCAB_FILE) and (has(runs.MODEL_DIR) or has(runs.CHECKPOINT_NAME))
+    return has(RUN_FILE) and has(VOCAB_FILE) and (has(MODEL_DIR) or has(CHECKPOINT_FILE))
 
 
 def _run_model_config(run_dir):
     """The model config of the run in ``run_dir`` (model/config.json, else checkpoint.pt's); None without either."""
-    path = os.path.join(run_dir, runs.MODEL_DIR, "config.json")
+    path = os.path.join(run_dir, MODEL_DIR, CONFIG_NAME)
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)["config"]
-    path = os.path.join(run_dir, runs.CHECKPOINT_NAME)
+    path = os.path.join(run_dir, CHECKPOINT_FILE)
     if os.path.isfile(path):
         from fastvae.train.checkpoint import load_checkpoint
 
@@ -393,11 +397,12 @@ def _setting_conflict(args, given, model_name, run_dir):
     """A message when a model or vocabulary flag given in this call differs from the existing run in ``run_dir``
     (which is resumed or evaluated with its own settings, so the flag would be ignored); None when all agree."""
     flags = [name for name in ("embed_dim", "hidden_size", "num_layers") if name in given]
-    flags += ["latent_size"] if "latent_size" in given and model_name != "seq2seq" else []
-    flags += ["label_loss_weight"] if "label_loss_weight" in given and model_name == "slcvae" else []
+    cls = model_class(model_name)
+    flags += ["latent_size"] if "latent_size" in given and cls.has_latent else []
+    flags += ["label_loss_weight"] if "label_loss_weight" in given and cls.has_labeling_phase else []
     if not flags and "max_vocab" not in given:
         return None
-    config = _run_model_config(run_dir) if os.path.isfile(os.path.join(run_dir, runs.RUN_FILE)) else None
+    config = _run_model_config(run_dir) if os.path.isfile(os.path.join(run_dir, RUN_FILE)) else None
     if config is None:
         return None  # no run there yet: the flags make it
     for name in flags:
@@ -422,8 +427,8 @@ def _conflict_message(name, given, held, run_dir):
 
 def _full_vocab_size(args, model_name, run_dir):
     """The vocabulary size of the run's training split without a --max-vocab limit (the model's minimum count 1)."""
-    spec = runs.corpus_spec(runs.read_run(run_dir), args.data_dir)
-    examples = runs.corpus_examples(spec, "train", model_name)
+    spec = corpus_spec(runs.read_run(run_dir), args.data_dir)
+    examples = corpus_examples(spec, "train", model_name)
     return len(Vocab.build([t for ex in examples for t in (ex.source, ex.target)]))
 
 
@@ -456,15 +461,15 @@ def _baseline_data(args):
     so that ``<unk>`` falls on the same words as in the models' rows."""
     for name, model_name, _ in row_table(args):
         run_dir = row_run_dir(args, name)
-        if os.path.isfile(os.path.join(run_dir, runs.VOCAB_FILE)):
+        if os.path.isfile(os.path.join(run_dir, VOCAB_FILE)):
             break
     else:
         raise SystemExit(f"no run under {args.run_root} to take the vocabulary from; train a model first")
     run = runs.read_run(run_dir)
-    vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE))
-    spec = runs.corpus_spec(run, args.data_dir)
-    test = runs.dataset(spec, "test", model_name, vocab, run.get("max_length"))
-    train = runs.dataset(spec, "train", model_name, vocab, run.get("max_length"))
+    vocab = Vocab.load(os.path.join(run_dir, VOCAB_FILE))
+    spec = corpus_spec(run, args.data_dir)
+    test = dataset(spec, "test", model_name, vocab, run.get("max_length"))
+    train = dataset(spec, "train", model_name, vocab, run.get("max_length"))
     return vocab, test, train, run_dir
 
 

@@ -32,7 +32,9 @@ import torch
 
 from fastvae.cli import main as fastvae_main
 from fastvae.cli import runs
+from fastvae.cli.corpus import corpus_spec, dataset
 from fastvae.evaluate import evaluate_likelihood, write_report
+from fastvae.run_layout import CHECKPOINT_FILE, MODEL_DIR, RUN_FILE, VOCAB_FILE
 
 TARGET = {"nll": 103.97, "kl": 7.27}
 
@@ -84,10 +86,10 @@ def main(argv=None):
     if args.skip_training and args.resume:
         p.error("--resume trains, --skip-training does not: choose one")
     if args.skip_training and not all(os.path.exists(os.path.join(args.run_dir, name))
-                                      for name in (runs.RUN_FILE, runs.VOCAB_FILE, runs.MODEL_DIR)):
+                                      for name in (RUN_FILE, VOCAB_FILE, MODEL_DIR)):
         p.error(f"--skip-training: no trained run to evaluate in {args.run_dir}; train it first")
-    if args.resume and not os.path.isfile(os.path.join(args.run_dir, runs.CHECKPOINT_NAME)):
-        p.error(f"--resume: no run to continue in {args.run_dir} (no {runs.CHECKPOINT_NAME}); "
+    if args.resume and not os.path.isfile(os.path.join(args.run_dir, CHECKPOINT_FILE)):
+        p.error(f"--resume: no run to continue in {args.run_dir} (no {CHECKPOINT_FILE}); "
                 "leave --resume out to start one")
     torch.set_num_threads(args.threads)
     train_command = None
@@ -97,8 +99,8 @@ def main(argv=None):
         if code != 0:
             return code
     model, vocab, run = runs.load_run(args.run_dir)
-    spec = runs.corpus_spec(run, args.data_dir)
-    test = runs.dataset(spec, "test", "sentence-vae", vocab, run.get("max_length"))
+    spec = corpus_spec(run, args.data_dir)
+    test = dataset(spec, "test", "sentence-vae", vocab, run.get("max_length"))
     start = time.monotonic()
     report = evaluate_likelihood(model, test, batch_size=64, iw_samples=args.iw_samples, generator=torch.Generator().manual_seed(0))
     epochs, per_epoch = epoch_times(args.run_dir)

@@ -1,15 +1,20 @@
-"""Atomic file writes with the user's permissions, and the removal of what an interrupted write left behind.
+"""fastvae's file I/O: atomic writes with the user's permissions, JSON in and out, and the removal of what an
+interrupted write left behind.
 
 Every file fastvae writes for a run (checkpoint, model folder, vocabulary,
-reports) goes through :func:`atomic_write`: the bytes go to a temporary file
+reports) goes through :func:`atomic_write` (:func:`atomic_write_text` and
+:func:`atomic_write_json` for text and JSON): the bytes go to a temporary file
 ``.tmp-<host>-<pid>-<random>-<name>`` next to the target, which is renamed
 over the target once complete, so the target is always either the old or
 the new file. A process killed mid-write (``kill -9``, a power cut) leaves
 the temporary file; :func:`remove_stale_temps`, called by the next save or
-load of that folder, removes the ones whose writer is gone.
+load of that folder, removes the ones whose writer is gone. JSON files that
+fastvae reads back (``config.json``, ``run.json``, ``tokenizer_config.json``)
+go through :func:`read_json_object`, whose errors name the file.
 """
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -79,6 +84,44 @@ def atomic_write(path, write, binary=True):
         raise
     _fsync_directory(directory)
     return path
+
+
+def atomic_write_text(path, text):
+    """Write the string ``text`` to ``path`` (UTF-8) with :func:`atomic_write`; returns ``path``."""
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write_json(path, obj, allow_nan=True):
+    """Write ``obj`` to ``path`` as JSON (indent 2, sorted keys, a final newline) with :func:`atomic_write`.
+
+    ``allow_nan=False``: a NaN or infinity in ``obj`` is a ValueError (JSON has no such numbers) and
+    ``path`` stays as it was. Returns ``path``.
+    """
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nan) + "\n")
+
+
+def read_json_object(path):
+    """The JSON object (a dict) in the file ``path``; a ValueError naming ``path`` when it is not one.
+
+    The caller checks that the file exists (and says what is missing in its own words).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path} is corrupt: not a JSON file ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} is corrupt: it must hold a JSON object, not a {type(obj).__name__}")
+    return obj
+
+
+def check_regular_file(path, missing):
+    """``path`` names a regular file: a FileNotFoundError saying ``missing`` when nothing is there, a ValueError
+    naming ``path`` when something else (a folder) is."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(missing)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} is not a regular file")
 
 
 def _fsync_directory(directory):

@@ -11,10 +11,13 @@ import os
 
 import torch
 
+from fastvae._files import check_regular_file
 from fastvae.data.dataset import collate
-from fastvae.evaluate import _check_dataset, _check_model, posterior_parameters
+from fastvae.evaluate import posterior_parameters
+from fastvae.evaluate.checks import check_dataset, check_model
 from fastvae.models.base import evaluating
-from fastvae.models import Seq2Seq
+from fastvae.models.registry import describe
+from fastvae.run_layout import CURVES_PLOT
 
 REQUIRED_COLUMNS = ("step", "split", "loss")
 PER_SENTENCE = "nats per sentence"
@@ -34,10 +37,7 @@ def _pyplot():
 
 def _read_metrics(path):
     """``metrics.csv`` -> list of row dicts with floats (None for an empty cell) and ``split`` as str."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no metrics file at {path}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path} is not a regular file")
+    check_regular_file(path, f"no metrics file at {path}")
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -215,7 +215,7 @@ def plot_training_curves(csv_path, out_path=None, free_bits=0.0):
     csv_path = os.fspath(csv_path)
     rows = _read_metrics(csv_path)
     if out_path is None:
-        out_path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), "training_curves.png")
+        out_path = os.path.join(os.path.dirname(os.path.abspath(csv_path)), CURVES_PLOT)
     out_path = os.fspath(out_path)
     _check_out_path(out_path)
     panels = curve_panels(rows, free_bits)
@@ -289,10 +289,11 @@ def plot_latent_projection(model, dataset, out_path, max_points=2000, batch_size
     Z = 1, and otherwise projected on their first two principal components
     (SVD of the centred means).
     """
-    _check_model(model)
-    if isinstance(model, Seq2Seq):
-        raise TypeError("model is a Seq2Seq, which has no latent code to plot; pass a SentenceVAE, CVAE or SLCVAE")
-    _check_dataset(model, dataset)
+    check_model(model)
+    if not model.has_latent:
+        raise TypeError(f"model is a {type(model).__name__}, which has no latent code to plot; "
+                        f"pass a {describe('has_latent')}")
+    check_dataset(model, dataset)
     _check_out_path(os.fspath(out_path))  # before the model runs over the data
     for name, value in (("max_points", max_points), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -20,15 +20,12 @@ train`` records both in run.json (``preset``: its name and the overrides).
 """
 
 import copy
-import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Tuple
 
-from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.train.trainer import TrainConfig
-
-MODEL_CLASSES = {"sentence-vae": SentenceVAE, "cvae": CVAE, "slcvae": SLCVAE, "seq2seq": Seq2Seq}
+from fastvae.models.registry import model_class
+from fastvae.train.config import TrainConfig
 
 SLCVAE_CODE_DIFFERENCES = (
     "cells: LSTM, not GRU (fastvae's fused recurrent kernels are LSTM kernels); the decoder's initial state is a "
@@ -81,9 +78,9 @@ class Preset:
     def model_kwargs(self, model, **overrides):
         """The constructor arguments of ``model`` (a name such as ``"slcvae"`` or a model class): the preset's
         options that the model takes, then ``overrides`` (a keyword the model does not take: ValueError)."""
-        cls = _model_class(model)
-        accepted = inspect.signature(cls.__init__).parameters
-        stray = sorted(k for k in overrides if k not in accepted or k == "self")
+        cls = model_class(model)
+        accepted = cls.config_names()
+        stray = sorted(k for k in overrides if k not in accepted)
         if stray:
             raise ValueError(f"{cls.__name__} does not take {', '.join(stray)}")
         kwargs = {k: v for k, v in self.model_options.items() if k in accepted}
@@ -92,9 +89,8 @@ class Preset:
 
     def build_model(self, model, vocab, **overrides):
         """``model`` (name or class) built for ``vocab`` (its size and special ids) with :meth:`model_kwargs`."""
-        cls = _model_class(model)
-        ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
-        return cls(len(vocab), **{**ids, **self.model_kwargs(cls, **overrides)})
+        cls = model_class(model)
+        return cls.for_vocab(vocab, **self.model_kwargs(cls, **overrides))
 
     def train_config(self, **overrides):
         """The preset's :class:`TrainConfig` (checked), with ``overrides`` (TrainConfig fields) applied."""
@@ -108,16 +104,6 @@ class Preset:
             "model_options": dict(self.model_options), "data": dict(self.data), "training": dict(self.training),
             "evaluation": dict(self.evaluation), "differences": list(self.differences),
         })
-
-
-def _model_class(model):
-    if isinstance(model, str):
-        if model not in MODEL_CLASSES:
-            raise ValueError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODEL_CLASSES))}")
-        return MODEL_CLASSES[model]
-    if model not in MODEL_CLASSES.values():
-        raise ValueError(f"model must be a model name ({', '.join(sorted(MODEL_CLASSES))}) or class, got {model!r}")
-    return model
 
 
 SLCVAE_CODE = Preset(

@@ -1,10 +1,15 @@
 """A tiny one-to-many corpus and model factory shared by the trainer tests and their subprocess scripts."""
 
+import os
+
 import torch
 
 from fastvae import CVAE, SLCVAE, Seq2Seq, SentenceVAE
 from fastvae.data import Example, TextDataset, Vocab
 from fastvae.train import TrainConfig
+
+# the folder of this module (tests/): a script run in a subprocess puts it on sys.path to import it
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister", "the bird"]
 VERBS = ["sees", "likes", "finds", "follows"]

@@ -29,10 +29,14 @@ import time
 import torch
 
 from fastvae.cli import runs, train
+from fastvae.cli.corpus import corpus_spec, data_description, dataset
 from fastvae.cli.evaluate import evaluate_run
+from fastvae.cli.options import set_threads
 from fastvae.evaluate import generate_texts
 from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
-from fastvae.train import save_model_folder
+from fastvae.models.registry import model_class
+from fastvae.run_layout import CHECKPOINT_FILE, MODEL_DIR, in_run
+from fastvae.train import load_checkpoint, save_model_folder
 
 MODELS = ("slcvae", "cvae")
 STEPS = 800
@@ -76,7 +80,7 @@ def _train_args(args, model, run_dir, progress):
         "--kl-schedule", "logistic", "--kl-k", "0.01", "--kl-x0", "300", "--free-bits", "0.25",
         "--max-steps", str(args.steps), "--log-every", "20", "--seed", "0", "--no-tensorboard", "--bow",
     ]
-    if model == "slcvae":
+    if model_class(model).has_labeling_phase:
         argv += ["--label-loss-weight", "0.1", "--label-prior-weight", "1"]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
@@ -112,7 +116,7 @@ def _train_both(args, run_dirs):
     parallel = not args.sequential and _cores() >= 2
     if parallel and args.threads is None:
         args.threads = 1  # one core per model: these small products gain little from a second thread
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     first, second = MODELS
     background = None
     if parallel:
@@ -168,8 +172,8 @@ def run(args):
 
     vocab = models[MODELS[0]][1]
     run_info = runs.read_run(run_dirs[MODELS[0]])
-    spec = runs.corpus_spec(run_info)
-    test = runs.dataset(spec, "test", "slcvae", vocab, None)
+    spec = corpus_spec(run_info)
+    test = dataset(spec, "test", MODELS[0], vocab, None)
     reports, texts = {}, {}
     decoding = ({"strategy": "greedy", "temperature": 1.0, "top_p": 1.0} if args.greedy else
                 {"strategy": "sample", "temperature": args.temperature, "top_p": args.top_p})
@@ -216,12 +220,10 @@ _ROWS = (
 
 def _save_model(model, vocab, run_dir, spec, report, test_examples, args, how):
     """RUN_DIR/model: the weights of the last step (the ones the demo showed), with the test metrics in its card."""
-    from fastvae.train import load_checkpoint
-
     run_info = runs.read_run(run_dir)
-    state = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_NAME), restore_rng=False)["extra"]["trainer"]
-    trained_on = {**runs.data_description(spec), "training examples": state["train_examples"], "steps": args.steps}
+    state = load_checkpoint(in_run(run_dir, CHECKPOINT_FILE), restore_rng=False)["extra"]["trainer"]
+    trained_on = {**data_description(spec), "training examples": state["train_examples"], "steps": args.steps}
     metrics = {f"the Bible test split ({test_examples} examples; generation: {args.eval_inputs} verses, "
                f"{args.samples} samples each, {how})": {label: report[part][key] for label, part, key in _ROWS}}
     training = {k: run_info["train"][k] for k in ("seed", "batch_size", "lr", "kl_schedule", "free_bits")}
-    save_model_folder(os.path.join(run_dir, runs.MODEL_DIR), model, vocab, trained_on, metrics, training)
+    save_model_folder(in_run(run_dir, MODEL_DIR), model, vocab, trained_on, metrics, training)

@@ -7,11 +7,13 @@ import os
 import torch
 
 from fastvae.cli import runs
+from fastvae.cli.corpus import corpus_spec, dataset
+from fastvae.cli.options import add_threads_option, decode_options, seed_int, set_threads
 from fastvae.data.sources import SPLITS
 from fastvae.evaluate import evaluate_generation, evaluate_likelihood, evaluate_random_responses, write_report
 from fastvae.metrics import BLEU_FORMULAS, LEGACY_METHOD7, MEAN_1_3, SHUFFLE_SEED
-from fastvae.models import SentenceVAE
 from fastvae.presets import PRESETS
+from fastvae.run_layout import LATENT_PLOT, METRICS_FILE, RUN_FILE, eval_report_name, in_run
 
 
 BLEU_SMOOTHINGS = ("method7", LEGACY_METHOD7)
@@ -64,16 +66,16 @@ def add_parsers(sub):
                    "instead of the best model by validation loss (RUN_DIR/model)")
     p.add_argument("--write-samples", help="also write the generated responses (JSON lines) to this file")
     p.add_argument("--output", help="report path (default RUN_DIR/eval_<split>.json)")
-    p.add_argument("--seed", type=runs.seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--device", default="cpu")
-    runs.add_threads_option(p)
+    add_threads_option(p)
     p.set_defaults(func=run_evaluate)
 
     p = sub.add_parser("plot", help="redraw a run's training curves and latent projection", description="Write "
                        "RUN_DIR/training_curves.png from metrics.csv and RUN_DIR/latent.png (VAEs) from the validation split.")
     p.add_argument("run_dir")
     p.add_argument("--max-points", type=int, default=2000, help="latent points to project (default 2000)")
-    runs.add_threads_option(p)
+    add_threads_option(p)
     p.set_defaults(func=run_plot)
 
 
@@ -88,7 +90,7 @@ def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
         device=str(next(model.parameters()).device),
     )
     texts = None
-    if not isinstance(model, SentenceVAE) and not args_like.no_generation:
+    if model.is_conditional and not args_like.no_generation:
         report["generation"], texts = evaluate_generation(  # strategy None: the paper's (default_strategy)
             model, data, vocab, num_samples=args_like.samples, strategy=args_like.strategy,
             max_length=args_like.max_length,
@@ -103,7 +105,7 @@ def evaluate_run(model, vocab, data, args_like, generator, seen_sources=None):
 
 def run_protocol(run_dir):
     """The evaluation protocol of the run in ``run_dir``: its preset's (``Preset.evaluation``), else {}."""
-    path = os.path.join(run_dir, runs.RUN_FILE)
+    path = in_run(run_dir, RUN_FILE)
     if not os.path.isfile(path):
         return {}  # load_run names what is missing
     name = (runs.read_run(run_dir).get("preset") or {}).get("name")
@@ -118,11 +120,11 @@ def apply_protocol(args, protocol):
 
 
 def run_evaluate(args):
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     for name in ("batch_size", "samples"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    output = args.output or os.path.join(args.run_dir, f"eval_{args.split}.json")
+    output = args.output or in_run(args.run_dir, eval_report_name(args.split))
     for path, flag in ((args.output, "--output"), (args.write_samples, "--write-samples")):
         if path:
             runs.check_output_path(path, flag, run_dir=args.run_dir)
@@ -133,20 +135,20 @@ def run_evaluate(args):
             raise ValueError(f"--write-samples and the report (--output) are the same file: {output}")
     apply_protocol(args, run_protocol(args.run_dir))
     # the decoding flags are checked before the likelihood pass, not after it
-    runs.decode_options(args, args.strategy or "greedy")
+    decode_options(args, args.strategy or "greedy")
     model, vocab, run = runs.load_run(args.run_dir, device=args.device, latest=args.latest)
-    spec = runs.corpus_spec(run, args.data_dir)
+    spec = corpus_spec(run, args.data_dir)
     seen_sources = train = None
     for flag, wanted in (("--by-overlap", args.by_overlap), ("--random-baseline", args.random_baseline)):
-        if wanted and (isinstance(model, SentenceVAE) or args.no_generation):
+        if wanted and (not model.is_conditional or args.no_generation):
             raise ValueError(f"{flag} goes with the generation metrics: it needs a conditional model and generation")
     if args.by_overlap or args.random_baseline:
-        train = runs.dataset(spec, "train", run["model"], vocab, run.get("max_length"))  # what the model trained on
+        train = dataset(spec, "train", run["model"], vocab, run.get("max_length"))  # what the model trained on
     if args.by_overlap:
         seen_sources = train.sources
     if args.max_examples is not None:
         spec = dataclasses.replace(spec, max_examples=args.max_examples).check()
-    data = runs.dataset(spec, args.split, run["model"], vocab, run.get("max_length"))
+    data = dataset(spec, args.split, run["model"], vocab, run.get("max_length"))
     if data is None:
         raise ValueError(f"the run's {spec.name} corpus has no {args.split} file; train with --{args.split}-file")
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -174,14 +176,15 @@ def run_evaluate(args):
 def run_plot(args):
     from fastvae.plots import plot_latent_projection, plot_training_curves
 
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     model, vocab, run = runs.load_run(args.run_dir)
     free_bits = run.get("train", {}).get("free_bits", 0.0) if isinstance(run.get("train"), dict) else 0.0
-    written = [plot_training_curves(os.path.join(args.run_dir, "metrics.csv"), free_bits=free_bits or 0.0)]
-    if type(model).__name__ != "Seq2Seq":
-        data = runs.dataset(runs.corpus_spec(run), "valid", run["model"], vocab, run.get("max_length"))
+    written = [plot_training_curves(in_run(args.run_dir, METRICS_FILE), free_bits=free_bits or 0.0)]
+    if model.has_latent:
+        data = dataset(corpus_spec(run), "valid", run["model"], vocab, run.get("max_length"))
         if data is not None:
-            written.append(plot_latent_projection(model, data, os.path.join(args.run_dir, "latent.png"), max_points=args.max_points))
+            written.append(plot_latent_projection(model, data, in_run(args.run_dir, LATENT_PLOT),
+                                                  max_points=args.max_points))
     for path in written:
         print(path)
     return 0

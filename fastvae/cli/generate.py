@@ -7,9 +7,10 @@ import sys
 import torch
 
 from fastvae.cli import runs
+from fastvae.cli.options import add_threads_option, decode_options, seed_int, set_threads
 from fastvae.data.corpora import read_lines
-from fastvae.models import SentenceVAE
 from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
+from fastvae.models.registry import model_name
 
 
 def _decoding_options(p, default_strategy, temperature=1.0, top_p=1.0):
@@ -21,9 +22,9 @@ def _decoding_options(p, default_strategy, temperature=1.0, top_p=1.0):
                    help="nucleus sampling: the smallest set of tokens holding this probability mass "
                    + ("(default 1 = off)" if top_p == 1 else f"(default {top_p:g}; 1 = off)"))
     p.add_argument("--beam-size", type=int, default=4, help="beam width (default 4)")
-    p.add_argument("--seed", type=runs.seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    runs.add_threads_option(p)
+    add_threads_option(p)
 
 
 def add_parsers(sub):
@@ -60,12 +61,12 @@ def add_parsers(sub):
     p.add_argument("--steps", type=int, default=5, help="points on the line, ends included (default 5)")
     p.add_argument("--max-length", type=int, default=30)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    runs.add_threads_option(p)
+    add_threads_option(p)
     p.set_defaults(func=run_interpolate)
 
 
 def _decode_kwargs(args):
-    return dataclasses.asdict(runs.decode_options(args, args.strategy))
+    return dataclasses.asdict(decode_options(args, args.strategy))
 
 
 def _text(vocab, ids):
@@ -120,11 +121,11 @@ def run_generate(args):
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}")
     kwargs = _decode_kwargs(args)
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     model, vocab = runs.load_model(args.run_dir, device=args.device)
     tokenize = vocab.tokenize
-    if isinstance(model, SentenceVAE):
-        raise ValueError(f"{args.run_dir!r} holds a sentence-vae: use fastvae sample / interpolate")
+    if not model.is_conditional:
+        raise ValueError(f"{args.run_dir!r} holds a {model_name(model)}: use fastvae sample / interpolate")
     g = torch.Generator(device=args.device).manual_seed(args.seed)
     unknown = _UnknownWords("generate", vocab)
     for lineno, line in _read_inputs(args.input):
@@ -147,9 +148,9 @@ def run_generate(args):
 
 
 def _sentence_vae(args):
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     model, vocab = runs.load_model(args.run_dir, device=args.device)
-    if not isinstance(model, SentenceVAE):
+    if model.is_conditional or not model.has_latent:  # a prior to sample from, and no context to give
         raise ValueError(f"{args.run_dir!r} holds a {type(model).__name__}; sample/interpolate need a sentence-vae")
     return model, vocab, vocab.tokenize
 

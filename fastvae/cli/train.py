@@ -4,15 +4,20 @@ import argparse
 import os
 import sys
 
+from fastvae._files import atomic_write_json
 from fastvae.cli import runs
+from fastvae.cli.corpus import corpus_examples, corpus_spec, data_description, dataset
+from fastvae.cli.options import add_threads_option, seed_int, set_threads
 from fastvae.data import Vocab
 from fastvae.data.sources import CORPORA, CorpusSpec, data_root
-from fastvae.evaluate import write_report
 from fastvae.models.conditional import LABEL_LOSSES
+from fastvae.models.registry import describe, model_class, model_names
+from fastvae.nn.backend import BACKENDS
 from fastvae.presets import PRESETS, get_preset
-from fastvae.train import Trainer, TrainConfig, seed_everything
+from fastvae.run_layout import CHECKPOINT_FILE, RUN_FILE, VOCAB_FILE, in_run
+from fastvae.train import Trainer, TrainConfig, load_checkpoint, seed_everything
+from fastvae.train.config import LABEL_WEIGHT_SCHEDULES
 from fastvae.train.schedules import SCHEDULES
-from fastvae.train.trainer import LABEL_WEIGHT_SCHEDULES
 
 # model options: (flag, config key, type, help); None = the model's own default
 MODEL_OPTIONS = (
@@ -39,7 +44,7 @@ TRAIN_OPTIONS = (
     ("--patience", "patience", int, "early stopping: epochs without a better validation loss (default 3; 0 = off)"),
     ("--log-every", "log_every", int, "steps per training row in metrics.csv (default 50)"),
     ("--valid-batch-size", "valid_batch_size", int, "validation batch size (default 128)"),
-    ("--seed", "seed", runs.seed_int, "random seed of the initial weights, the data order, word dropout and the latent noise (default 0)"),
+    ("--seed", "seed", seed_int, "random seed of the initial weights, the data order, word dropout and the latent noise (default 0)"),
     ("--max-steps", "max_steps", int, "stop (with a checkpoint) after this many steps"),
     ("--max-time", "max_time", float, "stop (with a checkpoint) after this many seconds of training"),
     ("--save-every", "save_every", int, "also checkpoint every N steps"),
@@ -71,7 +76,7 @@ def add_parser(sub):
         "checkpoint.pt,metrics.csv,tb/,training_curves.png,latent.png}. Ctrl-C saves a checkpoint and exits; "
         "--resume continues exactly. Multi-process: torchrun --nproc_per_node N -m fastvae train ...",
     )
-    p.add_argument("--model", choices=sorted(runs.MODELS), help="which model (required unless --resume or --preset)")
+    p.add_argument("--model", choices=sorted(model_names()), help="which model (required unless --resume or --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published setting (fastvae.presets): its model, sizes, "
                    "data, training and evaluation settings; flags given with it override its values (recorded in "
                    "run.json). slcvae-code: the SLCVAE authors' code")
@@ -94,7 +99,8 @@ def add_parser(sub):
                        help="CVAE/SLCVAE: add the bag-of-words loss (default off)")
     model.add_argument("--label-loss", choices=LABEL_LOSSES, help="SLCVAE: the label term, l2 (the paper's "
                        "||z - z_label||^2, default) or sigmoid-ce (the authors' code: sigmoid cross-entropy)")
-    model.add_argument("--backend", choices=("fused", "reference"), help="kernels (default fused)")
+    model.add_argument("--backend", choices=BACKENDS, help="fused (fastvae's ops, default) or reference (their "
+                       "plain-PyTorch twins: the same model, slower)")
     train = p.add_argument_group("training")
     for flag, _, typ, help_ in TRAIN_OPTIONS:
         train.add_argument(flag, type=typ, help=help_)
@@ -107,7 +113,7 @@ def add_parser(sub):
     train.add_argument("--kl-cycle", type=int, help="cyclical: steps per cycle")
     train.add_argument("--kl-ratio", type=float, help="cyclical: fraction of a cycle spent rising (default 0.5)")
     train.add_argument("--kl-max", type=float, help="the final KL weight (default 1)")
-    runs.add_threads_option(train)
+    add_threads_option(train)
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--no-tensorboard", action="store_true", help="metrics.csv only")
     train.add_argument("--no-plots", action="store_true", help="no PNG plots at the end")
@@ -185,9 +191,7 @@ SWITCHES = (("--bidirectional", "bidirectional"), ("--bow", "bow"), ("--label-lo
 
 def _model_kwargs(args, cls, model_name, preset=None):
     """The model's constructor arguments: the preset's (those the model takes), then the flags given."""
-    import inspect
-
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = cls.config_names()
     kwargs = preset.model_kwargs(cls) if preset else {}
     flags = [(flag, key) for flag, key, _, _ in MODEL_OPTIONS] + list(SWITCHES)
     for flag, key in flags:
@@ -249,15 +253,14 @@ def prepare(args, seed, preset=None):
     max_length = setting("max_length")
     if max_length is not None and max_length < 2:
         raise ValueError(f"--max-length must be >= 2, got {max_length}")
-    train_examples = runs.corpus_examples(spec, "train", model_name)
+    train_examples = corpus_examples(spec, "train", model_name)
     token_lists = [t for ex in train_examples for t in ((ex.source, ex.target) if hasattr(ex, "source") else (ex,))]
     vocab = Vocab.build(token_lists, min_freq=setting("min_freq", 1), max_size=setting("max_vocab"),
-                        tokenizer="whitespace" if name == "ptb" else "fastvae")
-    cls = runs.MODELS[model_name]
-    ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
+                        tokenizer=spec.tokenizer)
+    cls = model_class(model_name)
     kwargs = _model_kwargs(args, cls, model_name, preset)
     seed_everything(seed)
-    model = cls(len(vocab), **kwargs, **ids)
+    model = cls.for_vocab(vocab, **kwargs)
     run = {"model": model_name, "corpus": spec.to_dict(), "max_length": max_length}
     if preset is not None:
         run["preset"] = {"name": preset.name, "overrides": _given_settings(args)}
@@ -266,11 +269,12 @@ def prepare(args, seed, preset=None):
 
 def _check_applicable(args, model_name, data):
     """Flags that the chosen model or corpus would ignore are refused, not dropped in silence."""
-    if model_name != "slcvae":
+    if not model_class(model_name).has_labeling_phase:
         for flag, key in (("--label-weight", "label_weight"), ("--label-lr", "label_lr"),
                           ("--label-weight-schedule", "label_weight_schedule")):
             if getattr(args, key) is not None:
-                raise ValueError(f"{flag} does not apply to --model {model_name} (SLCVAE only)")
+                raise ValueError(f"{flag} does not apply to --model {model_name} "
+                                 f"({describe('has_labeling_phase')} only)")
     per_corpus = (("--bible-max-length", "bible_max_length", ("bible",)), ("--data-dir", "data_dir", ("dailydialog", "ptb")),
                   ("--train-file", "train_file", ("lines", "tsv")), ("--valid-file", "valid_file", ("lines", "tsv")),
                   ("--test-file", "test_file", ("lines", "tsv")), ("--context-window", "context_window", ("dailydialog",)))
@@ -296,18 +300,16 @@ def _check_resume_args(args):
 
 
 def run(args):
-    runs.set_threads(args.threads)
+    set_threads(args.threads)
     run_dir = args.run_dir
     if args.resume:
         _check_resume_args(args)
         saved = runs.read_run(run_dir)
         config = _train_config(args, runs.saved_train_config(saved, run_dir))
         model_name = saved["model"]
-        spec = runs.corpus_spec(saved)
-        vocab = Vocab.load(os.path.join(run_dir, runs.VOCAB_FILE), tokenizer=runs.tokenizer_name(saved))
-        from fastvae.train.checkpoint import load_checkpoint
-
-        model = load_checkpoint(os.path.join(run_dir, runs.CHECKPOINT_NAME), restore_rng=False)["model"]
+        spec = corpus_spec(saved)
+        vocab = Vocab.load(in_run(run_dir, VOCAB_FILE), tokenizer=runs.tokenizer_name(saved))
+        model = load_checkpoint(in_run(run_dir, CHECKPOINT_FILE), restore_rng=False)["model"]
         run_info = saved
         run_info["train"] = config.to_dict()
     else:
@@ -315,17 +317,17 @@ def run(args):
         config = _train_config(args, preset=preset)
         runs.check_new_run_dir(run_dir)
         model, vocab, run_info = prepare(args, config.seed, preset)
-        model_name, spec = run_info["model"], runs.corpus_spec(run_info)
+        model_name, spec = run_info["model"], corpus_spec(run_info)
         run_info["train"] = config.to_dict()
     max_length = run_info.get("max_length")
-    train_data = runs.dataset(spec, "train", model_name, vocab, max_length)
-    valid_data = runs.dataset(spec, "valid", model_name, vocab, max_length)
+    train_data = dataset(spec, "train", model_name, vocab, max_length)
+    valid_data = dataset(spec, "valid", model_name, vocab, max_length)
     trainer = Trainer(model, train_data, valid_data, config, run_dir=run_dir,
-                      data_description=runs.data_description(spec, max_length))
+                      data_description=data_description(spec, max_length))
     if trainer.dist.is_main:
         os.makedirs(run_dir, exist_ok=True)
-        write_report(os.path.join(run_dir, runs.RUN_FILE), run_info)
-        vocab.save(os.path.join(run_dir, runs.VOCAB_FILE))
+        atomic_write_json(in_run(run_dir, RUN_FILE), run_info, allow_nan=False)
+        vocab.save(in_run(run_dir, VOCAB_FILE))
         n_params = sum(p.numel() for p in model.parameters())
         print(
             f"{type(model).__name__}: {n_params:,} parameters, vocabulary {len(vocab):,}, "

@@ -20,6 +20,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+from fastvae._files import check_regular_file
 from fastvae.data.tokenizer import tokenize
 
 EOU = "<eou>"
@@ -62,10 +63,7 @@ class Example:
 def read_lines(path: PathLike) -> List[str]:
     """The lines of a UTF-8 text file (without line ends, split at ``\n`` only); errors name the file."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if not os.path.isfile(path):
-        raise ValueError(f"{path} is not a regular file")
+    check_regular_file(path, f"no such file: {path}")
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()

@@ -6,7 +6,7 @@ import torch
 
 from fastvae.data.corpora import Example
 from fastvae.data.vocab import Vocab
-from fastvae.models.base import Batch
+from fastvae.models.batch import Batch
 
 
 class TextDataset:

@@ -25,6 +25,12 @@ SPLITS = ("train", "valid", "test")
 CONDITIONAL = {"bible": True, "dailydialog": True, "ptb": False, "lines": False, "tsv": True}
 
 
+def corpus_tokenizer(name):
+    """How the text of corpus ``name`` is split into tokens (a :data:`fastvae.data.tokenizer.TOKENIZERS`
+    name): ``"whitespace"`` for PTB, which comes tokenized, ``"fastvae"`` for the others."""
+    return "whitespace" if name == "ptb" else "fastvae"
+
+
 def data_root(data_dir=None):
     """The data directory: ``data_dir``, else ``$FASTVAE_DATA``, else ``../shared/data``."""
     return os.fspath(data_dir or os.environ.get(DATA_ENV) or DEFAULT_ROOT)
@@ -69,6 +75,11 @@ class CorpusSpec:
     @property
     def conditional(self):
         return CONDITIONAL[self.name]
+
+    @property
+    def tokenizer(self):
+        """:func:`corpus_tokenizer` of this corpus."""
+        return corpus_tokenizer(self.name)
 
     def to_dict(self):
         return asdict(self)

@@ -11,7 +11,7 @@ from typing import Iterable, List, Optional, Sequence, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-from fastvae._files import atomic_write, remove_stale_temps
+from fastvae._files import atomic_write_json, atomic_write_text, read_json_object, remove_stale_temps
 from fastvae.data.tokenizer import TOKENIZERS, get_tokenizer
 
 PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
@@ -123,7 +123,7 @@ class Vocab:
     def save(self, path: PathLike) -> None:
         """Write the vocabulary as JSON (``{"format_version": 1, "tokens": [...]}``), atomically."""
         data = {"format_version": FORMAT_VERSION, "tokens": self.itos}
-        atomic_write(path, lambda f: json.dump(data, f, ensure_ascii=False), binary=False)
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: PathLike, tokenizer: str = "fastvae") -> "Vocab":
@@ -171,8 +171,7 @@ class Vocab:
             "bos_token": SOS,
             "eos_token": EOS,
         }
-        atomic_write(os.path.join(directory, TOKENIZER_CONFIG_NAME),
-                     lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True) + "\n"), binary=False)
+        atomic_write_json(os.path.join(directory, TOKENIZER_CONFIG_NAME), settings)
 
     @classmethod
     def from_pretrained(cls, directory: PathLike) -> "Vocab":
@@ -188,13 +187,7 @@ class Vocab:
         settings_path = os.path.join(directory, TOKENIZER_CONFIG_NAME)
         tokenizer = "fastvae"
         if os.path.isfile(settings_path):
-            try:
-                with open(settings_path, encoding="utf-8") as f:
-                    settings = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                raise ValueError(f"{settings_path} is corrupt: not a JSON file ({exc})") from None
-            if not isinstance(settings, dict):
-                raise ValueError(f"{settings_path} is corrupt: it must hold a JSON object")
+            settings = read_json_object(settings_path)
             tokenizer = settings.get("tokenizer", "fastvae")
             if tokenizer not in TOKENIZERS:
                 raise ValueError(f"{settings_path}: key 'tokenizer' is {tokenizer!r}, not one of {sorted(TOKENIZERS)}")

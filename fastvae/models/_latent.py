@@ -2,12 +2,11 @@
 
 from types import SimpleNamespace
 
-from fastvae import ops
+from fastvae.nn.backend import backend_op
 
 _NAMES = ("reparameterize", "gaussian_kl", "kl_label_loss")
 
 
 def latent_ops(backend):
     """``reparameterize``, ``gaussian_kl`` and ``kl_label_loss`` of the backend (looked up per call)."""
-    suffix = "" if backend == "fused" else "_ref"
-    return SimpleNamespace(**{name: getattr(ops, name + suffix) for name in _NAMES})
+    return SimpleNamespace(**{name: backend_op(backend, name) for name in _NAMES})

@@ -1,134 +1,21 @@
-"""What every model shares: the batch format, outputs, input checks, save/load."""
+"""The base class of every model: its stored configuration, capabilities, shared parts, batch checks, save/load."""
 
 import inspect
-import json
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Dict, Optional, Type, TypeVar, Union
+from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar, Union
 
 import torch
 
-from fastvae._files import atomic_write, remove_stale_temps
-from fastvae.devices import usable_device
+from fastvae.models import saving
+from fastvae.models.batch import Batch, Device
+from fastvae.models.checks import check_config, check_tokens
+from fastvae.models.generation import decode
+from fastvae.models.phases import LATENT_LOSS_OPTIONS, MODEL_PHASE, TrainingPhase
 from fastvae.nn import WordEmbedding
-from fastvae.ops import _checks
-from fastvae.nn.rnn import check_backend
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+from fastvae.nn.backend import check_backend
 
 PathLike = Union[str, "os.PathLike[str]"]
-Device = Union[str, torch.device]
-
-
-@dataclass
-class Batch:
-    """A padded, batch-first batch of token ids (int64).
-
-    target: ``[B, T]`` the sentence to generate, ending with ``<eos>``, padded
-        with ``<pad>`` (no ``<sos>``: the decoder adds it).
-    target_lengths: ``[B]`` lengths including ``<eos>``, each in ``1..T``.
-    context, context_lengths: the same for the conditioning sequence
-        (conditional models only; a dialogue context is its utterances joined
-        into one sequence).
-    """
-
-    target: torch.Tensor
-    target_lengths: torch.Tensor
-    context: Optional[torch.Tensor] = None
-    context_lengths: Optional[torch.Tensor] = None
-
-    def to(self, device: Device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.target), move(self.target_lengths), move(self.context), move(self.context_lengths))
-
-
-@dataclass
-class ModelOutput:
-    """Batch means of one training step's terms (``loss`` is what to backpropagate).
-
-    nll: mean negative log-likelihood per sentence; kl: mean KL(q || p) per
-    sentence (unweighted); label: mean ``||z - z_label||^2`` (SLCVAE); bow:
-    mean bag-of-words NLL per sentence (CVAE with ``bow=True``).
-    """
-
-    loss: torch.Tensor
-    nll: torch.Tensor
-    kl: Optional[torch.Tensor] = None
-    label: Optional[torch.Tensor] = None
-    bow: Optional[torch.Tensor] = None
-
-
-SPECIAL_IDS = ("pad_id", "unk_id", "sos_id", "eos_id")
-SIZES = ("embed_dim", "hidden_size", "num_layers", "latent_size", "prior_hidden_size", "bow_hidden_size")
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_config(config):
-    """Sizes and special token ids of a model's constructor arguments (named ValueError/TypeError)."""
-    V = config["vocab_size"]
-    if not _is_int(V) or V < 1:
-        raise ValueError(f"vocab_size must be a positive integer, got {V!r}")
-    for name in SIZES:
-        value = config.get(name)
-        if value is not None and (not _is_int(value) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    for name in ("word_dropout", "embed_dropout"):
-        value = config.get(name, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    for name in SPECIAL_IDS:
-        value = config[name]
-        if not _is_int(value) or not 0 <= value < V:
-            raise ValueError(f"{name} must be a token id in [0, vocab_size={V}), got {value!r}")
-
-
-_FLOAT32_MAX = torch.finfo(torch.float32).max
-
-
-def check_weight(name, value):
-    """A loss weight: a real number in [0, float32's largest] (Python number or one-element tensor).
-
-    Returns a float. The upper bound keeps a weight such as 1e300, finite as a
-    Python float, from turning into inf (and the loss into NaN) in float32.
-    """
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
-        value = value.item()
-    value = _checks.nonneg_number(name, value)
-    if value > _FLOAT32_MAX:
-        raise ValueError(f"{name} must be at most {_FLOAT32_MAX:.4g} (float32's largest number), got {value:g}")
-    return value
-
-
-def check_tokens(name, tokens, lengths, vocab_size):
-    """``tokens [B, T]`` int64 ids in ``[0, vocab_size)``, ``lengths [B]`` in ``1..T``; returns CPU lengths."""
-    if not isinstance(tokens, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of token ids, got {type(tokens).__name__}")
-    if tokens.dtype != torch.int64:
-        raise TypeError(f"{name} must be int64 token ids, got dtype {tokens.dtype}")
-    if tokens.dim() != 2:
-        raise ValueError(f"{name} must be [batch, time], got shape {tuple(tokens.shape)}")
-    B, T = tokens.shape
-    if B == 0 or T == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(tokens.shape)}): a batch needs at least one token")
-    lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0 or hi >= vocab_size:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
-    lengths_name = f"{name}_lengths"
-    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise TypeError(f"{lengths_name} must be an integer tensor")
-    if lengths.shape != (B,):
-        raise ValueError(f"{lengths_name} must have shape ({B},) (one per sequence of {name}), got {tuple(lengths.shape)}")
-    lengths = lengths.to("cpu", torch.int64)
-    if int(lengths.min()) < 1 or int(lengths.max()) > T:
-        raise ValueError(f"{lengths_name} must lie in 1..{T} (the padded length of {name}), got {lengths.tolist()}")
-    return lengths
 
 
 @contextmanager
@@ -151,11 +38,38 @@ ModelT = TypeVar("ModelT", bound="BaseModel")
 
 
 class BaseModel(torch.nn.Module):
-    """Stores its constructor arguments so ``save_pretrained``/``from_pretrained`` can rebuild it."""
+    """Stores its constructor arguments so ``save_pretrained``/``from_pretrained`` can rebuild it.
+
+    What a model can do is said by three class attributes, which the layers
+    above (training, evaluation, the CLI) read instead of asking for a class:
+
+    * ``has_latent``: a latent code z (a KL term, a posterior q, a prior to sample from);
+    * ``is_conditional``: every example has a context (``Batch.context``) the model conditions on;
+    * ``has_labeling_phase``: a labeling network with its own training phase (SLCVAE):
+      :meth:`training_phases` lists two phases.
+
+    ``summary`` says what the model is in one line (its model card begins with it).
+    """
+
+    has_latent: ClassVar[bool] = False
+    is_conditional: ClassVar[bool] = False
+    has_labeling_phase: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    @classmethod
+    def config_names(cls) -> Tuple[str, ...]:
+        """The constructor's argument names: the keys of ``model.config`` (what ``config.json`` stores)."""
+        return tuple(name for name in inspect.signature(cls.__init__).parameters if name != "self")
+
+    @classmethod
+    def for_vocab(cls: Type[ModelT], vocab: Any, **kwargs: Any) -> ModelT:
+        """A model for ``vocab`` (a :class:`fastvae.data.Vocab`: its size and special token ids), with the
+        other constructor arguments ``kwargs``."""
+        ids = {"pad_id": vocab.pad_id, "unk_id": vocab.unk_id, "sos_id": vocab.sos_id, "eos_id": vocab.eos_id}
+        return cls(len(vocab), **{**ids, **kwargs})
 
     def _store_config(self, local_vars):
-        params = inspect.signature(type(self).__init__).parameters
-        self.config = {name: local_vars[name] for name in params if name != "self"}
+        self.config = {name: local_vars[name] for name in self.config_names()}
         check_config(self.config)
         self.backend = check_backend(self.config["backend"])
 
@@ -172,6 +86,28 @@ class BaseModel(torch.nn.Module):
             dropout=cfg["embed_dropout"],
         )
 
+    def training_phases(self) -> Tuple[TrainingPhase, ...]:
+        """The phases of one training step, one optimizer each, in order: here one, the model's loss
+        ``model(batch, ...)`` on all its parameters (SLCVAE has two)."""
+        return (TrainingPhase(MODEL_PHASE, self, self.parameters, LATENT_LOSS_OPTIONS if self.has_latent else ()),)
+
+    def _decode_from(self, cond, options, generator=None, num_return=1):
+        """Decode from the decoder's initial state for ``cond [R, C]`` (its conditioning vectors: z, ``[h_c, z]``
+        or ``h_c``) with :func:`fastvae.models.generation.decode`: ``(tokens [R * num_return, max_length],
+        lengths)``."""
+        cfg = self.config
+        return decode(
+            self.decoder,
+            self.embedding,
+            self.decoder.initial_state(cond),
+            sos_id=cfg["sos_id"],
+            eos_id=cfg["eos_id"],
+            pad_id=cfg["pad_id"],
+            options=options,
+            generator=generator,
+            num_return=num_return,
+        )
+
     # ---------------------------------------------------------------- inputs
 
     def _decoder_io(self, batch):
@@ -180,12 +116,14 @@ class BaseModel(torch.nn.Module):
         sos = torch.full_like(target[:, :1], self.config["sos_id"])
         return torch.cat([sos, target[:, :-1]], dim=1), target
 
-    def _check_batch(self, batch, conditional):
+    def _check_batch(self, batch):
+        """``(target_lengths, context_lengths)`` of a checked ``batch`` (context_lengths None for a model
+        without a context)."""
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be a fastvae.models.Batch, got {type(batch).__name__}")
         V = self.config["vocab_size"]
         target_lengths = check_tokens("target", batch.target, batch.target_lengths, V)
-        if not conditional:
+        if not self.is_conditional:
             return target_lengths, None
         if batch.context is None or batch.context_lengths is None:
             raise ValueError(f"{type(self).__name__} needs batch.context and batch.context_lengths")
@@ -200,15 +138,7 @@ class BaseModel(torch.nn.Module):
 
     def save_pretrained(self, directory: PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically per file)."""
-        from safetensors.torch import save
-
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise ValueError(f"directory {os.fspath(directory)!r} is a file; save_pretrained writes a folder")
-        os.makedirs(directory, exist_ok=True)
-        config = {"format_version": FORMAT_VERSION, "model": type(self).__name__, "config": self.config}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(os.path.join(directory, WEIGHTS_NAME), lambda f: f.write(save(state, metadata={"format": "pt"})))
-        atomic_write(os.path.join(directory, CONFIG_NAME), _json_writer(config), binary=False)
+        saving.save_pretrained(self, directory)
 
     @classmethod
     def from_pretrained(
@@ -218,81 +148,4 @@ class BaseModel(torch.nn.Module):
 
         Call ``.train()`` on it to train further (the Trainer does so itself).
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"no model directory at {directory!r}")
-        remove_stale_temps(directory)  # what a save killed mid-write left
-        config_path = os.path.join(directory, CONFIG_NAME)
-        weights_path = os.path.join(directory, WEIGHTS_NAME)
-        for path in (config_path, weights_path):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{directory!r} is not a saved fastvae model: {os.path.basename(path)} is missing")
-        name, kwargs = read_config(config_path)
-        device = usable_device(map_location, "map_location")
-        if name != cls.__name__:
-            raise ValueError(f"{directory!r} holds a {name}, not a {cls.__name__}; load it with fastvae.{name}.from_pretrained")
-        if backend is not None:
-            kwargs["backend"] = check_backend(backend)  # the caller's argument: its error is not the file's
-        try:
-            model = cls(**kwargs)
-        except TypeError as exc:  # an argument the constructor does not take, or one missing
-            raise ValueError(f"{config_path}: key 'config' does not fit {cls.__name__}: {exc}") from None
-        except ValueError as exc:  # a size or id out of range: "hidden_size must be a positive integer, ..."
-            raise ValueError(f"{config_path}: key 'config' holds an invalid value: {exc}") from None
-        try:
-            state = load_file(weights_path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{weights_path} is corrupt: {exc}") from None
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"{weights_path} does not match the {cls.__name__} in {CONFIG_NAME}: {exc}") from None
-        return model.to(device).eval()
-
-
-def model_classes() -> Dict[str, Type[BaseModel]]:
-    """The public fastvae model classes by name (``"SLCVAE": SLCVAE``, ...)."""
-    found, todo = {}, list(BaseModel.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        if not cls.__name__.startswith("_"):
-            found[cls.__name__] = cls
-    return found
-
-
-def read_config(config_path):
-    """``(class name, constructor arguments)`` of a ``config.json`` written by ``save_pretrained``.
-
-    Every error is a ValueError naming the file and the key at fault.
-    """
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            saved = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise ValueError(f"{config_path} is corrupt: not a JSON file ({exc})") from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{config_path} is corrupt: it must hold a JSON object, not a {type(saved).__name__}")
-    version = saved.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{config_path} has format_version {version!r} (key 'format_version'); this fastvae reads version {FORMAT_VERSION} "
-            "(a model saved by another fastvae version, or not a fastvae config)"
-        )
-    name, kwargs = saved.get("model"), saved.get("config")
-    known = model_classes()
-    if not isinstance(name, str) or name not in known:
-        raise ValueError(f"{config_path}: key 'model' names an unknown model {name!r} "
-                         f"(a fastvae config names one of {', '.join(sorted(known))})")
-    if not isinstance(kwargs, dict):
-        raise ValueError(f"{config_path}: key 'config' must be an object of {name}'s arguments, got {kwargs!r}")
-    return name, dict(kwargs)
-
-
-def _json_writer(obj):
-    def write(f):
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-    return write
+        return saving.from_pretrained(cls, directory, backend=backend, map_location=map_location)

@@ -1,4 +1,4 @@
-"""Conditional text models: Seq2Seq, CVAE (Zhao et al. 2017) and SLCVAE (Zhang et al. 2019).
+"""Conditional text models: CVAE (Zhao et al. 2017), SLCVAE (Zhang et al. 2019) and Seq2Seq.
 
 All take a :class:`Batch` with a context (the condition c) and a target (x).
 The context is one token sequence (a dialogue context: its utterances joined).
@@ -12,8 +12,20 @@ import torch.nn.functional as F
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens, check_weight, evaluating
-from fastvae.models.generation import DecodeOptions, decode
+from fastvae.models.base import BaseModel, evaluating
+from fastvae.models.batch import Batch
+from fastvae.models.checks import check_tokens, check_weight
+from fastvae.models.generation import DecodeOptions
+from fastvae.models.outputs import LikelihoodTerms, ModelOutput
+from fastvae.models.phases import (
+    CVAE_PHASE,
+    LABELING_PHASE,
+    LATENT_LOSS_OPTIONS,
+    TrainingPhase,
+    check_optimizer,
+    step_phases,
+)
+from fastvae.models.registry import register
 from fastvae.nn import VocabProjection
 
 Tensor = torch.Tensor
@@ -22,7 +34,7 @@ Tensor = torch.Tensor
 class _Conditional(BaseModel):
     """Embedding + context encoder + decoder conditioned on ``[h_c, z]`` (or ``h_c``)."""
 
-    _latent_free = False
+    is_conditional = True
 
     def _utterance_encoder(self):
         """A fresh encoder of the configured structure (context, target and labeling encoders)."""
@@ -76,7 +88,7 @@ class _Conditional(BaseModel):
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
         options = DecodeOptions(strategy, max_length, temperature, top_k, top_p, beam_size).check()
         # without a latent, beam search returns its n best hypotheses instead of n copies of the best
-        n_best = self._latent_free and options.strategy == "beam"
+        n_best = not self.has_latent and options.strategy == "beam"
         options.beam_size = self.beam_width(options.strategy, options.beam_size, num_samples)
         V = self.config["vocab_size"]
         if options.strategy == "beam" and options.beam_size > V:
@@ -90,63 +102,17 @@ class _Conditional(BaseModel):
             if not n_best:
                 h_c = h_c.repeat_interleave(num_samples, dim=0)
             cond = self._condition(h_c, generator)
-            cfg = self.config
-            tokens, lengths = decode(
-                self.decoder,
-                self.embedding,
-                self.decoder.initial_state(cond),
-                sos_id=cfg["sos_id"],
-                eos_id=cfg["eos_id"],
-                pad_id=cfg["pad_id"],
-                options=options,
-                generator=generator,
-                num_return=num_samples if n_best else 1,
-            )
+            tokens, lengths = self._decode_from(cond, options, generator, num_return=num_samples if n_best else 1)
         B = context.shape[0]
         return tokens.view(B, num_samples, -1), lengths.view(B, num_samples)
 
 
     def beam_width(self, strategy: str, beam_size: int, num_samples: int) -> int:
         """The beam ``generate`` runs: a Seq2Seq's n-best list widens a beam search to ``num_samples``."""
-        return max(beam_size, num_samples) if self._latent_free and strategy == "beam" else beam_size
+        return max(beam_size, num_samples) if not self.has_latent and strategy == "beam" else beam_size
 
 
-class Seq2Seq(_Conditional):
-    """Encoder-decoder without a latent (the paper's baseline): the decoder starts from ``h_c``."""
-
-    _latent_free = True
-
-    def __init__(
-        self,
-        vocab_size: int,
-        embed_dim: int = 32,
-        hidden_size: int = 32,
-        num_layers: int = 2,
-        bidirectional: bool = False,
-        word_dropout: float = 0.0,
-        embed_dropout: float = 0.0,
-        pad_id: int = 0,
-        unk_id: int = 1,
-        sos_id: int = 2,
-        eos_id: int = 3,
-        backend: str = "fused",
-    ) -> None:
-        super().__init__()
-        self._store_config(locals())
-        self._build_common(latent_size=0)
-
-    def forward(self, batch: Batch) -> ModelOutput:
-        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
-        h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
-        inputs, targets = self._decoder_io(batch)
-        nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, h_c)
-        B = batch.target.shape[0]
-        return ModelOutput(loss=nll / B, nll=nll.detach() / B)
-
-    def _condition(self, h_c, generator):
-        return h_c
-
-
+@register("cvae")
 class CVAE(_Conditional):
     """Conditional VAE (Zhao et al. 2017): KL annealing, word dropout, optional bag-of-words loss.
 
@@ -157,6 +123,9 @@ class CVAE(_Conditional):
     Defaults follow the SLCVAE paper's DailyDialog setup (E = H = 32, Z = 8,
     2 layers).
     """
+
+    has_latent = True
+    summary = "conditional VAE (Zhao et al. 2017): one input in, several different outputs (z from the prior)"
 
     def __init__(
         self,
@@ -195,7 +164,7 @@ class CVAE(_Conditional):
             self.bow_out = VocabProjection(bow_hidden, cfg["vocab_size"], cfg["backend"])
 
     def _posterior_and_prior(self, batch):
-        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        target_lengths, context_lengths = self._check_batch(batch)
         h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
         h_x = self.target_encoder(self.embedding(batch.target), target_lengths)
         mu_q, logvar_q = self.recognition(torch.cat([h_c, h_x], dim=1))
@@ -237,6 +206,18 @@ class CVAE(_Conditional):
             bow=None if bow is None else bow.detach() / B,
         )
 
+    def likelihood_terms(self, batch: Batch) -> LikelihoodTerms:
+        """q(z|x,c), p(z|c) and ``-log p(x|z,c)`` of ``batch`` (see :class:`LikelihoodTerms`; SLCVAE's
+        labeling network takes no part)."""
+        (lengths, _), h_c, (mu_q, logvar_q), (mu_p, logvar_p) = self._posterior_and_prior(batch)
+        inputs, targets = self._decoder_io(batch)
+        embedded = self.embedding(inputs)
+        return LikelihoodTerms(
+            lengths,
+            lambda z: self.decoder.nll(embedded, targets, lengths, torch.cat([h_c, z], dim=1), reduction="none"),
+            mu_q, logvar_q, mu_p, logvar_p,
+        )
+
     def _condition(self, h_c, generator):
         mu_p, logvar_p = self.prior(h_c)
         return torch.cat([h_c, latent_ops(self.backend).reparameterize(mu_p, logvar_p, generator=generator)], dim=1)
@@ -256,13 +237,14 @@ def _frozen(parameters):
             p.requires_grad_(flag)
 
 
+@register("slcvae")
 class SLCVAE(CVAE):
     """Self-labeling CVAE (Zhang et al. 2019, arXiv 1903.10842).
 
     The CVAE plus a labeling network g(x, c) -- context and target encoders of
     the CVAE's structure and a linear map to the latent size -- giving a
     deterministic ``z_label``, the code the current decoder decodes best.
-    Training alternates two phases (:meth:`train_step` runs both):
+    Training alternates two phases (:meth:`training_phases`; :meth:`train_step` runs both):
 
     * CVAE phase, ``model(batch, kl_weight)``: ``NLL(x|z,c) + kl_weight * KL(q||p)
       + label_weight * ||z - z_label||^2`` (``fastvae.ops.kl_label_loss``);
@@ -296,6 +278,9 @@ class SLCVAE(CVAE):
     the prior that generation samples from; the prior term keeps ``z_label``
     where the prior puts its mass.
     """
+
+    has_labeling_phase = True
+    summary = "self-labeling CVAE (Zhang et al. 2019): one input in, several different outputs (z from the prior)"
 
     def __init__(
         self,
@@ -332,6 +317,14 @@ class SLCVAE(CVAE):
         size = self.label_context_encoder.output_size + self.label_target_encoder.output_size
         self.label_head = torch.nn.Linear(size, cfg["latent_size"])
 
+    def training_phases(self) -> Tuple[TrainingPhase, ...]:
+        """The CVAE phase (``model(batch, ...)`` on :meth:`cvae_parameters`), then the labeling phase
+        (:meth:`labeling_loss` on :meth:`labeling_parameters`)."""
+        return (
+            TrainingPhase(CVAE_PHASE, self, self.cvae_parameters, ("label_weight",) + LATENT_LOSS_OPTIONS),
+            TrainingPhase(LABELING_PHASE, self.labeling_loss, self.labeling_parameters),
+        )
+
     def labeling_modules(self) -> Tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
         return (self.label_context_encoder, self.label_target_encoder, self.label_head)
 
@@ -353,7 +346,7 @@ class SLCVAE(CVAE):
         code (whose z_label is a GRU state); with ``"l2"`` the linear head's output is z_label.
         """
         if target_lengths is None or context_lengths is None:  # both come checked together, or not at all
-            target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+            target_lengths, context_lengths = self._check_batch(batch)
         h_c = self.label_context_encoder(self.embedding(batch.context), context_lengths)
         h_x = self.label_target_encoder(self.embedding(batch.target), target_lengths)
         z_label = self.label_head(torch.cat([h_c, h_x], dim=1))
@@ -397,7 +390,7 @@ class SLCVAE(CVAE):
 
     def labeling_loss(self, batch: Batch) -> ModelOutput:
         """``NLL(x | z = g(x, c), c)`` per sentence, batch mean; only g receives gradients."""
-        target_lengths, context_lengths = self._check_batch(batch, conditional=True)
+        target_lengths, context_lengths = self._check_batch(batch)
         with _frozen(self.cvae_parameters()):
             z_label = self.label(batch, target_lengths, context_lengths)
             h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
@@ -432,21 +425,10 @@ class SLCVAE(CVAE):
         An optimizer holding a parameter of the other phase (say, the two
         swapped) is a ValueError before anything is updated.
         """
-        _check_optimizer("cvae_optimizer", cvae_optimizer, self.cvae_parameters(), "cvae_parameters()")
-        _check_optimizer("label_optimizer", label_optimizer, self.labeling_parameters(), "labeling_parameters()")
-        cvae_optimizer.zero_grad(set_to_none=True)
-        out = self(batch, kl_weight=kl_weight, label_weight=label_weight, free_bits=free_bits, generator=generator)
-        out.loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.cvae_parameters(), max_grad_norm)
-        cvae_optimizer.step()
-
-        label_optimizer.zero_grad(set_to_none=True)
-        lab = self.labeling_loss(batch)
-        lab.loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.labeling_parameters(), max_grad_norm)
-        label_optimizer.step()
+        check_optimizer("cvae_optimizer", cvae_optimizer, self.cvae_parameters(), "cvae_parameters()")
+        check_optimizer("label_optimizer", label_optimizer, self.labeling_parameters(), "labeling_parameters()")
+        out, lab = step_phases(self.training_phases(), (cvae_optimizer, label_optimizer), batch, max_grad_norm,
+                               kl_weight=kl_weight, label_weight=label_weight, free_bits=free_bits, generator=generator)
         return {
             "loss": float(out.loss.detach()),
             "nll": float(out.nll),
@@ -465,11 +447,46 @@ def sigmoid_label_loss(z, z_label):
     return F.binary_cross_entropy_with_logits(z_label.detach(), z, reduction="none").mean(-1)
 
 
-def _check_optimizer(name, optimizer, allowed, what):
-    """Every parameter ``optimizer`` updates is one of ``allowed`` (the model's ``what``)."""
-    groups = getattr(optimizer, "param_groups", None)
-    if groups is None:
-        raise TypeError(f"{name} must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    ids = {id(p) for p in allowed}
-    if any(id(p) not in ids for group in groups for p in group["params"]):
-        raise ValueError(f"{name} must hold only the model's {what} (were the two optimizers swapped?)")
+@register("seq2seq")
+class Seq2Seq(_Conditional):
+    """Encoder-decoder without a latent (the paper's baseline): the decoder starts from ``h_c``."""
+
+    summary = "sequence-to-sequence LSTM (no latent): one input in, the n best outputs of a beam search"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 32,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        bidirectional: bool = False,
+        word_dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        pad_id: int = 0,
+        unk_id: int = 1,
+        sos_id: int = 2,
+        eos_id: int = 3,
+        backend: str = "fused",
+    ) -> None:
+        super().__init__()
+        self._store_config(locals())
+        self._build_common(latent_size=0)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        target_lengths, context_lengths = self._check_batch(batch)
+        h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
+        inputs, targets = self._decoder_io(batch)
+        nll = self.decoder.nll(self.embedding(inputs, word_dropout=True), targets, target_lengths, h_c)
+        B = batch.target.shape[0]
+        return ModelOutput(loss=nll / B, nll=nll.detach() / B)
+
+    def likelihood_terms(self, batch: Batch) -> LikelihoodTerms:
+        """``-log p(x|c)`` of ``batch``, exact (``rec_nll(None)``; no latent: see :class:`LikelihoodTerms`)."""
+        lengths, context_lengths = self._check_batch(batch)
+        h_c = self.context_encoder(self.embedding(batch.context), context_lengths)
+        inputs, targets = self._decoder_io(batch)
+        embedded = self.embedding(inputs)
+        return LikelihoodTerms(lengths, lambda _z: self.decoder.nll(embedded, targets, lengths, h_c, reduction="none"))
+
+    def _condition(self, h_c, generator):
+        return h_c

@@ -6,10 +6,15 @@ import torch
 
 from fastvae.models._latent import latent_ops
 from fastvae.models._parts import ConditionalDecoder, GaussianNet, UtteranceEncoder
-from fastvae.models.base import Batch, BaseModel, ModelOutput, check_tokens, check_weight, evaluating
-from fastvae.models.generation import DecodeOptions, decode
+from fastvae.models.base import BaseModel, evaluating
+from fastvae.models.batch import Batch
+from fastvae.models.checks import check_tokens, check_weight
+from fastvae.models.generation import DecodeOptions
+from fastvae.models.outputs import LikelihoodTerms, ModelOutput
+from fastvae.models.registry import register
 
 
+@register("sentence-vae")
 class SentenceVAE(BaseModel):
     """LSTM encoder -> q(z|x) = N(mu, diag e^logvar) -> z -> LSTM decoder's initial state.
 
@@ -27,6 +32,9 @@ class SentenceVAE(BaseModel):
         backend: "fused" (fastvae kernels) or "reference" (plain PyTorch; same
             parameters, same losses).
     """
+
+    has_latent = True
+    summary = "Sentence-VAE (Bowman et al. 2016): an LSTM variational autoencoder of sentences"
 
     def __init__(
         self,
@@ -67,7 +75,7 @@ class SentenceVAE(BaseModel):
         free_bits: float = 0.0,
         generator: Optional[torch.Generator] = None,
     ) -> ModelOutput:
-        target_lengths, _ = self._check_batch(batch, conditional=False)
+        target_lengths, _ = self._check_batch(batch)
         kl_weight = check_weight("kl_weight", kl_weight)
         mu, logvar = self.posterior(self.encoder(self.embedding(batch.target), target_lengths))
         z = latent_ops(self.backend).reparameterize(mu, logvar, generator=generator)
@@ -77,18 +85,15 @@ class SentenceVAE(BaseModel):
         B = batch.target.shape[0]
         return ModelOutput(loss=(nll + kl_weight * kl.sum()) / B, nll=nll.detach() / B, kl=kl.detach().mean())
 
-    def _decode_from(self, z, options, generator=None):
-        cfg = self.config
-        state = self.decoder.initial_state(z)
-        return decode(
-            self.decoder,
-            self.embedding,
-            state,
-            sos_id=cfg["sos_id"],
-            eos_id=cfg["eos_id"],
-            pad_id=cfg["pad_id"],
-            options=options,
-            generator=generator,
+    def likelihood_terms(self, batch: Batch) -> LikelihoodTerms:
+        """q(z|x), the prior N(0, I) and ``-log p(x|z)`` of ``batch`` (see :class:`LikelihoodTerms`)."""
+        lengths, _ = self._check_batch(batch)
+        mu, logvar = self.posterior(self.encoder(self.embedding(batch.target), lengths))
+        inputs, targets = self._decoder_io(batch)
+        embedded = self.embedding(inputs)
+        zeros = torch.zeros_like(mu)
+        return LikelihoodTerms(
+            lengths, lambda z: self.decoder.nll(embedded, targets, lengths, z, reduction="none"), mu, logvar, zeros, zeros
         )
 
     # sample / reconstruct / interpolate run in eval mode (no dropout), whatever mode the model is in

@@ -1,4 +1,4 @@
-"""The vocabulary projection + cross-entropy of a decoder, on either backend."""
+"""The vocabulary projection + cross-entropy of a decoder, on either backend (:mod:`fastvae.nn.backend`)."""
 
 import math
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from fastvae import ops
-from fastvae.nn.rnn import check_backend
+from fastvae.nn.backend import backend_op, check_backend
 
 
 class VocabProjection(torch.nn.Module):
@@ -35,5 +35,5 @@ class VocabProjection(torch.nn.Module):
         return self.logits(hidden).argmax(dim=-1)
 
     def loss(self, hidden: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
-        fn = ops.linear_cross_entropy if self.backend == "fused" else ops.linear_cross_entropy_ref
-        return fn(hidden, self.weight, self.bias, target, ignore_index=-100, reduction=reduction)
+        loss = backend_op(self.backend, "linear_cross_entropy")
+        return loss(hidden, self.weight, self.bias, target, ignore_index=-100, reduction=reduction)

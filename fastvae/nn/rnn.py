@@ -1,4 +1,4 @@
-"""Running an LSTM over a padded, batch-first batch on either backend.
+"""Running an LSTM over a padded, batch-first batch on either backend (:mod:`fastvae.nn.backend`).
 
 ``backend="fused"`` uses :class:`fastvae.nn.LSTM` (lengths handled inside the
 fused op); ``backend="reference"`` uses ``torch.nn.LSTM`` -- the plain-PyTorch
@@ -21,21 +21,14 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from fastvae.nn.backend import check_backend
 from fastvae.nn.lstm import LSTM
 from fastvae.ops import _checks
-
-BACKENDS = ("fused", "reference")
 
 Tensor = torch.Tensor
 AnyLSTM = Union[LSTM, torch.nn.LSTM]  # fastvae.nn.LSTM (fused backend) or torch.nn.LSTM (reference)
 Lengths = Union[Tensor, Sequence[int]]
 State = Tuple[Tensor, Tensor]
-
-
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def make_lstm(

@@ -1,6 +1,8 @@
 """fastvae.train: the Trainer, KL-weight schedules, atomic, exactly-resumable checkpoints, model folders, seeding."""
 
+from fastvae.devices import usable_device
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
+from fastvae.train.config import TrainConfig
 from fastvae.train.model_folder import load_model_folder, save_model_folder
 from fastvae.train.seeding import seed_everything
 from fastvae.train.schedules import (
@@ -11,7 +13,7 @@ from fastvae.train.schedules import (
     make_schedule,
     schedule_from_dict,
 )
-from fastvae.train.trainer import NonFiniteLossError, Trainer, TrainConfig, TrainResult, usable_device
+from fastvae.train.trainer import NonFiniteLossError, Trainer, TrainResult
 
 __all__ = [
     "Trainer",

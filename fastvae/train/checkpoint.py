@@ -24,18 +24,13 @@ from typing import Any, Callable, Dict, Mapping, Optional, Union
 import torch
 
 from fastvae._files import atomic_write, remove_stale_temps
+from fastvae.models.registry import model_classes
 
 __all__ = ["save_checkpoint", "load_checkpoint", "MAGIC", "FORMAT", "FORMAT_VERSION"]
 
 MAGIC = b"FASTVAE-CKPT\x00v1\n"
 FORMAT = "fastvae-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _model_classes():
-    from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-
-    return {cls.__name__: cls for cls in (SentenceVAE, CVAE, SLCVAE, Seq2Seq)}
 
 
 def _rng_state():
@@ -187,7 +182,7 @@ def load_checkpoint(
         check_extra(payload["extra"])
     name = payload["model_class"]
     if model is None:
-        classes = _model_classes()
+        classes = model_classes()
         if name not in classes:
             raise ValueError(f"{path!r} holds an unknown model class {name!r}; known: {sorted(classes)}")
         kwargs = dict(payload["model_config"])

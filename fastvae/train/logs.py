@@ -1,10 +1,13 @@
-"""Training logs: ``metrics.csv`` (one row per logging window and per validation) and TensorBoard events."""
+"""Training logs: ``metrics.csv`` (one row per logging window and per validation) and TensorBoard events,
+and the window of step metrics that a train row averages."""
 
 import csv
 import os
 import warnings
 
 from fastvae._files import atomic_write
+from fastvae.run_layout import METRICS_FILE, TENSORBOARD_DIR, in_run
+from fastvae.train import distributed
 
 COLUMNS = (
     "step",
@@ -34,7 +37,7 @@ class MetricsLog:
     """
 
     def __init__(self, run_dir, tensorboard=True):
-        self.path = os.path.join(run_dir, "metrics.csv")
+        self.path = in_run(run_dir, METRICS_FILE)
         self._writer = None
         if tensorboard:
             try:
@@ -42,7 +45,7 @@ class MetricsLog:
             except ImportError:  # tensorboard is a dependency, but keep training if it is broken
                 warnings.warn("tensorboard is not importable; writing metrics.csv only", RuntimeWarning, stacklevel=2)
             else:
-                self._writer = SummaryWriter(os.path.join(run_dir, "tb"))
+                self._writer = SummaryWriter(in_run(run_dir, TENSORBOARD_DIR))
 
     def truncate_after(self, step):
         """Keep the header and the rows with ``step <= step`` (called when resuming from a checkpoint)."""
@@ -87,3 +90,41 @@ def _cell(value):
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
+
+
+class MetricsWindow:
+    """Running sums of step metrics between two train rows of metrics.csv (checkpointed with the run, so a
+    resumed run logs the rows an uninterrupted one would)."""
+
+    KEYS = ("loss", "nll", "kl", "label", "label_nll", "bow", "grad_norm")
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.count = 0
+        self.sums = {}
+        self.last = {}
+
+    def state(self):
+        return {"count": self.count, "sums": dict(self.sums), "last": dict(self.last)}
+
+    def load(self, state):
+        if state:
+            self.count, self.sums, self.last = state["count"], dict(state["sums"]), dict(state["last"])
+
+    def add(self, metrics):
+        self.count += 1
+        for k, v in metrics.items():
+            if k in self.KEYS:
+                self.sums[k] = self.sums.get(k, 0.0) + v
+            else:
+                self.last[k] = v
+
+    def means(self, dist, device):
+        keys = sorted(self.sums)
+        totals = distributed.all_sum(dist, [float(self.count)] + [self.sums[k] for k in keys], device)
+        count = totals[0]
+        if count == 0:
+            return {}
+        return {**{k: v / count for k, v in zip(keys, totals[1:])}, **self.last}

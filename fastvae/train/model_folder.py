@@ -27,17 +27,20 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 import torch
 
-from fastvae._files import atomic_write
+from fastvae._files import atomic_write_text
 from fastvae._version import __version__
+from fastvae.data.sources import corpus_tokenizer
 from fastvae.data.vocab import TOKENIZER_CONFIG_NAME, VOCAB_NAME, Vocab
-from fastvae.models.base import CONFIG_NAME, WEIGHTS_NAME, BaseModel, model_classes, read_config
+from fastvae.models.base import BaseModel
 from fastvae.models.generation import SAMPLING_TEMPERATURE, SAMPLING_TOP_P
+from fastvae.models.registry import model_classes, model_name
+from fastvae.models.saving import CONFIG_NAME, WEIGHTS_NAME, read_config
+from fastvae.run_layout import RUN_FILE, VOCAB_FILE
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 CARD_NAME = "README.md"
-LEGACY_VOCAB = os.path.join(os.pardir, VOCAB_NAME)  # fastvae 0.1.0: the run directory's vocab.json
-_TAGS = {"SentenceVAE": "sentence-vae", "CVAE": "cvae", "SLCVAE": "slcvae", "Seq2Seq": "seq2seq"}
+LEGACY_VOCAB = os.path.join(os.pardir, VOCAB_FILE)  # fastvae 0.1.0: the run directory's vocab.json
 
 
 def is_model_folder(path: PathLike) -> bool:
@@ -69,7 +72,7 @@ def save_model_folder(
     model.save_pretrained(directory)
     vocab.save_pretrained(directory)
     card = model_card(model, vocab, trained_on or {}, metrics or {}, training or {})
-    atomic_write(os.path.join(directory, CARD_NAME), lambda f: f.write(card), binary=False)
+    atomic_write_text(os.path.join(directory, CARD_NAME), card)
     return directory
 
 
@@ -101,18 +104,17 @@ def load_folder_vocab(directory: PathLike) -> Vocab:
     if os.path.isfile(os.path.join(directory, VOCAB_NAME)):
         return Vocab.from_pretrained(directory)
     legacy = os.path.join(directory, LEGACY_VOCAB)
-    run_file = os.path.join(directory, os.pardir, "run.json")
+    run_file = os.path.join(directory, os.pardir, RUN_FILE)
     if os.path.isfile(legacy):
-        tokenizer = "fastvae"
-        if os.path.isfile(run_file):  # fastvae 0.1.0 read PTB split on spaces
+        corpus = {}
+        if os.path.isfile(run_file):  # its corpus says how it was tokenized (fastvae 0.1.0 read PTB split on spaces)
             try:
                 with open(run_file, encoding="utf-8") as f:
                     corpus = json.load(f).get("corpus", {})
             except (OSError, ValueError, AttributeError):
                 corpus = {}
-            if isinstance(corpus, dict) and corpus.get("name") == "ptb":
-                tokenizer = "whitespace"
-        return Vocab.load(legacy, tokenizer=tokenizer)
+        name = corpus.get("name") if isinstance(corpus, dict) else None
+        return Vocab.load(legacy, tokenizer=corpus_tokenizer(name))
     raise FileNotFoundError(
         f"{directory!r} holds no vocabulary ({VOCAB_NAME} is missing, and there is none in the folder above it): "
         "save the folder with fastvae.train.save_model_folder, or copy the run's vocab.json into it"
@@ -146,23 +148,17 @@ def model_card(model, vocab, trained_on, metrics, training):
     """The text of ``README.md``: Hub metadata (YAML front matter), then what the model is and how to use it."""
     name = type(model).__name__
     cfg = model.config
-    tags = ["fastvae", "text-generation", "pytorch", _TAGS.get(name, name.lower())]
-    if name != "Seq2Seq":
+    tags = ["fastvae", "text-generation", "pytorch", model_name(model)]
+    if model.has_latent:
         tags.append("variational-autoencoder")
     sizes = {k: cfg[k] for k in ("vocab_size", "embed_dim", "hidden_size", "latent_size", "num_layers", "bidirectional",
                                  "bow", "label_loss_weight", "label_prior_weight", "word_dropout") if k in cfg}
     sizes["parameters"] = sum(p.numel() for p in model.parameters())
-    conditional = name != "SentenceVAE"
     front = ["---", "library_name: fastvae", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags] + ["---"]
     parts = [
         "\n".join(front),
         f"# {name} trained with fastvae {__version__}",
-        "A " + {
-            "SentenceVAE": "Sentence-VAE (Bowman et al. 2016): an LSTM variational autoencoder of sentences",
-            "CVAE": "conditional VAE (Zhao et al. 2017): one input in, several different outputs (z from the prior)",
-            "SLCVAE": "self-labeling CVAE (Zhang et al. 2019): one input in, several different outputs (z from the prior)",
-            "Seq2Seq": "sequence-to-sequence LSTM (no latent): one input in, the n best outputs of a beam search",
-        }.get(name, name) + ", saved by fastvae. This folder is all it needs: "
+        f"A {model.summary}, saved by fastvae. This folder is all it needs: "
         f"`{CONFIG_NAME}` (class and sizes), `{WEIGHTS_NAME}`, `{VOCAB_NAME}` and `{TOKENIZER_CONFIG_NAME}` "
         f"(tokenizer: `{vocab.tokenizer}`).",
         "## Trained on\n\n" + (_table(trained_on, ("data", "")) if trained_on else "Not recorded."),
@@ -173,7 +169,7 @@ def model_card(model, vocab, trained_on, metrics, training):
         parts.append("## Training settings\n\n" + _table(
             {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in training.items()}, ("setting", "value")))
     parts.append("## Model\n\n" + _table(sizes, ("argument", "value")))
-    if conditional:
+    if model.is_conditional:
         usage = (
             "```bash\nfastvae generate path/to/this/folder --samples 5 <<< \"an input sentence\"\n```\n\n"
             "```python\nimport torch\nfrom fastvae import " + name + "\nfrom fastvae.data import Vocab\n\n"

@@ -10,7 +10,7 @@ from typing import Any, Dict, Type, TypeVar
 
 ScheduleT = TypeVar("ScheduleT", bound="_Schedule")
 
-from fastvae.models.base import check_weight
+from fastvae.models.checks import check_weight
 
 __all__ = [
     "LogisticSchedule",

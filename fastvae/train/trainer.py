@@ -7,9 +7,14 @@ Usage::
     trainer = Trainer(model, train_data, valid_data, TrainConfig(epochs=5), run_dir="runs/slcvae")
     result = trainer.fit()            # or fit(resume=True) to continue from runs/slcvae/checkpoint.pt
 
-A run directory holds ``checkpoint.pt`` (the latest training state, for
-``resume``), ``model/`` (the best model by validation loss, loadable with
-``from_pretrained``), ``metrics.csv``, ``tb/`` (TensorBoard), and the plots.
+A run directory (:mod:`fastvae.run_layout`) holds ``checkpoint.pt`` (the
+latest training state, for ``resume``), ``model/`` (the best model by
+validation loss, loadable with ``from_pretrained``), ``metrics.csv``, ``tb/``
+(TensorBoard), and the plots.
+
+The model says what one training step is (``model.training_phases()``: one
+phase, or SLCVAE's CVAE and labeling phases); the Trainer gives each phase its
+own Adam and runs them in order.
 """
 
 import math
@@ -17,24 +22,23 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Iterable, Optional, Union
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
 
 import torch
 
 from fastvae.data.dataset import TextDataset, batch_indices, collate
-from fastvae.devices import usable_device
-from fastvae.models import CVAE, SLCVAE, Seq2Seq, SentenceVAE
-from fastvae.models.base import check_weight, evaluating
+from fastvae.models.base import BaseModel, evaluating
+from fastvae.models.phases import LABELING_PHASE
+from fastvae.models.registry import check_model
+from fastvae.run_layout import CHECKPOINT_FILE, CURVES_PLOT, LATENT_PLOT, METRICS_FILE, MODEL_DIR, in_run
 from fastvae.train import distributed
 from fastvae.train.checkpoint import load_checkpoint, save_checkpoint
-from fastvae.train.logs import MetricsLog
+from fastvae.train.config import TrainConfig
+from fastvae.train.logs import MetricsLog, MetricsWindow
 from fastvae.train.model_folder import save_model_folder
+from fastvae.train.optim import adam
 from fastvae.train.schedules import schedule_from_dict
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LABEL_WEIGHT_SCHEDULES = ("kl", "constant")
-MODEL_DIR = "model"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,107 +49,6 @@ class NonFiniteLossError(RuntimeError):
 # how fastvae's ops word a NaN/inf input (fastvae.ops._checks.finite and the C++ kernels' checks): inside a
 # training step that input can only have been computed from the weights, never from the batch of token ids
 _NON_FINITE_INPUT = "contains NaN or infinite values"
-
-
-@dataclass
-class TrainConfig:
-    """What :class:`Trainer` does (every field is also a ``fastvae train`` option).
-
-    epochs: passes over the training data. batch_size: examples per step *per
-    process* (with torchrun, the global batch is ``batch_size * world_size``).
-    lr / label_lr: Adam learning rates (``label_lr``: SLCVAE's labeling network;
-    ``None`` = ``lr``). kl_schedule: a schedule dict (``fastvae.train.make_schedule``
-    arguments), the KL weight at each step. free_bits: per-dimension KL floor
-    (``gaussian_kl``'s ``free_bits``). label_weight: SLCVAE's lambda multiplier
-    (``None``: the model's ``label_loss_weight``); label_weight_schedule: how
-    lambda follows the training: ``"kl"`` (default, the paper's) anneals it
-    with the KL weight, lambda = label_weight * kl_weight; ``"constant"``
-    keeps lambda = label_weight at every step (the SLCVAE authors' code:
-    0.1). max_grad_norm: clip the gradient norm
-    (``None``: no clipping). patience: stop after this many epochs without a
-    better validation loss (``None``: never). log_every: steps per train row in
-    metrics.csv. max_steps / max_time (seconds): stop early, saving a
-    checkpoint (resume continues). save_every: also checkpoint every this many
-    steps. plots: write training_curves.png and latent.png at the end.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    label_lr: Optional[float] = None
-    kl_schedule: dict = field(default_factory=lambda: {"name": "logistic", "k": 0.0025, "x0": 2500})
-    free_bits: float = 0.0
-    label_weight: Optional[float] = None
-    label_weight_schedule: str = "kl"
-    max_grad_norm: Optional[float] = 5.0
-    patience: Optional[int] = 3
-    log_every: int = 50
-    valid_batch_size: int = 128
-    seed: int = 0
-    max_steps: Optional[int] = None
-    max_time: Optional[float] = None
-    save_every: Optional[int] = None
-    progress: bool = True
-    tensorboard: bool = True
-    plots: bool = True
-    device: str = "cpu"
-
-    def check(self) -> "TrainConfig":
-        def integer(name, low, optional=False):
-            v = getattr(self, name)
-            if optional and v is None:
-                return
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {v!r}")
-
-        def number(name, low, optional=False, strict=False):
-            v = getattr(self, name)
-            if optional and v is None:
-                return
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v < low or (strict and v == low):
-                raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
-
-        integer("epochs", 1)
-        integer("batch_size", 1)
-        integer("valid_batch_size", 1)
-        integer("log_every", 1)
-        integer("seed", 0)
-        if self.seed > _MAX_SEED:  # the data order's generator is seeded with seed * 1_000_003 + epoch (64 bits)
-            raise ValueError(f"seed must be at most {_MAX_SEED}, got {self.seed}")
-        for name in ("progress", "tensorboard", "plots"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        integer("patience", 1, optional=True)
-        integer("max_steps", 1, optional=True)
-        integer("save_every", 1, optional=True)
-        number("lr", 0, strict=True)
-        number("label_lr", 0, optional=True, strict=True)
-        number("free_bits", 0)
-        number("label_weight", 0, optional=True)
-        if self.label_weight is not None:
-            check_weight("label_weight", self.label_weight)  # no larger than float32 holds
-        if self.label_weight_schedule not in LABEL_WEIGHT_SCHEDULES:
-            raise ValueError(f"label_weight_schedule must be one of {', '.join(map(repr, LABEL_WEIGHT_SCHEDULES))}, "
-                             f"got {self.label_weight_schedule!r}")
-        number("max_grad_norm", 0, optional=True, strict=True)
-        number("max_time", 0, optional=True, strict=True)
-        schedule_from_dict(self.kl_schedule)  # raises a ValueError naming the bad argument
-        usable_device(self.device)
-        return self
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise TypeError(f"a TrainConfig is built from a dict of its fields, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -167,21 +70,17 @@ class TrainResult:
     seconds: float
 
 
-class _Phases(torch.nn.Module):
-    """One module for DDP to wrap: ``phase="label"`` runs SLCVAE's labeling loss, anything else the model."""
+class _PhaseRunner(torch.nn.Module):
+    """One module for DDP to wrap: ``forward(batch, name, **options)`` runs the model's training phase ``name``."""
 
-    def __init__(self, model):
+    def __init__(self, model, phases):
         super().__init__()
         self.model = model
+        self.phases = {phase.name: phase for phase in phases}
 
-    def forward(self, batch, phase="main", **kwargs):
-        if phase == "label":
-            return self.model.labeling_loss(batch)
-        return self.model(batch, **kwargs)
+    def forward(self, batch, phase, **options):
+        return self.phases[phase].run(batch, **options)
 
-
-_MODELS = (SentenceVAE, CVAE, SLCVAE, Seq2Seq)
-_MAX_SEED = (2**63 - 1 - 10**6) // 1_000_003
 
 # fields that change which examples a step sees: a resume must keep them
 _DATA_ORDER_FIELDS = ("batch_size", "seed")
@@ -201,9 +100,10 @@ class Trainer:
     environment, joining the process group when ``WORLD_SIZE > 1``).
 
     Each optimizer step: KL weight from the schedule at the current step;
-    SLCVAE runs its two phases (CVAE phase on ``cvae_parameters``, labeling
-    phase on ``labeling_parameters``, one Adam each); the others one Adam
-    step on all parameters. Randomness (reparameterization noise, word
+    then the model's training phases (``model.training_phases()``) in order,
+    one Adam each: SLCVAE's CVAE phase on ``cvae_parameters`` and labeling
+    phase on ``labeling_parameters``, the other models' one phase on all
+    parameters. Randomness (reparameterization noise, word
     dropout) comes from the global torch RNG, seeded with ``seed + rank``
     when ``fit`` starts; the data order from a generator seeded with
     ``(seed, epoch)``; validation from its own fixed generator. Together with
@@ -216,7 +116,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: Union[SentenceVAE, CVAE, SLCVAE, Seq2Seq],
+        model: BaseModel,
         train_data: TextDataset,
         valid_data: Optional[TextDataset] = None,
         config: Optional[Union[TrainConfig, Dict[str, Any]]] = None,
@@ -224,14 +124,13 @@ class Trainer:
         dist: Optional[distributed.DistInfo] = None,
         data_description: Optional[Dict[str, Any]] = None,
     ) -> None:
-        if not isinstance(model, _MODELS):
-            raise TypeError(f"model must be one of {[c.__name__ for c in _MODELS]}, got {type(model).__name__}")
+        check_model(model)
         if isinstance(config, dict):
             config = TrainConfig.from_dict(config)
         elif config is not None and not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig (or a dict of its fields), got {type(config).__name__}")
         self.config = (config or TrainConfig()).check()
-        conditional = not isinstance(model, SentenceVAE)
+        conditional = model.is_conditional
         for name, data in (("train_data", train_data), ("valid_data", valid_data)):
             if data is None and name == "valid_data":
                 continue
@@ -257,22 +156,19 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.model = model.to(self.device)
-        self.latent = not isinstance(model, Seq2Seq)
-        net = _Phases(self.model)
+        self.latent = model.has_latent
+        self.phases = model.training_phases()
+        net = _PhaseRunner(self.model, self.phases)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # a phase that updates part of the model (SLCVAE's) leaves the other parameters without a gradient
             net = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=ids, find_unused_parameters=isinstance(model, SLCVAE)
+                net, device_ids=ids, find_unused_parameters=len(self.phases) > 1
             )
         self.net = net
         cfg = self.config
-        if isinstance(model, SLCVAE):
-            self.optimizers = {
-                "cvae": adam(model.cvae_parameters(), lr=self._learning_rate("cvae")),
-                "label": adam(model.labeling_parameters(), lr=self._learning_rate("label")),
-            }
-        else:
-            self.optimizers = {"model": adam(model.parameters(), lr=self._learning_rate("model"))}
+        self.optimizers = {phase.name: adam(phase.parameters(), lr=self._learning_rate(phase.name))
+                           for phase in self.phases}
         self.schedule = schedule_from_dict(cfg.kl_schedule)
         self.step = 0
         self.epoch = 0
@@ -282,9 +178,9 @@ class Trainer:
         self.bad_epochs = 0
         self._stop_signal = None
         self._elapsed_before = 0.0
-        self._window = _Window()  # metrics since the last train row (checkpointed: a resume logs the same rows)
-        self.checkpoint_path = os.path.join(self.run_dir, CHECKPOINT_NAME)
-        self.model_dir = os.path.join(self.run_dir, MODEL_DIR)
+        self._window = MetricsWindow()  # metrics since the last train row (checkpointed: a resume logs the same rows)
+        self.checkpoint_path = in_run(self.run_dir, CHECKPOINT_FILE)
+        self.model_dir = in_run(self.run_dir, MODEL_DIR)
 
     # ------------------------------------------------------------ the loop
 
@@ -414,27 +310,28 @@ class Trainer:
             status = next((c for c, v in zip(codes, votes) if v > 0), None)
         return status
 
-    def _phases(self, kl_weight):
-        """``(optimizer name, forward kwargs)`` of each phase of one step."""
-        cfg = self.config
-        if not self.latent:
-            return [("model", {})]
-        kw = {"kl_weight": kl_weight, "free_bits": cfg.free_bits}
-        if isinstance(self.model, SLCVAE):
-            kw["label_weight"] = self._label_weight(kl_weight)
-            return [("cvae", kw), ("label", {"phase": "label"})]
-        return [("model", kw)]
+    def _loss_options(self, kl_weight):
+        """This step's loss weights (``kl_weight`` None: a model without a latent, none); each phase of the
+        model takes those it needs (``TrainingPhase.takes``)."""
+        if kl_weight is None:
+            return {}
+        options = {"kl_weight": kl_weight, "free_bits": self.config.free_bits}
+        if self.model.has_labeling_phase:
+            options["label_weight"] = self._label_weight(kl_weight)
+        return options
 
     def _train_step(self, batch):
         cfg = self.config
         self.model.train()
         kl_weight = float(self.schedule(self.step)) if self.latent else None
+        options = self._loss_options(kl_weight)
         metrics = {}
-        for name, kwargs in self._phases(kl_weight):
+        for index, phase in enumerate(self.phases):
+            name = phase.name
             optimizer = self.optimizers[name]
             optimizer.zero_grad(set_to_none=True)
             try:
-                out = self.net(batch, **kwargs)
+                out = self.net(batch, name, **options)
             except ValueError as exc:  # an op refused a NaN/inf that the weights produced (say, the latent z)
                 if _NON_FINITE_INPUT not in str(exc):
                     raise
@@ -447,27 +344,28 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm else float("inf"))
             self._check_finite(float(norm), "gradient norm", name)
             optimizer.step()
-            if name == "label":
-                metrics["label_nll"] = float(out.nll)
-            else:
+            if index == 0:  # the model's loss and its terms
                 metrics.update(loss=loss_value, nll=float(out.nll), grad_norm=float(norm))
                 for key in ("kl", "label", "bow"):
                     value = getattr(out, key)
                     if value is not None:
                         metrics[key] = float(value)
-        if kl_weight is not None:
-            metrics["kl_weight"] = kl_weight
-            if isinstance(self.model, SLCVAE):
-                metrics["label_weight"] = self._label_weight(kl_weight)
-        metrics["lr"] = self.optimizers["cvae" if "cvae" in self.optimizers else "model"].param_groups[0]["lr"]
+            else:  # a later phase (SLCVAE's labeling phase): its NLL, as label_nll
+                metrics[f"{name}_nll"] = float(out.nll)
+        metrics.update({k: v for k, v in options.items() if k in ("kl_weight", "label_weight")})
+        metrics["lr"] = self.optimizers[self.phases[0].name].param_groups[0]["lr"]
         return metrics
 
-    def _label_weight(self, kl_weight):
-        """SLCVAE's lambda at this step: label_weight (else the model's label_loss_weight), times the KL weight
-        unless ``label_weight_schedule`` is ``"constant"``."""
+    def _base_label_weight(self):
+        """SLCVAE's lambda before the schedule: the config's label_weight, else the model's label_loss_weight."""
         cfg = self.config
-        base = cfg.label_weight if cfg.label_weight is not None else self.model.config["label_loss_weight"]
-        return base if cfg.label_weight_schedule == "constant" else base * kl_weight
+        return cfg.label_weight if cfg.label_weight is not None else self.model.config["label_loss_weight"]
+
+    def _label_weight(self, kl_weight):
+        """SLCVAE's lambda at this step: :meth:`_base_label_weight`, times the KL weight unless
+        ``label_weight_schedule`` is ``"constant"``."""
+        base = self._base_label_weight()
+        return base if self.config.label_weight_schedule == "constant" else base * kl_weight
 
     def _check_finite(self, value, what, phase):
         """Raise :class:`NonFiniteLossError` (on every process) when ``value`` is NaN/inf on any process."""
@@ -548,9 +446,8 @@ class Trainer:
                     "max gradient norm": cfg.max_grad_norm}
         if self.latent:
             training.update({"KL schedule": cfg.kl_schedule, "free bits": cfg.free_bits})
-        if isinstance(self.model, SLCVAE):
-            training["label weight"] = {"weight": cfg.label_weight if cfg.label_weight is not None
-                                        else self.model.config["label_loss_weight"],
+        if self.model.has_labeling_phase:
+            training["label weight"] = {"weight": self._base_label_weight(),
                                         "schedule": "constant" if cfg.label_weight_schedule == "constant"
                                         else "times the KL weight"}
         save_model_folder(self.model_dir, self.model, self.train_data.vocab, trained_on, metrics, training)
@@ -589,7 +486,7 @@ class Trainer:
     def _learning_rate(self, optimizer_name):
         """The config's rate for an optimizer: ``label_lr`` (default ``lr``) for SLCVAE's labeling network."""
         cfg = self.config
-        return (cfg.label_lr or cfg.lr) if optimizer_name == "label" else cfg.lr
+        return (cfg.label_lr or cfg.lr) if optimizer_name == LABELING_PHASE else cfg.lr
 
     def _check_run_dir(self, resume):
         """Before any training: a layout that would fail at the first save, or a fresh run over an old one."""
@@ -601,7 +498,7 @@ class Trainer:
             raise ValueError(f"{self.model_dir!r} is a file; the best model is saved as a folder there")
         if not resume and os.path.isfile(self.checkpoint_path):
             # a fresh run here would append to the old metrics.csv and replace its checkpoint and model
-            raise ValueError(f"{self.run_dir!r} already holds a run ({CHECKPOINT_NAME}); "
+            raise ValueError(f"{self.run_dir!r} already holds a run ({CHECKPOINT_FILE}); "
                              "fit(resume=True) continues it, or choose another run_dir")
 
     def _check_resumable(self, extra):
@@ -709,51 +606,15 @@ class Trainer:
         """
         from fastvae.plots import has_metrics, plot_latent_projection, plot_training_curves
 
-        csv_path = os.path.join(self.run_dir, "metrics.csv")
+        csv_path = in_run(self.run_dir, METRICS_FILE)
         try:
             if has_metrics(csv_path):  # a run stopped before its first logged step has none
-                plot_training_curves(csv_path, free_bits=self.config.free_bits if self.latent else 0.0)
+                plot_training_curves(csv_path, in_run(self.run_dir, CURVES_PLOT),
+                                     free_bits=self.config.free_bits if self.latent else 0.0)
             if latent and self.latent and self.valid_data is not None:
-                plot_latent_projection(self.model, self.valid_data, os.path.join(self.run_dir, "latent.png"))
+                plot_latent_projection(self.model, self.valid_data, in_run(self.run_dir, LATENT_PLOT))
         except (ImportError, ValueError, OSError) as exc:  # matplotlib broken, a disk full: the run is saved already
             _print(f"plots skipped: {exc}")
-
-
-class _Window:
-    """Running sums of step metrics between two train rows of metrics.csv."""
-
-    KEYS = ("loss", "nll", "kl", "label", "label_nll", "bow", "grad_norm")
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.count = 0
-        self.sums = {}
-        self.last = {}
-
-    def state(self):
-        return {"count": self.count, "sums": dict(self.sums), "last": dict(self.last)}
-
-    def load(self, state):
-        if state:
-            self.count, self.sums, self.last = state["count"], dict(state["sums"]), dict(state["last"])
-
-    def add(self, metrics):
-        self.count += 1
-        for k, v in metrics.items():
-            if k in self.KEYS:
-                self.sums[k] = self.sums.get(k, 0.0) + v
-            else:
-                self.last[k] = v
-
-    def means(self, dist, device):
-        keys = sorted(self.sums)
-        totals = distributed.all_sum(dist, [float(self.count)] + [self.sums[k] for k in keys], device)
-        count = totals[0]
-        if count == 0:
-            return {}
-        return {**{k: v / count for k, v in zip(keys, totals[1:])}, **self.last}
 
 
 def _postfix(metrics):
@@ -771,24 +632,3 @@ def _print(message):
         tqdm.write(message)
     except ImportError:
         print(message, flush=True)
-
-
-def adam(params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """``torch.optim.Adam`` with torch's fused kernel (``fused=True``) where torch has one for every
-    parameter's device and dtype (floating point on the CPU, CUDA, ...): one kernel per step instead
-    of a loop of small ops per parameter, the same update up to rounding. Elsewhere the default Adam.
-    A checkpoint's optimizer state loads into either, and with it the saved ``fused`` setting: a
-    resumed run keeps the Adam it started with.
-    """
-    params = list(params)
-    fused = bool(params) and all(p.is_floating_point() and p.device.type in _fused_adam_devices() for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-
-def _fused_adam_devices():
-    """The device types torch's fused optimizers run on (none if this torch does not say)."""
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-    except ImportError:
-        return ()
-    return tuple(_get_fused_kernels_supported_devices())

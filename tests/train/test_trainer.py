@@ -15,7 +15,7 @@ import trainer_setup as ts
 from fastvae import SLCVAE, Seq2Seq, SentenceVAE
 from fastvae.train import NonFiniteLossError, Trainer, TrainConfig, load_checkpoint, usable_device
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = ts.TESTS_DIR  # where trainer_setup.py is, for the scripts run in a subprocess
 
 
 def make_trainer(cls, run_dir, model_seed=0, **cfg):

@@ -8,7 +8,7 @@ import pytest
 
 from fastvae.cli import main
 
-DATA = os.environ.get("FASTVAE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+DATA = os.environ.get("FASTVAE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 SMALL = ["--embed-dim", "16", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "16", "--epochs", "1",
          "--max-examples", "160", "--max-length", "30", "--no-progress", "--no-tensorboard", "--no-plots", "--threads", "1"]
 

@@ -23,7 +23,7 @@ from fastvae.data import Vocab
 from fastvae.evaluate import write_report
 from fastvae.train import NonFiniteLossError, Trainer, load_checkpoint, save_checkpoint
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = ts.TESTS_DIR  # where trainer_setup.py is, for the scripts run in a subprocess
 
 
 @pytest.fixture(autouse=True)

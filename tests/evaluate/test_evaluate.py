@@ -10,7 +10,6 @@ import torch
 from fastvae import CVAE, SLCVAE, Seq2Seq, SentenceVAE
 from fastvae.data import Example, TextDataset, Vocab, batches
 from fastvae.evaluate import (
-    _batch_mutual_info,
     evaluate_generation,
     evaluate_likelihood,
     evaluate_echo_responses,
@@ -20,6 +19,7 @@ from fastvae.evaluate import (
     split_by_seen,
     write_report,
 )
+from fastvae.evaluate.likelihood import _batch_mutual_info
 from fastvae.metrics import bleu, corpus_bleu_pr, derangement, distinct_n
 
 WORDS = "the a cat dog sat ran on in mat park big small red blue one two three".split()

@@ -10,7 +10,7 @@ from fastvae.data import EOU, Example, TextDataset, Vocab, batches, load_bible, 
 from fastvae.data.corpora import bible_split_of
 from fastvae.models import Batch
 
-DATA = os.environ.get("FASTVAE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+DATA = os.environ.get("FASTVAE_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
 
 
 def write(path, text):
