@@ -1,4 +1,5 @@
-// Greedy decoding head: argmax_v (hidden @ weight^T + bias) without the logits.
+// CPU kernel of linear_argmax (schema: csrc/linear_argmax_ops.cpp), the greedy
+// decoding head: argmax_v (hidden @ weight^T + bias) without the logits.
 //
 // Generation at the paper's size projects 640 rows onto 10,000 words per
 // step; materialising that [R, V] matrix and reading it back for the argmax
@@ -97,13 +98,6 @@ std::tuple<at::Tensor, at::Tensor> linear_argmax_cpu(const at::Tensor& hidden, c
 }
 
 }  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastvae, m) {
-  // Greedy decoding head: hidden [R,H], weight [V,H], bias [V]? ->
-  // (index [R] int64, value [R]) = max over V of hidden @ weight^T + bias.
-  // Inference only (no autograd).
-  m.def("linear_argmax(Tensor hidden, Tensor weight, Tensor? bias) -> (Tensor, Tensor)");
-}
 
 TORCH_LIBRARY_IMPL(fastvae, CPU, m) { m.impl("linear_argmax", &linear_argmax_cpu); }
 

@@ -1,4 +1,4 @@
-// CPU kernels of the fused linear + cross-entropy (schemas: csrc/linear_ce_ops.cpp).
+// CPU kernels of the fused linear + cross-entropy (schemas: csrc/linear_cross_entropy_ops.cpp).
 //
 //   hidden [N, H], weight [V, H], bias [V] or none, target [N] int64
 //   loss_n = logsumexp(l_n) - l_n[target_n],  l_n = weight @ hidden_n + bias

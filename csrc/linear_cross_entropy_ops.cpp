@@ -7,10 +7,11 @@
 // scalar; "mean" divides by the number of non-ignored targets, 0 if none).
 // grad_mask = (d_hidden, d_weight, d_bias): which gradients to compute.
 //
-// The kernels live in csrc/cpu/linear_ce_cpu.cpp (CPU) and kernels/linear_ce.py
-// (Triton, registered from Python as fastvae::linear_ce_{fwd,bwd}_triton with
-// the same schemas); autograd and fake kernels are registered in
-// fastvae/ops/linear_cross_entropy.py.
+// The kernels live in csrc/cpu/linear_cross_entropy_cpu.cpp (CPU) and
+// kernels/linear_cross_entropy.py (Triton, registered from Python as
+// fastvae::linear_ce_{fwd,bwd}_triton with the same schemas); autograd and
+// fake kernels are registered in fastvae/ops/linear_cross_entropy.py. The op
+// names keep their short form linear_ce_* (the registered names are API).
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(fastvae, m) {
