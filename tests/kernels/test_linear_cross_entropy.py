@@ -1,36 +1,24 @@
-"""Tests for the Triton linear + cross-entropy kernels in ``fastvae.kernels.linear_ce``.
+"""Tests for the Triton linear + cross-entropy kernels in ``fastvae.kernels.linear_cross_entropy``.
 
 Without CUDA the kernels run under the Triton interpreter (on CPU tensors), so
 every shape here is tiny; block sizes are forced small to get several chunks
 and several vocabulary blocks. The reference is ``linear_cross_entropy_ref``.
 """
 
-import os
 import sys
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fastvae.kernels import linear_cross_entropy as klce
+from fastvae.ops import linear_cross_entropy_ref
 
-from fastvae.kernels import linear_ce as klce  # noqa: E402
-from fastvae.ops import linear_cross_entropy_ref  # noqa: E402
+from .helpers import DEVICE
 
 lce_ops = sys.modules["fastvae.ops.linear_cross_entropy"]
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = 1e-5
 ALL = [True, True, True]
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32_matmul():
-    """Keep cuBLAS references in full fp32 (no TF32)."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = old
 
 
 @pytest.fixture

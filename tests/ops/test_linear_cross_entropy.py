@@ -5,9 +5,6 @@ The CPU kernel works in chunks of up to 256 rows and vocabulary blocks of
 below straddle both: N = 300, V = 1100, V = 20000.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -15,6 +12,8 @@ import torch
 
 import fastvae
 from fastvae.ops import linear_cross_entropy, linear_cross_entropy_ref
+
+from .helpers import run_at_isa, run_python, second_order
 
 pytestmark = pytest.mark.skipif(not fastvae.HAS_EXTENSION, reason="fastvae._C is not built")
 
@@ -320,18 +319,18 @@ def test_bad_reduction_and_ignore_index():
         linear_cross_entropy(hidden, weight, bias, target, reduction="avg")
     with pytest.raises(TypeError, match="ignore_index"):
         linear_cross_entropy(hidden, weight, bias, target, ignore_index=1.5)
+    with pytest.raises(ValueError, match="ignore_index must fit in int64"):
+        linear_cross_entropy(torch.randn(2, 3), torch.randn(4, 3), None, torch.tensor([0, 1]), ignore_index=2**70)
+
+
+def test_refuses_double_backward_by_name():
+    h = torch.randn(5, 4, requires_grad=True)
+    loss = linear_cross_entropy(h, torch.randn(6, 4), None, torch.randint(0, 6, (5,)))
+    with pytest.raises(RuntimeError, match="fastvae.ops.linear_cross_entropy is differentiable once"):
+        second_order(loss, h)
 
 
 # ------------------------------------------------------- ISA variants, memory
-
-
-def run_python(code, env=None):
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
@@ -354,13 +353,7 @@ def test_other_isa_variants(isa):
                 torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4 * max(1.0, e.abs().max().item()))
         print(torch.ops.fastvae.cpu_capability())
     """
-    try:
-        out = run_python(code, {"FASTVAE_CPU_ISA": isa})
-    except AssertionError as exc:
-        if "not supported by this CPU" in str(exc):
-            pytest.skip(f"{isa} not supported here")
-        raise
-    assert f"isa={isa}" in out
+    assert f"isa={isa}" in run_at_isa(textwrap.dedent(code), isa)
 
 
 PEAK_RSS_SCRIPT = """
@@ -395,7 +388,9 @@ PEAK_RSS_SCRIPT = """
 
 def peak_rss_kb(which, N, H, V):
     code = f"N, H, V = {N}, {H}, {V}\n" + textwrap.dedent(PEAK_RSS_SCRIPT).replace("sys.argv[1]", repr(which))
-    return int(run_python(code).strip().splitlines()[-1])
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stdout.strip().splitlines()[-1])
 
 
 def test_peak_memory_far_below_the_reference():

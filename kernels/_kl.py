@@ -1,19 +1,16 @@
-"""Triton kernels of the latent ops: reparameterization, Gaussian KL, KL + label loss.
+"""Triton kernels of the two KL ops, gaussian_kl and kl_label_loss (shared; launchers in
+``kernels/gaussian_kl.py`` and ``kernels/kl_label_loss.py``).
 
-All tensors are ``[B, Z]`` (made contiguous here), fp32/fp16/bf16; the math
-runs in fp32 and results are stored in the input dtype.
+All tensors are ``[B, Z]`` (contiguous), fp32/fp16/bf16; the math runs in
+fp32 and results are stored in the input dtype. Per-row sums over Z: the row
+kernel computes ``kl[b]`` and, for kl_label_loss, ``label[b]`` and
+``total[b]`` in the same pass. With free bits a first kernel (one program per
+block of latent dims) takes the batch mean of each dimension's KL and marks
+the dimensions kept (``active``); the row kernel then replaces clamped
+dimensions by ``free_bits``. The backward kernel computes the element-wise
+gradients of a tile from the per-row output gradients.
 
-* ``reparameterize``: ``z = mu + eps * exp(0.5 * logvar)``; without ``eps``
-  the kernel draws ``eps[i] = tl.randn4x(seed, i // 4)[i % 4]`` (Philox4x32-10,
-  ``i`` the flat element index), the backward regenerates the same draw. The
-  C++ CPU kernel follows the same recipe (csrc/cpu/philox.h).
-* ``gaussian_kl`` / ``kl_label_loss``: per-row sums over Z. With free bits a
-  first kernel (one program per block of latent dims) takes the batch mean
-  of each dimension's KL and marks the dimensions kept (``active``); the row
-  kernel then replaces clamped dimensions by ``free_bits``.
-
-The public functions are launchers: they allocate the outputs with torch and
-fill them through ``kernels._launch.launch`` so they work inside
+Launches go through ``kernels._launch.launch`` so they work inside
 ``torch.library.triton_op`` (eager, ``torch.compile`` and the interpreter).
 """
 
@@ -23,7 +20,6 @@ import triton.language as tl
 
 from fastvae.kernels._launch import launch as _launch
 
-_ELEM_BLOCK = 1024  # elements per program of the element-wise kernels
 _MAX_ROWS = 16  # rows per program of the row kernels (32 made ptxas spill kl_label_loss on sm_90)
 _MAX_COLS = 128  # latent dims per loop step of the row kernels
 
@@ -33,88 +29,6 @@ def _row_blocks(B: int, Z: int):
     block_b = min(triton.next_power_of_2(max(B, 1)), _MAX_ROWS)
     return block_b, block_z
 
-
-# --------------------------------------------------------------------------
-# reparameterize
-# --------------------------------------------------------------------------
-
-
-@triton.jit
-def _sample_eps(seed_ptr, start, BLOCK: tl.constexpr):
-    """eps[start + j] = tl.randn4x(seed, (start + j) // 4)[(start + j) % 4] for j < BLOCK (fp32).
-
-    ``start`` and ``BLOCK`` are multiples of 4: each group of four draws its
-    randn4x once, and the four normals are interleaved back into element
-    order (join, then reshape).
-    """
-    groups = start // 4 + tl.arange(0, BLOCK // 4)
-    n0, n1, n2, n3 = tl.randn4x(tl.load(seed_ptr), groups)
-    return tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (BLOCK,))
-
-
-@triton.jit
-def _reparam_fwd_kernel(mu_ptr, logvar_ptr, eps_ptr, seed_ptr, z_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
-    start = tl.program_id(0).to(tl.int64) * BLOCK
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < n
-    mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_EPS:
-        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        eps = _sample_eps(seed_ptr, start, BLOCK)
-    z = mu + eps * tl.exp(0.5 * logvar)
-    tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _reparam_bwd_kernel(gz_ptr, logvar_ptr, eps_ptr, seed_ptr, out_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
-    start = tl.program_id(0).to(tl.int64) * BLOCK
-    offs = start + tl.arange(0, BLOCK)
-    mask = offs < n
-    gz = tl.load(gz_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_EPS:
-        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        eps = _sample_eps(seed_ptr, start, BLOCK)
-    out = 0.5 * gz * eps * tl.exp(0.5 * logvar)
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-def reparameterize(mu, logvar, eps, seed):
-    """z [B, Z] = mu + eps * exp(0.5 logvar); eps drawn from ``seed`` (int64 scalar tensor) when None."""
-    mu, logvar = mu.contiguous(), logvar.contiguous()
-    eps = eps.contiguous() if eps is not None else None
-    z = torch.empty_like(mu)
-    n = mu.numel()
-    if n > 0:
-        _launch(
-            _reparam_fwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
-            mu, logvar, eps if eps is not None else mu, seed if seed is not None else mu, z, n,
-            HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
-        )
-    return z
-
-
-def reparameterize_bwd(grad_z, logvar, eps, seed):
-    """d logvar [B, Z] = 0.5 grad_z eps exp(0.5 logvar), eps regenerated from ``seed`` when None."""
-    grad_z, logvar = grad_z.contiguous(), logvar.contiguous()
-    eps = eps.contiguous() if eps is not None else None
-    out = torch.empty_like(logvar)
-    n = logvar.numel()
-    if n > 0:
-        _launch(
-            _reparam_bwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
-            grad_z, logvar, eps if eps is not None else logvar, seed if seed is not None else logvar, out, n,
-            HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
-        )
-    return out
-
-
-# --------------------------------------------------------------------------
-# KL and KL + label
-# --------------------------------------------------------------------------
 
 
 @triton.jit
@@ -250,7 +164,8 @@ def _kl_bwd_kernel(
         tl.store(dlq_ptr + offs, (0.5 * g * (tl.exp(lq) - 1.0)).to(dlq_ptr.dtype.element_ty), mask=m2)
 
 
-def _contig(*tensors):
+def contiguous(*tensors):
+    """Each tensor made contiguous (None stays None)."""
     return [t.contiguous() if t is not None else None for t in tensors]
 
 
@@ -271,7 +186,8 @@ def _active(mu_q, logvar_q, mu_p, logvar_p, free_bits):
     return active
 
 
-def _rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits):
+def kl_rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits):
+    """(total, kl, label [B], active bool [Z] or [0]); total and label None without z (gaussian_kl)."""
     B, Z = mu_q.shape
     active = _active(mu_q, logvar_q, mu_p, logvar_p, free_bits)
     kl = torch.empty(B, dtype=mu_q.dtype, device=mu_q.device)
@@ -292,20 +208,9 @@ def _rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, f
     return total, kl, label, active
 
 
-def gaussian_kl(mu_q, logvar_q, mu_p, logvar_p, free_bits):
-    """(kl [B], active bool [Z] or [0]); see csrc/latent_ops.cpp for the semantics."""
-    mu_q, logvar_q, mu_p, logvar_p = _contig(mu_q, logvar_q, mu_p, logvar_p)
-    _, kl, _, active = _rows(mu_q, logvar_q, mu_p, logvar_p, None, None, 1.0, 0.0, free_bits)
-    return kl, active
-
-
-def kl_label_loss(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits):
-    """(total, kl, label [B], active bool [Z] or [0])."""
-    mu_q, logvar_q, mu_p, logvar_p, z, z_label = _contig(mu_q, logvar_q, mu_p, logvar_p, z, z_label)
-    return _rows(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits)
-
-
-def _grads(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, active):
+def kl_grads(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight,
+             active):
+    """d mu_q, d logvar_q, d mu_p, d logvar_p, d z ([B, Z]; prior grads [0] without a prior, d z None without z)."""
     B, Z = mu_q.shape
     has_prior, has_label = mu_p is not None, z is not None
     d_mq, d_lq = torch.empty_like(mu_q), torch.empty_like(mu_q)
@@ -325,22 +230,3 @@ def _grads(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z
             HAS_PRIOR=has_prior, HAS_LABEL=has_label, CLAMP=active.numel() > 0, BLOCK_B=block_b, BLOCK_Z=block_z,
         )
     return d_mq, d_lq, d_mp, d_lp, d_z
-
-
-def gaussian_kl_bwd(grad_kl, mu_q, logvar_q, mu_p, logvar_p, active):
-    """d mu_q, d logvar_q, d mu_p, d logvar_p ([B, Z]; prior grads [0] without a prior)."""
-    grad_kl, mu_q, logvar_q, mu_p, logvar_p = _contig(grad_kl, mu_q, logvar_q, mu_p, logvar_p)
-    d_mq, d_lq, d_mp, d_lp, _ = _grads(None, grad_kl, None, mu_q, logvar_q, mu_p, logvar_p, None, None, 1.0, 0.0, active)
-    return d_mq, d_lq, d_mp, d_lp
-
-
-def kl_label_loss_bwd(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label,
-                      kl_weight, label_weight, active):
-    """d mu_q, d logvar_q, d mu_p, d logvar_p, d z ([B, Z]; prior grads [0] without a prior).
-
-    ``grad_total``, ``grad_kl``, ``grad_label`` ([B]) may be None (zero).
-    """
-    zeros = mu_q.new_zeros(mu_q.shape[0]) if None in (grad_total, grad_kl, grad_label) else None
-    grad_total, grad_kl, grad_label = (zeros if g is None else g for g in (grad_total, grad_kl, grad_label))
-    tensors = _contig(grad_total, grad_kl, grad_label, mu_q, logvar_q, mu_p, logvar_p, z, z_label)
-    return _grads(*tensors, kl_weight, label_weight, active)

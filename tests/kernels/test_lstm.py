@@ -7,38 +7,22 @@ has two implementations -- one launch per sequence (H <= 256) and one launch
 per time step (larger H) -- and the ``path`` fixture runs a test on each.
 """
 
-import os
-
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from fastvae.kernels import _launch
+from fastvae.kernels import lstm as klstm
+from fastvae.ops import lstm_ref
 
-from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+from .helpers import DEVICE, NEEDS_CUDA, OPCHECK_UTILS
 
-from fastvae.kernels import _launch  # noqa: E402
-from fastvae.kernels import lstm as klstm  # noqa: E402
-from fastvae.ops import lstm_ref  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 ATOL = RTOL = 1e-5
 GRAD_ATOL = GRAD_RTOL = 1e-4
 
 T, B, E, H = 4, 5, 19, 23
 MIXED_LENGTHS = [4, 1, 3, 4, 2]
-
-
-@pytest.fixture(autouse=True)
-def _exact_fp32_matmul():
-    """Keep cuBLAS/cuDNN references in full fp32 (no TF32)."""
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
 
 PATHS = ["sequence", "per-step"]
 
@@ -326,9 +310,6 @@ def test_fake_tensors_give_shapes():
         _assert_shapes(*_run_all(fake_inp, mode.from_tensor(lengths)))
 
 
-NEEDS_CUDA = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="bf16 is not supported by the Triton interpreter"
-)
 LOW_PRECISION_TOL = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
 
 
@@ -369,8 +350,7 @@ def test_low_precision_close_to_fp32(path, dtype):
 # ------------------------------------------------------------ the triton_ops
 # fastvae::lstm_{fwd,bwd,cell}_triton (fastvae.ops.lstm registers them) run the
 # launchers above; under the interpreter wrap_triton hands back the raw kernel,
-# which cannot run on aot_dispatch's FakeTensors, so opcheck skips that test.
-OPCHECK_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor")
+# which cannot run on aot_dispatch's FakeTensors, so opcheck skips that test (OPCHECK_UTILS).
 
 
 def _triton_backend():
