@@ -30,7 +30,6 @@ def _row_blocks(B: int, Z: int):
     return block_b, block_z
 
 
-
 @triton.jit
 def _kl_term(mq, lq, mp, lp, HAS_PRIOR: tl.constexpr):
     """One dimension's KL(q || p) in fp32; exactly 0 when q == p."""
@@ -51,6 +50,20 @@ def _load_f32(ptr, offs, mask):
 
 
 @triton.jit
+def _kl_tile(mq_ptr, lq_ptr, mp_ptr, lp_ptr, offs, mask, HAS_PRIOR: tl.constexpr):
+    """The KL terms of a tile of elements (fp32), read from the posterior and, with HAS_PRIOR, the prior."""
+    mq = _load_f32(mq_ptr, offs, mask)
+    lq = _load_f32(lq_ptr, offs, mask)
+    if HAS_PRIOR:
+        mp = _load_f32(mp_ptr, offs, mask)
+        lp = _load_f32(lp_ptr, offs, mask)
+    else:
+        mp = mq
+        lp = lq
+    return _kl_term(mq, lq, mp, lp, HAS_PRIOR)
+
+
+@triton.jit
 def _kl_active_kernel(
     mq_ptr, lq_ptr, mp_ptr, lp_ptr, active_ptr, B, Z, free_bits,
     HAS_PRIOR: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_Z: tl.constexpr,
@@ -63,15 +76,7 @@ def _kl_active_kernel(
         rows = b0 + tl.arange(0, BLOCK_B)
         m2 = (rows < B)[:, None] & cmask[None, :]
         offs = rows.to(tl.int64)[:, None] * Z + cols[None, :]
-        mq = _load_f32(mq_ptr, offs, m2)
-        lq = _load_f32(lq_ptr, offs, m2)
-        if HAS_PRIOR:
-            mp = _load_f32(mp_ptr, offs, m2)
-            lp = _load_f32(lp_ptr, offs, m2)
-        else:
-            mp = mq
-            lp = lq
-        t = _kl_term(mq, lq, mp, lp, HAS_PRIOR)
+        t = _kl_tile(mq_ptr, lq_ptr, mp_ptr, lp_ptr, offs, m2, HAS_PRIOR)
         colsum += tl.sum(tl.where(m2, t, 0.0), axis=0)
     keep = colsum / B >= free_bits
     tl.store(active_ptr + cols, keep, mask=cmask)
@@ -95,15 +100,7 @@ def _kl_rows_kernel(
         cmask = cols < Z
         m2 = rmask[:, None] & cmask[None, :]
         offs = rows.to(tl.int64)[:, None] * Z + cols[None, :]
-        mq = _load_f32(mq_ptr, offs, m2)
-        lq = _load_f32(lq_ptr, offs, m2)
-        if HAS_PRIOR:
-            mp = _load_f32(mp_ptr, offs, m2)
-            lp = _load_f32(lp_ptr, offs, m2)
-        else:
-            mp = mq
-            lp = lq
-        t = _kl_term(mq, lq, mp, lp, HAS_PRIOR)
+        t = _kl_tile(mq_ptr, lq_ptr, mp_ptr, lp_ptr, offs, m2, HAS_PRIOR)
         if CLAMP:
             keep = tl.load(active_ptr + cols, mask=cmask, other=0).to(tl.int1)
             t = tl.where(keep[None, :], t, free_bits)

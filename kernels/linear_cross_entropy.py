@@ -45,6 +45,18 @@ def _chunk_rows(N: int, H: int, V: int) -> int:
 
 
 @triton.jit
+def _softmax_grad_row(row_ptr, target, lse, g, V, BLOCK_V: tl.constexpr):
+    """A row of logits [V] overwritten in place with d_logits = (exp(l - lse) - onehot(target)) * g."""
+    for v0 in range(0, V, BLOCK_V):
+        cols = v0 + tl.arange(0, BLOCK_V)
+        mask = cols < V
+        x = tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        d = tl.exp(x - lse) * g
+        d = tl.where(cols == target, d - g, d)
+        tl.store(row_ptr + cols, d.to(row_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _ce_fwd_kernel(
     logits_ptr, stride_row,  # [C, V] chunk logits; overwritten with d_logits if COMPUTE_GRAD
     target_ptr,  # [C] int64
@@ -75,14 +87,7 @@ def _ce_fwd_kernel(
     tl.store(lse_ptr + row, lse)
 
     if COMPUTE_GRAD:
-        scale = tl.where(valid, tl.load(scale_ptr), 0.0)
-        for v0 in range(0, V, BLOCK_V):
-            cols = v0 + tl.arange(0, BLOCK_V)
-            mask = cols < V
-            x = tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-            d = tl.exp(x - lse) * scale
-            d = tl.where(cols == target, d - scale, d)
-            tl.store(row_ptr + cols, d.to(logits_ptr.dtype.element_ty), mask=mask)
+        _softmax_grad_row(row_ptr, target, lse, tl.where(valid, tl.load(scale_ptr), 0.0), V, BLOCK_V)
 
 
 @triton.jit
@@ -100,13 +105,7 @@ def _ce_bwd_kernel(
     target = tl.load(target_ptr + row)
     lse = tl.load(lse_ptr + row)
     g = tl.where(target != ignore_index, tl.load(grad_ptr + row), 0.0)
-    for v0 in range(0, V, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
-        mask = cols < V
-        x = tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        d = tl.exp(x - lse) * g
-        d = tl.where(cols == target, d - g, d)
-        tl.store(row_ptr + cols, d.to(logits_ptr.dtype.element_ty), mask=mask)
+    _softmax_grad_row(row_ptr, target, lse, g, V, BLOCK_V)
 
 
 # --------------------------------------------------------------------------
@@ -119,6 +118,16 @@ def _chunk_logits(h_chunk, weight, bias):
     if bias is None:
         return torch.mm(h_chunk, weight.t())
     return torch.addmm(bias, h_chunk, weight.t())
+
+
+def _chunks(hidden, weight, bias):
+    """``(rows, hidden[rows], the chunk's logits [C, V])`` for each chunk of rows, in order."""
+    N, H = hidden.shape
+    C = _chunk_rows(N, H, weight.shape[0])
+    for r0 in range(0, N, C):
+        rows = slice(r0, min(r0 + C, N))
+        h_chunk = hidden[rows]
+        yield rows, h_chunk, _chunk_logits(h_chunk, weight, bias)
 
 
 def _grad_buffers(N, H, V, hidden, has_bias, grad_mask):
@@ -179,11 +188,7 @@ def linear_ce_fwd(hidden, weight, bias, target, ignore_index: int, reduction: st
     n_valid = _valid_count(target, ignore_index)
     scale = (1.0 / n_valid) if reduction == "mean" else torch.ones((), dtype=torch.float32, device=dev)
     dh, dw, db = _grad_buffers(N, H, V, hidden, bias is not None, grad_mask)
-    C = _chunk_rows(N, H, V)
-    for r0 in range(0, N, C):
-        rows = slice(r0, min(r0 + C, N))
-        h_chunk = hidden[rows]
-        logits = _chunk_logits(h_chunk, weight, bias)
+    for rows, h_chunk, logits in _chunks(hidden, weight, bias):
         _launch(
             _ce_fwd_kernel, (logits.shape[0],),
             logits, logits.stride(0), target[rows], loss_rows[rows], lse[rows], scale,
@@ -221,11 +226,7 @@ def linear_ce_bwd(grad_loss, hidden, weight, bias, target, lse, ignore_index: in
     if reduction == "mean":
         g = g / _valid_count(target, ignore_index)
     lse = lse.to(torch.float32).contiguous()
-    C = _chunk_rows(N, H, V)
-    for r0 in range(0, N, C):
-        rows = slice(r0, min(r0 + C, N))
-        h_chunk = hidden[rows]
-        logits = _chunk_logits(h_chunk, weight, bias)
+    for rows, h_chunk, logits in _chunks(hidden, weight, bias):
         _launch(
             _ce_bwd_kernel, (logits.shape[0],),
             logits, logits.stride(0), target[rows], lse[rows], g[rows],

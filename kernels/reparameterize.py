@@ -34,16 +34,23 @@ def _sample_eps(seed_ptr, start, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _eps(eps_ptr, seed_ptr, start, offs, mask, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
+    """eps of the program's elements (fp32): loaded when given, else drawn from the seed."""
+    if HAS_EPS:
+        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        eps = _sample_eps(seed_ptr, start, BLOCK)
+    return eps
+
+
+@triton.jit
 def _reparam_fwd_kernel(mu_ptr, logvar_ptr, eps_ptr, seed_ptr, z_ptr, n, HAS_EPS: tl.constexpr, BLOCK: tl.constexpr):
     start = tl.program_id(0).to(tl.int64) * BLOCK
     offs = start + tl.arange(0, BLOCK)
     mask = offs < n
     mu = tl.load(mu_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_EPS:
-        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        eps = _sample_eps(seed_ptr, start, BLOCK)
+    eps = _eps(eps_ptr, seed_ptr, start, offs, mask, HAS_EPS, BLOCK)
     z = mu + eps * tl.exp(0.5 * logvar)
     tl.store(z_ptr + offs, z.to(z_ptr.dtype.element_ty), mask=mask)
 
@@ -55,39 +62,31 @@ def _reparam_bwd_kernel(gz_ptr, logvar_ptr, eps_ptr, seed_ptr, out_ptr, n, HAS_E
     mask = offs < n
     gz = tl.load(gz_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     logvar = tl.load(logvar_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_EPS:
-        eps = tl.load(eps_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        eps = _sample_eps(seed_ptr, start, BLOCK)
+    eps = _eps(eps_ptr, seed_ptr, start, offs, mask, HAS_EPS, BLOCK)
     out = 0.5 * gz * eps * tl.exp(0.5 * logvar)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def reparameterize(mu, logvar, eps, seed):
-    """z [B, Z] = mu + eps * exp(0.5 logvar); eps drawn from ``seed`` (int64 scalar tensor) when None."""
-    mu, logvar = mu.contiguous(), logvar.contiguous()
-    eps = eps.contiguous() if eps is not None else None
-    z = torch.empty_like(mu)
-    n = mu.numel()
-    if n > 0:
-        _launch(
-            _reparam_fwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
-            mu, logvar, eps if eps is not None else mu, seed if seed is not None else mu, z, n,
-            HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
-        )
-    return z
-
-
-def reparameterize_bwd(grad_z, logvar, eps, seed):
-    """d logvar [B, Z] = 0.5 grad_z eps exp(0.5 logvar), eps regenerated from ``seed`` when None."""
-    grad_z, logvar = grad_z.contiguous(), logvar.contiguous()
+def _elementwise(kernel, first, logvar, eps, seed):
+    """Run ``kernel`` over the flat elements of (first, logvar, eps or None, seed or None) into a new [B, Z]."""
+    first, logvar = first.contiguous(), logvar.contiguous()
     eps = eps.contiguous() if eps is not None else None
     out = torch.empty_like(logvar)
     n = logvar.numel()
     if n > 0:
         _launch(
-            _reparam_bwd_kernel, (triton.cdiv(n, _ELEM_BLOCK),),
-            grad_z, logvar, eps if eps is not None else logvar, seed if seed is not None else logvar, out, n,
+            kernel, (triton.cdiv(n, _ELEM_BLOCK),),
+            first, logvar, eps if eps is not None else logvar, seed if seed is not None else logvar, out, n,
             HAS_EPS=eps is not None, BLOCK=_ELEM_BLOCK,
         )
     return out
+
+
+def reparameterize(mu, logvar, eps, seed):
+    """z [B, Z] = mu + eps * exp(0.5 logvar); eps drawn from ``seed`` (int64 scalar tensor) when None."""
+    return _elementwise(_reparam_fwd_kernel, mu, logvar, eps, seed)
+
+
+def reparameterize_bwd(grad_z, logvar, eps, seed):
+    """d logvar [B, Z] = 0.5 grad_z eps exp(0.5 logvar), eps regenerated from ``seed`` when None."""
+    return _elementwise(_reparam_bwd_kernel, grad_z, logvar, eps, seed)
