@@ -16,7 +16,7 @@ Target (reported, not asserted): >= 3x.
 import pytest
 import torch
 
-from fastvae.models.generation import sample_from_logits, sample_from_logits_ref
+from fastvae.ops import sample_from_logits, sample_from_logits_ref
 
 SHAPES = [(640, 10000), (640, 18296)]
 

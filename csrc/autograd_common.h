@@ -13,10 +13,15 @@
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
+#include <torch/autograd.h>
 
 #include <optional>
 
 namespace fastvae {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using OptTensor = std::optional<at::Tensor>;
 
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op_handle(const char* name) {

@@ -7,6 +7,9 @@
 * Every ``--option`` that a documented ``fastvae ...`` or ``python
   examples/...`` command line uses exists in that command's parser.
 * Every ``<!-- fastvae-help: COMMAND -->`` of the CLI page names a command.
+* The design page's file map names every file of the ops layer (csrc/,
+  kernels/, fastvae/ops/, tests/ops/, tests/kernels/), and every path of that
+  layer it names exists.
 
 (``mkdocs build --strict``, run by .ci/run, checks the links between pages
 and the docstring references.)
@@ -78,6 +81,37 @@ def test_every_page_is_in_the_navigation():
     on_disk = sorted(str(p.relative_to(DOCS)) for p in DOCS.rglob("*.md"))
     assert sorted(nav) == on_disk, {"not in nav": sorted(set(on_disk) - set(nav)),
                                     "in nav, no file": sorted(set(nav) - set(on_disk))}
+
+
+# ------------------------------------------------------------ the file map
+
+MAPPED = ("csrc", "kernels", "fastvae/ops", "tests/ops", "tests/kernels")
+
+
+def _expand(name):
+    """``a/b_{x,y}.cpp`` -> ``a/b_x.cpp``, ``a/b_y.cpp``; ``n.h/.cpp`` -> ``n.h``, ``n.cpp``."""
+    brace = re.search(r"\{([^}]*)\}", name)
+    if brace:
+        return [e for alt in brace.group(1).split(",") for e in _expand(name[: brace.start()] + alt + name[brace.end():])]
+    stem, dot, rest = name.partition(".")
+    return [stem + "." + ext.lstrip(".") for ext in rest.split("/")] if "/." in name else [name]
+
+
+def _mapped_names(text):
+    """Every file name the design page spells (a path in backticks, or a name in its file-map block)."""
+    words = re.findall(r"[\w{},/.<>-]+\.(?:cpp|h|py)(?:/\.(?:cpp|h|py))?", text)
+    return {e for w in words for e in _expand(w)}
+
+
+def test_design_page_maps_every_file_of_the_ops_layer():
+    names = _mapped_names((DOCS / "design.md").read_text(encoding="utf-8"))
+    basenames = {n.rsplit("/", 1)[-1] for n in names}
+    files = [p for d in MAPPED for p in (REPO / d).rglob("*") if p.suffix in (".cpp", ".h", ".py")]
+    unmapped = sorted(str(p.relative_to(REPO)) for p in files if p.name not in basenames and p.name != "__init__.py")
+    assert not unmapped, f"docs/design.md does not name {unmapped}"
+    paths = [n for n in names if n.startswith(tuple(d + "/" for d in MAPPED)) and "<op>" not in n]
+    missing = sorted(n for n in paths if not (REPO / n).exists())
+    assert not missing, f"docs/design.md names files that do not exist: {missing}"
 
 
 # ---------------------------------------------------- the generated tables

@@ -19,10 +19,8 @@ import fastvae.models
 import fastvae.nn
 import fastvae.ops
 import fastvae.train
-from fastvae.models import generation
 
 MODULES = (fastvae, fastvae.ops, fastvae.nn, fastvae.models, fastvae.data, fastvae.train)
-EXTRA = (generation.sample_from_logits, generation.sample_from_logits_ref)
 # Exported but defined outside the packages this API covers (fastvae/devices.py); see the docs' API reference.
 NOT_COVERED = {"usable_device"}
 
@@ -55,8 +53,6 @@ def _public_callables():
                 found.update(_own_methods(obj))
             else:
                 found[f"{module.__name__}.{name}"] = obj
-    for func in EXTRA:
-        found[f"{func.__module__}.{func.__name__}"] = func
     return found
 
 

@@ -35,7 +35,14 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_BUDGET_S = 480.0
-CUDA_TESTS = ("tests/test_kernels_lstm.py", "tests/test_kernels_linear_ce.py", "tests/test_kernels_latent.py")
+# the Triton kernel tests (tests/kernels/test_triton_compile.py compiles ahead of time, with no GPU: not run here)
+CUDA_TESTS = (
+    "tests/kernels/test_lstm.py",
+    "tests/kernels/test_linear_cross_entropy.py",
+    "tests/kernels/test_reparameterize.py",
+    "tests/kernels/test_gaussian_kl.py",
+    "tests/kernels/test_kl_label_loss.py",
+)
 LOG_NAME, SUMMARY_NAME, JUNIT_NAME = "check.log", "summary.json", "tests.xml"
 # (step, most seconds it may take, seconds kept back for the steps after it)
 STEP_LIMITS = {"build": (240.0, 240.0), "tests": (180.0, 150.0), "bench": (420.0, 0.0)}

@@ -30,15 +30,17 @@ if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
 
 import triton  # noqa: E402
 
-from fastvae.kernels import _launch, aot  # noqa: E402
-from fastvae.kernels import latent as klatent  # noqa: E402
-from fastvae.kernels import linear_ce as klce  # noqa: E402
+from fastvae.kernels import _kl, _launch, aot  # noqa: E402
+from fastvae.kernels import gaussian_kl as kgkl  # noqa: E402
+from fastvae.kernels import kl_label_loss as kkll  # noqa: E402
+from fastvae.kernels import linear_cross_entropy as klce  # noqa: E402
 from fastvae.kernels import lstm as klstm  # noqa: E402
+from fastvae.kernels import reparameterize as kreparam  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results", "gpu-compile.json")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-KERNEL_MODULES = (klstm, klce, klatent)
+KERNEL_MODULES = (klstm, klce, kreparam, _kl)  # the modules that define kernels (_kl: those of the KL ops)
 
 # The benchmark shapes (benchmarks/test_bench_lstm.py, _linear_ce.py, _latent.py, _models.py).
 LSTM_SHAPES = {
@@ -100,16 +102,16 @@ def _latent_calls(dtype):
         rows = [_meta(B, dtype=dtype) for _ in range(3)]
         seed, active = _meta((), dtype=torch.int64), _meta(Z, dtype=torch.bool)
         for eps in (None, t[5]):
-            yield label, lambda eps=eps: klatent.reparameterize(t[0], t[1], eps, seed)
-            yield label, lambda eps=eps: klatent.reparameterize_bwd(t[0], t[1], eps, seed)
+            yield label, lambda eps=eps: kreparam.reparameterize(t[0], t[1], eps, seed)
+            yield label, lambda eps=eps: kreparam.reparameterize_bwd(t[0], t[1], eps, seed)
         for prior in ((t[2], t[3]), (None, None)):
             for free_bits in (0.0, 0.5):
-                yield label, lambda p=prior, fb=free_bits: klatent.gaussian_kl(t[0], t[1], *p, fb)
-                yield label, lambda p=prior, fb=free_bits: klatent.kl_label_loss(
+                yield label, lambda p=prior, fb=free_bits: kgkl.gaussian_kl(t[0], t[1], *p, fb)
+                yield label, lambda p=prior, fb=free_bits: kkll.kl_label_loss(
                     t[0], t[1], *p, t[4], t[5], 1.0, 0.5, fb)
                 act = active if free_bits > 0 else _meta(0, dtype=torch.bool)
-                yield label, lambda p=prior, a=act: klatent.gaussian_kl_bwd(rows[0], t[0], t[1], *p, a)
-                yield label, lambda p=prior, a=act: klatent.kl_label_loss_bwd(
+                yield label, lambda p=prior, a=act: kgkl.gaussian_kl_bwd(rows[0], t[0], t[1], *p, a)
+                yield label, lambda p=prior, a=act: kkll.kl_label_loss_bwd(
                     *rows, t[0], t[1], *p, t[4], t[5], 1.0, 0.5, a)
 
 

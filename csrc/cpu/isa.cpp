@@ -1,14 +1,9 @@
+// cpu_isa(): the ISA level of the CPU loops, detected once (FASTVAE_CPU_ISA overrides; isa.h).
 #include <cstdlib>
 #include <cstring>
 
 #include <c10/util/Exception.h>
 
-#include <string>
-
-#include <torch/library.h>
-
-#include "blas.h"
-#include "kernels.h"
 #include "isa.h"
 
 namespace fastvae {
@@ -62,26 +57,6 @@ const char* isa_name(Isa isa) {
     default:
       return "generic";
   }
-}
-
-std::string capability() {
-  return std::string("isa=") + isa_name(cpu_isa()) + " blas=" + (has_direct_blas() ? "direct" : "aten");
-}
-
-namespace {
-
-int64_t fma_loop_op(int64_t n) {
-  TORCH_CHECK_VALUE(n >= 0, "fastvae._fma_loop: argument 'n' must be >= 0, got ", n);
-  return kernels<float>().fma_loop(n);
-}
-
-}  // namespace
-
-TORCH_LIBRARY_FRAGMENT(fastvae, m) {
-  // The single-core float FMA peak probe of the ISA level the kernels run:
-  // n steps of 12 independent vector FMAs in registers; returns the flops
-  // done (time it to get the peak FLOP/s the benchmarks compare with).
-  m.def("_fma_loop(int n) -> int", &fma_loop_op);
 }
 
 }  // namespace cpu

@@ -1,4 +1,4 @@
-// CPU kernels of the fused LSTM (one layer, one direction).
+// CPU kernels of the fused LSTM (schemas: csrc/lstm_ops.cpp): one layer, one direction, and the stack.
 //
 // Layout (time-major, all contiguous):
 //   x       [T, B, E]   input sequence
@@ -332,7 +332,7 @@ lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const at::Tens
 // ------------------------------------------------------------ the stack --
 //
 // lstm_stack runs every layer and direction of an nn.LSTM-like stack in one
-// op call (one autograd node, csrc/lstm_autograd.cpp) by calling the layer
+// op call (one autograd node, csrc/lstm_ops.cpp) by calling the layer
 // kernels above. params follow nn.LSTM's flat order: per layer, per
 // direction, w_ih, w_hh (and b_ih, b_hh with biases). saved (need_grad) holds
 // per layer and direction gates, cprev, tanh_c, hprev, then the input of

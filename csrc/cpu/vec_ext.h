@@ -1,5 +1,5 @@
 // Fixed-width SIMD on GCC vector extensions: the loops of the latent kernels
-// (latent_cpu.cpp, normals.cpp, philox.h) and the one float exp of the CPU
+// (the latent ops, normals.cpp, philox.h) and the one float exp of the CPU
 // kernels (exp_approx below; the tile kernels' vector types call it too).
 //
 // The loops are written on GCC/Clang vector extensions (`float

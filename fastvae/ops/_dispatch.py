@@ -1,5 +1,8 @@
 """Which implementation an op runs for a given input: C++ (CPU), Triton (CUDA) or the reference."""
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
 from fastvae import _ext
@@ -26,6 +29,26 @@ def fused_backend(x, op_name, cpu_dtypes=CPU_DTYPES, triton_dtypes=TRITON_DTYPES
     return None
 
 
+@dataclass(frozen=True)
+class FusedOps:
+    """The forward and backward ops of one fused op on one backend (C++ or Triton)."""
+
+    fwd: Callable
+    bwd: Callable
+
+
+def native_cpu_ops(name, fake_fwd, fake_bwd) -> FusedOps:
+    """The C++ ops ``fastvae::<name>`` and ``<name>_bwd`` with their fake kernels registered.
+
+    For the ops whose schemas, CPU kernels and autograd all come from
+    fastvae._C (``csrc/<name>_ops.cpp``): there a Python autograd node would
+    cost more than the kernels.
+    """
+    torch.library.register_fake(f"fastvae::{name}")(fake_fwd)
+    torch.library.register_fake(f"fastvae::{name}_bwd")(fake_bwd)
+    return FusedOps(getattr(torch.ops.fastvae, name).default, getattr(torch.ops.fastvae, f"{name}_bwd").default)
+
+
 class Backends:
     """The fused implementations of one op family.
 
@@ -43,7 +66,6 @@ class Backends:
         self._triton = None
         if _ext.HAS_TRITON and torch.cuda.is_available():
             self.triton()
-
 
     def triton(self):
         if self._triton is None and _ext.HAS_TRITON:

@@ -15,13 +15,12 @@ upstream gradient differs per row. Its plain-PyTorch twin
 
 Backends: on CPU the C++ kernels of ``fastvae._C`` (float32/float64;
 ``fastvae::linear_ce_fwd`` / ``linear_ce_bwd``), on CUDA the Triton kernels of
-``fastvae.kernels.linear_ce`` (``fastvae::linear_ce_{fwd,bwd}_triton``,
+``fastvae.kernels.linear_cross_entropy`` (``fastvae::linear_ce_{fwd,bwd}_triton``,
 float32/float16/bfloat16); other dtypes/devices, or a missing build, run the
 reference. Not twice differentiable.
 """
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -116,13 +115,8 @@ def _fake_grads(N, H, V, hidden, bias, grad_mask):
     return tuple(hidden.new_empty(s if m and h else (0,)) for s, m, h in zip(shapes, grad_mask, has))
 
 
-@dataclass(frozen=True)
-class _Backend:
-    fwd: Callable
-    bwd: Callable
 
-
-def _register_cpu() -> _Backend:
+def _register_cpu() -> _dispatch.FusedOps:
     """Fake kernels and autograd of the C++ ops (schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
     torch.library.register_fake("fastvae::linear_ce_fwd")(_fake_fwd)
@@ -130,14 +124,14 @@ def _register_cpu() -> _Backend:
     torch.library.register_autograd(
         "fastvae::linear_ce_fwd", _make_backward(ops.linear_ce_bwd.default), setup_context=_setup_context
     )
-    return _Backend(ops.linear_ce_fwd.default, ops.linear_ce_bwd.default)
+    return _dispatch.FusedOps(ops.linear_ce_fwd.default, ops.linear_ce_bwd.default)
 
 
-def _register_triton() -> _Backend:
+def _register_triton() -> _dispatch.FusedOps:
     """Triton ops ``fastvae::linear_ce_{fwd,bwd}_triton`` (torch.library.triton_op) with their autograd."""
     from torch.library import triton_op
 
-    from fastvae.kernels import linear_ce as klce
+    from fastvae.kernels import linear_cross_entropy as kernels
 
     @triton_op("fastvae::linear_ce_fwd_triton", mutates_args=())
     def linear_ce_fwd_triton(
@@ -149,7 +143,7 @@ def _register_triton() -> _Backend:
         reduction: str,
         grad_mask: list[bool],
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        loss, lse, d_hidden, d_weight, d_bias = klce.linear_ce_fwd(
+        loss, lse, d_hidden, d_weight, d_bias = kernels.linear_ce_fwd(
             hidden, weight, bias, target, ignore_index, reduction, grad_mask
         )
         # the schema's lse is 0 at ignored rows (the CPU kernels never compute their logits)
@@ -167,16 +161,16 @@ def _register_triton() -> _Backend:
         reduction: str,
         grad_mask: list[bool],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        return klce.linear_ce_bwd(grad_loss, hidden, weight, bias, target, lse, ignore_index, reduction, grad_mask)
+        return kernels.linear_ce_bwd(grad_loss, hidden, weight, bias, target, lse, ignore_index, reduction, grad_mask)
 
     linear_ce_fwd_triton.register_autograd(_make_backward(linear_ce_bwd_triton), setup_context=_setup_context)
-    return _Backend(linear_ce_fwd_triton, linear_ce_bwd_triton)
+    return _dispatch.FusedOps(linear_ce_fwd_triton, linear_ce_bwd_triton)
 
 
 BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
 
 
-def backend_for(hidden: Tensor) -> Optional[_Backend]:
+def backend_for(hidden: Tensor) -> Optional[_dispatch.FusedOps]:
     """The fused backend for ``hidden``'s device and dtype, or None for the reference."""
     return BACKENDS.for_input(hidden, "linear_cross_entropy")
 

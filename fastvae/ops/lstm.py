@@ -228,12 +228,6 @@ def _fake_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return x.new_empty(h.shape), x.new_empty(h.shape)
 
 
-def _fake_gemm(a, b, trans_a, trans_b):
-    M = a.shape[1] if trans_a else a.shape[0]
-    N = b.shape[0] if trans_b else b.shape[1]
-    return a.new_empty(M, N)
-
-
 @dataclass(frozen=True)
 class _Backend:
     fwd: Callable
@@ -248,14 +242,13 @@ def _register_cpu() -> _Backend:
     torch.library.register_fake("fastvae::lstm_fwd")(_fake_fwd)
     torch.library.register_fake("fastvae::lstm_bwd")(_fake_bwd)
     torch.library.register_fake("fastvae::lstm_cell")(_fake_cell)
-    torch.library.register_fake("fastvae::_gemm")(_fake_gemm)
     torch.library.register_fake("fastvae::lstm_stack")(_fake_stack)
     torch.library.register_fake("fastvae::lstm_stack_fwd")(_fake_stack_fwd)
     torch.library.register_fake("fastvae::lstm_stack_bwd")(_fake_stack_bwd)
     torch.library.register_autograd(
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
-    # lstm_stack's autograd is registered in C++ (csrc/lstm_autograd.cpp).
+    # lstm_stack's autograd is registered in C++ (csrc/lstm_ops.cpp).
     return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, ops.lstm_stack.default)
 
 
@@ -263,7 +256,7 @@ def _register_triton() -> _Backend:
     """Triton ops ``fastvae::lstm_*_triton`` (torch.library.triton_op) with their autograd."""
     from torch.library import triton_op
 
-    from fastvae.kernels import lstm as klstm
+    from fastvae.kernels import lstm as kernels
 
     def device_lengths(lengths, x):
         if lengths is None:
@@ -284,7 +277,7 @@ def _register_triton() -> _Backend:
         need_grad: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         bias = _combined_bias(b_ih, b_hh)
-        return klstm.lstm_fwd(x, h0, c0, w_ih, w_hh, bias, device_lengths(lengths, x), reverse, need_grad)
+        return kernels.lstm_fwd(x, h0, c0, w_ih, w_hh, bias, device_lengths(lengths, x), reverse, need_grad)
 
     @triton_op("fastvae::lstm_bwd_triton", mutates_args=())
     def lstm_bwd_triton(
@@ -301,7 +294,7 @@ def _register_triton() -> _Backend:
         hprev: Tensor,
         reverse: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        return klstm.lstm_bwd(
+        return kernels.lstm_bwd(
             grad_y, grad_hn, grad_cn, x, w_ih, w_hh, device_lengths(lengths, x), gates, cprev, tanh_c, hprev, reverse
         )
 
@@ -309,7 +302,7 @@ def _register_triton() -> _Backend:
     def lstm_cell_triton(
         x: Tensor, h: Tensor, c: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        return klstm.lstm_cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))
+        return kernels.lstm_cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))
 
     lstm_fwd_triton.register_autograd(_make_backward(lstm_bwd_triton), setup_context=_setup_context)
     return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)

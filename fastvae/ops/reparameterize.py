@@ -19,8 +19,8 @@ CUDA fp32/fp16/bf16 run ``fastvae::reparameterize_triton``; anything else runs
 the reference.
 """
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from functools import partial
+from typing import Optional
 
 import torch
 
@@ -42,7 +42,7 @@ def reparameterize_ref(
 
 
 # ----------------------------------------------------- autograd and fake impls
-# The C++ op's autograd is registered in C++ (csrc/latent_autograd.cpp, same
+# The C++ op's autograd is registered in C++ (csrc/reparameterize_ops.cpp, same
 # math); these Python functions are the autograd of the Triton op.
 
 
@@ -72,46 +72,33 @@ def _fake_bwd(grad_z, logvar, eps, seed):
     return logvar.new_empty(logvar.shape)
 
 
-@dataclass(frozen=True)
-class _Backend:
-    fwd: Callable
-    bwd: Callable
-
-
-def _register_cpu() -> _Backend:
-    """Fake kernels of the C++ ops (schemas, CPU kernels and autograd come from fastvae._C)."""
-    ops = torch.ops.fastvae
-    torch.library.register_fake("fastvae::reparameterize")(_fake_fwd)
-    torch.library.register_fake("fastvae::reparameterize_bwd")(_fake_bwd)
-    # Autograd is registered in C++ (csrc/latent_autograd.cpp): a Python
-    # autograd node costs more than these kernels.
-    return _Backend(ops.reparameterize.default, ops.reparameterize_bwd.default)
-
-
-def _register_triton() -> _Backend:
+def _register_triton() -> _dispatch.FusedOps:
     """Triton ops (``fastvae::reparameterize_triton``, ``..._bwd_triton``), registered on first use."""
     from torch.library import triton_op
 
-    from fastvae.kernels import latent as klatent
+    from fastvae.kernels import reparameterize as kernels
 
     @triton_op("fastvae::reparameterize_triton", mutates_args=())
     def reparameterize_triton(mu: Tensor, logvar: Tensor, eps: Optional[Tensor], seed: Optional[Tensor]) -> Tensor:
-        return klatent.reparameterize(mu, logvar, eps, seed)
+        return kernels.reparameterize(mu, logvar, eps, seed)
 
     @triton_op("fastvae::reparameterize_bwd_triton", mutates_args=())
     def reparameterize_bwd_triton(
         grad_z: Tensor, logvar: Tensor, eps: Optional[Tensor], seed: Optional[Tensor]
     ) -> Tensor:
-        return klatent.reparameterize_bwd(grad_z, logvar, eps, seed)
+        return kernels.reparameterize_bwd(grad_z, logvar, eps, seed)
 
     reparameterize_triton.register_autograd(_make_backward(reparameterize_bwd_triton), setup_context=_setup_context)
-    return _Backend(reparameterize_triton, reparameterize_bwd_triton)
+    return _dispatch.FusedOps(reparameterize_triton, reparameterize_bwd_triton)
 
 
 # -------------------------------------------------------------- public op
 
 
-BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+# C++: schemas, CPU kernels and autograd from fastvae._C (csrc/reparameterize_ops.cpp); here: their fake kernels.
+BACKENDS = _dispatch.Backends(
+    partial(_dispatch.native_cpu_ops, "reparameterize", _fake_fwd, _fake_bwd), _register_triton
+)
 
 
 def _check_args(mu, logvar, eps, generator):
