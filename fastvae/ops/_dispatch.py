@@ -11,7 +11,7 @@ CPU_DTYPES = (torch.float32, torch.float64)
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def fused_backend(x, op_name, cpu_dtypes=CPU_DTYPES, triton_dtypes=TRITON_DTYPES):
+def fused_kernels(x, op_name, cpu_dtypes=CPU_DTYPES, triton_dtypes=TRITON_DTYPES):
     """``"cpu"``, ``"triton"`` or None (run the ``*_ref`` twin) for input ``x``.
 
     A CPU input with a supported dtype but no compiled extension runs the
@@ -31,7 +31,7 @@ def fused_backend(x, op_name, cpu_dtypes=CPU_DTYPES, triton_dtypes=TRITON_DTYPES
 
 @dataclass(frozen=True)
 class FusedOps:
-    """The forward and backward ops of one fused op on one backend (C++ or Triton)."""
+    """The forward and backward ops of one fused op in one set of kernels (C++ or Triton)."""
 
     fwd: Callable
     bwd: Callable
@@ -49,7 +49,7 @@ def native_cpu_ops(name, fake_fwd, fake_bwd) -> FusedOps:
     return FusedOps(getattr(torch.ops.fastvae, name).default, getattr(torch.ops.fastvae, f"{name}_bwd").default)
 
 
-class Backends:
+class Kernels:
     """The fused implementations of one op family.
 
     The C++ ops get their fake kernels and autograd registered at import
@@ -73,8 +73,8 @@ class Backends:
         return self._triton
 
     def for_input(self, x, op_name):
-        """The backend object for ``x``, or None for the reference."""
-        kind = fused_backend(x, op_name)
+        """The kernels for ``x``, or None for the reference."""
+        kind = fused_kernels(x, op_name)
         if kind == "cpu":
             return self.cpu
         if kind == "triton":

@@ -28,8 +28,8 @@ def check_kl_args(mu_q, logvar_q, mu_p, logvar_p, **more):
     _checks.finite(mu_q=mu_q, **others)
 
 
-def backend(backends, mu_q, op_name, *others):
-    """("cpu", backend), ("triton", backend) or (None, None) for these arguments of the op with ``backends``.
+def kernels(kernel_sets, mu_q, op_name, *others):
+    """("cpu", kernels), ("triton", kernels) or (None, None) for these arguments of the op with ``kernel_sets``.
 
     On the C++ path nothing else is checked in Python: the kernels check shapes,
     dtypes, finiteness and the floats themselves (named errors), so only mixed
@@ -38,15 +38,15 @@ def backend(backends, mu_q, op_name, *others):
     """
     if not isinstance(mu_q, Tensor):
         return None, None
-    kind = _dispatch.fused_backend(mu_q, op_name)
+    kind = _dispatch.fused_kernels(mu_q, op_name)
     if kind == "cpu":
         device = mu_q.device
         for t in others:
             if t is not None and (not isinstance(t, Tensor) or t.device != device):
                 return None, None
-        return kind, backends.cpu
+        return kind, kernel_sets.cpu
     if kind == "triton":
-        return kind, backends.triton()
+        return kind, kernel_sets.triton()
     return None, None
 
 

@@ -13,7 +13,7 @@ contributes the constant ``free_bits`` to every example (zero gradient), so
 ``kl.mean() == sum_j max(mean_b KL_bj, free_bits)``; ``free_bits=0`` disables it.
 ``kl_label_loss`` (``fastvae/ops/kl_label_loss.py``) shares this KL.
 
-Backends: CPU float32/float64 run the C++ op ``torch.ops.fastvae.gaussian_kl``,
+Kernels: CPU float32/float64 run the C++ op ``torch.ops.fastvae.gaussian_kl``,
 CUDA fp32/fp16/bf16 the Triton op ``fastvae::gaussian_kl_triton`` (fp32 math);
 anything else runs the reference.
 """
@@ -112,7 +112,7 @@ def _register_triton() -> _dispatch.FusedOps:
 
 
 # C++: schemas, CPU kernels and autograd from fastvae._C (csrc/gaussian_kl_ops.cpp); here: their fake kernels.
-BACKENDS = _dispatch.Backends(
+KERNELS = _dispatch.Kernels(
     partial(_dispatch.native_cpu_ops, "gaussian_kl", _fake_fwd, _fake_bwd), _register_triton
 )
 
@@ -143,11 +143,11 @@ def gaussian_kl(
     """
     free_bits = _kl.as_float("free_bits", free_bits, nonneg=True)
     _kl.required(mu_q=mu_q, logvar_q=logvar_q)
-    kind, backend = _kl.backend(BACKENDS, mu_q, "gaussian_kl", logvar_q, mu_p, logvar_p)
+    kind, kernels = _kl.kernels(KERNELS, mu_q, "gaussian_kl", logvar_q, mu_p, logvar_p)
     if kind != "cpu":
         _checks.nonneg_number("free_bits", free_bits)
         _kl.check_kl_args(mu_q, logvar_q, mu_p, logvar_p)
-    if backend is None:
+    if kernels is None:
         return gaussian_kl_ref(mu_q, logvar_q, mu_p, logvar_p, free_bits)
-    kl, _active = backend.fwd(mu_q, logvar_q, mu_p, logvar_p, free_bits)
+    kl, _active = kernels.fwd(mu_q, logvar_q, mu_p, logvar_p, free_bits)
     return kl

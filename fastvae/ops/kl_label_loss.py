@@ -7,7 +7,7 @@ plain-PyTorch twin ``kl_label_loss_ref`` with the same signature (all
 :func:`fastvae.ops.gaussian_kl`'s; the kernels compute the label term in the
 same pass over the rows.
 
-Backends: CPU float32/float64 run the C++ op ``torch.ops.fastvae.kl_label_loss``,
+Kernels: CPU float32/float64 run the C++ op ``torch.ops.fastvae.kl_label_loss``,
 CUDA fp32/fp16/bf16 the Triton op ``fastvae::kl_label_loss_triton`` (fp32
 math); anything else runs the reference.
 """
@@ -119,7 +119,7 @@ def _register_triton() -> _dispatch.FusedOps:
 
 
 # C++: schemas, CPU kernels and autograd from fastvae._C (csrc/kl_label_loss_ops.cpp); here: their fake kernels.
-BACKENDS = _dispatch.Backends(
+KERNELS = _dispatch.Kernels(
     partial(_dispatch.native_cpu_ops, "kl_label_loss", _fake_fwd, _fake_bwd), _register_triton
 )
 
@@ -158,15 +158,15 @@ def kl_label_loss(
     label_weight = _kl.as_float("label_weight", label_weight)
     free_bits = _kl.as_float("free_bits", free_bits, nonneg=True)
     _kl.required(mu_q=mu_q, logvar_q=logvar_q, z=z, z_label=z_label)
-    kind, backend = _kl.backend(BACKENDS, mu_q, "kl_label_loss", logvar_q, mu_p, logvar_p, z, z_label)
+    kind, kernels = _kl.kernels(KERNELS, mu_q, "kl_label_loss", logvar_q, mu_p, logvar_p, z, z_label)
     if kind != "cpu":
         _checks.number("kl_weight", kl_weight)
         _checks.number("label_weight", label_weight)
         _checks.nonneg_number("free_bits", free_bits)
         _kl.check_kl_args(mu_q, logvar_q, mu_p, logvar_p, z=z, z_label=z_label)
-    if backend is None:
+    if kernels is None:
         return kl_label_loss_ref(mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits)
-    total, kl, label, _active = backend.fwd(
+    total, kl, label, _active = kernels.fwd(
         mu_q, logvar_q, mu_p, logvar_p, z, z_label, kl_weight, label_weight, free_bits
     )
     return total, kl, label

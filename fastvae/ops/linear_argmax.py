@@ -34,7 +34,7 @@ def _register_cpu():
     return torch.ops.fastvae.linear_argmax.default
 
 
-BACKENDS = _dispatch.Backends(_register_cpu, lambda: None)
+KERNELS = _dispatch.Kernels(_register_cpu, lambda: None)
 
 
 def linear_argmax(
@@ -64,8 +64,8 @@ def linear_argmax(
     _checks.same_device("hidden", hidden, weight=weight, bias=bias)
     _checks.same_dtype("hidden", hidden, weight=weight, bias=bias)
     _checks.finite(hidden=hidden)
-    kind = _dispatch.fused_backend(hidden, "linear_argmax", triton_dtypes=())
+    kind = _dispatch.fused_kernels(hidden, "linear_argmax", triton_dtypes=())
     if kind != "cpu" or hidden.shape[1] == 0 or (torch.is_grad_enabled() and hidden.requires_grad):
         # H = 0 (scores = bias) is left to F.linear: the fused kernel assumes at least one feature
         return linear_argmax_ref(hidden, weight, bias)
-    return BACKENDS.cpu(hidden, weight, bias)
+    return KERNELS.cpu(hidden, weight, bias)

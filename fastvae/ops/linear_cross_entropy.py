@@ -13,7 +13,7 @@ log-sum-exp and recomputes the chunks' logits in the backward, since its
 upstream gradient differs per row. Its plain-PyTorch twin
 ``linear_cross_entropy_ref`` has the same signature and semantics.
 
-Backends: on CPU the C++ kernels of ``fastvae._C`` (float32/float64;
+Kernels: on CPU the C++ kernels of ``fastvae._C`` (float32/float64;
 ``fastvae::linear_ce_fwd`` / ``linear_ce_bwd``), on CUDA the Triton kernels of
 ``fastvae.kernels.linear_cross_entropy`` (``fastvae::linear_ce_{fwd,bwd}_triton``,
 float32/float16/bfloat16); other dtypes/devices, or a missing build, run the
@@ -167,12 +167,12 @@ def _register_triton() -> _dispatch.FusedOps:
     return _dispatch.FusedOps(linear_ce_fwd_triton, linear_ce_bwd_triton)
 
 
-BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+KERNELS = _dispatch.Kernels(_register_cpu, _register_triton)
 
 
-def backend_for(hidden: Tensor) -> Optional[_dispatch.FusedOps]:
-    """The fused backend for ``hidden``'s device and dtype, or None for the reference."""
-    return BACKENDS.for_input(hidden, "linear_cross_entropy")
+def kernels_for(hidden: Tensor) -> Optional[_dispatch.FusedOps]:
+    """The fused kernels for ``hidden``'s device and dtype, or None for the reference."""
+    return KERNELS.for_input(hidden, "linear_cross_entropy")
 
 
 # -------------------------------------------------------------- public op
@@ -243,10 +243,10 @@ def linear_cross_entropy(
     (a NaN in a row of hidden makes that row's loss and gradients NaN).
     """
     target = _check_args(hidden, weight, bias, target, ignore_index, reduction)
-    backend = backend_for(hidden)
-    if backend is None:
+    kernels = kernels_for(hidden)
+    if kernels is None:
         return _reference(hidden, weight, bias, target, ignore_index, reduction)
     grad = torch.is_grad_enabled() and reduction != "none"
     grad_mask = [grad and t is not None and t.requires_grad for t in (hidden, weight, bias)]
-    loss, *_ = backend.fwd(hidden, weight, bias, target, ignore_index, reduction, grad_mask)
+    loss, *_ = kernels.fwd(hidden, weight, bias, target, ignore_index, reduction, grad_mask)
     return loss

@@ -13,7 +13,7 @@ and their plain-PyTorch twins ``lstm_ref`` / ``lstm_stack_ref`` /
 ``lstm_cell_ref`` with the same signatures (the test oracles and the
 benchmark baselines).
 
-Backends: on CPU the C++ kernels of ``fastvae._C`` (float32/float64), on CUDA
+Kernels: on CPU the C++ kernels of ``fastvae._C`` (float32/float64), on CUDA
 the Triton kernels of ``fastvae.kernels.lstm`` (registered as
 ``torch.library.triton_op``; ``lstm_stack`` calls them layer by layer); other
 dtypes/devices, or a missing build, run the reference.
@@ -229,14 +229,14 @@ def _fake_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @dataclass(frozen=True)
-class _Backend:
+class _Kernels:
     fwd: Callable
     bwd: Callable
     cell: Callable
     stack: Optional[Callable] = None  # one op for a whole stack (else layer by layer)
 
 
-def _register_cpu() -> _Backend:
+def _register_cpu() -> _Kernels:
     """Fake kernels and autograd of the C++ ops (their schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
     torch.library.register_fake("fastvae::lstm_fwd")(_fake_fwd)
@@ -249,10 +249,10 @@ def _register_cpu() -> _Backend:
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
     # lstm_stack's autograd is registered in C++ (csrc/lstm_ops.cpp).
-    return _Backend(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, ops.lstm_stack.default)
+    return _Kernels(ops.lstm_fwd.default, ops.lstm_bwd.default, ops.lstm_cell.default, ops.lstm_stack.default)
 
 
-def _register_triton() -> _Backend:
+def _register_triton() -> _Kernels:
     """Triton ops ``fastvae::lstm_*_triton`` (torch.library.triton_op) with their autograd."""
     from torch.library import triton_op
 
@@ -305,15 +305,15 @@ def _register_triton() -> _Backend:
         return kernels.lstm_cell(x, h, c, w_ih, w_hh, _combined_bias(b_ih, b_hh))
 
     lstm_fwd_triton.register_autograd(_make_backward(lstm_bwd_triton), setup_context=_setup_context)
-    return _Backend(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
+    return _Kernels(lstm_fwd_triton, lstm_bwd_triton, lstm_cell_triton)
 
 
-BACKENDS = _dispatch.Backends(_register_cpu, _register_triton)
+KERNELS = _dispatch.Kernels(_register_cpu, _register_triton)
 
 
-def backend_for(x: Tensor, op_name: str = "lstm") -> Optional[_Backend]:
-    """The fused backend for ``x``'s device and dtype, or None for the reference."""
-    return BACKENDS.for_input(x, op_name)
+def kernels_for(x: Tensor, op_name: str = "lstm") -> Optional[_Kernels]:
+    """The fused kernels for ``x``'s device and dtype, or None for the reference."""
+    return KERNELS.for_input(x, op_name)
 
 
 # -------------------------------------------------------------- public ops
@@ -382,11 +382,11 @@ def lstm(
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     if lengths is not None:
         lengths = _checks.lengths(lengths, B, T)
-    backend = backend_for(x, "lstm") if T > 0 and B > 0 and H > 0 else None  # empty shapes: the twin
-    if backend is None:
+    kernels = kernels_for(x, "lstm") if T > 0 and B > 0 and H > 0 else None  # empty shapes: the twin
+    if kernels is None:
         return lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
     need_grad = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    y, h_n, c_n, *_saved = backend.fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad)
+    y, h_n, c_n, *_saved = kernels.fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad)
     return y, h_n, c_n
 
 
@@ -452,15 +452,15 @@ def lstm_stack(
     _check_same_kind(x, h0, c0, params)
     if lengths is not None:
         lengths = _checks.lengths(lengths, B, T)
-    backend = backend_for(x, "lstm") if T > 0 and B > 0 and h0.shape[2] > 0 else None
-    if backend is None or backend.stack is None:  # the C++ op names bad shapes itself
+    kernels = kernels_for(x, "lstm") if T > 0 and B > 0 and h0.shape[2] > 0 else None
+    if kernels is None or kernels.stack is None:  # the C++ op names bad shapes itself
         _check_stack_shapes(x, h0, params, L, D, per)
-    if backend is None:
+    if kernels is None:
         return lstm_stack_ref(x, h0, c0, params, lengths, bidirectional)
-    if backend.stack is None:
+    if kernels.stack is None:
         return _run_stack(lambda *a: lstm(*a[:-2], lengths=a[-2], reverse=a[-1]), x, h0, c0, params, lengths,
                           bidirectional)
-    return backend.stack(x, h0, c0, params, lengths, L, bidirectional)
+    return kernels.stack(x, h0, c0, params, lengths, L, bidirectional)
 
 
 def lstm_cell(
@@ -486,7 +486,7 @@ def lstm_cell(
     if _needs_grad(x, h, c, w_ih, w_hh, b_ih, b_hh):
         _, h_new, c_new = lstm(x.unsqueeze(0), h, c, w_ih, w_hh, b_ih, b_hh)
         return h_new, c_new
-    backend = backend_for(x, "lstm_cell") if B > 0 and H > 0 else None
-    if backend is None:
+    kernels = kernels_for(x, "lstm_cell") if B > 0 and H > 0 else None
+    if kernels is None:
         return lstm_cell_ref(x, h, c, w_ih, w_hh, b_ih, b_hh)
-    return backend.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    return kernels.cell(x, h, c, w_ih, w_hh, b_ih, b_hh)

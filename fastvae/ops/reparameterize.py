@@ -14,7 +14,7 @@ CPU (C++) and GPU (Triton) kernels draw the same ``eps`` for a seed, to ~1e-6
 does ``reparameterize_ref``, which materialises ``eps`` in torch ops. ``eps``
 is drawn in float32 for every dtype.
 
-Backends: CPU float32/float64 run ``torch.ops.fastvae.reparameterize`` (C++),
+Kernels: CPU float32/float64 run ``torch.ops.fastvae.reparameterize`` (C++),
 CUDA fp32/fp16/bf16 run ``fastvae::reparameterize_triton``; anything else runs
 the reference.
 """
@@ -96,7 +96,7 @@ def _register_triton() -> _dispatch.FusedOps:
 
 
 # C++: schemas, CPU kernels and autograd from fastvae._C (csrc/reparameterize_ops.cpp); here: their fake kernels.
-BACKENDS = _dispatch.Backends(
+KERNELS = _dispatch.Kernels(
     partial(_dispatch.native_cpu_ops, "reparameterize", _fake_fwd, _fake_bwd), _register_triton
 )
 
@@ -143,7 +143,7 @@ def reparameterize(
         or (generator is not None and not isinstance(generator, torch.Generator))
     ):
         _check_args(mu, logvar, eps, generator)
-    kind = _dispatch.fused_backend(mu, "reparameterize")
+    kind = _dispatch.fused_kernels(mu, "reparameterize")
     if kind == "cpu":
         # The C++ kernel checks shapes, dtypes and finiteness itself.
         if logvar.device != mu.device or (eps is not None and eps.device != mu.device):
@@ -154,11 +154,11 @@ def reparameterize(
             seed = _philox.draw_seed()  # the default CPU generator
         else:
             seed = _philox.draw_seed(generator, mu.device)
-        return BACKENDS.cpu.fwd(mu, logvar, eps, seed)
+        return KERNELS.cpu.fwd(mu, logvar, eps, seed)
     _check_args(mu, logvar, eps, generator)
     _checks.finite(mu=mu, logvar=logvar, eps=eps)
-    backend = BACKENDS.triton() if kind == "triton" else None
-    if backend is None:
+    kernels = KERNELS.triton() if kind == "triton" else None
+    if kernels is None:
         return reparameterize_ref(mu, logvar, eps, generator)
     seed = None if eps is not None else _philox.draw_seed(generator, mu.device)
-    return backend.fwd(mu, logvar, eps, seed)
+    return kernels.fwd(mu, logvar, eps, seed)

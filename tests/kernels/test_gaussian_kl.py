@@ -65,9 +65,9 @@ def test_kl_with_a_vanishing_prior_variance_is_inf_like_the_reference():
 
 def test_triton_ops_autograd():
     """The triton_op with its registered (Python) autograd, against the reference."""
-    backend = ops_module.BACKENDS.triton()
+    kernels = ops_module.KERNELS.triton()
     ins = [rand(4, 6, seed=s).requires_grad_() for s in range(2)]
-    kl, _ = backend.fwd(*ins, None, None, 0.0)
+    kl, _ = kernels.fwd(*ins, None, None, 0.0)
     assert_close(kl.detach(), gaussian_kl_ref(*[t.detach() for t in ins]))
 
 
@@ -85,6 +85,6 @@ def _triton_opcheck_cases():
 
 @pytest.mark.parametrize("case", range(len(_triton_opcheck_cases())))
 def test_opcheck_triton_ops(case):
-    ops_module.BACKENDS.triton()  # registers the triton_ops
+    ops_module.KERNELS.triton()  # registers the triton_ops
     name, args = _triton_opcheck_cases()[case]
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)

@@ -87,11 +87,11 @@ def test_multiple_blocks(monkeypatch, prior):
 
 def test_triton_ops_autograd():
     """The triton_ops with their registered (Python) autograd, against the reference."""
-    backend = ops_module.BACKENDS.triton()
+    kernels = ops_module.KERNELS.triton()
     ins = [rand(4, 6, seed=s).requires_grad_() for s in range(5)] + [rand(4, 6, seed=9).requires_grad_()]
     ref = [t.detach().clone().requires_grad_() for t in ins]
     fb = free_bits_between(*[t.detach() for t in ins[:4]])
-    total, kl, label, _ = backend.fwd(*ins, 0.7, 1.3, fb)
+    total, kl, label, _ = kernels.fwd(*ins, 0.7, 1.3, fb)
     total_r, kl_r, label_r = kl_label_loss_ref(*ref, 0.7, 1.3, fb)
     (total.sum() + 0.5 * label.sum()).backward()
     (total_r.sum() + 0.5 * label_r.sum()).backward()
@@ -134,6 +134,6 @@ def _triton_opcheck_cases():
 
 @pytest.mark.parametrize("case", range(len(_triton_opcheck_cases())))
 def test_opcheck_triton_ops(case):
-    ops_module.BACKENDS.triton()  # registers the triton_ops
+    ops_module.KERNELS.triton()  # registers the triton_ops
     name, args = _triton_opcheck_cases()[case]
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)

@@ -148,12 +148,12 @@ def test_fp16_close_to_fp32(small_blocks):
 
 def test_triton_ops_autograd(small_blocks):
     """fastvae::linear_ce_fwd_triton with autograd, called directly (it only runs on CUDA via the public op)."""
-    backend = lce_ops.BACKENDS.triton()
+    kernels = lce_ops.KERNELS.triton()
     for reduction in ("mean", "none"):
         hidden, weight, bias, target = make_inputs(5, 4, 21, ignore_every=3, seed=9)
         leaves = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
         mask = [reduction != "none"] * 3
-        loss, *_ = backend.fwd(*leaves, target, -100, reduction, mask)
+        loss, *_ = kernels.fwd(*leaves, target, -100, reduction, mask)
         grad_out = torch.randn(loss.shape, device=DEVICE)
         loss.backward(grad_out)
         expected = reference(hidden, weight, bias, target, reduction, grad_out=grad_out)
@@ -174,7 +174,7 @@ OPCHECK_UTILS = (
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_opcheck_triton_ops(reduction):
-    backend = lce_ops.BACKENDS.triton()
+    kernels = lce_ops.KERNELS.triton()
     hidden, weight, bias, target = make_inputs(4, 3, 20, ignore_every=3, seed=10)
     leaves = [t.clone().requires_grad_() for t in (hidden, weight, bias)]
     mask = [reduction != "none"] * 3
@@ -182,7 +182,7 @@ def test_opcheck_triton_ops(reduction):
         torch.ops.fastvae.linear_ce_fwd_triton.default, (*leaves, target, -100, reduction, mask),
         test_utils=OPCHECK_UTILS,
     )
-    _, lse, *_ = backend.fwd(hidden, weight, bias, target, -100, reduction, [False] * 3)
+    _, lse, *_ = kernels.fwd(hidden, weight, bias, target, -100, reduction, [False] * 3)
     grad = torch.randn(4, device=DEVICE) if reduction == "none" else torch.tensor(1.5, device=DEVICE)
     torch.library.opcheck(
         torch.ops.fastvae.linear_ce_bwd_triton.default,

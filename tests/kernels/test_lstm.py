@@ -353,22 +353,22 @@ def test_low_precision_close_to_fp32(path, dtype):
 # which cannot run on aot_dispatch's FakeTensors, so opcheck skips that test (OPCHECK_UTILS).
 
 
-def _triton_backend():
-    from fastvae.ops.lstm import BACKENDS
+def _triton_kernels():
+    from fastvae.ops.lstm import KERNELS
 
-    return BACKENDS.triton()
+    return KERNELS.triton()
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_triton_op_autograd_matches_lstm_ref(path, reverse):
     """The registered triton_op and its autograd, against lstm_ref's autograd (lengths, both directions)."""
-    backend = _triton_backend()
+    kernels = _triton_kernels()
     inp = make_inputs(4, 3, 5, 7, seed=13)
     lengths = torch.tensor([4, 1, 3])
     leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
     ref_leaves = {k: v.clone().requires_grad_() for k, v in inp.items()}
     names = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
-    y, h_n, c_n, *_ = backend.fwd(*(leaves[n] for n in names), lengths.to(DEVICE), reverse, True)
+    y, h_n, c_n, *_ = kernels.fwd(*(leaves[n] for n in names), lengths.to(DEVICE), reverse, True)
     y_ref, h_ref, c_ref = lstm_ref(*(ref_leaves[n] for n in names), lengths=lengths, reverse=reverse)
     for got, want in ((y, y_ref), (h_n, h_ref), (c_n, c_ref)):
         assert_close(got, want)
@@ -398,6 +398,6 @@ def _lstm_opcheck_cases():
 
 @pytest.mark.parametrize("case", range(4))
 def test_opcheck_triton_ops(case):
-    _triton_backend()  # registers the triton_ops
+    _triton_kernels()  # registers the triton_ops
     name, args = _lstm_opcheck_cases()[case]
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)

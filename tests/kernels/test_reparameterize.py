@@ -64,10 +64,10 @@ def test_reparameterize_forward_backward(shape):
 
 
 def test_reparameterize_triton_op_autograd():
-    backend = ops_module.BACKENDS.triton()
+    kernels = ops_module.KERNELS.triton()
     mu, logvar = rand(5, 7, seed=1).requires_grad_(), rand(5, 7, seed=2).requires_grad_()
     seed = seed_tensor(3)
-    z = backend.fwd(mu, logvar, None, seed)
+    z = kernels.fwd(mu, logvar, None, seed)
     eps = _philox.philox_normal(seed, (5, 7))
     mu_r, logvar_r = mu.detach().clone().requires_grad_(), logvar.detach().clone().requires_grad_()
     z_ref = mu_r + eps * torch.exp(0.5 * logvar_r)
@@ -112,6 +112,6 @@ def _triton_opcheck_cases():
 
 @pytest.mark.parametrize("case", range(len(_triton_opcheck_cases())))
 def test_opcheck_triton_ops(case):
-    ops_module.BACKENDS.triton()  # registers the triton_ops
+    ops_module.KERNELS.triton()  # registers the triton_ops
     name, args = _triton_opcheck_cases()[case]
     torch.library.opcheck(getattr(torch.ops.fastvae, name).default, args, test_utils=OPCHECK_UTILS)

@@ -15,11 +15,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fastvae.ops import lstm, lstm_cell, lstm_cell_ref, lstm_ref
-from fastvae.ops.lstm import BACKENDS
+from fastvae.ops.lstm import KERNELS
 
 from .helpers import ISA_LEVELS, run_at_isa, run_python, second_order
 
-pytestmark = pytest.mark.skipif(BACKENDS.cpu is None, reason="fastvae._C is not built")
+pytestmark = pytest.mark.skipif(KERNELS.cpu is None, reason="fastvae._C is not built")
 
 OPS = torch.ops.fastvae
 NAMES = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from fastvae.ops import lstm_stack, lstm_stack_ref
-from fastvae.ops.lstm import BACKENDS
+from fastvae.ops.lstm import KERNELS
 
-pytestmark = pytest.mark.skipif(BACKENDS.cpu is None, reason="fastvae._C is not built")
+pytestmark = pytest.mark.skipif(KERNELS.cpu is None, reason="fastvae._C is not built")
 
 OPS = torch.ops.fastvae
 TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-10, 1e-10)}
