@@ -55,8 +55,9 @@ authors' code instead (``fastvae train --preset slcvae-code``: E=200,
 bidirectional encoders of 300, Z=200, one layer, batch 30, KL weight linear
 over 10,000 steps, up to 45 epochs, the previous utterance as context; see
 ``fastvae.presets``): Seq2Seq+beam, CVAE, SLCVAE (the code's label loss,
-0.1 x sigmoid cross-entropy, constant) and SLCVAE-L2 (the paper's L2 label
-loss, lambda = 1 x the KL weight); no early stopping unless
+0.1 x sigmoid cross-entropy, constant), SLCVAE-L2 (the paper's L2 label
+loss, lambda = 1 x the KL weight) and SLCVAE-L2+prior (that, with fastvae's
+``--label-prior-weight 1``); no early stopping unless
 ``--patience``, evaluation replies up to 40 tokens. The model flags then
 override the preset's sizes only when given. Its default run root and
 results file are ``runs/dailydialog-slcvae-code`` and
@@ -116,6 +117,9 @@ PRESET_ROWS = (  # the rows of --preset: its sizes and schedules, the paper's mo
     ("CVAE", "cvae", []),
     ("SLCVAE", "slcvae", []),  # the preset's label loss (slcvae-code: the code's, 0.1 x sigmoid cross-entropy)
     ("SLCVAE-L2", "slcvae", ["--label-loss", "l2", "--label-loss-weight", "1", "--label-weight-schedule", "kl"]),
+    # fastvae's variant: the paper's L2, and the labeling phase also maximizes log p(z_label | c)
+    ("SLCVAE-L2+prior", "slcvae", ["--label-loss", "l2", "--label-loss-weight", "1", "--label-weight-schedule", "kl",
+                                   "--label-prior-weight", "1"]),
 )
 # the results file of each BLEU when --results is left out (the files of earlier versions keep their names)
 DEFAULT_RESULTS = {(MEAN_1_3, "method7"): "dailydialog.json", (MEAN_1_3, LEGACY_METHOD7): "dailydialog-legacy-bleu.json",

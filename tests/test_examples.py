@@ -150,7 +150,8 @@ def test_reproduce_dailydialog_with_the_slcvae_code_preset(tmp_path, monkeypatch
     script = load_script("reproduce_dailydialog")
     data = fake_dailydialog(tmp_path / "data")
     monkeypatch.chdir(tmp_path)
-    argv = ["--preset", "slcvae-code", "--data-dir", str(data), "--only", "SLCVAE", "SLCVAE-L2", "--epochs", "1",
+    argv = ["--preset", "slcvae-code", "--data-dir", str(data), "--only", "SLCVAE", "SLCVAE-L2", "SLCVAE-L2+prior",
+            "--epochs", "1",
             "--embed-dim", "8", "--hidden-size", "8", "--latent-size", "4", "--samples", "3", "--max-inputs", "5",
             "--no-progress"]
     assert script.main(argv) == 0
@@ -158,7 +159,7 @@ def test_reproduce_dailydialog_with_the_slcvae_code_preset(tmp_path, monkeypatch
     assert (results["preset"], results["bleu_formula"], results["bleu_smoothing"]) == (
         "slcvae-code", "cumulative-3", "method7-legacy")
     rows = results["protocols"]["greedy"]["rows"]
-    assert sorted(rows) == ["SLCVAE", "SLCVAE-L2"]
+    assert sorted(rows) == ["SLCVAE", "SLCVAE-L2", "SLCVAE-L2+prior"]
     for name, row in rows.items():
         command = row["train_command"]
         assert command.startswith("fastvae train --preset slcvae-code --model slcvae") and "--patience 0" in command
@@ -167,10 +168,13 @@ def test_reproduce_dailydialog_with_the_slcvae_code_preset(tmp_path, monkeypatch
         assert row["run_config"]["corpus"]["context_window"] == 1
         assert row["run_config"]["train"]["batch_size"] == 30
         assert row["generation"]["decoding"] == {"strategy": "greedy", "max_length": 40}
-        assert (tmp_path / "runs" / "dailydialog-slcvae-code" / name.lower() / "run.json").is_file()
+        run_dir = name.lower().replace("+", "-")
+        assert (tmp_path / "runs" / "dailydialog-slcvae-code" / run_dir / "run.json").is_file()
     assert "--label-loss l2 --label-loss-weight 1 --label-weight-schedule kl" in rows["SLCVAE-L2"]["train_command"]
     assert rows["SLCVAE-L2"]["run_config"]["preset"]["overrides"]["label_loss"] == "l2"
     assert "label_loss" not in rows["SLCVAE"]["run_config"]["preset"]["overrides"]
+    prior = rows["SLCVAE-L2+prior"]["run_config"]["preset"]["overrides"]
+    assert (prior["label_loss"], prior["label_prior_weight"]) == ("l2", 1.0)
     baseline = results["baseline"]["Random train responses"]["generation"]
     assert baseline["context_gain_precision"] is not None and baseline["bleu_formula"] == "cumulative-3"
     out = capsys.readouterr().out

@@ -264,10 +264,13 @@ class SLCVAE(CVAE):
     is a fixed target in that phase; the sigmoid term pulls z along
     ``z_label`` linearly, where the L2 term pulls it onto ``z_label``.
     With ``"sigmoid-ce"`` the labeling network ends in a tanh (z_label in
-    (-1, 1), as the code's GRU state is): the linear pull on z then stays
-    bounded, where an unbounded z_label (which the labeling phase grows to
-    raise the decoder's likelihood) made the term, and the KL with it,
-    diverge within 100 steps at the code's sizes.
+    (-1, 1), as the code's GRU state is). The term stays linear in z and
+    unbounded below, though: at the code's sizes (``--preset slcvae-code``)
+    a run diverged within its first epoch all the same (|z| > 100 by step
+    200, the loss at 6e11 by step 800; with an unbounded z_label it had
+    diverged within 100 steps). Under Adam the learned prior, which only the
+    KL trains, follows q at full speed however small the KL weight, so
+    nothing holds z back. The L2 term pulls z onto z_label instead.
 
     ``label_prior_weight`` (fastvae's addition, default 0 = the paper's
     objective): adds ``label_prior_weight * 0.5 * ||(g(x,c) - mu_p) / sigma_p||^2``
