@@ -268,9 +268,10 @@ class SLCVAE(CVAE):
     unbounded below, though: at the code's sizes (``--preset slcvae-code``)
     a run diverged within its first epoch all the same (|z| > 100 by step
     200, the loss at 6e11 by step 800; with an unbounded z_label it had
-    diverged within 100 steps). Under Adam the learned prior, which only the
-    KL trains, follows q at full speed however small the KL weight, so
-    nothing holds z back. The L2 term pulls z onto z_label instead.
+    diverged within 100 steps). The likely mechanism, not proven: under
+    Adam the learned prior, which only the KL trains, follows q at full speed
+    however small the KL weight, so nothing holds z back. The L2 term pulls
+    z onto z_label instead.
 
     ``label_prior_weight`` (fastvae's addition, default 0 = the paper's
     objective): adds ``label_prior_weight * 0.5 * ||(g(x,c) - mu_p) / sigma_p||^2``
