@@ -172,7 +172,7 @@ def run(jobs_in_parallel):
         "about": "Triton kernels of fastvae compiled ahead of time (no GPU) for each GPU and dtype at the benchmark "
                  "shapes, one row per distinct binary. registers/stack/local/static shared: cuobjdump -res-usage; "
                  "spill bytes: ptxas -v; shared_bytes: what a launch asks for. "
-                 "Written by benchmarks/gpu/compile_report.py (run by tests/test_triton_compile.py).",
+                 "Written by benchmarks/gpu/compile_report.py (run by tests/kernels/test_triton_compile.py).",
         "triton": triton.__version__,
         "ptxas": {aot.target_name(c): aot.ptxas_version(c) for c in aot.CAPABILITIES},
         "targets": [aot.target_name(c) for c in aot.CAPABILITIES],
@@ -193,34 +193,6 @@ def problems(report):
         if r["shared_bytes"] > r["shared_limit_bytes"]:
             out.append(f"{where}: {r['shared_bytes']} bytes of shared memory > {r['shared_limit_bytes']}")
     return out
-
-
-def markdown_table(report):
-    """One row per kernel and dtype: the worst case over its specializations, per GPU."""
-    groups = {}
-    for r in report["rows"]:
-        for dtype in r["dtype"].split("/"):
-            groups.setdefault((r["kernel"], dtype), {}).setdefault(r["target"], []).append(r)
-    targets = report["targets"]
-    header = ["kernel", "dtype", "variants"] + [
-        f"{t} {col}" for t in targets for col in ("regs", "spilled B", "shared KiB")
-    ] + ["warps"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
-    for kernel, dtype in sorted(groups, key=lambda k: (k[0], list(DTYPES).index(k[1]))):
-        per_target = groups[(kernel, dtype)]
-        cells = [f"`{kernel}`", dtype, str(max(len(v) for v in per_target.values()))]
-        warps = set()
-        for t in targets:
-            rs = per_target.get(t, [])
-            warps.update(r["num_warps"] for r in rs)
-            cells += [
-                str(max(r["registers"] for r in rs)),
-                str(max(r["spilled_bytes"] for r in rs)),
-                f"{max(r['shared_bytes'] for r in rs) / 1024:.1f}",
-            ]
-        cells.append("/".join(str(w) for w in sorted(warps)))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def report_text(report):
@@ -249,8 +221,8 @@ def main(argv=None):
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     report, seconds = run(args.jobs)
     write_report(args.out, report)
-    print(markdown_table(report))
-    print(f"\n{len(report['rows'])} kernel binaries compiled in {seconds:.0f} s; report: {args.out}")
+    print(f"{len(report['rows'])} kernel binaries compiled in {seconds:.0f} s; report: {args.out}")
+    print("the per-kernel table of the docs: python benchmarks/render_results.py")
     bad = problems(report)
     for line in bad:
         print(f"PROBLEM: {line}", file=sys.stderr)
