@@ -73,18 +73,26 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
                  int64_t K_rows) {
   out.K = std::max(K, K_rows);
   out.N = N;
-  out.data.assign(static_cast<size_t>(out.count() * out.stride()), scalar_t(0));
+  // Every value is written below (the zero padding included): no fill first.
+  out.data.resize(static_cast<size_t>(out.count() * out.stride()));
   for (int64_t p = 0; p < out.count(); ++p) {
     const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
     scalar_t* panel = out.data.data() + p * out.stride();
-    if (trans_b) {  // B stored [N, K]
-      for (int64_t j = 0; j < width; ++j) {
-        const scalar_t* src = B + (n0 + j) * ldb;
-        for (int64_t k = 0; k < K; ++k) panel[k * kPanelWidth + j] = src[k];
+    if (trans_b) {  // B stored [N, K]: transpose in blocks of 8 depth steps x the panel's columns
+      constexpr int64_t kb = 8;
+      for (int64_t k0 = 0; k0 < K; k0 += kb) {
+        const int64_t k1 = std::min(K, k0 + kb);
+        for (int64_t j = 0; j < width; ++j) {
+          const scalar_t* src = B + (n0 + j) * ldb;
+          for (int64_t k = k0; k < k1; ++k) panel[k * kPanelWidth + j] = src[k];
+        }
       }
     } else {  // B stored [K, N]
       for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
     }
+    if (width < kPanelWidth)
+      for (int64_t k = 0; k < K; ++k) std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
+    std::fill(panel + K * kPanelWidth, panel + out.stride(), scalar_t(0));
   }
 }
 
