@@ -26,8 +26,27 @@ namespace fastvae {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRowChunk = 128;    // hidden rows per task: 4 token panels
-constexpr int64_t kVocabBlock = 512;  // words per pass over the chunk (their weights stay in L2)
+// Blocking, in bytes of the operands: a chunk of hidden rows (its transposed
+// panels, ~kChunkBytes) and a block of words (their weights, ~kBlockBytes) stay
+// in L2 together, so the weight matrix, far larger than L2, is read from
+// memory once per chunk: once per call at the decoding sizes (640 rows of
+// H <= 256). The chunk is smaller when that leaves a thread idle.
+constexpr int64_t kChunkBytes = 640 * 1024;
+constexpr int64_t kBlockBytes = 128 * 1024;
+
+int64_t row_chunk(int64_t R, int64_t H, int64_t elem) {
+  int64_t rows = std::max<int64_t>(kPanelWidth, kChunkBytes / (H * elem) / kPanelWidth * kPanelWidth);
+  const int64_t threads = at::get_num_threads();
+  if (threads > 1) {  // at least one chunk per thread
+    const int64_t per_thread = (R + threads - 1) / threads;
+    rows = std::min(rows, std::max<int64_t>(kPanelWidth, (per_thread + kPanelWidth - 1) / kPanelWidth * kPanelWidth));
+  }
+  return rows;
+}
+
+int64_t vocab_block(int64_t H, int64_t elem) {
+  return std::max<int64_t>(64, kBlockBytes / (H * elem) / 64 * 64);
+}
 
 // Rows [r0, r0 + rows) of hidden: their transposed panels, then a running
 // (max, argmax) over the vocabulary in blocks. Indices are carried as
@@ -40,8 +59,9 @@ void argmax_rows(const KernelSet<scalar_t>& ks, int64_t r0, int64_t rows, int64_
   pack_panels(true, H, rows, hidden + r0 * H, H, hT);  // hidden^T [H, rows]
   const int64_t width = hT.count() * kPanelWidth;
   std::vector<scalar_t> best(width, -std::numeric_limits<scalar_t>::infinity()), best_index(width, 0);
-  for (int64_t v0 = 0; v0 < V; v0 += kVocabBlock) {
-    const int64_t n = std::min(kVocabBlock, V - v0);
+  const int64_t block = vocab_block(H, sizeof(scalar_t));
+  for (int64_t v0 = 0; v0 < V; v0 += block) {
+    const int64_t n = std::min(block, V - v0);
     ks.head_argmax(n, H, weight + v0 * H, H, bias != nullptr ? bias + v0 : nullptr, hT.data.data(), hT.count(),
                    static_cast<scalar_t>(v0), best.data(), best_index.data());
   }
@@ -56,11 +76,12 @@ void linear_argmax_impl(const at::Tensor& hidden, const at::Tensor& weight, cons
                         at::Tensor& index, at::Tensor& value) {
   const int64_t R = hidden.size(0), H = hidden.size(1), V = weight.size(0);
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
-  const int64_t chunks = (R + kRowChunk - 1) / kRowChunk;
+  const int64_t chunk_rows = row_chunk(R, H, sizeof(scalar_t));
+  const int64_t chunks = (R + chunk_rows - 1) / chunk_rows;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t r0 = chunk * kRowChunk;
-      argmax_rows<scalar_t>(ks, r0, std::min(kRowChunk, R - r0), H, V, hidden.data_ptr<scalar_t>(),
+      const int64_t r0 = chunk * chunk_rows;
+      argmax_rows<scalar_t>(ks, r0, std::min(chunk_rows, R - r0), H, V, hidden.data_ptr<scalar_t>(),
                             weight.data_ptr<scalar_t>(), bias, index.data_ptr<int64_t>(),
                             value.data_ptr<scalar_t>());
     }
