@@ -474,6 +474,45 @@ FASTVAE_SIMD_INLINE void st(T* p, reg x, int n) {
   }
 }
 
+// U vectors of units at j, j + W, ... (the last one n lanes wide): their
+// dependency chains (two exponentials and reciprocals deep) interleave.
+template <int U>
+FASTVAE_SIMD_INLINE void lstm_fwd_units(int64_t j, int n, const T* pre, const T* rec, const T* bias, T* act,
+                                        const T* c_in, T* c_out, const T* h_in, T* h_out, T* y, T* cprev,
+                                        T* tanh_c, T* hprev, int64_t H) {
+  reg g[4][U];
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const int64_t k = q * H + j + u * W;
+      const int m = u == U - 1 ? n : W;
+      reg x = ld(pre + k, m);
+      if (rec != nullptr) x = V::add(x, ld(rec + k, m));
+      if (bias != nullptr) x = V::add(x, ld(bias + k, m));
+      g[q][u] = q == 2 ? V::tanh(x) : sigmoid(x);
+      if (act != nullptr) st(act + k, g[q][u], m);
+    }
+  }
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+    const int64_t k = j + u * W;
+    const int m = u == U - 1 ? n : W;
+    const reg c_old = ld(c_in + k, m);
+    if (cprev != nullptr) {
+      st(cprev + k, c_old, m);
+      st(hprev + k, ld(h_in + k, m), m);
+    }
+    const reg c_new = V::fmadd(g[1][u], c_old, V::mul(g[0][u], g[2][u]));
+    const reg tc = V::tanh(c_new);
+    const reg h_new = V::mul(g[3][u], tc);
+    st(c_out + k, c_new, m);
+    st(h_out + k, h_new, m);
+    if (y != nullptr) st(y + k, h_new, m);
+    if (tanh_c != nullptr) st(tanh_c + k, tc, m);
+  }
+}
+
 // Forward of one row. pre [4H]: the input projection (+ rec [4H], the
 // recurrent product h_{t-1} @ w_hh^T, when not null; + bias [4H] when not
 // null). act [4H] (or null) receives the activations i, f, g, o (may alias
@@ -483,29 +522,12 @@ FASTVAE_SIMD_INLINE void st(T* p, reg x, int n) {
 // of the new cell. A decoding step is the same row without rec or saving.
 inline void lstm_fwd_row(const T* pre, const T* rec, const T* bias, T* act, const T* c_in, T* c_out,
                          const T* h_in, T* h_out, T* y, T* cprev, T* tanh_c, T* hprev, int64_t H) {
-  over_units(H, [&](int64_t j, int n) {
-    reg g[4];
-#pragma GCC unroll 4
-    for (int q = 0; q < 4; ++q) {
-      reg x = ld(pre + q * H + j, n);
-      if (rec != nullptr) x = V::add(x, ld(rec + q * H + j, n));
-      if (bias != nullptr) x = V::add(x, ld(bias + q * H + j, n));
-      g[q] = q == 2 ? V::tanh(x) : sigmoid(x);
-      if (act != nullptr) st(act + q * H + j, g[q], n);
-    }
-    const reg c_old = ld(c_in + j, n);
-    if (cprev != nullptr) {
-      st(cprev + j, c_old, n);
-      st(hprev + j, ld(h_in + j, n), n);
-    }
-    const reg c_new = V::fmadd(g[1], c_old, V::mul(g[0], g[2]));
-    const reg tc = V::tanh(c_new);
-    const reg h_new = V::mul(g[3], tc);
-    st(c_out + j, c_new, n);
-    st(h_out + j, h_new, n);
-    if (y != nullptr) st(y + j, h_new, n);
-    if (tanh_c != nullptr) st(tanh_c + j, tc, n);
-  });
+  int64_t j = 0;
+  for (; j + 2 * W <= H; j += 2 * W)
+    lstm_fwd_units<2>(j, W, pre, rec, bias, act, c_in, c_out, h_in, h_out, y, cprev, tanh_c, hprev, H);
+  for (; j < H; j += W)
+    lstm_fwd_units<1>(j, static_cast<int>(imin(W, H - j)), pre, rec, bias, act, c_in, c_out, h_in, h_out, y,
+                      cprev, tanh_c, hprev, H);
 }
 
 // Backward of one row: reads the saved activations gates [4H], cprev,
