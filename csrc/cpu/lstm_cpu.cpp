@@ -162,7 +162,7 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // page-faulted in on every call -- at the DailyDialog size that cost more than
 // the cell arithmetic. Buffers above kMaxTemp values are allocated per call
 // (a thread keeps at most kSlots * kMaxTemp values).
-enum Tmp { kPre, kRec, kGradGates, kInputs, kWeightGrad, kSlots };
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kSlots };
 constexpr int64_t kMaxTemp = int64_t(1) << 22;  // 16 MB in fp32
 
 template <typename scalar_t>
@@ -328,26 +328,20 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   }
   sc.unsort_rows(DH, H, dh.data_ptr<scalar_t>());
   sc.unsort_rows(DC, H, dc.data_ptr<scalar_t>());
-  // Input and weight gradients as large products over the pairs that ran;
-  // both weight gradients in one, dgates^T @ [x | hprev], so the transposed
-  // left operand is prepared once.
+  // Input and weight gradients as large products over the pairs that ran:
+  // dx = dgates @ w_ih, dw_ih = dgates^T @ x, dw_hh = dgates^T @ hprev (x and
+  // hprev gathered into the packed order when it is not the [T, B] order).
   at::Tensor dxp = sc.identity ? dx : at::empty({P, E}, opts);
   gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
   if (!sc.identity) sc.scatter(dxp.data_ptr<scalar_t>(), E, dx.data_ptr<scalar_t>());
-  at::Tensor xh = temporary<scalar_t>(kInputs, {P, E + H}, opts);
-  scalar_t* XH = xh.data_ptr<scalar_t>();
-  {
-    at::Tensor xs = sc.identity ? x : at::empty({P, E}, opts), hs = sc.identity ? hprev : at::empty({P, H}, opts);
-    if (!sc.identity) {
-      sc.gather(x.data_ptr<scalar_t>(), E, xs.data_ptr<scalar_t>());
-      sc.gather(hprev.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
-    }
-    at::cat_out(xh, {xs.view({P, E}), hs.view({P, H})}, 1);
+  at::Tensor xs = sc.identity ? x : temporary<scalar_t>(kInputs, {P, E}, opts);
+  at::Tensor hs = sc.identity ? hprev : temporary<scalar_t>(kHidden, {P, H}, opts);
+  if (!sc.identity) {
+    sc.gather(x.data_ptr<scalar_t>(), E, xs.data_ptr<scalar_t>());
+    sc.gather(hprev.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
   }
-  at::Tensor dw = temporary<scalar_t>(kWeightGrad, {G4, E + H}, opts);
-  gemm<scalar_t>(true, false, G4, E + H, P, 1, DG, G4, XH, E + H, 0, dw.data_ptr<scalar_t>(), E + H);
-  dw_ih.copy_(dw.narrow(1, 0, E));
-  dw_hh.copy_(dw.narrow(1, E, H));
+  gemm<scalar_t>(true, false, G4, E, P, 1, DG, G4, xs.data_ptr<scalar_t>(), E, 0, dw_ih.data_ptr<scalar_t>(), E);
+  gemm<scalar_t>(true, false, G4, H, P, 1, DG, G4, hs.data_ptr<scalar_t>(), H, 0, dw_hh.data_ptr<scalar_t>(), H);
   at::sum_out(db, dgp, {0});
 }
 
