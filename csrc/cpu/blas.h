@@ -12,6 +12,8 @@
 
 #include <ATen/ATen.h>
 
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -33,12 +35,33 @@ bool has_direct_blas();
 // True when float GEMMs run the tile kernels (an AVX2 or AVX-512 CPU).
 bool tiled_float_gemm();
 
+// An allocator whose resize() leaves new values uninitialised: a buffer that
+// is written in full right after (packed panels) skips a pass of zeroes.
+template <typename T>
+struct UninitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <typename U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
 // A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
 // columns [32p, 32p + 32) as K rows of 32 values, zero past N.
 template <typename scalar_t>
 struct Panels {
   int64_t K = 0, N = 0;
-  std::vector<scalar_t> data;
+  std::vector<scalar_t, UninitAllocator<scalar_t>> data;  // written in full by pack_panels
   int64_t stride() const { return K * kPanelWidth; }
   int64_t count() const { return (N + kPanelWidth - 1) / kPanelWidth; }
 };
