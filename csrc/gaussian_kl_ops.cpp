@@ -60,6 +60,7 @@ struct GaussianKlFn : public torch::autograd::Function<GaussianKlFn> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<KlBwdSig>("fastvae::gaussian_kl_bwd");
     first_order_only("gaussian_kl");
+    at::AutoDispatchBelowADInplaceOrView guard;  // straight to the kernels (no autograd fallback, no boxing)
     const auto s = ctx->get_saved_variables();
     const bool prior = s[2].defined();
     if (!grads[0].defined()) return variable_list(5);

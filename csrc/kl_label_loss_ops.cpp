@@ -70,6 +70,7 @@ struct KlLabelLossFn : public torch::autograd::Function<KlLabelLossFn> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<KllBwdSig>("fastvae::kl_label_loss_bwd");
     first_order_only("kl_label_loss");
+    at::AutoDispatchBelowADInplaceOrView guard;  // straight to the kernels (no autograd fallback, no boxing)
     const auto s = ctx->get_saved_variables();
     if (!grads[0].defined() && !grads[1].defined() && !grads[2].defined()) return variable_list(9);
     const bool prior = s[2].defined();

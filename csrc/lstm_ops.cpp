@@ -102,6 +102,7 @@ struct LstmStackFn : public torch::autograd::Function<LstmStackFn> {
     const int64_t n = ctx->saved_data["params"].toInt();
     const std::vector<at::Tensor> params(s.begin() + 2, s.begin() + 2 + n), saved(s.begin() + 2 + n, s.end());
     const OptTensor lengths = ctx->saved_data["lengths"].toOptional<at::Tensor>();
+    at::AutoDispatchBelowADInplaceOrView guard;  // straight to the kernel (no autograd fallback, no boxing)
     auto [dx, dh0, dc0, dparams] = bwd.call(maybe(grads[0]), maybe(grads[1]), maybe(grads[2]), s[0], s[1], params,
                                             lengths, saved, ctx->saved_data["num_layers"].toInt(),
                                             ctx->saved_data["bidirectional"].toBool());

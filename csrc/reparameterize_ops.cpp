@@ -51,6 +51,7 @@ struct ReparameterizeFn : public torch::autograd::Function<ReparameterizeFn> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = op_handle<ReparamSig>("fastvae::reparameterize_bwd");
     first_order_only("reparameterize");
+    at::AutoDispatchBelowADInplaceOrView guard;  // straight to the kernels (no autograd fallback, no boxing)
     const auto saved = ctx->get_saved_variables();
     const at::Tensor& logvar = saved[0];
     const at::Tensor& eps = saved[1];
