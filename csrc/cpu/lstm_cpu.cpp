@@ -160,10 +160,11 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // A call's internal temporaries (never returned): per-thread buffers reused
 // from call to call. Fresh allocations of this size come from mmap and are
 // page-faulted in on every call -- at the DailyDialog size that cost more than
-// the cell arithmetic. Buffers above kMaxTemp values are allocated per call
-// (a thread keeps at most kSlots * kMaxTemp values).
+// the cell arithmetic. Buffers above kMaxTemp values are allocated per call,
+// so a thread keeps at most kSlots * kMaxTemp values (48 MB in fp32; the
+// Sentence-VAE size needs 1.3 M values for its largest, the gate gradients).
 enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kSlots };
-constexpr int64_t kMaxTemp = int64_t(1) << 22;  // 16 MB in fp32
+constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
 template <typename scalar_t>
 at::Tensor temporary(Tmp slot, at::IntArrayRef shape, const at::TensorOptions& opts) {
