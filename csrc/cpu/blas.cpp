@@ -25,6 +25,8 @@ namespace {
 
 bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
 
+struct GemmLeftTiles;  // thread_scratch tag: the tiles of A that gemm_panels packs
+
 // Fallback through ATen: wraps the raw buffers as (strided) tensors.
 template <typename scalar_t>
 void gemm_aten(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
@@ -90,24 +92,16 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
     } else {  // B stored [K, N]
       for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
     }
-    if (width < kPanelWidth)
-      for (int64_t k = 0; k < K; ++k) std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
+    if (width < kPanelWidth) {  // zero past N
+      for (int64_t k = 0; k < K; ++k)
+        std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
+    }
     std::fill(panel + K * kPanelWidth, panel + out.stride(), scalar_t(0));
   }
 }
 
 template void pack_panels<float>(bool, int64_t, int64_t, const float*, int64_t, Panels<float>&, int64_t);
 template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
-
-template <typename scalar_t>
-scalar_t* thread_scratch(size_t n) {
-  static thread_local std::vector<scalar_t> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
-}
-
-template float* thread_scratch<float>(size_t);
-template double* thread_scratch<double>(size_t);
 
 void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,
                  float* C, int64_t ldc) {
@@ -122,7 +116,8 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
   auto rows = [&](int64_t m0, int64_t m1) {
     const int64_t tiles = (m1 - m0 + ks.tile_rows - 1) / ks.tile_rows;
-    float* scratch = thread_scratch<float>(static_cast<size_t>(tiles * ks.tile_rows * std::min(K, ks.gemm_depth)));
+    float* scratch =
+        thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(tiles * ks.tile_rows * std::min(K, ks.gemm_depth)));
     ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data.data(), Bp.stride(), beta, C + m0 * ldc, ldc,
             scratch);
   };

@@ -72,9 +72,16 @@ template <typename scalar_t>
 void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,
                  int64_t K_rows = 0);
 
-// Scratch of at least n values for the calling thread (reused between calls).
-template <typename scalar_t>
-scalar_t* thread_scratch(size_t n);
+// Scratch of at least n values for the calling thread, reused from call to
+// call (a fresh multi-MB buffer per call costs its page faults every call).
+// Each Tag type names a buffer of its own, so a caller can hold several at
+// once; the buffer lives until the thread ends and keeps its largest size.
+template <typename scalar_t, typename Tag>
+scalar_t* thread_scratch(size_t n) {
+  static thread_local std::vector<scalar_t> buffer;
+  if (buffer.size() < n) buffer.resize(n);
+  return buffer.data();
+}
 
 // C[M, N] = op(A)[M, K] @ Bp + beta * C with the tile kernels (A stored [M, K], or [K, M] when trans_a).
 void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,

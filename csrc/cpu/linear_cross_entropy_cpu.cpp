@@ -52,6 +52,7 @@
 #include <limits>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -197,16 +198,14 @@ struct TokenStats {
   }
 };
 
-// Reusable per-thread buffers, one per Slot (a call's chunk buffer and its
-// tasks' block buffers are different slots of the same thread): a fresh
-// multi-MB buffer per call cost its page faults and zeroing every call.
+// Reusable per-thread buffers (blas.h: thread_scratch), one per Slot: a
+// call's chunk buffer and its tasks' block buffers are different slots of the
+// same thread.
 enum class Slot { Chunk, ChunkMax, Block, HiddenGrad };
 
 template <typename scalar_t, Slot slot>
 scalar_t* scratch(size_t n) {
-  static thread_local std::vector<scalar_t> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+  return thread_scratch<scalar_t, std::integral_constant<Slot, slot>>(n);
 }
 
 // Splits the blocks [0, n_blocks) between threads: fn(b0, b1) per task.

@@ -157,23 +157,22 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 
 // ---------------------------------------------------------------- drivers --
 
-// A call's internal temporaries (never returned): per-thread buffers reused
-// from call to call. Fresh allocations of this size come from mmap and are
-// page-faulted in on every call -- at the DailyDialog size that cost more than
-// the cell arithmetic. Buffers above kMaxTemp values are allocated per call,
-// so a thread keeps at most kSlots * kMaxTemp values (48 MB in fp32; the
-// Sentence-VAE size needs 1.3 M values for its largest, the gate gradients).
-enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kSlots };
+// A call's internal temporaries (never returned) as tensors over per-thread
+// buffers reused from call to call (blas.h: thread_scratch; fresh allocations
+// of this size are page-faulted in on every call -- at the DailyDialog size
+// that cost more than the cell arithmetic). Above kMaxTemp values a buffer is
+// allocated per call, so a thread keeps at most six buffers of kMaxTemp values
+// (48 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
+// gradients).
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT };
 constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
-template <typename scalar_t>
-at::Tensor temporary(Tmp slot, at::IntArrayRef shape, const at::TensorOptions& opts) {
+template <typename scalar_t, Tmp slot>
+at::Tensor temporary(at::IntArrayRef shape, const at::TensorOptions& opts) {
   const int64_t n = c10::multiply_integers(shape);
   if (n > kMaxTemp) return at::empty(shape, opts);
-  static thread_local std::vector<scalar_t> buffers[kSlots];
-  std::vector<scalar_t>& b = buffers[slot];
-  if (static_cast<int64_t>(b.size()) < n) b.resize(static_cast<size_t>(n));
-  return at::from_blob(b.data(), shape, opts);
+  return at::from_blob(thread_scratch<scalar_t, std::integral_constant<Tmp, slot>>(static_cast<size_t>(n)), shape,
+                       opts);
 }
 
 // Asks for n values at p to be brought into L1. The cell step reads each row's
@@ -208,7 +207,7 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
                     const scalar_t* bias, at::Tensor& gates, at::Tensor& y, at::Tensor& h, at::Tensor& c,
                     at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev, bool save) {
   const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G4 = 4 * H;
-  at::Tensor pre = temporary<scalar_t>(kPre, {B, G4}, x.options());
+  at::Tensor pre = temporary<scalar_t, kPre>({B, G4}, x.options());
   scalar_t *PR = pre.data_ptr<scalar_t>(), *HS = h.data_ptr<scalar_t>(), *CS = c.data_ptr<scalar_t>();
   const scalar_t* X = x.data_ptr<scalar_t>();
   scalar_t* GT = gates.data_ptr<scalar_t>();  // the activations (an output, saved or not)
@@ -256,7 +255,8 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
   scalar_t* GP = gp.data_ptr<scalar_t>();
   gemm<scalar_t>(false, true, P, G4, E, 1, xp.data_ptr<scalar_t>(), E, w_ih.data_ptr<scalar_t>(), E, 0, GP, G4);
   // The state in sorted order; the recurrent product of the running rows.
-  at::Tensor hs = at::empty({B, H}, opts), cs = at::empty({B, H}, opts), rec = temporary<scalar_t>(kRec, {B, G4}, opts);
+  at::Tensor hs = at::empty({B, H}, opts), cs = at::empty({B, H}, opts);
+  at::Tensor rec = temporary<scalar_t, kRec>({B, G4}, opts);
   sc.sort_rows(h.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
   sc.sort_rows(c.data_ptr<scalar_t>(), H, cs.data_ptr<scalar_t>());
   scalar_t *HS = hs.data_ptr<scalar_t>(), *CS = cs.data_ptr<scalar_t>(), *R = rec.data_ptr<scalar_t>();
@@ -297,7 +297,7 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
   const auto opts = x.options();
   // Pre-activation gradients of the pairs that ran, packed step-major.
-  at::Tensor dgp = temporary<scalar_t>(kGradGates, {P, G4}, opts);
+  at::Tensor dgp = temporary<scalar_t, kGradGates>({P, G4}, opts);
   scalar_t* DG = dgp.data_ptr<scalar_t>();
   at::Tensor dhs = at::empty({B, H}, opts), dcs = at::empty({B, H}, opts);
   sc.sort_rows(dh.data_ptr<scalar_t>(), H, dhs.data_ptr<scalar_t>());
@@ -335,8 +335,8 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   at::Tensor dxp = sc.identity ? dx : at::empty({P, E}, opts);
   gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
   if (!sc.identity) sc.scatter(dxp.data_ptr<scalar_t>(), E, dx.data_ptr<scalar_t>());
-  at::Tensor xs = sc.identity ? x : temporary<scalar_t>(kInputs, {P, E}, opts);
-  at::Tensor hs = sc.identity ? hprev : temporary<scalar_t>(kHidden, {P, H}, opts);
+  at::Tensor xs = sc.identity ? x : temporary<scalar_t, kInputs>({P, E}, opts);
+  at::Tensor hs = sc.identity ? hprev : temporary<scalar_t, kHidden>({P, H}, opts);
   if (!sc.identity) {
     sc.gather(x.data_ptr<scalar_t>(), E, xs.data_ptr<scalar_t>());
     sc.gather(hprev.data_ptr<scalar_t>(), H, hs.data_ptr<scalar_t>());
@@ -347,7 +347,7 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // (dgates^T @ [x | hprev] instead prepares the larger dgates as the left
   // operand, for E + H columns: 1-2 ms slower at the Sentence-VAE size.)
   const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
-  at::Tensor dwt = temporary<scalar_t>(kWeightGradT, {E + H, G4}, opts);
+  at::Tensor dwt = temporary<scalar_t, kWeightGradT>({E + H, G4}, opts);
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
   dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
   dgates.multiply(true, H, hs.data_ptr<scalar_t>(), H, 0, DWT + E * G4, G4);
