@@ -80,15 +80,8 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
   for (int64_t p = 0; p < out.count(); ++p) {
     const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
     scalar_t* panel = out.data.data() + p * out.stride();
-    if (trans_b) {  // B stored [N, K]: transpose in blocks of 8 depth steps x the panel's columns
-      constexpr int64_t kb = 8;
-      for (int64_t k0 = 0; k0 < K; k0 += kb) {
-        const int64_t k1 = std::min(K, k0 + kb);
-        for (int64_t j = 0; j < width; ++j) {
-          const scalar_t* src = B + (n0 + j) * ldb;
-          for (int64_t k = k0; k < k1; ++k) panel[k * kPanelWidth + j] = src[k];
-        }
-      }
+    if (trans_b) {  // B stored [N, K]: the panel's rows of B transposed
+      kernels<scalar_t>().transpose(width, K, B + n0 * ldb, ldb, panel, kPanelWidth);
     } else {  // B stored [K, N]
       for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
     }

@@ -50,7 +50,9 @@ struct KernelSet {
   void (*lstm_fwd_row)(const T* pre, const T* rec, const T* bias, T* act, const T* c_in, T* c_out, const T* h_in,
                        T* h_out, T* y, T* cprev, T* tanh_c, T* hprev, int64_t H);
   void (*lstm_bwd_row)(const T* gates, const T* cprev, const T* tanh_c, const T* gy, const T* dh, T* dc, T* dgate,
-                       int64_t H);
+                       T* db, int64_t H);
+  // dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols.
+  void (*transpose)(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd);
   // n steps of 12 independent vector FMAs in registers; returns the flops done (the FMA peak probe).
   int64_t (*fma_loop)(int64_t n);
 };
@@ -73,5 +75,6 @@ const KernelSet<double>& kernels_generic_double();
   {                                                                                                           \
     NAME, NS::tile::MR, NS::tile::kDepth, &NS::tile::gemm, &NS::tile::head_logits, &NS::tile::head_argmax,    \
         &NS::tile::head_exp, &NS::tile::head_scale, &NS::tile::head_softmax_grad, &NS::tile::head_weight_grad, \
-        &NS::tile::head_hidden_grad, &NS::tile::lstm_fwd_row, &NS::tile::lstm_bwd_row, &NS::tile::fma_loop    \
+        &NS::tile::head_hidden_grad, &NS::tile::lstm_fwd_row, &NS::tile::lstm_bwd_row, &NS::tile::transpose,   \
+        &NS::tile::fma_loop                                                                                   \
   }

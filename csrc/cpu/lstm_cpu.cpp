@@ -307,21 +307,34 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
                  *TC = tanh_c.data_ptr<scalar_t>(), *GY = grad_y.data_ptr<scalar_t>();
   const RightOperand<scalar_t> whh(false, G4, H, w_hh.data_ptr<scalar_t>(), H);  // dh = dgates @ w_hh
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
+  // The bias gradient, summed by the rows as they go (no second pass over
+  // the T * B rows of dgates): the rows of a step run in blocks of `grain`;
+  // block k sums its rows into step[k], then step[k] into total[k] (sums
+  // B + T deep rather than B * T, the same whatever the number of threads).
+  const int64_t grain = row_grain(H), blocks = (B + grain - 1) / grain;
+  at::Tensor db_total = at::zeros({blocks, G4}, opts), db_step = at::empty({blocks, G4}, opts);
+  scalar_t *DBT = db_total.data_ptr<scalar_t>(), *DBS = db_step.data_ptr<scalar_t>();
   for (int64_t s = sc.T - 1; s >= 0; --s) {
     const int64_t ns = sc.n[s];
     if (ns == 0) continue;
-    at::parallel_for(0, ns, row_grain(H), [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        const int64_t f = sc.flat(j, s);
-        if (j + 1 < j1) {
-          const int64_t fn = sc.flat(j + 1, s);
-          prefetch_row(GT + fn * G4, G4);
-          prefetch_row(CP + fn * H, H);
-          prefetch_row(TC + fn * H, H);
-          prefetch_row(GY + fn * H, H);
+    at::parallel_for(0, (ns + grain - 1) / grain, 1, [&](int64_t k0, int64_t k1) {
+      for (int64_t k = k0; k < k1; ++k) {
+        scalar_t *step = DBS + k * G4, *total = DBT + k * G4;
+        std::fill(step, step + G4, scalar_t(0));
+        const int64_t j0 = k * grain, j1 = std::min(ns, j0 + grain);
+        for (int64_t j = j0; j < j1; ++j) {
+          const int64_t f = sc.flat(j, s);
+          if (j + 1 < j1) {
+            const int64_t fn = sc.flat(j + 1, s);
+            prefetch_row(GT + fn * G4, G4);
+            prefetch_row(CP + fn * H, H);
+            prefetch_row(TC + fn * H, H);
+            prefetch_row(GY + fn * H, H);
+          }
+          ks.lstm_bwd_row(GT + f * G4, CP + f * H, TC + f * H, GY + f * H, DH + j * H, DC + j * H,
+                          DG + (sc.off[s] + j) * G4, step, H);
         }
-        ks.lstm_bwd_row(GT + f * G4, CP + f * H, TC + f * H, GY + f * H, DH + j * H, DC + j * H,
-                        DG + (sc.off[s] + j) * G4, H);
+        for (int64_t i = 0; i < G4; ++i) total[i] += step[i];
       }
     });
     // The running rows' carried gradient; finished rows keep theirs (their state was held).
@@ -351,9 +364,13 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
   dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
   dgates.multiply(true, H, hs.data_ptr<scalar_t>(), H, 0, DWT + E * G4, G4);
-  dw_ih.copy_(dwt.narrow(0, 0, E).t());
-  dw_hh.copy_(dwt.narrow(0, E, H).t());
-  at::sum_out(db, dgp, {0});
+  ks.transpose(E, G4, DWT, G4, dw_ih.data_ptr<scalar_t>(), E);
+  ks.transpose(H, G4, DWT + E * G4, G4, dw_hh.data_ptr<scalar_t>(), H);
+  if (blocks == 1) {
+    db.copy_(db_total[0]);
+  } else {
+    at::sum_out(db, db_total, {0});
+  }
 }
 
 }  // namespace

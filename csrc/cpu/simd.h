@@ -26,6 +26,31 @@
 
 #define FASTVAE_SIMD_INLINE inline __attribute__((always_inline))
 
+#if defined(FASTVAE_SIMD_AVX2) || defined(FASTVAE_SIMD_AVX512)
+// The body of the x86 types' transpose8x8 (AVX instructions, both types):
+// three rounds of shuffles turn 8 rows of 8 floats into 8 columns.
+#define FASTVAE_TRANSPOSE8X8_PS(s, ls, d, ld)                                                                 \
+  do {                                                                                                        \
+    __m256 r_[8], t_[8], u_[8];                                                                               \
+    for (int k_ = 0; k_ < 8; ++k_) r_[k_] = _mm256_loadu_ps((s) + k_ * (ls));                                 \
+    for (int k_ = 0; k_ < 4; ++k_) {                                                                          \
+      t_[2 * k_] = _mm256_unpacklo_ps(r_[2 * k_], r_[2 * k_ + 1]);                                            \
+      t_[2 * k_ + 1] = _mm256_unpackhi_ps(r_[2 * k_], r_[2 * k_ + 1]);                                        \
+    }                                                                                                         \
+    for (int h_ = 0; h_ < 2; ++h_) {                                                                          \
+      const int b_ = 4 * h_;                                                                                  \
+      u_[b_] = _mm256_shuffle_ps(t_[b_], t_[b_ + 2], _MM_SHUFFLE(1, 0, 1, 0));                                \
+      u_[b_ + 1] = _mm256_shuffle_ps(t_[b_], t_[b_ + 2], _MM_SHUFFLE(3, 2, 3, 2));                            \
+      u_[b_ + 2] = _mm256_shuffle_ps(t_[b_ + 1], t_[b_ + 3], _MM_SHUFFLE(1, 0, 1, 0));                        \
+      u_[b_ + 3] = _mm256_shuffle_ps(t_[b_ + 1], t_[b_ + 3], _MM_SHUFFLE(3, 2, 3, 2));                        \
+    }                                                                                                         \
+    for (int k_ = 0; k_ < 4; ++k_) {                                                                          \
+      _mm256_storeu_ps((d) + k_ * (ld), _mm256_permute2f128_ps(u_[k_], u_[k_ + 4], 0x20));                    \
+      _mm256_storeu_ps((d) + (k_ + 4) * (ld), _mm256_permute2f128_ps(u_[k_], u_[k_ + 4], 0x31));              \
+    }                                                                                                         \
+  } while (0)
+#endif
+
 namespace fastvae {
 namespace cpu {
 
@@ -56,6 +81,11 @@ struct VecGeneric {
     return r;
   }
   static FASTVAE_SIMD_INLINE void store(T* p, reg x) { std::memcpy(p, x.v, sizeof(x.v)); }
+  // d[j * ld + i] = s[i * ls + j] for i, j < 8 (an 8 x 8 block transposed).
+  static FASTVAE_SIMD_INLINE void transpose8x8(const T* s, int64_t ls, T* d, int64_t ld) {
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < 8; ++j) d[j * ld + i] = s[i * ls + j];
+  }
   // The first n (0 <= n <= W) lanes; the others read as zero / are not written.
   static FASTVAE_SIMD_INLINE reg load_n(const T* p, int n) {
     reg r = zero();
@@ -140,6 +170,10 @@ struct VecAvx2 {
   static FASTVAE_SIMD_INLINE reg set1(float x) { return _mm256_set1_ps(x); }
   static FASTVAE_SIMD_INLINE reg load(const float* p) { return _mm256_loadu_ps(p); }
   static FASTVAE_SIMD_INLINE void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
+  // d[j * ld + i] = s[i * ls + j] for i, j < 8 (an 8 x 8 block transposed).
+  static FASTVAE_SIMD_INLINE void transpose8x8(const float* s, int64_t ls, float* d, int64_t ld) {
+    FASTVAE_TRANSPOSE8X8_PS(s, ls, d, ld);
+  }
   static FASTVAE_SIMD_INLINE __m256i lanes_below(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
@@ -209,6 +243,10 @@ struct VecAvx512 {
   static FASTVAE_SIMD_INLINE reg set1(float x) { return _mm512_set1_ps(x); }
   static FASTVAE_SIMD_INLINE reg load(const float* p) { return _mm512_loadu_ps(p); }
   static FASTVAE_SIMD_INLINE void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
+  // d[j * ld + i] = s[i * ls + j] for i, j < 8 (an 8 x 8 block transposed).
+  static FASTVAE_SIMD_INLINE void transpose8x8(const float* s, int64_t ls, float* d, int64_t ld) {
+    FASTVAE_TRANSPOSE8X8_PS(s, ls, d, ld);
+  }
   static FASTVAE_SIMD_INLINE __mmask16 lanes_below(int n) {
     return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n > 0 ? n : 0)) - 1u);
   }
