@@ -186,6 +186,13 @@ inline void prefetch_row(const scalar_t* p, int64_t n) {
   for (int64_t k = 0; k < n; k += kLine) __builtin_prefetch(p + k, 0, 3);
 }
 
+template <typename scalar_t>
+bool all_zero(const scalar_t* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (p[i] != scalar_t(0)) return false;
+  return true;
+}
+
 // A full batch run forward (the step-major order is the [T, B] order) takes
 // its input projection step by step: each step is x_s @ w_ih^T + h @ w_hh^T
 // into one [B, 4H] block that the cell rows read while it is still in L2. The
@@ -218,9 +225,10 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
   const RightOperand<scalar_t> wih_t(true, E, G4, w_ih.data_ptr<scalar_t>(), E);  // w_ih^T [E, 4H]
   const RightOperand<scalar_t> whh_t(true, H, G4, w_hh.data_ptr<scalar_t>(), H);  // w_hh^T [H, 4H]
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
+  const bool h0_zero = all_zero(HS, B * H);  // the usual h0: step 0 has no recurrent term
   for (int64_t s = 0; s < T; ++s) {
     wih_t.multiply(false, B, X + s * B * E, E, 0, PR, G4);
-    whh_t.multiply(false, B, HS, H, 1, PR, G4);
+    if (s > 0 || !h0_zero) whh_t.multiply(false, B, HS, H, 1, PR, G4);
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t f = s * B + b;
@@ -267,17 +275,20 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
   scalar_t* HP = save ? hprev.data_ptr<scalar_t>() : nullptr;
   const RightOperand<scalar_t> whh_t(true, H, G4, w_hh.data_ptr<scalar_t>(), H);  // w_hh^T [H, 4H]
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
+  const bool h0_zero = all_zero(HS, B * H);
   for (int64_t s = 0; s < sc.T && sc.n[s] > 0; ++s) {
     const int64_t ns = sc.n[s];
+    const bool no_rec = s == 0 && h0_zero;  // h0 @ w_hh^T = 0
     prefetch_row(GP + sc.off[s] * G4, G4);
-    whh_t.multiply(false, ns, HS, H, 0, R, G4);
+    if (!no_rec) whh_t.multiply(false, ns, HS, H, 0, R, G4);
     at::parallel_for(0, ns, row_grain(H), [&](int64_t j0, int64_t j1) {
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t f = sc.flat(j, s);
         if (j + 1 < j1) prefetch_row(GP + (sc.off[s] + j + 1) * G4, G4);
         scalar_t* h_j = HS + j * H;
         scalar_t* c_j = CS + j * H;
-        ks.lstm_fwd_row(GP + (sc.off[s] + j) * G4, R + j * G4, bias, GT + f * G4, c_j, c_j, h_j, h_j, Y + f * H,
+        ks.lstm_fwd_row(GP + (sc.off[s] + j) * G4, no_rec ? nullptr : R + j * G4, bias, GT + f * G4, c_j, c_j, h_j,
+                        h_j, Y + f * H,
                         save ? CP + f * H : nullptr, save ? TC + f * H : nullptr, save ? HP + f * H : nullptr, H);
       }
     });
