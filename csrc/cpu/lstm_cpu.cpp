@@ -217,7 +217,7 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
   at::Tensor pre = temporary<scalar_t, kPre>({B, G4}, x.options());
   scalar_t *PR = pre.data_ptr<scalar_t>(), *HS = h.data_ptr<scalar_t>(), *CS = c.data_ptr<scalar_t>();
   const scalar_t* X = x.data_ptr<scalar_t>();
-  scalar_t* GT = gates.data_ptr<scalar_t>();  // the activations (an output, saved or not)
+  scalar_t* GT = gates.numel() > 0 ? gates.data_ptr<scalar_t>() : nullptr;  // the activations (none: not kept)
   scalar_t* Y = y.data_ptr<scalar_t>();
   scalar_t* CP = save ? cprev.data_ptr<scalar_t>() : nullptr;
   scalar_t* TC = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
@@ -234,7 +234,7 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
         const int64_t f = s * B + b;
         scalar_t* h_b = HS + b * H;
         scalar_t* c_b = CS + b * H;
-        ks.lstm_fwd_row(PR + b * G4, nullptr, bias, GT + f * G4, c_b, c_b, h_b, h_b, Y + f * H,
+        ks.lstm_fwd_row(PR + b * G4, nullptr, bias, GT != nullptr ? GT + f * G4 : nullptr, c_b, c_b, h_b, h_b, Y + f * H,
                         save ? CP + f * H : nullptr, save ? TC + f * H : nullptr, save ? HP + f * H : nullptr, H);
       }
     });
@@ -384,13 +384,15 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   }
 }
 
-}  // namespace
+using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
-             const at::Tensor& w_ih, const at::Tensor& w_hh,
-             const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-             const c10::optional<at::Tensor>& lengths, bool reverse, bool need_grad) {
+// lstm_fwd; keep_gates false (the stack's forward without gradients) leaves
+// gates empty where the activations need no buffer (the fused full-batch
+// path): T * B * 4H values neither allocated nor written.
+FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                      const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths, bool reverse,
+                      bool need_grad, bool keep_gates) {
   const Dims d = check_lstm_args(x, h0, c0, w_ih, w_hh);
   const auto xc = x.contiguous();
   const auto wi = w_ih.contiguous();
@@ -401,7 +403,10 @@ lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
   const bool full = all_full(len, d.B, d.T);
   const Schedule sc(len, d.T, d.B, reverse);
   const auto opts = x.options();
-  auto gates = sc.identity ? at::empty({d.T, d.B, 4 * d.H}, opts) : at::zeros({d.T, d.B, 4 * d.H}, opts);
+  const bool fused = sc.identity && (x.scalar_type() == at::kFloat && fuse_input_projection<float>());
+  auto gates = !keep_gates && fused ? at::empty({0}, opts)
+               : sc.identity        ? at::empty({d.T, d.B, 4 * d.H}, opts)
+                                    : at::zeros({d.T, d.B, 4 * d.H}, opts);
   auto y = full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
   auto h = h0.contiguous().clone();
   auto c = c0.contiguous().clone();
@@ -415,6 +420,15 @@ lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
                             cprev, tanh_c, hprev, need_grad);
   });
   return {y, h, c, gates, cprev, tanh_c, hprev};
+}
+
+}  // namespace
+
+FwdOut lstm_fwd_cpu(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                    const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                    const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths, bool reverse,
+                    bool need_grad) {
+  return lstm_fwd_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse, need_grad, true);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -525,8 +539,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_sta
     for (int64_t d = 0; d < st.D; ++d) {
       const int64_t k = l * st.D + d;
       auto [y, h, c, gates, cprev, tanh_c, hprev] =
-          lstm_fwd_cpu(input, h0[k], c0[k], st.param(params, l, d, 0), st.param(params, l, d, 1),
-                       st.bias_param(params, l, d, 2), st.bias_param(params, l, d, 3), lengths, d == 1, need_grad);
+          lstm_fwd_layer(input, h0[k], c0[k], st.param(params, l, d, 0), st.param(params, l, d, 1),
+                         st.bias_param(params, l, d, 2), st.bias_param(params, l, d, 3), lengths, d == 1, need_grad,
+                         need_grad);
       outputs.push_back(y);
       h_n.push_back(h);
       c_n.push_back(c);
