@@ -134,32 +134,48 @@ struct GemmTile {
   }
 };
 
-// Copies rows [0, M) x depth [k0, k0 + kc) of A into tiles of MR rows, each
-// [kc][MR] (zero rows past M), so the micro-kernel reads A sequentially.
-inline void pack_a(int64_t M, int64_t k0, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* out) {
-  for (int64_t i = 0; i < M; i += MR) {
-    const int64_t rows = imin(MR, M - i);
-    T* tile = out + i * kc;
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = A + i * a_rs + (k0 + k) * a_cs;
-      T* dst = tile + k * MR;
-      for (int64_t r = 0; r < rows; ++r) dst[r] = src[r * a_rs];
-      for (int64_t r = rows; r < MR; ++r) dst[r] = T(0);
-    }
-  }
-}
-
 // A is copied into tiles when its rows or depth steps lie 2 KB or more apart
-// (they would share L1 sets); small row-major A (a recurrent state) is read in
-// place. Except by the 12-row AVX-512 tile when the copy is reused across many
-// column groups (N >= 256): its 12 row pointers do not fit in registers next
-// to its 24 accumulators, and GCC reloads them inside the k loop. Measured
-// (GFLOP/s, packed vs in place): M32 K256 N1024 114 vs 109, M1280 K300 N1024
-// 106 vs 99, but M64 K128 N32 74 vs 107 and M64 K32 N128 96 vs 104.
+// (they would share L1 sets), and when it is a transposed operand (rows
+// adjacent) whose depth steps lie 512 bytes or more apart: a tile's kc depth
+// steps then touch kc cache lines, as many as its panel slice, and the two
+// overflow L1 (AVX2, the LSTM's weight gradients [x | hprev]^T @ dgates at
+// the Sentence-VAE size: 87-90 -> 98-105 GFLOP/s). Small row-major A (a
+// recurrent state) is read in place. The 12-row AVX-512 tile also copies A
+// when the copy is reused across many column groups (N >= 256): its 12 row
+// pointers do not fit in registers next to its 24 accumulators, and GCC
+// reloads them inside the k loop. Measured (GFLOP/s, packed vs in place):
+// M32 K256 N1024 114 vs 109, M1280 K300 N1024 106 vs 99, but M64 K128 N32
+// 74 vs 107 and M64 K32 N128 96 vs 104.
 inline bool should_pack_a(int64_t a_rs, int64_t a_cs, int64_t N) {
   if (MR > 8 && N >= 256) return true;
   const int64_t far = 512 * 4 / static_cast<int64_t>(sizeof(T));
+  if (a_rs == 1 && a_cs * static_cast<int64_t>(sizeof(T)) >= 512) return true;
   return a_rs >= far || a_cs >= far || (a_rs != 1 && a_cs != 1);
+}
+
+// Rows of the register tile that starts `left` rows before the end of a
+// block: a tail shorter than a tile shares the last two tiles evenly (32
+// rows on AVX2: 6+6+6+6+4+4, not 6+6+6+6+6+2 -- a 2-row tile has 4
+// accumulator chains, too few to hide the FMA latency; the Sentence-VAE
+// LSTM's per-step products 90 -> 95 GFLOP/s).
+FASTVAE_SIMD_INLINE int64_t tile_rows_at(int64_t left) {
+  if (left > MR && left < 2 * MR) return (left + 1) / 2;
+  return imin(MR, left);
+}
+
+// Copies rows [0, M) x depth [k0, k0 + kc) of A into the register tiles'
+// row groups (tile_rows_at), each group of `rows` rows as [kc][rows] at
+// out + (its first row) * kc, so the micro-kernel reads A sequentially.
+inline void pack_a(int64_t M, int64_t k0, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* out) {
+  for (int64_t i = 0, rows = 0; i < M; i += rows) {
+    rows = tile_rows_at(M - i);
+    T* tile = out + i * kc;
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + i * a_rs + (k0 + k) * a_cs;
+      T* dst = tile + k * rows;
+      for (int64_t r = 0; r < rows; ++r) dst[r] = src[r * a_rs];
+    }
+  }
 }
 
 #ifndef FASTVAE_ROW_BLOCK_BYTES
@@ -176,7 +192,8 @@ inline int64_t row_block(int64_t kc) {
 // C[M, N] = beta * C + A[M, K] @ P, P in panels (panel stride ps, K rows).
 // Loops: row blocks of A (in L2) > depth passes of kDepth > column groups (a
 // kc x NC slice of P, in L1) > register tiles.
-// scratch: MR * min(K, kDepth) * ceil(M / MR) values (used when A is packed).
+// scratch: MR * min(K, kDepth) * ceil(M / MR) values (used when A is packed;
+// the tiles' row groups as tile_rows_at splits them).
 inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P,
                  int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
   const bool packed = should_pack_a(a_rs, a_cs, N);
@@ -192,10 +209,10 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int6
       for (int64_t c0 = 0; c0 < N; c0 += NC) {
         const T* B = P + (c0 / kPanelWidth) * ps + k0 * kPanelWidth + c0 % kPanelWidth;
         const int64_t cols = imin(NC, N - c0);
-        for (int64_t i = 0; i < mb; i += MR) {
-          const int64_t rows = imin(MR, mb - i);
+        for (int64_t i = 0, rows = 0; i < mb; i += rows) {
+          rows = tile_rows_at(mb - i);
           if (packed) {
-            for_rows<GemmTile>(rows, kc, scratch + i * kc, int64_t(1), int64_t(MR), B, int64_t(kPanelWidth),
+            for_rows<GemmTile>(rows, kc, scratch + i * kc, int64_t(1), rows, B, int64_t(kPanelWidth),
                                Cb + i * ldc + c0, ldc, cols, pass_beta);
           } else {
             for_rows<GemmTile>(rows, kc, Ab + i * a_rs + k0 * a_cs, a_rs, a_cs, B, int64_t(kPanelWidth),
