@@ -456,14 +456,23 @@ inline void head_weight_grad(int64_t rows, int64_t H, const T* dl, int64_t npane
 inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, const T* dl, int64_t npanels,
                              int64_t ps, T beta, T* dhT, int64_t ldh) {
   const int64_t tiles = (H + MR - 1) / MR;
+  // Depth passes of 128 words: the W rows and dl slice of a pass stay in L1
+  // while all of the column group's tiles go over them (AVX2 at H = 32, the
+  // whole linear CE: 31.2-31.8 -> 29.9-30.6 ms; AVX-512 alike).
+  constexpr int64_t kch = 128;
   for (int64_t p = 0; p < npanels; ++p) {
     for (int g = 0; g < kGroups; ++g) {
       const int64_t c0 = p * kPanelWidth + g * NC;
-      for (int64_t t = 0, i = 0; t < tiles; ++t) {
-        const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
-        for_rows<GemmTile>(height, rows, Wb + i, int64_t(1), ldw, dl + p * ps + g * NC, int64_t(kPanelWidth),
-                           dhT + i * ldh + c0, ldh, int64_t(NC), beta);
-        i += height;
+      for (int64_t k0 = 0; k0 < rows; k0 += kch) {
+        const int64_t kc = imin(kch, rows - k0);
+        const T pass_beta = k0 == 0 ? beta : T(1);
+        for (int64_t t = 0, i = 0; t < tiles; ++t) {
+          const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
+          for_rows<GemmTile>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
+                             dl + p * ps + k0 * kPanelWidth + g * NC, int64_t(kPanelWidth), dhT + i * ldh + c0, ldh,
+                             int64_t(NC), pass_beta);
+          i += height;
+        }
       }
     }
   }
