@@ -209,6 +209,13 @@ bool fuse_input_projection() {
   }
 }
 
+// Whether lstm_fwd_impl runs a layer through lstm_fwd_fused (which needs no
+// activation buffer of its own).
+template <typename scalar_t>
+bool runs_fused(const Schedule& sc) {
+  return sc.identity && fuse_input_projection<scalar_t>();
+}
+
 template <typename scalar_t>
 void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                     const scalar_t* bias, at::Tensor& gates, at::Tensor& y, at::Tensor& h, at::Tensor& c,
@@ -251,7 +258,7 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
                    at::Tensor& c, at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev, bool save) {
   const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
   const auto opts = x.options();
-  if (sc.identity && fuse_input_projection<scalar_t>()) {
+  if (runs_fused<scalar_t>(sc)) {
     lstm_fwd_fused<scalar_t>(d, x, w_ih, w_hh, bias, gates, y, h, c, cprev, tanh_c, hprev, save);
     return;
   }
@@ -403,7 +410,7 @@ FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   const bool full = all_full(len, d.B, d.T);
   const Schedule sc(len, d.T, d.B, reverse);
   const auto opts = x.options();
-  const bool fused = sc.identity && (x.scalar_type() == at::kFloat && fuse_input_projection<float>());
+  const bool fused = x.scalar_type() == at::kFloat ? runs_fused<float>(sc) : runs_fused<double>(sc);
   auto gates = !keep_gates && fused ? at::empty({0}, opts)
                : sc.identity        ? at::empty({d.T, d.B, 4 * d.H}, opts)
                                     : at::zeros({d.T, d.B, 4 * d.H}, opts);
