@@ -241,8 +241,9 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
         const int64_t f = s * B + b;
         scalar_t* h_b = HS + b * H;
         scalar_t* c_b = CS + b * H;
-        ks.lstm_fwd_row(PR + b * G4, nullptr, bias, GT != nullptr ? GT + f * G4 : nullptr, c_b, c_b, h_b, h_b, Y + f * H,
-                        save ? CP + f * H : nullptr, save ? TC + f * H : nullptr, save ? HP + f * H : nullptr, H);
+        ks.lstm_fwd_row(PR + b * G4, nullptr, bias, GT != nullptr ? GT + f * G4 : nullptr, c_b, c_b, h_b, h_b,
+                        Y + f * H, save ? CP + f * H : nullptr, save ? TC + f * H : nullptr,
+                        save ? HP + f * H : nullptr, H);
       }
     });
   }
@@ -295,8 +296,8 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
         scalar_t* h_j = HS + j * H;
         scalar_t* c_j = CS + j * H;
         ks.lstm_fwd_row(GP + (sc.off[s] + j) * G4, no_rec ? nullptr : R + j * G4, bias, GT + f * G4, c_j, c_j, h_j,
-                        h_j, Y + f * H,
-                        save ? CP + f * H : nullptr, save ? TC + f * H : nullptr, save ? HP + f * H : nullptr, H);
+                        h_j, Y + f * H, save ? CP + f * H : nullptr, save ? TC + f * H : nullptr,
+                        save ? HP + f * H : nullptr, H);
       }
     });
   }
@@ -384,11 +385,7 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   dgates.multiply(true, H, hs.data_ptr<scalar_t>(), H, 0, DWT + E * G4, G4);
   ks.transpose(E, G4, DWT, G4, dw_ih.data_ptr<scalar_t>(), E);
   ks.transpose(H, G4, DWT + E * G4, G4, dw_hh.data_ptr<scalar_t>(), H);
-  if (blocks == 1) {
-    db.copy_(db_total[0]);
-  } else {
-    at::sum_out(db, db_total, {0});
-  }
+  at::sum_out(db, db_total, {0});
 }
 
 using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
