@@ -67,10 +67,12 @@ ISA_CHECK = textwrap.dedent(
     for dtype in (torch.float32, torch.float64):
         for ta in (False, True):
             for tb in (False, True):
-                a, b = torch.randn(37, 300, dtype=dtype), torch.randn(300, 33, dtype=dtype)
-                a_in, b_in = (a.t().contiguous() if ta else a), (b.t().contiguous() if tb else b)
-                out = torch.ops.fastvae._gemm(a_in, b_in, ta, tb)
-                torch.testing.assert_close(out, a @ b, rtol=2e-4, atol=2e-4)
+                # N = 300: a last column group of 12 (one vector wide on AVX-512, A copied into tiles)
+                for N in (33, 300):
+                    a, b = torch.randn(37, 300, dtype=dtype), torch.randn(300, N, dtype=dtype)
+                    a_in, b_in = (a.t().contiguous() if ta else a), (b.t().contiguous() if tb else b)
+                    out = torch.ops.fastvae._gemm(a_in, b_in, ta, tb)
+                    torch.testing.assert_close(out, a @ b, rtol=2e-4, atol=2e-4)
     """
 )
 
