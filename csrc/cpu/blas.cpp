@@ -96,7 +96,7 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
 template void pack_panels<float>(bool, int64_t, int64_t, const float*, int64_t, Panels<float>&, int64_t);
 template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
 
-void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,
+void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
                  float* C, int64_t ldc) {
   const int64_t K = Bp.K, N = Bp.N;
   if (M == 0 || N == 0) return;
@@ -111,8 +111,7 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
     const int64_t tiles = (m1 - m0 + ks.tile_rows - 1) / ks.tile_rows;
     float* scratch =
         thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(tiles * ks.tile_rows * std::min(K, ks.gemm_depth)));
-    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data.data(), Bp.stride(), beta, C + m0 * ldc, ldc,
-            scratch);
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).
   const int64_t tile = ks.tile_rows;
@@ -132,7 +131,7 @@ void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   if (alpha == 1.0f && tiled_float_gemm()) {
     static thread_local Panels<float> packed;
     pack_panels(trans_b, K, N, B, ldb, packed);
-    gemm_panels(trans_a, M, A, lda, packed, beta, C, ldc);
+    gemm_panels(trans_a, M, A, lda, packed.view(), beta, C, ldc);
     return;
   }
   gemm_blas<float>(sgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -158,14 +157,16 @@ RightOperand<scalar_t>::RightOperand(bool trans_b, int64_t K, int64_t N, const s
 
 template <typename scalar_t>
 void RightOperand<scalar_t>::multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda,
-                                      scalar_t beta, scalar_t* C, int64_t ldc) const {
+                                      scalar_t beta, scalar_t* C, int64_t ldc, int64_t k0) const {
+  TORCH_CHECK(k0 >= 0 && k0 <= K_, "fastvae: internal error: depth offset ", k0, " outside [0, ", K_, "]");
   if constexpr (std::is_same_v<scalar_t, float>) {
     if (packed_) {
-      gemm_panels(trans_a, M, A, lda, panels_, beta, C, ldc);
+      gemm_panels(trans_a, M, A, lda, panels_.view(k0), beta, C, ldc);
       return;
     }
   }
-  gemm<scalar_t>(trans_a, trans_b_, M, N_, K_, scalar_t(1), A, lda, B_, ldb_, beta, C, ldc);
+  const scalar_t* B = B_ + (trans_b_ ? k0 : k0 * ldb_);
+  gemm<scalar_t>(trans_a, trans_b_, M, N_, K_ - k0, scalar_t(1), A, lda, B, ldb_, beta, C, ldc);
 }
 
 template class RightOperand<float>;

@@ -58,12 +58,21 @@ struct UninitAllocator : std::allocator<T> {
 
 // A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
 // columns [32p, 32p + 32) as K rows of 32 values, zero past N.
+// Panels someone else owns: K rows each, panel stride ps (>= K * 32).
+template <typename scalar_t>
+struct PanelView {
+  const scalar_t* data;
+  int64_t K, N, ps;
+};
+
 template <typename scalar_t>
 struct Panels {
   int64_t K = 0, N = 0;
   std::vector<scalar_t, UninitAllocator<scalar_t>> data;  // written in full by pack_panels
   int64_t stride() const { return K * kPanelWidth; }
   int64_t count() const { return (N + kPanelWidth - 1) / kPanelWidth; }
+  // Rows [k0, K) of every panel.
+  PanelView<scalar_t> view(int64_t k0 = 0) const { return {data.data() + k0 * kPanelWidth, K - k0, N, stride()}; }
 };
 
 // Packs B (stored [K, N], or [N, K] when trans_b, leading dimension ldb);
@@ -84,7 +93,7 @@ scalar_t* thread_scratch(size_t n) {
 }
 
 // C[M, N] = op(A)[M, K] @ Bp + beta * C with the tile kernels (A stored [M, K], or [K, M] when trans_a).
-void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Panels<float>& Bp, float beta,
+void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
                  float* C, int64_t ldc);
 
 // The right operand B of many products C = op(A) @ op(B) (the recurrent
@@ -95,9 +104,10 @@ class RightOperand {
  public:
   // B stored [K, N] (ldb >= N), or [N, K] (ldb >= K) when trans_b.
   RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb);
-  // C[M, N] = op(A)[M, K] @ op(B) + beta * C.
+  // C[M, N] = op(A)[M, K] @ op(B) + beta * C; with k0 > 0 the product over
+  // depth [k0, K) only (op(A) is then [M, K - k0]: the steps past k0).
   void multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda, scalar_t beta,
-                scalar_t* C, int64_t ldc) const;
+                scalar_t* C, int64_t ldc, int64_t k0 = 0) const;
 
  private:
   bool trans_b_;

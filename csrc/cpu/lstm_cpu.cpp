@@ -378,11 +378,15 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // read in place; the two [*, 4H] results are transposed into dw_ih, dw_hh.
   // (dgates^T @ [x | hprev] instead prepares the larger dgates as the left
   // operand, for E + H columns: 1-2 ms slower at the Sentence-VAE size.)
+  // The first step's hprev rows are h0: all zero (the usual h0), they add
+  // nothing to dw_hh and are left out of its product.
   const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
   at::Tensor dwt = temporary<scalar_t, kWeightGradT>({E + H, G4}, opts);
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
+  const scalar_t* HS = hs.data_ptr<scalar_t>();
+  const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
   dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
-  dgates.multiply(true, H, hs.data_ptr<scalar_t>(), H, 0, DWT + E * G4, G4);
+  dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);
   ks.transpose(E, G4, DWT, G4, dw_ih.data_ptr<scalar_t>(), E);
   ks.transpose(H, G4, DWT + E * G4, G4, dw_hh.data_ptr<scalar_t>(), H);
   at::sum_out(db, db_total, {0});

@@ -219,6 +219,18 @@ def test_fused_odd_shapes(T, B, E, H, lengths, reverse):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("T", [1, 13])
+@pytest.mark.parametrize("lengths", [None, "mixed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_fused_zero_initial_state(reverse, lengths, T, dtype):
+    """h0 = 0 (the usual state): the kernels skip its products, forward and in dw_hh; dh0 still exact."""
+    args = make_args(T, 5, 19, 23, dtype)
+    args[1] = torch.zeros(5, 23, dtype=dtype)
+    lens = None if lengths is None else [T, 1, max(1, T // 2), T, 2 if T > 1 else 1]
+    check_fused_vs_ref(args, lens, reverse)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
 def test_fused_without_bias(reverse, dtype):
     check_fused_vs_ref(make_args(13, 5, 19, 23, dtype, bias=False), MIXED, reverse)
