@@ -132,24 +132,29 @@ FASTVAE_SIMD_INLINE void gemm_tile(int64_t kc, const T* A, int64_t a_rs, int64_t
   }
 }
 
-template <int R>
-struct GemmTile {
-  static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                                      int64_t b_ks, T* C, int64_t ldc, int64_t cols, T beta) {
-    gemm_tile<R, NV>(kc, A, a_rs, a_cs, B, b_ks, C, ldc, cols, beta);
-  }
-};
-
-// The same tile one vector wide, for a last column group of at most W
-// columns: N = 300 on AVX-512 leaves 12 of the last group's 32, and the full
-// tile would do 32 columns of FMAs for them (the Sentence-VAE LSTM's input
-// gradient dgates @ w_ih: 96-97 -> 100-101 GFLOP/s).
-template <int R>
-struct GemmTileNarrow {
-  static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B,
-                                      int64_t b_ks, T* C, int64_t ldc, int64_t cols, T beta) {
-    gemm_tile<R, 1>(kc, A, a_rs, a_cs, B, b_ks, C, ldc, cols, beta);
-  }
+// The tiles of gemm() below, N vectors wide: A read in place (strides a_rs,
+// a_cs), or from its copy in tiles ([kc][R]: strides 1 and R known at compile
+// time, so one pointer steps through A and the broadcasts take fixed offsets).
+// N = 1 serves a last column group of at most W columns: N = 300 on AVX-512
+// leaves 12 of the last group's 32, and the full tile would do 32 columns of
+// FMAs for them (the Sentence-VAE LSTM's input gradient dgates @ w_ih: 96-97
+// -> 100-101 GFLOP/s).
+template <int N>
+struct GemmTiles {
+  template <int R>
+  struct InPlace {
+    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B, T* C,
+                                        int64_t ldc, int64_t cols, T beta) {
+      gemm_tile<R, N>(kc, A, a_rs, a_cs, B, kPanelWidth, C, ldc, cols, beta);
+    }
+  };
+  template <int R>
+  struct Packed {
+    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, const T* B, T* C, int64_t ldc, int64_t cols,
+                                        T beta) {
+      gemm_tile<R, N>(kc, A, 1, R, B, kPanelWidth, C, ldc, cols, beta);
+    }
+  };
 };
 
 // A is copied into tiles when its rows or depth steps lie 2 KB or more apart
@@ -229,14 +234,16 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int6
         const int64_t cols = imin(NC, N - c0);
         for (int64_t i = 0, rows = 0; i < mb; i += rows) {
           rows = tile_rows_at(mb - i);
-          const T* At = packed ? scratch + i * kc : Ab + i * a_rs + k0 * a_cs;
-          const int64_t rs = packed ? 1 : a_rs, cs = packed ? rows : a_cs;
-          if (cols <= W) {
-            for_rows<GemmTileNarrow>(rows, kc, At, rs, cs, B, int64_t(kPanelWidth), Cb + i * ldc + c0, ldc, cols,
-                                     pass_beta);
+          T* Ct = Cb + i * ldc + c0;
+          const T* Ai = Ab + i * a_rs + k0 * a_cs;
+          if (packed && cols > W) {
+            for_rows<GemmTiles<NV>::template Packed>(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
+          } else if (packed) {
+            for_rows<GemmTiles<1>::template Packed>(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
+          } else if (cols > W) {
+            for_rows<GemmTiles<NV>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, Ct, ldc, cols, pass_beta);
           } else {
-            for_rows<GemmTile>(rows, kc, At, rs, cs, B, int64_t(kPanelWidth), Cb + i * ldc + c0, ldc, cols,
-                               pass_beta);
+            for_rows<GemmTiles<1>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, Ct, ldc, cols, pass_beta);
           }
         }
       }
@@ -488,9 +495,9 @@ inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, 
         const T pass_beta = k0 == 0 ? beta : T(1);
         for (int64_t t = 0, i = 0; t < tiles; ++t) {
           const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
-          for_rows<GemmTile>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
-                             dl + p * ps + k0 * kPanelWidth + g * NC, int64_t(kPanelWidth), dhT + i * ldh + c0, ldh,
-                             int64_t(NC), pass_beta);
+          for_rows<GemmTiles<NV>::template InPlace>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
+                                                    dl + p * ps + k0 * kPanelWidth + g * NC, dhT + i * ldh + c0, ldh,
+                                                    int64_t(NC), pass_beta);
           i += height;
         }
       }
