@@ -644,6 +644,8 @@ def test_raw_bwd_op_bad_input():
         OPS.lstm_bwd(gy[:4], gh, gc, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, False)
     with pytest.raises(ValueError, match="'cprev' must have shape"):  # buffers of a need_grad=False forward
         OPS.lstm_bwd(gy, gh, gc, x, w_ih, w_hh, lengths, gates, x.new_empty(0), tanh_c, hprev, False)
+    with pytest.raises(TypeError, match="'grad_hn' must have dtype"):
+        OPS.lstm_bwd(gy, gh.double(), gc, x, w_ih, w_hh, lengths, gates, cprev, tanh_c, hprev, False)
 
 
 def test_raw_cell_op_bad_input():

@@ -196,6 +196,27 @@ def test_raw_ops_bad_input():
     _, _, _, saved = OPS.lstm_stack_fwd(x, h0, c0, params, None, 2, False, True)
     with pytest.raises(ValueError, match="saved"):
         OPS.lstm_stack_bwd(None, None, None, x, h0, params, None, saved[:-1], 2, False)
+    y = torch.randn(x.shape[0], x.shape[1], h0.shape[2])
+    with pytest.raises(ValueError, match="'grad_hn' must have shape"):
+        OPS.lstm_stack_bwd(y, h0[:1], None, x, h0, params, None, saved, 2, False)
+    with pytest.raises(TypeError, match="'grad_cn' must have dtype"):
+        OPS.lstm_stack_bwd(y, None, h0.double(), x, h0, params, None, saved, 2, False)
+
+
+
+def test_raw_bwd_state_grads_any_layout():
+    """grad_hn / grad_cn strided, contiguous or absent (zero): the same gradients."""
+    x, h0, c0, params = make_stack(2, False)
+    _, _, _, saved = OPS.lstm_stack_fwd(x, h0, c0, params, None, 2, False, True)
+    y = torch.randn(x.shape[0], x.shape[1], h0.shape[2])
+    gh = torch.randn(h0.shape[2], h0.shape[1], h0.shape[0]).permute(2, 1, 0)  # strided
+    expected = OPS.lstm_stack_bwd(y, gh.contiguous(), None, x, h0, params, None, saved, 2, False)
+    actual = OPS.lstm_stack_bwd(y, gh, torch.zeros_like(h0), x, h0, params, None, saved, 2, False)
+    assert not gh.is_contiguous()
+    for a, e in zip(actual[:3], expected[:3]):
+        torch.testing.assert_close(a, e)
+    for a, e in zip(actual[3], expected[3]):
+        torch.testing.assert_close(a, e)
 
 
 # ------------------------------------------------------------------ opcheck
