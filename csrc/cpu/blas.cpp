@@ -94,6 +94,30 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
 }
 
 template void pack_panels<float>(bool, int64_t, int64_t, const float*, int64_t, Panels<float>&, int64_t);
+
+namespace {
+
+// [top^T ; bottom^T] in panels (K = top.K + bottom.K rows each).
+template <typename scalar_t>
+void pack_panels_stacked(int64_t N, const DepthPart<scalar_t>& top, const DepthPart<scalar_t>& bottom,
+                         Panels<scalar_t>& out) {
+  out.K = top.K + bottom.K;
+  out.N = N;
+  out.data.resize(static_cast<size_t>(out.count() * out.stride()));
+  for (int64_t p = 0; p < out.count(); ++p) {
+    const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
+    scalar_t* panel = out.data.data() + p * out.stride();
+    kernels<scalar_t>().transpose(width, top.K, top.B + n0 * top.ldb, top.ldb, panel, kPanelWidth);
+    kernels<scalar_t>().transpose(width, bottom.K, bottom.B + n0 * bottom.ldb, bottom.ldb,
+                                  panel + top.K * kPanelWidth, kPanelWidth);
+    if (width < kPanelWidth) {  // zero past N
+      for (int64_t k = 0; k < out.K; ++k)
+        std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
+    }
+  }
+}
+
+}  // namespace
 template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
 
 void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
@@ -153,6 +177,24 @@ RightOperand<scalar_t>::RightOperand(bool trans_b, int64_t K, int64_t N, const s
       packed_ = true;
     }
   }
+}
+
+template <typename scalar_t>
+RightOperand<scalar_t>::RightOperand(int64_t N, const DepthPart<scalar_t>& top, const DepthPart<scalar_t>& bottom)
+    : trans_b_(true), K_(top.K + bottom.K), N_(N), B_(nullptr), ldb_(top.K + bottom.K) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (tiled_float_gemm()) {
+      pack_panels_stacked(N, top, bottom, panels_);
+      packed_ = true;
+      return;
+    }
+  }
+  stacked_.resize(static_cast<size_t>(N * K_));  // [N, K]: row n = [top row n | bottom row n]
+  for (int64_t n = 0; n < N; ++n) {
+    std::copy(top.B + n * top.ldb, top.B + n * top.ldb + top.K, stacked_.data() + n * K_);
+    std::copy(bottom.B + n * bottom.ldb, bottom.B + n * bottom.ldb + bottom.K, stacked_.data() + n * K_ + top.K);
+  }
+  B_ = stacked_.data();
 }
 
 template <typename scalar_t>

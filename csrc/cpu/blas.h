@@ -81,6 +81,14 @@ template <typename scalar_t>
 void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,
                  int64_t K_rows = 0);
 
+// One of the matrices stacked along the depth of a right operand: stored [N, K]
+// (row stride ldb >= K), taken transposed -- a weight matrix of nn.Linear's layout.
+template <typename scalar_t>
+struct DepthPart {
+  const scalar_t* B;
+  int64_t K, ldb;
+};
+
 // Scratch of at least n values for the calling thread, reused from call to
 // call (a fresh multi-MB buffer per call costs its page faults every call).
 // Each Tag type names a buffer of its own, so a caller can hold several at
@@ -104,6 +112,13 @@ class RightOperand {
  public:
   // B stored [K, N] (ldb >= N), or [N, K] (ldb >= K) when trans_b.
   RightOperand(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb);
+  // [top^T ; bottom^T]: two transposed matrices stacked along the depth (K =
+  // top.K + bottom.K), multiplied as one -- an LSTM step's [h | x] @ [w_hh | w_ih]^T
+  // (one product of depth H + E: its result stays in the registers, where two
+  // products write it out and read it back).
+  RightOperand(int64_t N, const DepthPart<scalar_t>& top, const DepthPart<scalar_t>& bottom);
+  RightOperand(const RightOperand&) = delete;  // may point into its own stacked copy
+  RightOperand& operator=(const RightOperand&) = delete;
   // C[M, N] = op(A)[M, K] @ op(B) + beta * C; with k0 > 0 the product over
   // depth [k0, K) only (op(A) is then [M, K - k0]: the steps past k0).
   void multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda, scalar_t beta,
@@ -116,6 +131,7 @@ class RightOperand {
   int64_t ldb_;
   bool packed_ = false;
   Panels<scalar_t> panels_;
+  std::vector<scalar_t> stacked_;  // the stacked copy [N, K] when not packed
 };
 
 }  // namespace cpu

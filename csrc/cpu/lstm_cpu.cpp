@@ -222,7 +222,7 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // allocated per call, so a thread keeps at most six buffers of kMaxTemp values
 // (48 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
 // gradients).
-enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT };
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput };
 constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
 template <typename scalar_t, Tmp slot>
@@ -252,8 +252,12 @@ bool all_zero(const scalar_t* p, int64_t n) {
 }
 
 // A full batch run forward (the step-major order is the [T, B] order) takes
-// its input projection step by step: each step is x_s @ w_ih^T + h @ w_hh^T
-// into one [B, 4H] block that the cell rows read while it is still in L2. The
+// its input projection step by step: each step is [h | x_s] @ [w_hh | w_ih]^T,
+// one product of depth H + E (h lives in the step's input buffer, where the
+// rows write it; x_s is copied in), into one [B, 4H] block that the cell rows
+// read while it is still in L2 (one product rather than two: the second no
+// longer reads the first's result back; the DailyDialog forward 0.62 -> 0.60
+// ms, min thread CPU time on AVX-512, the Sentence-VAE one within noise). The
 // all-steps projection first (below) writes T * B * 4H values out to L3 and
 // reads them back a step later; stepwise is ~3% faster at the Sentence-VAE
 // size and no slower at the DailyDialog size (a step's product at M = B runs
@@ -278,26 +282,33 @@ template <typename scalar_t>
 void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh,
                     const scalar_t* bias, at::Tensor& gates, at::Tensor& y, at::Tensor& h, at::Tensor& c,
                     at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev, bool save) {
-  const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G4 = 4 * H;
+  const int64_t T = d.T, B = d.B, E = d.E, H = d.H, G4 = 4 * H, HE = H + E;
   at::Tensor pre = temporary<scalar_t, kPre>({B, G4}, x.options());
-  scalar_t *PR = pre.data_ptr<scalar_t>(), *HS = h.data_ptr<scalar_t>(), *CS = c.data_ptr<scalar_t>();
+  at::Tensor step_input = temporary<scalar_t, kStepInput>({B, HE}, x.options());  // [h | x_s]
+  scalar_t *PR = pre.data_ptr<scalar_t>(), *HX = step_input.data_ptr<scalar_t>(), *CS = c.data_ptr<scalar_t>();
+  scalar_t* H_out = h.data_ptr<scalar_t>();
   const scalar_t* X = x.data_ptr<scalar_t>();
   scalar_t* GT = gates.numel() > 0 ? gates.data_ptr<scalar_t>() : nullptr;  // the activations (none: not kept)
   scalar_t* Y = y.data_ptr<scalar_t>();
   scalar_t* CP = save ? cprev.data_ptr<scalar_t>() : nullptr;
   scalar_t* TC = save ? tanh_c.data_ptr<scalar_t>() : nullptr;
   scalar_t* HP = save ? hprev.data_ptr<scalar_t>() : nullptr;
-  const RightOperand<scalar_t> wih_t(true, E, G4, w_ih.data_ptr<scalar_t>(), E);  // w_ih^T [E, 4H]
-  const RightOperand<scalar_t> whh_t(true, H, G4, w_hh.data_ptr<scalar_t>(), H);  // w_hh^T [H, 4H]
+  // [w_hh^T ; w_ih^T] [H + E, 4H]
+  const RightOperand<scalar_t> w(G4, {w_hh.data_ptr<scalar_t>(), H, H}, {w_ih.data_ptr<scalar_t>(), E, E});
   const KernelSet<scalar_t>& ks = kernels<scalar_t>();
-  const bool h0_zero = all_zero(HS, B * H);  // the usual h0: step 0 has no recurrent term
+  const bool h0_zero = all_zero(H_out, B * H);  // the usual h0: step 0 has no recurrent term
+  for (int64_t b = 0; b < B; ++b) std::copy(H_out + b * H, H_out + (b + 1) * H, HX + b * HE);
   for (int64_t s = 0; s < T; ++s) {
-    wih_t.multiply(false, B, X + s * B * E, E, 0, PR, G4);
-    if (s > 0 || !h0_zero) whh_t.multiply(false, B, HS, H, 1, PR, G4);
+    for (int64_t b = 0; b < B; ++b) std::copy(X + (s * B + b) * E, X + (s * B + b + 1) * E, HX + b * HE + H);
+    if (s == 0 && h0_zero) {
+      w.multiply(false, B, HX + H, HE, 0, PR, G4, H);  // the x part only
+    } else {
+      w.multiply(false, B, HX, HE, 0, PR, G4);
+    }
     at::parallel_for(0, B, row_grain(H), [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t f = s * B + b;
-        scalar_t* h_b = HS + b * H;
+        scalar_t* h_b = HX + b * HE;
         scalar_t* c_b = CS + b * H;
         ks.lstm_fwd_row(PR + b * G4, nullptr, bias, GT != nullptr ? GT + f * G4 : nullptr, c_b, c_b, h_b, h_b,
                         Y + f * H, save ? CP + f * H : nullptr, save ? TC + f * H : nullptr,
@@ -305,6 +316,7 @@ void lstm_fwd_fused(const Dims& d, const at::Tensor& x, const at::Tensor& w_ih, 
       }
     });
   }
+  for (int64_t b = 0; b < B; ++b) std::copy(HX + b * HE, HX + b * HE + H, H_out + b * H);
 }
 
 // Forward of one layer and direction. gates [T, B, 4H] receives the

@@ -727,11 +727,12 @@ ISA_CHECK = textwrap.dedent(
         k = 1 / math.sqrt(H)
         args = [torch.randn(T, B, E, dtype=dtype), torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)]
         args += [torch.empty(*s, dtype=dtype).uniform_(-k, k) for s in ((4 * H, E), (4 * H, H), (4 * H,), (4 * H,))]
-        for reverse in (False, True):
+        # full lengths forward: the fused step products; else the packed schedule
+        for reverse, lengths in ((False, [7, 1, 4, 7, 2]), (True, [7, 1, 4, 7, 2]), (False, None)):
             outs = []
             for fn in (lstm, lstm_ref):
                 leaves = [a.clone().requires_grad_() for a in args]
-                out = fn(*leaves, lengths=[7, 1, 4, 7, 2], reverse=reverse)
+                out = fn(*leaves, lengths=lengths, reverse=reverse)
                 sum((o * torch.linspace(-1, 1, o.numel(), dtype=dtype).view_as(o)).sum() for o in out).backward()
                 outs.append(list(out) + [a.grad for a in leaves])
             for a, e in zip(*outs):
