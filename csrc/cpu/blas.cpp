@@ -94,6 +94,7 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
 }
 
 template void pack_panels<float>(bool, int64_t, int64_t, const float*, int64_t, Panels<float>&, int64_t);
+template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
 
 namespace {
 
@@ -118,7 +119,6 @@ void pack_panels_stacked(int64_t N, const DepthPart<scalar_t>& top, const DepthP
 }
 
 }  // namespace
-template void pack_panels<double>(bool, int64_t, int64_t, const double*, int64_t, Panels<double>&, int64_t);
 
 void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
                  float* C, int64_t ldc) {

@@ -56,8 +56,6 @@ struct UninitAllocator : std::allocator<T> {
   }
 };
 
-// A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
-// columns [32p, 32p + 32) as K rows of 32 values, zero past N.
 // Panels someone else owns: K rows each, panel stride ps (>= K * 32).
 template <typename scalar_t>
 struct PanelView {
@@ -65,6 +63,8 @@ struct PanelView {
   int64_t K, N, ps;
 };
 
+// A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
+// columns [32p, 32p + 32) as K rows of 32 values, zero past N.
 template <typename scalar_t>
 struct Panels {
   int64_t K = 0, N = 0;
