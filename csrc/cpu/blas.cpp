@@ -189,12 +189,7 @@ RightOperand<scalar_t>::RightOperand(int64_t N, const DepthPart<scalar_t>& top, 
       return;
     }
   }
-  stacked_.resize(static_cast<size_t>(N * K_));  // [N, K]: row n = [top row n | bottom row n]
-  for (int64_t n = 0; n < N; ++n) {
-    std::copy(top.B + n * top.ldb, top.B + n * top.ldb + top.K, stacked_.data() + n * K_);
-    std::copy(bottom.B + n * bottom.ldb, bottom.B + n * bottom.ldb + bottom.K, stacked_.data() + n * K_ + top.K);
-  }
-  B_ = stacked_.data();
+  TORCH_CHECK(false, "fastvae: internal error: a stacked right operand needs the float tile kernels");
 }
 
 template <typename scalar_t>

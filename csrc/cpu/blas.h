@@ -115,10 +115,9 @@ class RightOperand {
   // [top^T ; bottom^T]: two transposed matrices stacked along the depth (K =
   // top.K + bottom.K), multiplied as one -- an LSTM step's [h | x] @ [w_hh | w_ih]^T
   // (one product of depth H + E: its result stays in the registers, where two
-  // products write it out and read it back).
+  // products write it out and read it back). Float on the tile kernels only
+  // (tiled_float_gemm()): the panels are the stacked copy.
   RightOperand(int64_t N, const DepthPart<scalar_t>& top, const DepthPart<scalar_t>& bottom);
-  RightOperand(const RightOperand&) = delete;  // may point into its own stacked copy
-  RightOperand& operator=(const RightOperand&) = delete;
   // C[M, N] = op(A)[M, K] @ op(B) + beta * C; with k0 > 0 the product over
   // depth [k0, K) only (op(A) is then [M, K - k0]: the steps past k0).
   void multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda, scalar_t beta,
@@ -131,7 +130,6 @@ class RightOperand {
   int64_t ldb_;
   bool packed_ = false;
   Panels<scalar_t> panels_;
-  std::vector<scalar_t> stacked_;  // the stacked copy [N, K] when not packed
 };
 
 }  // namespace cpu
