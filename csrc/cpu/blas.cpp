@@ -70,6 +70,26 @@ bool has_direct_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
 bool tiled_float_gemm() { return cpu_isa() != Isa::Generic; }
 
+namespace {
+
+// Rows [0, K) of one panel from B's columns [n0, n0 + width) (B stored [K, N],
+// or [N, K] when trans_b), zero past width.
+template <typename scalar_t>
+void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const scalar_t* B, int64_t ldb,
+                     scalar_t* panel) {
+  if (trans_b) {  // B stored [N, K]: the panel's rows of B transposed
+    kernels<scalar_t>().transpose(width, K, B + n0 * ldb, ldb, panel, kPanelWidth);
+  } else {  // B stored [K, N]
+    for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
+  }
+  if (width < kPanelWidth) {  // zero past N
+    for (int64_t k = 0; k < K; ++k)
+      std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
+  }
+}
+
+}  // namespace
+
 template <typename scalar_t>
 void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,
                  int64_t K_rows) {
@@ -80,15 +100,7 @@ void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t 
   for (int64_t p = 0; p < out.count(); ++p) {
     const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
     scalar_t* panel = out.data.data() + p * out.stride();
-    if (trans_b) {  // B stored [N, K]: the panel's rows of B transposed
-      kernels<scalar_t>().transpose(width, K, B + n0 * ldb, ldb, panel, kPanelWidth);
-    } else {  // B stored [K, N]
-      for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
-    }
-    if (width < kPanelWidth) {  // zero past N
-      for (int64_t k = 0; k < K; ++k)
-        std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
-    }
+    pack_panel_rows(trans_b, K, n0, width, B, ldb, panel);
     std::fill(panel + K * kPanelWidth, panel + out.stride(), scalar_t(0));
   }
 }
@@ -108,13 +120,8 @@ void pack_panels_stacked(int64_t N, const DepthPart<scalar_t>& top, const DepthP
   for (int64_t p = 0; p < out.count(); ++p) {
     const int64_t n0 = p * kPanelWidth, width = std::min<int64_t>(kPanelWidth, N - n0);
     scalar_t* panel = out.data.data() + p * out.stride();
-    kernels<scalar_t>().transpose(width, top.K, top.B + n0 * top.ldb, top.ldb, panel, kPanelWidth);
-    kernels<scalar_t>().transpose(width, bottom.K, bottom.B + n0 * bottom.ldb, bottom.ldb,
-                                  panel + top.K * kPanelWidth, kPanelWidth);
-    if (width < kPanelWidth) {  // zero past N
-      for (int64_t k = 0; k < out.K; ++k)
-        std::fill(panel + k * kPanelWidth + width, panel + (k + 1) * kPanelWidth, scalar_t(0));
-    }
+    pack_panel_rows(true, top.K, n0, width, top.B, top.ldb, panel);
+    pack_panel_rows(true, bottom.K, n0, width, bottom.B, bottom.ldb, panel + top.K * kPanelWidth);
   }
 }
 

@@ -141,30 +141,26 @@ at::Tensor combined_bias(const c10::optional<at::Tensor>& b_ih, const c10::optio
 // TensorIterator set-up); plain copies and loops instead: the module's
 // fwd+bwd 1.74-1.83 -> 1.65-1.69 ms (min thread CPU time, AVX-512).
 
-// A contiguous copy of t.
-at::Tensor contiguous_copy(const at::Tensor& t) {
-  auto out = at::empty(t.sizes(), t.options());
-  if (t.is_contiguous()) {
-    std::memcpy(out.data_ptr(), t.data_ptr(), t.nbytes());
-  } else {
-    out.copy_(t);
-  }
-  return out;
-}
-
 // dst (contiguous) = src (argument `name`, dst's shape and dtype), or zero when src is undefined.
 void copy_or_zero(const at::Tensor& src, at::Tensor& dst, const char* name) {
-  if (src.defined()) {
-    TORCH_CHECK_TYPE(src.scalar_type() == dst.scalar_type(), "fastvae.lstm: argument '", name, "' must have dtype ",
-                     dst.scalar_type(), ", got ", src.scalar_type());
-  }
   if (!src.defined()) {
     std::memset(dst.data_ptr(), 0, dst.nbytes());
-  } else if (src.is_contiguous()) {
+    return;
+  }
+  TORCH_CHECK_TYPE(src.scalar_type() == dst.scalar_type(), "fastvae.lstm: argument '", name, "' must have dtype ",
+                   dst.scalar_type(), ", got ", src.scalar_type());
+  if (src.is_contiguous()) {
     std::memcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes());
   } else {
     dst.copy_(src);
   }
+}
+
+// A contiguous copy of t.
+at::Tensor contiguous_copy(const at::Tensor& t) {
+  auto out = at::empty(t.sizes(), t.options());
+  copy_or_zero(t, out, "t");
+  return out;
 }
 
 // The lengths, validated, as an int64 array (all T when absent).

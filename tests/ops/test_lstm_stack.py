@@ -203,7 +203,6 @@ def test_raw_ops_bad_input():
         OPS.lstm_stack_bwd(y, None, h0.double(), x, h0, params, None, saved, 2, False)
 
 
-
 def test_raw_bwd_state_grads_any_layout():
     """grad_hn / grad_cn strided, contiguous or absent (zero): the same gradients."""
     x, h0, c0, params = make_stack(2, False)
