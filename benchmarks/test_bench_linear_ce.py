@@ -19,12 +19,12 @@ case only runs once and is checked against the reference.
 import torch
 import torch.nn.functional as F
 
+from _limits import fma_rates
 from _memory import peak_rss_growth_kb
 from fastvae.ops import linear_cross_entropy
 
 import pytest
 
-from _ratios import interleaved_medians
 
 SHAPES = [dict(N=1280, H=32, V=10000), dict(N=1280, H=256, V=10000)]
 IGNORED = 0.1  # fraction of padding targets (ignore_index)
@@ -35,7 +35,6 @@ PEAK_TARGET = 0.70  # fraction of the FMA peak
 MEMORY_TARGET = 0.25  # fused peak growth / reference peak growth
 MEMORY_TABLE = "peak memory growth of one call (fresh process per candidate, MB)"
 PEAK_TABLE = "linear CE fwd+bwd (mean) at the GEMM limit: GFLOP/s vs this core's FMA peak"
-FMA_STEPS = 200_000  # one probe call: 200k steps of 12 vector FMAs (~1 ms)
 
 
 def shape_label(spec):
@@ -116,20 +115,14 @@ def test_fwd_bwd_none(ratio_bench, spec):
 # ------------------------------------------------------------ the GEMM limit
 
 
-def fma_probe():
-    """One call of the FMA peak probe of the ISA fastvae's kernels run; returns its flops."""
-    return torch.ops.fastvae._fma_loop(FMA_STEPS)
-
-
 def record_peak_fraction(extra_table, fast, target, spec):
     """fwd+bwd GFLOP/s against the FMA peak, both timed interleaved in this run.
 
     Flops: 6 n H V for the n rows whose target counts (the logits and the two gradient products; the
     fused op skips ignored rows, so counting all N would overstate its rate)."""
     flops = 6 * int((target != -100).sum()) * spec["H"] * spec["V"]
-    probe_flops = fma_probe()
-    medians = interleaved_medians({"fastvae": fast, "fma": fma_probe})
-    achieved, peak = flops / medians["fastvae"] / 1e9, probe_flops / medians["fma"] / 1e9
+    medians, peak = fma_rates({"fastvae": fast})
+    achieved = flops / medians["fastvae"] / 1e9
     fraction = achieved / peak
     extra_table(
         PEAK_TABLE,

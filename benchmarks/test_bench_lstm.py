@@ -14,12 +14,17 @@ Targets (speed-up over the baseline, reported in the table, not asserted):
 fwd+bwd vs nn.LSTM >= 1.5x at the DailyDialog size (per-call overhead
 dominates) and >= 1.2x at the Sentence-VAE size, forward alone >= 1x at both;
 decoding step vs nn.LSTMCell >= 1.5x.
+
+The GEMM-bound rows (Sentence-VAE size, decoding step) also go to the FMA
+limit table (``_limits.py``): each side's GFLOP/s against this core's FMA
+peak, and the speed-up the peak allows over a baseline that runs near it.
 """
 
 import pytest
 import torch
 
 import fastvae
+from _limits import record_fma_limit
 from fastvae.ops import lstm_cell, lstm_ref
 
 SHAPES = {
@@ -35,6 +40,14 @@ TARGETS = {  # (case, shape, baseline) -> the speed-up we aim for
     (FWD, "Sentence-VAE", "nn.LSTM"): 1.0,
 }
 CELL_TARGET = 1.5
+GEMM_BOUND = ("Sentence-VAE",)  # shapes whose time is the products' (DailyDialog's is per-call overhead)
+
+
+def lstm_flops(T, B, E, H, layers, backward):
+    """The products of a unidirectional stack: 2 * 4H * (E_l + H) per row and step, x3 with the backward
+    (input, recurrent and weight gradients)."""
+    per_row = sum(2 * 4 * H * ((E if layer == 0 else H) + H) for layer in range(layers))
+    return T * B * per_row * (3 if backward else 1)
 
 
 class RefLSTM(torch.nn.Module):
@@ -102,7 +115,7 @@ def shape_label(name, spec):
 @pytest.mark.parametrize("baseline", ["nn.LSTM", "lstm_ref"])
 @pytest.mark.parametrize("case", [FWD, FWD_BWD], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_lstm(ratio_bench, shape, case, baseline):
+def test_lstm(ratio_bench, timing_enabled, extra_table, shape, case, baseline):
     spec = SHAPES[shape]
     fast_model, base_model = make_models(spec, baseline)
     x = torch.randn(spec["T"], spec["B"], spec["E"])
@@ -111,7 +124,11 @@ def test_lstm(ratio_bench, shape, case, baseline):
     else:
         grad_y = torch.randn(spec["T"], spec["B"], spec["H"])
         fast, base = forward_backward_fn(fast_model, x, grad_y), forward_backward_fn(base_model, x, grad_y)
-    ratio_bench(case, shape_label(shape, spec), baseline, fast, base, TARGETS.get((case, shape, baseline)))
+    target = TARGETS.get((case, shape, baseline))
+    ratio_bench(case, shape_label(shape, spec), baseline, fast, base, target)
+    if timing_enabled and shape in GEMM_BOUND and baseline == "nn.LSTM":
+        flops = lstm_flops(spec["T"], spec["B"], spec["E"], spec["H"], spec["layers"], case == FWD_BWD)
+        record_fma_limit(extra_table, case, shape_label(shape, spec), baseline, flops, fast, base, target)
 
 
 PADDED = "LSTM fwd+bwd, padded batch"
@@ -159,7 +176,7 @@ def test_lstm_padded_batch(ratio_bench, shape):
                 step(fast_model, xs[0], lengths=lengths), step(base_model, xs[1]))
 
 
-def test_decoding_step(ratio_bench):
+def test_decoding_step(ratio_bench, timing_enabled, extra_table):
     torch.manual_seed(0)
     B, E, H = CELL["B"], CELL["E"], CELL["H"]
     cell = torch.nn.LSTMCell(E, H)
@@ -174,4 +191,8 @@ def test_decoding_step(ratio_bench):
         with torch.no_grad():
             return cell(x, (h, c))
 
-    ratio_bench("decoding step (no grad)", f"B{B} E{E} H{H}", "nn.LSTMCell", fast, base, CELL_TARGET)
+    case, shape = "decoding step (no grad)", f"B{B} E{E} H{H}"
+    ratio_bench(case, shape, "nn.LSTMCell", fast, base, CELL_TARGET)
+    if timing_enabled:
+        record_fma_limit(extra_table, case, shape, "nn.LSTMCell", lstm_flops(1, B, E, H, 1, False), fast, base,
+                         CELL_TARGET)

@@ -1,0 +1,55 @@
+"""What one core's FMA peak allows: the compute-bound rows measured against it.
+
+A speed-up over a baseline that already runs near the FMA peak is bounded:
+at most ``peak / baseline rate``, whatever fastvae does with the same flops.
+``record_fma_limit`` times fastvae, the baseline and the FMA probe
+(``torch.ops.fastvae._fma_loop``: a register-only loop of vector FMAs on the
+ISA fastvae's kernels run) interleaved in one run, and adds to the table
+``LIMIT_TABLE`` each side's GFLOP/s, its fraction of the peak, and the bound
+that the peak puts on the speed-up -- so a target above that bound shows as
+such next to the measurement, on whatever CPU runs the benchmarks.
+"""
+
+import torch
+
+from _ratios import interleaved_medians
+
+FMA_STEPS = 200_000  # one probe call: 200k steps of 12 vector FMAs (~1 ms)
+LIMIT_TABLE = "compute-bound rows at the FMA limit: GFLOP/s vs this core's FMA peak, and the speed-up it allows"
+
+
+def fma_probe():
+    """One call of the FMA peak probe of the ISA fastvae's kernels run; returns its flops."""
+    return torch.ops.fastvae._fma_loop(FMA_STEPS)
+
+
+def fma_rates(candidates):
+    """``{name: seconds per call}`` of ``candidates`` and the FMA peak in GFLOP/s, all timed interleaved."""
+    probe_flops = fma_probe()
+    medians = interleaved_medians({**candidates, "fma peak probe": fma_probe})
+    peak = probe_flops / medians.pop("fma peak probe") / 1e9
+    return medians, peak
+
+
+def record_fma_limit(extra_table, case, shape, baseline, flops, fast, base, target=None):
+    """Add the row of one compute-bound case (``flops`` per call of ``fast`` and of ``base``) to ``LIMIT_TABLE``."""
+    medians, peak = fma_rates({"fastvae": fast, "baseline": base})
+    fast_rate, base_rate = flops / medians["fastvae"] / 1e9, flops / medians["baseline"] / 1e9
+    bound = peak / base_rate
+    row = {
+        "case": case,
+        "shape": shape,
+        "baseline": baseline,
+        "GFLOP per call": f"{flops / 1e9:.3f}",
+        "baseline GFLOP/s": f"{base_rate:.1f}",
+        "fastvae GFLOP/s": f"{fast_rate:.1f}",
+        "FMA peak GFLOP/s": f"{peak:.1f}",
+        "baseline / peak": f"{base_rate / peak:.2f}",
+        "fastvae / peak": f"{fast_rate / peak:.2f}",
+        "speed-up": f"{medians['baseline'] / medians['fastvae']:.2f}x",
+        "bound at the peak": f"{bound:.2f}x",
+    }
+    if target is not None:
+        row["target"] = f"{target:g}x ({'within' if target <= bound else 'above'} the bound)"
+    extra_table(LIMIT_TABLE, row)
+    return row
