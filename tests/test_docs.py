@@ -174,6 +174,19 @@ def test_targets_are_rendered_as_measured():
     assert render._target({"speedup": 1.0, "target": None}) == "-"
 
 
+def test_extra_tables_put_the_names_first_and_the_target_last():
+    """The JSON keeps a row's keys sorted; the rendering orders them: case, shape, baseline, the measured
+    columns in EXTRA_COLUMNS' order, columns it does not know, the target -- and right-aligns the numbers."""
+    row = {"target": "1x", "zeta": "7", "speed-up": "1.0x", "shape": "S", "case": "C", "baseline": "B",
+           "GFLOP per call": "0.5", "isa": "avx2", "cpu": "X", "measured": "2026-12-07T00:00:00"}
+    text = render.cpu_extra_tables({"tables": {"T": [dict(sorted(row.items()))]}, "machine": {"isa": "avx2"}})
+    header = next(line for line in text.splitlines() if line.startswith("| case"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "case", "shape", "baseline", "GFLOP per call", "speed-up", "zeta", "target"]
+    align = next(line for line in text.splitlines() if line.startswith("|---"))
+    assert align == "|---|---|---|---:|---:|---:|---|"
+
+
 def test_unknown_region_is_an_error():
     text = render.BEGIN.format(name="nope") + "\n" + render.END.format(name="nope")
     with pytest.raises(ValueError, match="nope"):
