@@ -45,7 +45,8 @@ GEMM_BOUND = ("Sentence-VAE",)  # shapes whose time is the products' (DailyDialo
 
 def lstm_flops(T, B, E, H, layers, backward):
     """The products of a unidirectional stack: 2 * 4H * (E_l + H) per row and step, x3 with the backward
-    (input, recurrent and weight gradients)."""
+    (input, recurrent and weight gradients). Nominal, as the baseline runs them: with a zero h0 fastvae
+    leaves out step 0's recurrent terms (1/T of them), so its rate here is the nominal count over its time."""
     per_row = sum(2 * 4 * H * ((E if layer == 0 else H) + H) for layer in range(layers))
     return T * B * per_row * (3 if backward else 1)
 
