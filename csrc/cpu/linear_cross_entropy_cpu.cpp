@@ -77,9 +77,13 @@ Reduction parse_reduction(c10::string_view r) {
 // N=1280, V=10k, H=32 and H=256 (forward+backward). Per chunk the weight is
 // streamed twice and d_weight read and written once (traffic ~ V * H), the
 // [V, C] buffer written and read back (~ V * C): 64 tokens per chunk for
-// H <= 64 (84 vs 80 GFLOP/s at 128), 128 above (88-94 vs 61-79 at 64). The
-// buffer is capped at kMaxChunkElems: larger vocabularies get fewer tokens
-// per chunk (down to one panel). Blocks of 128-512 words measured alike.
+// H <= 64 (84 vs 80 GFLOP/s at 128), 256 above -- d_weight's round trip per
+// chunk grows with H (AVX-512, N = 1280, V = 10k, alternating builds: H = 256
+// 90-93 -> 95-99 GFLOP/s against 128 tokens, AVX2 90-92 -> 98; H = 512
+// 81-87 -> 96-97; H = 96 88 -> 92; H = 128 alike; 384 tokens no better than
+// 256 at H = 256; 64 tokens gave 61-79). The buffer is capped at
+// kMaxChunkElems: larger vocabularies get fewer tokens per chunk (down to one
+// panel; 64 at V = 50k). Blocks of 128-512 words measured alike.
 constexpr int64_t kSmallHidden = 64;
 constexpr int64_t kMaxChunkElems = int64_t(1) << 22;  // 16 MB in fp32
 constexpr int64_t kVocabBlock = 256;
@@ -87,7 +91,7 @@ constexpr int64_t kVocabBlock = 256;
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 int64_t chunk_tokens(int64_t N, int64_t H, int64_t V) {
-  int64_t c = H <= kSmallHidden ? 64 : 128;
+  int64_t c = H <= kSmallHidden ? 64 : 256;
   while (c > kPanelWidth && c * V > kMaxChunkElems) c /= 2;
   return std::max<int64_t>(kPanelWidth, std::min(c, round_up(N, kPanelWidth)));
 }

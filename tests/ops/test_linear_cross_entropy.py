@@ -1,8 +1,9 @@
 """fastvae.ops.linear_cross_entropy (C++ CPU kernel) against linear_cross_entropy_ref.
 
-The CPU kernel works in chunks of up to 256 rows and vocabulary blocks of
-512 rows of weight (fewer rows per chunk above V = 16384), so the odd shapes
-below straddle both: N = 300, V = 1100, V = 20000.
+The CPU kernel works in chunks of 64 rows (H <= 64) or 256 rows (wider
+hidden states) and vocabulary blocks of 256 rows of weight (fewer rows per
+chunk above V = 16384), so the odd shapes below straddle both: N = 300,
+V = 1100, V = 20000, and H = 80 with N = 300 (a full 256-row chunk, then 44).
 """
 
 import textwrap
@@ -84,8 +85,8 @@ def test_vocabulary_splits_chunks(reduction):
 
 @pytest.mark.parametrize(
     "N,H,V",
-    [(1, 16, 50), (5, 3, 1), (257, 9, 1025), (513, 4, 7), (33, 1, 2048)],
-    ids=["N1", "V1", "N-and-V-past-a-chunk", "several-chunks", "H1-four-blocks"],
+    [(1, 16, 50), (5, 3, 1), (257, 9, 1025), (513, 4, 7), (33, 1, 2048), (300, 80, 700)],
+    ids=["N1", "V1", "N-and-V-past-a-chunk", "several-chunks", "H1-four-blocks", "wide-H-two-chunks"],
 )
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_odd_shapes(N, H, V, reduction):
@@ -335,14 +336,16 @@ def test_refuses_double_backward_by_name():
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
 def test_other_isa_variants(isa):
-    """The softmax loops compiled for each ISA level (and the BLAS GEMM path) agree with the reference."""
+    """The softmax loops compiled for each ISA level (and the BLAS GEMM path) agree with the reference, in
+    chunks of 64 tokens (H = 16) and of 256 (H = 80: one full chunk, then 44 tokens)."""
     code = """
         import torch, fastvae
         from fastvae.ops import linear_cross_entropy as f, linear_cross_entropy_ref as r
         g = torch.Generator().manual_seed(0)
-        h, w, b = torch.randn(300, 16, generator=g), torch.randn(1100, 16, generator=g) / 4, torch.randn(1100, generator=g)
-        t = torch.randint(0, 1100, (300,), generator=g); t[::5] = -100
-        for red in ("mean", "none"):
+        for H, red in ((16, "mean"), (16, "none"), (80, "mean"), (80, "none")):
+            h, w = torch.randn(300, H, generator=g), torch.randn(1100, H, generator=g) / H**0.5
+            b = torch.randn(1100, generator=g)
+            t = torch.randint(0, 1100, (300,), generator=g); t[::5] = -100
             out = []
             for fn in (f, r):
                 x = [v.clone().requires_grad_() for v in (h, w, b)]
