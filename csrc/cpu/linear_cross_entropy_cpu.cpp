@@ -21,7 +21,7 @@
 // logits and the running per-token max m and sum s of exp(l - m) (online
 // log-sum-exp; the max of each block's logits comes with the product), the
 // block overwritten with exp(l - m_block), m_block the running max after it.
-// The whole chunk [V, C] stays in a buffer (4 MB at V = 10k, C = 128). After
+// The whole chunk [V, C] stays in a buffer (10 MB at V = 10k, C = 256). After
 // the last block, lse = m + log s, and each block turns into
 //   dl = (softmax - onehot(target)) * scale,  softmax = exp(l - m_block) * exp(m_block - m) / s
 // (scale = 1/n_valid for "mean", 1 for "sum", 0 at ignored rows) and is
