@@ -79,7 +79,8 @@ Reduction parse_reduction(c10::string_view r) {
 // [V, C] buffer written and read back (~ V * C): 64 tokens per chunk for
 // H <= 64 (84 vs 80 GFLOP/s at 128), 256 above -- d_weight's round trip per
 // chunk grows with H (AVX-512, N = 1280, V = 10k, alternating builds: H = 256
-// 90-93 -> 95-99 GFLOP/s against 128 tokens, AVX2 90-92 -> 98; H = 512
+// 90-93 -> 95-99 GFLOP/s against 128 tokens, AVX2 86-96 -> 89-99 (3 of 5
+// alternating runs faster, 1 equal, 1 slower); H = 512
 // 81-87 -> 96-97; H = 96 88 -> 92; H = 128 alike; 384 tokens no better than
 // 256 at H = 256; 64 tokens gave 61-79). The buffer is capped at
 // kMaxChunkElems: larger vocabularies get fewer tokens per chunk (down to one
