@@ -149,6 +149,9 @@ void copy_or_zero(const at::Tensor& src, at::Tensor& dst, const char* name) {
   }
   TORCH_CHECK_TYPE(src.scalar_type() == dst.scalar_type(), "fastvae.lstm: argument '", name, "' must have dtype ",
                    dst.scalar_type(), ", got ", src.scalar_type());
+  // The callers check the shape with a named error first; this guards the raw copy below.
+  TORCH_CHECK(src.sizes() == dst.sizes(), "fastvae: internal error: '", name, "' has shape ", src.sizes(),
+              ", its copy ", dst.sizes());
   if (src.is_contiguous()) {
     std::memcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes());
   } else {
