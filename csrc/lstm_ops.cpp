@@ -40,8 +40,9 @@ TORCH_LIBRARY_FRAGMENT(fastvae, m) {
       "lstm_stack(Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, int num_layers, "
       "bool bidirectional) -> (Tensor, Tensor, Tensor)");
   // lstm_stack and what its backward needs (saved: per layer and direction
-  // gates, cprev, tanh_c, hprev, then the input of each layer above the first;
-  // empty when need_grad is false).
+  // one block [7*T*B*H] -- gates [T,B,4H], then cprev, tanh_c, hprev [T,B,H]
+  // -- then the input of each layer above the first; empty when need_grad is
+  // false).
   m.def(
       "lstm_stack_fwd(Tensor x, Tensor h0, Tensor c0, Tensor[] params, Tensor? lengths, int num_layers, "
       "bool bidirectional, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor[])");

@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <new>
 #include <limits>
 
 #include "isa.h"
@@ -89,6 +91,86 @@ void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const s
 }
 
 }  // namespace
+
+// ------------------------------------------------------------ the pool --
+
+namespace {
+
+constexpr size_t kPoolGrain = size_t(64) << 10;  // block sizes rounded up to 64 KB: near sizes share blocks
+
+struct Pool {
+  void* block[kPoolBlocks];
+  size_t capacity[kPoolBlocks];
+  int count = 0;
+  size_t bytes = 0;
+  void take(int i) {  // removes entry i (order does not matter)
+    bytes -= capacity[i];
+    --count;
+    block[i] = block[count];
+    capacity[i] = capacity[count];
+  }
+  ~Pool();
+};
+
+// Set when the thread's pool has been destroyed (thread exit), so a buffer
+// destroyed later (another thread_local) frees its block instead of caching it.
+thread_local bool pool_gone = false;
+thread_local Pool pool;
+
+Pool::~Pool() {
+  for (int i = 0; i < count; ++i) std::free(block[i]);
+  count = 0;
+  bytes = 0;
+  pool_gone = true;
+}
+
+}  // namespace
+
+void* pool_acquire(size_t bytes, size_t& capacity) {
+  if (!pool_gone) {
+    Pool& p = pool;
+    int best = -1;  // the smallest cached block that fits
+    for (int i = 0; i < p.count; ++i)
+      if (p.capacity[i] >= bytes && (best < 0 || p.capacity[i] < p.capacity[best])) best = i;
+    if (best >= 0) {
+      void* block = p.block[best];
+      capacity = p.capacity[best];
+      p.take(best);
+      return block;
+    }
+  }
+  const size_t size = (std::max<size_t>(bytes, 1) + kPoolGrain - 1) / kPoolGrain * kPoolGrain;
+  void* block = std::aligned_alloc(64, size);
+  if (block == nullptr) throw std::bad_alloc();
+  capacity = size;
+  return block;
+}
+
+void pool_release(void* block, size_t capacity) noexcept {
+  if (pool_gone || capacity > kPoolBytes) {
+    std::free(block);
+    return;
+  }
+  Pool& p = pool;
+  // While the pool is full, the smallest block of the pool and this one goes.
+  while (p.count > 0 && (p.count == kPoolBlocks || p.bytes + capacity > kPoolBytes)) {
+    int smallest = 0;
+    for (int i = 1; i < p.count; ++i)
+      if (p.capacity[i] < p.capacity[smallest]) smallest = i;
+    if (capacity <= p.capacity[smallest]) {
+      std::free(block);
+      return;
+    }
+    std::free(p.block[smallest]);
+    p.take(smallest);
+  }
+  p.block[p.count] = block;
+  p.capacity[p.count] = capacity;
+  ++p.count;
+  p.bytes += capacity;
+}
+
+// ----------------------------------------------------------- the panels --
 
 template <typename scalar_t>
 void pack_panels(bool trans_b, int64_t K, int64_t N, const scalar_t* B, int64_t ldb, Panels<scalar_t>& out,

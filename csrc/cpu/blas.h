@@ -35,25 +35,55 @@ bool has_direct_blas();
 // True when float GEMMs run the tile kernels (an AVX2 or AVX-512 CPU).
 bool tiled_float_gemm();
 
-// An allocator whose resize() leaves new values uninitialised: a buffer that
-// is written in full right after (packed panels) skips a pass of zeroes.
+// Blocks of memory the calling thread keeps from call to call for the ops'
+// packed operands (Panels below). Those are a few MB each at the models'
+// sizes; glibc serves such blocks from the top of its heap and, once a call
+// has freed them, trims the top back to the kernel, so every call
+// page-faulted them in again: the Sentence-VAE size LSTM fwd+bwd, in a
+// process running only fastvae, took ~4,000 page faults (16 MB) and 20% of
+// its time per call. pool_acquire returns a block of at least `bytes`
+// (64-byte aligned; its size in `capacity`), a cached one when one fits;
+// pool_release gives it back. A thread caches at most kPoolBlocks blocks and
+// kPoolBytes bytes; a block released past that, or after the thread's pool
+// is gone (thread exit), is freed.
+constexpr int kPoolBlocks = 8;
+constexpr size_t kPoolBytes = size_t(64) << 20;
+void* pool_acquire(size_t bytes, size_t& capacity);
+void pool_release(void* block, size_t capacity) noexcept;
+
+// An uninitialised buffer of n values from the thread's pool, given back when
+// it is resized past its block or destroyed.
 template <typename T>
-struct UninitAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = UninitAllocator<U>;
-  };
-  UninitAllocator() = default;
-  template <typename U>
-  UninitAllocator(const UninitAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
+class PooledBuffer {
+ public:
+  PooledBuffer() = default;
+  PooledBuffer(const PooledBuffer&) = delete;
+  PooledBuffer& operator=(const PooledBuffer&) = delete;
+  PooledBuffer(PooledBuffer&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        capacity_(std::exchange(other.capacity_, 0)) {}
+  ~PooledBuffer() { reset(); }
+  // n values; the old contents are not kept.
+  void resize(size_t n) {
+    if (n * sizeof(T) > capacity_) {
+      reset();
+      data_ = static_cast<T*>(pool_acquire(n * sizeof(T), capacity_));
+    }
+    size_ = n;
   }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  void reset() noexcept {
+    if (data_ != nullptr) pool_release(data_, capacity_);
+    data_ = nullptr;
+    size_ = capacity_ = 0;
   }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0, capacity_ = 0;
 };
 
 // Panels someone else owns: K rows each, panel stride ps (>= K * 32).
@@ -68,7 +98,7 @@ struct PanelView {
 template <typename scalar_t>
 struct Panels {
   int64_t K = 0, N = 0;
-  std::vector<scalar_t, UninitAllocator<scalar_t>> data;  // written in full by pack_panels
+  PooledBuffer<scalar_t> data;  // written in full by pack_panels
   int64_t stride() const { return K * kPanelWidth; }
   int64_t count() const { return (N + kPanelWidth - 1) / kPanelWidth; }
   // Rows [k0, K) of every panel.

@@ -27,6 +27,7 @@
 #include <c10/util/accumulate.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -218,10 +219,12 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // buffers reused from call to call (blas.h: thread_scratch; fresh allocations
 // of this size are page-faulted in on every call -- at the DailyDialog size
 // that cost more than the cell arithmetic). Above kMaxTemp values a buffer is
-// allocated per call, so a thread keeps at most six buffers of kMaxTemp values
-// (48 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
+// allocated per call, so a thread keeps at most eight buffers of kMaxTemp values
+// (64 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
 // gradients).
-enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput };
+// A forward and a backward never run inside one another on a thread, so the
+// forward's packed inputs and gates (padded batches) take the backward's slots.
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput, kGradInputs };
 constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
 template <typename scalar_t, Tmp slot>
@@ -334,9 +337,9 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
   }
   // The input projection of the pairs that run, packed: [P, E] @ w_ih^T (in
   // place in gates when the packed order is the [T, B] order).
-  at::Tensor xp = sc.identity ? x : at::empty({P, E}, opts);
+  at::Tensor xp = sc.identity ? x : temporary<scalar_t, kInputs>({P, E}, opts);
   if (!sc.identity) sc.gather(x.data_ptr<scalar_t>(), E, xp.data_ptr<scalar_t>());
-  at::Tensor gp = sc.identity ? gates : at::empty({P, G4}, opts);
+  at::Tensor gp = sc.identity ? gates : temporary<scalar_t, kGradGates>({P, G4}, opts);
   scalar_t* GP = gp.data_ptr<scalar_t>();
   gemm<scalar_t>(false, true, P, G4, E, 1, xp.data_ptr<scalar_t>(), E, w_ih.data_ptr<scalar_t>(), E, 0, GP, G4);
   // The state in sorted order; the recurrent product of the running rows.
@@ -434,7 +437,7 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // Input and weight gradients as large products over the pairs that ran:
   // dx = dgates @ w_ih, dw_ih = dgates^T @ x, dw_hh = dgates^T @ hprev (x and
   // hprev gathered into the packed order when it is not the [T, B] order).
-  at::Tensor dxp = sc.identity ? dx : at::empty({P, E}, opts);
+  at::Tensor dxp = sc.identity ? dx : temporary<scalar_t, kGradInputs>({P, E}, opts);
   gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
   if (!sc.identity) sc.scatter(dxp.data_ptr<scalar_t>(), E, dx.data_ptr<scalar_t>());
   at::Tensor xs = sc.identity ? x : temporary<scalar_t, kInputs>({P, E}, opts);
@@ -474,7 +477,8 @@ using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Te
 FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
                       const c10::optional<at::Tensor>& b_hh, const c10::optional<at::Tensor>& lengths, bool reverse,
-                      bool need_grad, bool keep_gates, at::Tensor h_n = {}, at::Tensor c_n = {}) {
+                      bool need_grad, bool keep_gates, at::Tensor h_n = {}, at::Tensor c_n = {},
+                      at::Tensor* block = nullptr) {
   const Dims d = check_lstm_args(x, h0, c0, w_ih, w_hh);
   const auto xc = x.contiguous();
   const auto wi = w_ih.contiguous();
@@ -486,19 +490,33 @@ FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   const Schedule sc(len, d.T, d.B, reverse);
   const auto opts = x.options();
   const bool fused = x.scalar_type() == at::kFloat ? runs_fused<float>(sc) : runs_fused<double>(sc);
-  auto gates = !keep_gates && fused ? at::empty({0}, opts)
-               : sc.identity        ? at::empty({d.T, d.B, 4 * d.H}, opts)
-                                    : at::zeros({d.T, d.B, 4 * d.H}, opts);
+  // What backward reads: the activations [T, B, 4H] (zero at padded
+  // positions when the packed order is not the [T, B] order) and cprev,
+  // tanh_c, hprev [T, B, H] (zero at padded positions). With `block` (the
+  // stack's forward) they are consecutive parts of one tensor, written to
+  // *block: one allocation of 7 T B H values instead of four of a few MB --
+  // four such blocks freed after backward made glibc trim its heap top and
+  // page-fault them in again on the next call (4,000 faults, 20% of a
+  // Sentence-VAE size fwd+bwd in a process that ran nothing else).
+  const bool with_gates = keep_gates || !fused;
+  const int64_t TB = d.T * d.B, gate_values = with_gates ? TB * 4 * d.H : 0, saved_values = need_grad ? TB * d.H : 0;
+  if (block != nullptr) *block = at::empty({gate_values + 3 * saved_values}, opts);
+  auto part = [&](int64_t offset, int64_t width, bool zero) {
+    if (width == 0) return at::empty({0}, opts);
+    at::Tensor t = block != nullptr ? block->narrow(0, offset, TB * width).view({d.T, d.B, width})
+                                    : at::empty({d.T, d.B, width}, opts);
+    if (zero) t.zero_();
+    return t;
+  };
+  auto gates = part(0, with_gates ? 4 * d.H : 0, !sc.identity);
+  auto cprev = part(gate_values, need_grad ? d.H : 0, !full);
+  auto tanh_c = part(gate_values + saved_values, need_grad ? d.H : 0, !full);
+  auto hprev = part(gate_values + 2 * saved_values, need_grad ? d.H : 0, !full);
   auto y = full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
   auto h = h_n.defined() ? h_n : at::empty({d.B, d.H}, opts);
   auto c = c_n.defined() ? c_n : at::empty({d.B, d.H}, opts);
   copy_or_zero(h0, h, "h0");
   copy_or_zero(c0, c, "c0");
-  auto make_saved = [&]() {
-    if (!need_grad) return at::empty({0}, opts);
-    return full ? at::empty({d.T, d.B, d.H}, opts) : at::zeros({d.T, d.B, d.H}, opts);
-  };
-  auto cprev = make_saved(), tanh_c = make_saved(), hprev = make_saved();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fastvae_lstm_fwd", [&] {
     lstm_fwd_impl<scalar_t>(d, sc, xc, wi, wh, bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, gates, y, h, c,
                             cprev, tanh_c, hprev, need_grad);
@@ -574,8 +592,9 @@ BwdOut lstm_bwd_cpu(const at::Tensor& grad_y, const at::Tensor& grad_hn, const a
 // op call (one autograd node, csrc/lstm_ops.cpp) by calling the layer
 // kernels above. params follow nn.LSTM's flat order: per layer, per
 // direction, w_ih, w_hh (and b_ih, b_hh with biases). saved (need_grad) holds
-// per layer and direction gates, cprev, tanh_c, hprev, then the input of
-// every layer above the first (the output of the one below).
+// per layer and direction one block [7 T B H] (gates [T, B, 4H], then cprev,
+// tanh_c, hprev [T, B, H]: lstm_fwd_layer), then the input of every layer
+// above the first (the output of the one below).
 
 namespace {
 
@@ -641,12 +660,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_sta
     std::vector<at::Tensor> outputs;
     for (int64_t d = 0; d < st.D; ++d) {
       const int64_t k = l * st.D + d;
-      auto [y, h, c, gates, cprev, tanh_c, hprev] =
+      at::Tensor block;
+      const FwdOut out =
           lstm_fwd_layer(input, h0[k], c0[k], st.param(params, l, d, 0), st.param(params, l, d, 1),
                          st.bias_param(params, l, d, 2), st.bias_param(params, l, d, 3), lengths, d == 1, need_grad,
-                         need_grad, h_n[k], c_n[k]);
-      outputs.push_back(y);
-      if (need_grad) saved.insert(saved.end(), {gates, cprev, tanh_c, hprev});
+                         need_grad, h_n[k], c_n[k], need_grad ? &block : nullptr);
+      outputs.push_back(std::get<0>(out));
+      if (need_grad) saved.push_back(block);
     }
     input = st.D == 1 ? outputs[0] : at::cat(outputs, 2);
     if (need_grad && l + 1 < st.L) inputs.push_back(input);
@@ -660,10 +680,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_sta
     const c10::optional<at::Tensor>& grad_cn, const at::Tensor& x, const at::Tensor& h0, at::TensorList params,
     const c10::optional<at::Tensor>& lengths, at::TensorList saved, int64_t num_layers, bool bidirectional) {
   const Stack st = check_stack(x, h0, h0, params, num_layers, bidirectional);
-  TORCH_CHECK_VALUE(static_cast<int64_t>(saved.size()) == st.L * st.D * 4 + st.L - 1,
-                    "fastvae.lstm_stack_bwd: argument 'saved' must hold ", st.L * st.D * 4 + st.L - 1,
+  TORCH_CHECK_VALUE(static_cast<int64_t>(saved.size()) == st.L * st.D + st.L - 1,
+                    "fastvae.lstm_stack_bwd: argument 'saved' must hold ", st.L * st.D + st.L - 1,
                     " tensors (from lstm_stack_fwd with need_grad), got ", saved.size());
   const int64_t T = x.size(0), B = x.size(1), H = st.H;
+  // A layer and direction's saved block: gates [T, B, 4H], cprev, tanh_c, hprev [T, B, H], one after the other.
+  auto saved_parts = [&](int64_t k) {
+    const at::Tensor& block = saved[k];
+    const int64_t TB = T * B;
+    TORCH_CHECK_VALUE(block.dim() == 1 && block.numel() == 7 * TB * H && block.is_contiguous(),
+                      "fastvae.lstm_stack_bwd: argument 'saved' entry ", k, " must be a contiguous 1-d tensor of ",
+                      7 * TB * H, " values (from lstm_stack_fwd with need_grad), got shape ", block.sizes());
+    auto part = [&](int64_t offset, int64_t width) { return block.narrow(0, offset, TB * width).view({T, B, width}); };
+    return std::array<at::Tensor, 4>{part(0, 4 * H), part(4 * TB * H, H), part(5 * TB * H, H), part(6 * TB * H, H)};
+  };
   const auto opts = x.options();
   at::Tensor g = zeros_if_undefined(grad_y.value_or(at::Tensor()), {T, B, st.D * H}, opts);
   // The state gradients: per layer and direction a [B, H] slice, or undefined (zero).
@@ -680,14 +710,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_sta
   std::vector<at::Tensor> dparams(params.size());
   at::Tensor dh0 = at::empty({st.L * st.D, B, H}, opts), dc0 = at::empty_like(dh0);
   for (int64_t l = st.L - 1; l >= 0; --l) {
-    const at::Tensor& input = l == 0 ? x : saved[st.L * st.D * 4 + l - 1];
+    const at::Tensor& input = l == 0 ? x : saved[st.L * st.D + l - 1];
     at::Tensor dx;
     for (int64_t d = 0; d < st.D; ++d) {
       const int64_t k = l * st.D + d;
       const at::Tensor gy = st.D == 1 ? g : g.narrow(2, d * H, H).contiguous();
+      const auto parts = saved_parts(k);
       auto [dx_d, dh, dc, dw_ih, dw_hh, db] =
           lstm_bwd_layer(gy, ghn[k], gcn[k], input, st.param(params, l, d, 0), st.param(params, l, d, 1), lengths,
-                         saved[4 * k], saved[4 * k + 1], saved[4 * k + 2], saved[4 * k + 3], d == 1, dh0[k], dc0[k]);
+                         parts[0], parts[1], parts[2], parts[3], d == 1, dh0[k], dc0[k]);
       const int64_t p = k * st.per_layer();
       dparams[p] = dw_ih;
       dparams[p + 1] = dw_hh;

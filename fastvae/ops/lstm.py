@@ -214,8 +214,7 @@ def _fake_stack_fwd(x, h0, c0, params, lengths, num_layers, bidirectional, need_
     D, H = h0.shape[0] // num_layers, h0.shape[2]
     saved = []
     if need_grad:
-        for _ in range(num_layers * D):
-            saved += [x.new_empty(T, B, 4 * H)] + [x.new_empty(T, B, H) for _ in range(3)]
+        saved += [x.new_empty(7 * T * B * H) for _ in range(num_layers * D)]  # gates, cprev, tanh_c, hprev
         saved += [x.new_empty(T, B, D * H) for _ in range(num_layers - 1)]
     return (*_fake_stack(x, h0, c0, params, lengths, num_layers, bidirectional), saved)
 

@@ -196,6 +196,9 @@ def test_raw_ops_bad_input():
     _, _, _, saved = OPS.lstm_stack_fwd(x, h0, c0, params, None, 2, False, True)
     with pytest.raises(ValueError, match="saved"):
         OPS.lstm_stack_bwd(None, None, None, x, h0, params, None, saved[:-1], 2, False)
+    assert len(saved) == 3 and saved[0].shape == (7 * T * B * H,)  # a block per layer, then layer 1's input
+    with pytest.raises(ValueError, match="'saved' entry 1 must be a contiguous 1-d tensor of"):
+        OPS.lstm_stack_bwd(None, None, None, x, h0, params, None, [saved[0], saved[1][:-1], saved[2]], 2, False)
     y = torch.randn(x.shape[0], x.shape[1], h0.shape[2])
     with pytest.raises(ValueError, match="'grad_hn' must have shape"):
         OPS.lstm_stack_bwd(y, h0[:1], None, x, h0, params, None, saved, 2, False)
