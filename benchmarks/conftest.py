@@ -16,6 +16,9 @@ so a subset (``-k "latent and B64"``) updates only its rows. Each row carries
 the date it was measured (``"measured"``), the ISA that ran (``"isa"``) and the
 CPU model (``"cpu"``); ``"machine"`` describes the latest session.
 
+With ``FASTVAE_BENCH_ROWS_OUT=<path>`` the session's ratio rows are also written to
+that file as JSON (a benchmark that re-runs rows in a child process reads them).
+
 Benchmarks that measure something other than time (peak memory, ...) add rows
 to their own tables with the ``extra_table`` fixture; those tables are printed
 after the ratio table and saved with it (key ``"tables"``).
@@ -172,6 +175,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 f"fastvae benchmarks: timing disabled; {checked} cases ran once, fused checked against the baseline"
             )
         return
+    if os.environ.get("FASTVAE_BENCH_ROWS_OUT"):  # a parent benchmark reads this session's rows
+        with open(os.environ["FASTVAE_BENCH_ROWS_OUT"], "w", encoding="utf-8") as f:
+            json.dump(rows, f)
     info = machine_info(_command(config))
     if rows:
         terminalreporter.write_sep("=", "fastvae speed-ups (medians of interleaved runs)")
