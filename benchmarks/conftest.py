@@ -134,6 +134,24 @@ def ratio_bench(request, benchmark):
 
 
 @pytest.fixture
+def add_ratio_row(request):
+    """``add(row)``: a ratio row measured elsewhere (a child process) joins the session's ratio table.
+
+    ``row`` has the keys of :func:`ratio_bench`'s rows (case, shape, baseline, baseline_ms, fastvae_ms,
+    speedup, target).
+    """
+    rows = request.config.stash[_rows_key]
+
+    def add(row):
+        missing = {"case", "shape", "baseline", "baseline_ms", "fastvae_ms", "speedup", "target"} - set(row)
+        if missing:
+            raise ValueError(f"add_ratio_row: argument 'row' lacks {sorted(missing)}")
+        rows.append(dict(row))
+
+    return add
+
+
+@pytest.fixture
 def timing_enabled(request, benchmark):
     """False under ``--benchmark-disable`` (the smoke run): skip slow measurements then."""
     return _timing_enabled(request.config, benchmark)
