@@ -235,6 +235,15 @@ at::Tensor temporary(at::IntArrayRef shape, const at::TensorOptions& opts) {
                        opts);
 }
 
+// The values [offset, offset + numel(shape)) of the contiguous `block` as a
+// tensor of `shape` that does not own them (the caller keeps `block` alive
+// while it is used): no dispatcher call, where narrow + view cost two each
+// (the DailyDialog-size stack is mostly per-call overhead).
+inline at::Tensor part_of(const at::Tensor& block, int64_t offset, at::IntArrayRef shape) {
+  char* base = static_cast<char*>(block.data_ptr()) + offset * block.element_size();
+  return at::from_blob(base, shape, block.options());
+}
+
 // Asks for n values at p to be brought into L1. The cell step reads each row's
 // input projection (and, backward, its saved activations) from buffers of
 // T * B rows, far larger than L2: without this the row loop waited on those
@@ -503,9 +512,8 @@ FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   if (block != nullptr) *block = at::empty({gate_values + 3 * saved_values}, opts);
   auto part = [&](int64_t offset, int64_t width, bool zero) {
     if (width == 0) return at::empty({0}, opts);
-    at::Tensor t = block != nullptr ? block->narrow(0, offset, TB * width).view({d.T, d.B, width})
-                                    : at::empty({d.T, d.B, width}, opts);
-    if (zero) t.zero_();
+    at::Tensor t = block != nullptr ? part_of(*block, offset, {d.T, d.B, width}) : at::empty({d.T, d.B, width}, opts);
+    if (zero) std::memset(t.data_ptr(), 0, static_cast<size_t>(t.numel() * t.element_size()));
     return t;
   };
   auto gates = part(0, with_gates ? 4 * d.H : 0, !sc.identity);
@@ -691,7 +699,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>> lstm_sta
     TORCH_CHECK_VALUE(block.dim() == 1 && block.numel() == 7 * TB * H && block.is_contiguous(),
                       "fastvae.lstm_stack_bwd: argument 'saved' entry ", k, " must be a contiguous 1-d tensor of ",
                       7 * TB * H, " values (from lstm_stack_fwd with need_grad), got shape ", block.sizes());
-    auto part = [&](int64_t offset, int64_t width) { return block.narrow(0, offset, TB * width).view({T, B, width}); };
+    auto part = [&](int64_t offset, int64_t width) { return part_of(block, offset, {T, B, width}); };
     return std::array<at::Tensor, 4>{part(0, 4 * H), part(4 * TB * H, H), part(5 * TB * H, H), part(6 * TB * H, H)};
   };
   const auto opts = x.options();
