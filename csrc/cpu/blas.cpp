@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <new>
 #include <limits>
+#include <new>
 
 #include "isa.h"
 
