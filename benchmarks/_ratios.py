@@ -141,13 +141,29 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def cpu_vendor(cpu_model_string):
+    """The CPU vendor class of a CPU model string (:func:`cpu_model`): ``"amd"``, ``"intel"`` or ``"other"``.
+
+    ``"AMD EPYC 9R14"`` -> ``"amd"``, ``"Intel(R) Xeon(R) Platinum 8488C"`` -> ``"intel"``. Part of a CPU
+    class with the ISA: cores of the two vendors at the same ISA give different ratios (L2 size, FMA ports).
+    """
+    text = str(cpu_model_string or "").lower()
+    if "amd" in text:
+        return "amd"
+    if "intel" in text:
+        return "intel"
+    return "other"
+
+
 def machine_info(command):
     """Where and how the numbers were taken (stored next to them in the JSON).
 
     ``"isa"``: the ISA fastvae's kernels ran with (None without ``fastvae._C``);
-    ``"aten_cpu_capability"``: ATen's, the baselines' (ATEN_CPU_CAPABILITY lowers it).
+    ``"aten_cpu_capability"``: ATen's, the baselines' (ATEN_CPU_CAPABILITY lowers it);
+    ``"vendor"``: the CPU's vendor class (:func:`cpu_vendor`: ``"amd"``, ``"intel"`` or ``"other"``).
     """
     capability = cpu_capability()
+    cpu = cpu_model()
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -155,7 +171,8 @@ def machine_info(command):
         "cpu_capability": capability,
         "isa": isa_of(capability),
         "aten_cpu_capability": aten_capability(),
-        "cpu": cpu_model(),
+        "cpu": cpu,
+        "vendor": cpu_vendor(cpu),
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],

@@ -5,16 +5,21 @@ medians) and prints the ratio table at the end of the session.
 ``pytest benchmarks/ --benchmark-disable`` is the smoke run: every callable
 runs once and the fused result is checked against the baseline, no timing.
 With ``FASTVAE_BENCH_SAVE=1`` the table is also saved, with the machine it
-was measured on, to ``benchmarks/results/<device>-<isa>.json``: one file per
-CPU class, named after the ISA fastvae's kernels ran with (``cpu-avx2.json``,
-``cpu-avx512.json``; every benchmark builds its tensors on torch's default
-device, the CPU). A session whose baselines ran another ISA than fastvae (ATen
-at AVX-512 while ``FASTVAE_CPU_ISA=avx2``, say) or without ``fastvae._C`` is
-not saved. Saving merges: a row (key: case, shape, baseline) measured in this
-session replaces the saved row with the same key, the other saved rows stay,
-so a subset (``-k "latent and B64"``) updates only its rows. Each row carries
-the date it was measured (``"measured"``), the ISA that ran (``"isa"``) and the
-CPU model (``"cpu"``); ``"machine"`` describes the latest session.
+was measured on, to ``benchmarks/results/<device>-<isa>-<vendor>.json``: one
+file per CPU class, named after the ISA fastvae's kernels ran with and the
+CPU's vendor (``amd``, ``intel`` or ``other``: ``cpu-avx512-amd.json``,
+``cpu-avx2-amd.json``, ``cpu-avx512-intel.json``, ...; every benchmark builds
+its tensors on torch's default device, the CPU). The vendor is part of the
+class because the same ISA gives different ratios on an AMD EPYC (Zen 4, 1 MB
+L2) and an Intel Xeon (two 512-bit FMA ports, 2 MB L2). A session whose
+baselines ran another ISA than fastvae (ATen at AVX-512 while
+``FASTVAE_CPU_ISA=avx2``, say) or without ``fastvae._C`` is not saved, nor
+one whose ISA or vendor differs from the file's. Saving merges: a row (key:
+case, shape, baseline) measured in this session replaces the saved row with
+the same key, the other saved rows stay, so a subset (``-k "latent and B64"``)
+updates only its rows. Each row carries the date it was measured
+(``"measured"``), the ISA that ran (``"isa"``), the CPU model (``"cpu"``) and
+its vendor (``"vendor"``); ``"machine"`` describes the latest session.
 
 With ``FASTVAE_BENCH_ROWS_OUT=<path>`` the session's ratio rows are also written to
 that file as JSON (a benchmark that re-runs rows in a child process reads them).
@@ -33,10 +38,10 @@ import torch
 
 from fastvae.evaluate import write_report
 
-from _ratios import ATEN_ISA, interleaved_medians, isa_of, machine_info, table_lines, text_table
+from _ratios import ATEN_ISA, cpu_vendor, interleaved_medians, isa_of, machine_info, table_lines, text_table
 
 # Where the benchmarks run: none moves a tensor to another device, so everything runs on torch's default
-# device, the CPU; a benchmark that ran elsewhere would save to its own files (results/<device>-<isa>.json).
+# device, the CPU; a benchmark that ran elsewhere would save to its own files (results/<device>-<isa>-<vendor>.json).
 DEVICE = "cpu"
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # fp32; atol scales with the output's largest entry: weight gradients are sums
@@ -221,16 +226,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"saved to {path}: {now} row(s) measured now, merged into {total}")
 
 
-def results_path(isa):
-    """``results/<device>-<isa>.json``: the saved rows of one CPU class (``cpu-avx2.json``, ``cpu-avx512.json``)."""
-    return os.path.join(RESULTS_DIR, f"{DEVICE}-{isa}.json")
+def results_path(isa, vendor):
+    """``results/<device>-<isa>-<vendor>.json``: the saved rows of one CPU class (``cpu-avx512-amd.json``,
+    ``cpu-avx2-amd.json``, ``cpu-avx512-intel.json``, ...)."""
+    return os.path.join(RESULTS_DIR, f"{DEVICE}-{isa}-{vendor}.json")
 
 
 def results_path_of(info):
     """The file a session's rows go to (``info``: :func:`_ratios.machine_info`), or a ValueError saying why none.
 
-    No file when fastvae's kernels did not run (no ISA to file the rows under), or when the baselines'
-    ATen ran another ISA than fastvae's kernels (their ratio belongs to no single CPU class).
+    The class is the ISA fastvae's kernels ran with and the CPU's vendor (``info["vendor"]``; derived from
+    ``info["cpu"]`` by :func:`_ratios.cpu_vendor` when absent). No file when fastvae's kernels did not run (no
+    ISA to file the rows under), or when the baselines' ATen ran another ISA than fastvae's kernels (their
+    ratio belongs to no single CPU class).
     """
     isa = info.get("isa")
     if not isa:
@@ -241,12 +249,25 @@ def results_path_of(info):
             f"fastvae's kernels ran with isa={isa} but ATen's (the baselines') with {aten}; set the same level "
             "for both (FASTVAE_CPU_ISA, ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS)"
         )
-    return results_path(isa)
+    return results_path(isa, _session_vendor(info))
+
+
+def _session_vendor(info):
+    """The CPU vendor a session ran on: ``info["vendor"]``, else derived from ``info["cpu"]``."""
+    return info.get("vendor") or cpu_vendor(info.get("cpu"))
 
 
 def _record_isa(machine):
     """The ISA of a saved record's machine (records before ``"isa"`` was stored: from its cpu_capability)."""
     return machine.get("isa") or isa_of(machine.get("cpu_capability"))
+
+
+def _record_vendor(machine):
+    """The CPU vendor of a saved record's machine or a row (before ``"vendor"`` was stored: from its ``"cpu"``);
+    None when neither is there."""
+    if machine.get("vendor"):
+        return machine["vendor"]
+    return cpu_vendor(machine["cpu"]) if machine.get("cpu") else None
 
 
 def _row_key(row):
@@ -275,20 +296,30 @@ def merge_results(old, info, rows, tables=None):
     """The results record after a session: ``old`` (a saved record, or None) updated with this session's rows.
 
     ``info``: the session's machine (:func:`_ratios.machine_info`), which becomes ``"machine"``, with the
-    device. ``rows``: the ratio table's new rows; ``tables``: ``title -> rows`` of the extra tables. New rows
-    get ``"measured"`` (the session's date), ``"isa"`` and ``"cpu"`` (the session's) and replace the saved
-    rows of the same (case, shape, baseline); the saved rows the session did not measure are kept, each with
-    the date, ISA and CPU it was measured with (rows saved before those were recorded get the ones of the
-    record they came from).
+    device (and the vendor, derived from its ``"cpu"`` when it has none). ``rows``: the ratio table's new
+    rows; ``tables``: ``title -> rows`` of the extra tables. New rows get ``"measured"`` (the session's date),
+    ``"isa"``, ``"cpu"`` and ``"vendor"`` (the session's) and replace the saved rows of the same (case, shape,
+    baseline); the saved rows the session did not measure are kept, each with the date, ISA, CPU and vendor it
+    was measured with (rows saved before those were recorded get the ones of the record they came from; a row
+    with a ``"cpu"`` but no ``"vendor"`` gets the vendor of its own CPU).
     """
     old = old or {}
     old_machine = old.get("machine") or {}
-    old_tags = {"measured": old_machine.get("date"), "isa": _record_isa(old_machine), "cpu": old_machine.get("cpu")}
-    dated = lambda rs: [{**r, **{k: v for k, v in old_tags.items() if k not in r}} for r in rs]  # noqa: E731
-    new_tags = {"measured": info.get("date"), "isa": info.get("isa"), "cpu": info.get("cpu")}
+    old_tags = {"measured": old_machine.get("date"), "isa": _record_isa(old_machine), "cpu": old_machine.get("cpu"),
+                "vendor": _record_vendor(old_machine)}
+
+    def dated(rs):
+        out = []
+        for r in rs:
+            tags = {**old_tags, "vendor": _record_vendor(r) or old_tags["vendor"]}
+            out.append({**r, **{k: v for k, v in tags.items() if k not in r}})
+        return out
+
+    vendor = _session_vendor(info)
+    new_tags = {"measured": info.get("date"), "isa": info.get("isa"), "cpu": info.get("cpu"), "vendor": vendor}
     stamp = lambda rs: [{**r, **new_tags} for r in rs]  # noqa: E731
     record = {
-        "machine": {**info, "device": DEVICE},
+        "machine": {**info, "vendor": vendor, "device": DEVICE},
         "rows": _merge_rows(dated(old.get("rows", [])), stamp(rows)),
     }
     merged_tables = {title: dated(t) for title, t in (old.get("tables") or {}).items()}
@@ -302,8 +333,8 @@ def merge_results(old, info, rows, tables=None):
 def save_results(path, info, rows, tables=None):
     """Merge this session's rows into the record at ``path`` (see :func:`merge_results`) and write it atomically.
 
-    Returns the record written. A file there that is not such a record, or one of another ISA than the
-    session's, raises a ValueError (it is left as is).
+    Returns the record written. A file there that is not such a record, or one of another ISA or CPU vendor
+    than the session's, raises a ValueError (it is left as is).
     """
     old = None
     if os.path.exists(path):
@@ -325,6 +356,14 @@ def save_results(path, info, rows, tables=None):
         if saved_isa and saved_isa != info.get("isa"):
             raise ValueError(f"cannot merge into {path}: it holds rows measured with isa={saved_isa}, "
                              f"this session ran isa={info.get('isa')}")
+        session_vendor = _session_vendor(info)
+        saved_rows = old.get("rows", []) + [r for t in old.get("tables", {}).values() for r in t]
+        saved_vendors = {v for v in [_record_vendor(old.get("machine") or {})]
+                         + [r.get("vendor") for r in saved_rows] if v}
+        if any(v != session_vendor for v in saved_vendors):
+            raise ValueError(f"cannot merge into {path}: it holds rows measured on a CPU of vendor="
+                             f"{'/'.join(sorted(saved_vendors))}, this session ran on vendor={session_vendor} "
+                             f"({info.get('cpu')})")
     record = merge_results(old, info, rows, tables)
     write_report(path, record)  # atomic, folder created
     return record

@@ -119,7 +119,9 @@ def test_design_page_maps_every_file_of_the_ops_layer():
 
 EXPECTED_REGIONS = {
     "README.md": ["headline"],
-    "docs/benchmarks.md": ["cpu-avx512", "cpu-avx512-extra", "cpu-avx2", "cpu-avx2-extra", "gpu-compile"],
+    "docs/benchmarks.md": ["cpu-avx512-amd", "cpu-avx512-amd-extra", "cpu-avx2-amd", "cpu-avx2-amd-extra",
+                           "cpu-avx512-intel", "cpu-avx512-intel-extra", "cpu-avx2-intel", "cpu-avx2-intel-extra",
+                           "gpu-compile"],
 }
 
 
@@ -137,34 +139,91 @@ def test_render_check_passes_on_the_committed_files():
     assert render.main(["--check"]) == 0
 
 
+def _committed_cpu_classes():
+    """The CPU classes with a committed results file, in display order."""
+    return [cls for cls in render.cpu_classes() if (REPO / "benchmarks" / "results" / render.cpu_file(*cls)).exists()]
+
+
 def test_tables_follow_the_json(tmp_path):
     """A changed measurement changes the rendering (so the test above can fail), in both kinds of table."""
-    for name in (*render.CPU_FILES.values(), render.GPU_COMPILE_FILE):
+    for name in (*(render.cpu_file(*cls) for cls in _committed_cpu_classes()), render.GPU_COMPILE_FILE):
         (tmp_path / name).write_text((REPO / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
     before = render.regions(tmp_path)
-    record = json.loads((tmp_path / "cpu-avx2.json").read_text())
+    record = json.loads((tmp_path / "cpu-avx2-amd.json").read_text())
     row = next(r for r in record["rows"] if r["case"] == "SLCVAE train step (both phases)")
     row["speedup"], row["fastvae_ms"] = 123.45, 0.5
-    (tmp_path / "cpu-avx2.json").write_text(json.dumps(record))
+    (tmp_path / "cpu-avx2-amd.json").write_text(json.dumps(record))
     after = render.regions(tmp_path)
-    assert "123.45x" in after["cpu-avx2"] and "123.45x" in after["headline"]
-    assert after["cpu-avx512"] == before["cpu-avx512"]
+    assert "123.45x" in after["cpu-avx2-amd"] and "123.45x" in after["headline"]
+    assert after["cpu-avx512-amd"] == before["cpu-avx512-amd"]
     page = (REPO / "README.md").read_text(encoding="utf-8")
     assert render.apply(page, after) != page
 
 
+def test_each_cpu_class_has_its_own_file_regions_and_column(tmp_path):
+    """(isa, vendor) pairs: one file, two regions and one headline column each, in display order."""
+    assert render.CPU_CLASSES[:4] == (("avx512", "amd"), ("avx2", "amd"), ("avx512", "intel"), ("avx2", "intel"))
+    assert render.cpu_file("avx512", "intel") == "cpu-avx512-intel.json"
+    assert render.cpu_region("avx2", "amd") == "cpu-avx2-amd"
+    source = REPO / "benchmarks" / "results" / "cpu-avx512-amd.json"
+    record = json.loads(source.read_text(encoding="utf-8"))
+    (tmp_path / "cpu-avx512-amd.json").write_text(source.read_text(encoding="utf-8"))
+    for r in record["rows"]:  # the same rows as if measured on an Intel Xeon, 2x faster
+        r["speedup"], r["fastvae_ms"] = 2 * r["speedup"], r["fastvae_ms"] / 2
+        r["cpu"], r["vendor"] = "Intel(R) Xeon(R) Platinum 8488C", "intel"
+    record["machine"].update(cpu="Intel(R) Xeon(R) Platinum 8488C", vendor="intel")
+    (tmp_path / "cpu-avx512-intel.json").write_text(json.dumps(record))
+    regions = render.regions(tmp_path)
+    assert regions["cpu-avx512-amd"] != regions["cpu-avx512-intel"]
+    assert "CPU Intel(R) Xeon(R) Platinum 8488C" in regions["cpu-avx512-intel"]
+    assert "CPU AMD EPYC" in regions["cpu-avx512-amd"]
+    assert "vendor" not in regions["cpu-avx512-intel-extra"]  # implied by the file, no column of its own
+    header = next(line for line in regions["headline"].splitlines() if line.startswith("| case"))
+    assert header == "| case | shape | baseline | AVX-512 (AMD) speed-up | AVX-512 (Intel) speed-up |"
+    assert "`benchmarks/results/cpu-avx512-amd.json`, `cpu-avx512-intel.json`" in regions["headline"]
+    # the classes without a file: a placeholder in their regions, no column
+    for isa, vendor in (("avx2", "amd"), ("avx2", "intel")):
+        expected = f"*Not measured yet on this CPU class (`benchmarks/results/cpu-{isa}-{vendor}.json`).*"
+        assert regions[f"cpu-{isa}-{vendor}"] == regions[f"cpu-{isa}-{vendor}-extra"] == expected
+    assert "AVX2" not in header
+
+
+def test_a_missing_cpu_class_file_renders_the_placeholder(tmp_path):
+    """The committed Intel regions (not measured yet) are placeholders, and a page with them renders."""
+    regions = render.regions()
+    for isa, vendor in render.CPU_CLASSES:
+        if (REPO / "benchmarks" / "results" / render.cpu_file(isa, vendor)).exists():
+            assert not regions[f"cpu-{isa}-{vendor}"].startswith("*Not measured yet")
+            continue
+        expected = f"*Not measured yet on this CPU class (`benchmarks/results/cpu-{isa}-{vendor}.json`).*"
+        assert regions[f"cpu-{isa}-{vendor}"] == regions[f"cpu-{isa}-{vendor}-extra"] == expected
+    # an empty results folder: every CPU region a placeholder, the headline table without class columns
+    empty = render.regions(tmp_path)
+    assert empty["cpu-avx512-amd"].startswith("*Not measured yet on this CPU class")
+    text = render.BEGIN.format(name="cpu-avx2-intel") + "\nold\n" + render.END.format(name="cpu-avx2-intel")
+    assert "Not measured yet" in render.apply(text, empty)
+
+
 def test_tables_state_the_isa_and_the_date():
     regions = render.regions()
-    for isa in render.CPU_FILES:
-        record = render.load(render.CPU_FILES[isa])
-        assert f"ISA `{isa}`" in regions[f"cpu-{isa}"]
-        assert record["rows"][0]["measured"][:10] in regions[f"cpu-{isa}"]
+    classes = _committed_cpu_classes()
+    assert ("avx512", "amd") in classes and ("avx2", "amd") in classes
+    for isa, vendor in classes:
+        record = render.load(render.cpu_file(isa, vendor))
+        region = render.cpu_region(isa, vendor)
+        assert f"ISA `{isa}`" in regions[region]
+        assert f"CPU {record['machine']['cpu']}" in regions[region]
+        assert record["rows"][0]["measured"][:10] in regions[region]
         for title in record["tables"]:
-            assert title in regions[f"cpu-{isa}-extra"]
-        assert len(re.findall(r"^\| ", regions[f"cpu-{isa}"], flags=re.M)) == len(record["rows"]) + 1
+            assert title in regions[f"{region}-extra"]
+        assert len(re.findall(r"^\| ", regions[region], flags=re.M)) == len(record["rows"]) + 1
     assert regions["headline"].count("\n| ") == 1 + len(  # the header, then one line per row
-        {(r["case"], r["shape"], r["baseline"]) for rec in map(render.load, render.CPU_FILES.values())
+        {(r["case"], r["shape"], r["baseline"]) for rec in (render.load(render.cpu_file(*c)) for c in classes)
          for r in rec["rows"] if (r["case"], r["baseline"]) in render.HEADLINE})
+    header = next(line for line in regions["headline"].splitlines() if line.startswith("| case"))
+    assert header.count("speed-up") == len(classes)
+    for isa, vendor in classes:
+        assert f"{render.class_label(isa, vendor)} speed-up" in header
 
 
 def test_targets_are_rendered_as_measured():

@@ -2,6 +2,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
 #include <c10/util/Exception.h>
 
 #include "isa.h"
@@ -46,6 +48,14 @@ Isa choose() {
 Isa cpu_isa() {
   static const Isa isa = choose();
   return isa;
+}
+
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc: from cpuid on x86; 0 or -1 where unknown
+    return reported > 0 ? static_cast<int64_t>(reported) : int64_t(1) << 20;
+  }();
+  return bytes;
 }
 
 const char* isa_name(Isa isa) {

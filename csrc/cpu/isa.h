@@ -37,5 +37,9 @@ enum class Isa { Generic, Avx2, Avx512 };
 Isa cpu_isa();
 const char* isa_name(Isa isa);
 
+// This core's L2 cache in bytes (the OS's report, read once; 1 MB when it
+// reports none): the kernels size the operands they keep in L2 by it.
+int64_t l2_cache_bytes();
+
 }  // namespace cpu
 }  // namespace fastvae

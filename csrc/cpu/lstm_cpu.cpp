@@ -34,6 +34,7 @@
 
 #include "../checks.h"
 #include "blas.h"
+#include "isa.h"
 #include "kernels.h"
 
 namespace fastvae {
@@ -219,12 +220,12 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // buffers reused from call to call (blas.h: thread_scratch; fresh allocations
 // of this size are page-faulted in on every call -- at the DailyDialog size
 // that cost more than the cell arithmetic). Above kMaxTemp values a buffer is
-// allocated per call, so a thread keeps at most eight buffers of kMaxTemp values
-// (64 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
-// gradients).
+// allocated per call, so a thread keeps at most nine buffers of kMaxTemp values
+// (72 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
+// gradients and their copy in panels).
 // A forward and a backward never run inside one another on a thread, so the
 // forward's packed inputs and gates (padded batches) take the backward's slots.
-enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput, kGradInputs };
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput, kGradInputs, kGradGatesPanels };
 constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
 template <typename scalar_t, Tmp slot>
@@ -262,21 +263,27 @@ bool all_zero(const scalar_t* p, int64_t n) {
   return true;
 }
 
-// A full batch run forward (the step-major order is the [T, B] order) takes
-// its input projection step by step: each step is [h | x_s] @ [w_hh | w_ih]^T,
-// one product of depth H + E (h lives in the step's input buffer, where the
-// rows write it; x_s is copied in), into one [B, 4H] block that the cell rows
-// read while it is still in L2 (one product rather than two: the second no
-// longer reads the first's result back; the DailyDialog forward 0.62 -> 0.60
-// ms, min thread CPU time on AVX-512, the Sentence-VAE one within noise). The
-// all-steps projection first (below) writes T * B * 4H values out to L3 and
-// reads them back a step later; stepwise is ~3% faster at the Sentence-VAE
-// size and no slower at the DailyDialog size (a step's product at M = B runs
-// as fast as the whole sequence's on prepacked panels).
+// A full batch run forward (the step-major order is the [T, B] order) may
+// take its input projection step by step: each step is [h | x_s] @ [w_hh |
+// w_ih]^T, one product of depth H + E (h lives in the step's input buffer,
+// where the rows write it; x_s is copied in), into one [B, 4H] block that the
+// cell rows read while it is still in L2 (one product rather than two: the
+// second no longer reads the first's result back; the DailyDialog forward
+// 0.62 -> 0.60 ms, min thread CPU time on AVX-512 Zen 4). The all-steps
+// projection first writes T * B * 4H values out to L3 and reads them back a
+// step later; but then each step multiplies by w_hh alone, and where w_hh's
+// panels fit in half the L2 and the stacked ones do not, the step's product
+// reads its right operand from L2 instead of L3 -- that wins: the
+// Sentence-VAE size (w_hh 1 MB, stacked 2.3 MB) on a 2 MB-L2 Xeon, fwd 10.4
+// -> 9.9 ms, fwd+bwd 40.5 -> 38.4 ms. On a 1 MB-L2 core (Zen 4) w_hh does not
+// fit half of it either, and the stacked product stays (~3% faster there).
 template <typename scalar_t>
-bool fuse_input_projection() {
+bool fuse_input_projection(int64_t E, int64_t H) {
   if constexpr (std::is_same_v<scalar_t, float>) {
-    return tiled_float_gemm();  // both products on prepacked panels
+    if (!tiled_float_gemm()) return false;
+    const int64_t half_l2 = l2_cache_bytes() / 2, bytes = static_cast<int64_t>(sizeof(float)) * 4 * H;
+    const bool stacked_fits = (H + E) * bytes <= half_l2, recurrent_fits = H * bytes <= half_l2;
+    return stacked_fits || !recurrent_fits;  // both products on prepacked panels
   } else {
     return false;  // double: every product is a BLAS call
   }
@@ -285,8 +292,8 @@ bool fuse_input_projection() {
 // Whether lstm_fwd_impl runs a layer through lstm_fwd_fused (which needs no
 // activation buffer of its own).
 template <typename scalar_t>
-bool runs_fused(const Schedule& sc) {
-  return sc.identity && fuse_input_projection<scalar_t>();
+bool runs_fused(const Schedule& sc, const Dims& d) {
+  return sc.identity && fuse_input_projection<scalar_t>(d.E, d.H);
 }
 
 template <typename scalar_t>
@@ -340,7 +347,7 @@ void lstm_fwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& x, const
                    at::Tensor& c, at::Tensor& cprev, at::Tensor& tanh_c, at::Tensor& hprev, bool save) {
   const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
   const auto opts = x.options();
-  if (runs_fused<scalar_t>(sc)) {
+  if (runs_fused<scalar_t>(sc, d)) {
     lstm_fwd_fused<scalar_t>(d, x, w_ih, w_hh, bias, gates, y, h, c, cprev, tanh_c, hprev, save);
     return;
   }
@@ -415,6 +422,14 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   std::vector<scalar_t> db_total(static_cast<size_t>(blocks * G4), scalar_t(0));
   std::vector<scalar_t> db_step(static_cast<size_t>(blocks * G4));
   scalar_t *DBT = db_total.data(), *DBS = db_step.data();
+  // The weight gradients' right operand, dgates in panels (float on the tile
+  // kernels, 4H a whole number of panels): each step copies its rows in while
+  // they are still in cache. Packed after the loop instead, the 5 MB of
+  // dgates at the Sentence-VAE size came back from L3 in 40,960 copies of
+  // 128 bytes (~3% of a fwd+bwd on a Xeon).
+  const bool direct_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && G4 % kPanelWidth == 0;
+  at::Tensor dg_panels = direct_panels ? temporary<scalar_t, kGradGatesPanels>({P, G4}, opts) : at::Tensor();
+  scalar_t* DGP = direct_panels ? dg_panels.data_ptr<scalar_t>() : nullptr;
   for (int64_t s = sc.T - 1; s >= 0; --s) {
     const int64_t ns = sc.n[s];
     if (ns == 0) continue;
@@ -440,6 +455,12 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
     });
     // The running rows' carried gradient; finished rows keep theirs (their state was held).
     whh.multiply(false, ns, DG + sc.off[s] * G4, G4, 0, DH, H);
+    if (DGP != nullptr) {  // the step's rows, still in cache, into the weight gradients' right operand
+      for (int64_t r = sc.off[s]; r < sc.off[s] + ns; ++r)
+        for (int64_t p = 0; p < G4 / kPanelWidth; ++p)
+          std::memcpy(DGP + p * P * kPanelWidth + r * kPanelWidth, DG + r * G4 + p * kPanelWidth,
+                      kPanelWidth * sizeof(scalar_t));
+    }
   }
   sc.unsort_rows(DH, H, dh.data_ptr<scalar_t>());
   sc.unsort_rows(DC, H, dc.data_ptr<scalar_t>());
@@ -462,13 +483,22 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // operand, for E + H columns: 1-2 ms slower at the Sentence-VAE size.)
   // The first step's hprev rows are h0: all zero (the usual h0), they add
   // nothing to dw_hh and are left out of its product.
-  const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
   at::Tensor dwt = temporary<scalar_t, kWeightGradT>({E + H, G4}, opts);
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
   const scalar_t* HS = hs.data_ptr<scalar_t>();
   const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
-  dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
-  dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (direct_panels) {
+      const PanelView<float> all{DGP, P, G4, P * kPanelWidth}, past_k0{DGP + k0 * kPanelWidth, P - k0, G4, P * kPanelWidth};
+      gemm_panels(true, E, xs.data_ptr<float>(), E, all, 0, DWT, G4);
+      gemm_panels(true, H, HS + k0 * H, H, past_k0, 0, DWT + E * G4, G4);
+    }
+  }
+  if (!direct_panels) {
+    const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
+    dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
+    dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);
+  }
   ks.transpose(E, G4, DWT, G4, dw_ih.data_ptr<scalar_t>(), E);
   ks.transpose(H, G4, DWT + E * G4, G4, dw_hh.data_ptr<scalar_t>(), H);
   scalar_t* DB = db.data_ptr<scalar_t>();
@@ -498,7 +528,7 @@ FwdOut lstm_fwd_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tenso
   const bool full = all_full(len, d.B, d.T);
   const Schedule sc(len, d.T, d.B, reverse);
   const auto opts = x.options();
-  const bool fused = x.scalar_type() == at::kFloat ? runs_fused<float>(sc) : runs_fused<double>(sc);
+  const bool fused = x.scalar_type() == at::kFloat ? runs_fused<float>(sc, d) : runs_fused<double>(sc, d);
   // What backward reads: the activations [T, B, 4H] (zero at padded
   // positions when the packed order is not the [T, B] order) and cprev,
   // tanh_c, hprev [T, B, H] (zero at padded positions). With `block` (the

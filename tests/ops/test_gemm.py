@@ -73,6 +73,14 @@ ISA_CHECK = textwrap.dedent(
                     a_in, b_in = (a.t().contiguous() if ta else a), (b.t().contiguous() if tb else b)
                     out = torch.ops.fastvae._gemm(a_in, b_in, ta, tb)
                     torch.testing.assert_close(out, a @ b, rtol=2e-4, atol=2e-4)
+    # Tall products of several depth passes (the LSTM's weight gradients [x | hprev]^T @ dgates:
+    # M 256-300, K 1248-1280): row blocks whose tail split of the register tiles crosses a block
+    # boundary, each row's sum over every pass counted once (a row computed twice adds a pass twice).
+    for M in (37, 256, 301):
+        for ta in (False, True):
+            a, b = torch.randn(M, 1248), torch.randn(1248, 96)
+            out = torch.ops.fastvae._gemm(a.t().contiguous() if ta else a, b, ta, False)
+            torch.testing.assert_close(out, a @ b, rtol=1e-3, atol=1e-3)
     """
 )
 
