@@ -42,10 +42,25 @@ static_assert(kPanelWidth % NC == 0, "a panel must hold whole column groups");
 FASTVAE_SIMD_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // acc[MR][NV] += A[MR, kc] @ B[kc, NC]: A(r, k) at A[r * a_rs + k * a_cs], B(k, j) at B[k * b_ks + j].
-template <int R, int N = NV>
+// With PREFETCH each step asks for the B row kBPrefetch steps ahead into L1
+// (one prefetch per cache line of it): the GEMM's kc x 32 slice of B (48 KB
+// at kc = 384) does not stay in L1 between register tiles, and the hardware
+// prefetcher left the loads waiting on L2 (Xeon, AVX-512: the micro-kernel at
+// kc = 384 219-221 -> 229-235 GFLOP/s, the LSTM's per-step products M32 x K556
+// x N1024 182 -> 206, M32 x K1024 x N256 202 -> 210-213). A prefetch past the
+// slice's end only wastes a request.
+constexpr int64_t kBPrefetch = 16;
+constexpr int64_t kPrefetchDepth = 128;  // the GEMM prefetches B for slices of at least this depth
+template <int R, int N = NV, bool PREFETCH = false>
 FASTVAE_SIMD_INLINE void mm_tile(int64_t kc, const T* __restrict A, int64_t a_rs, int64_t a_cs,
                                  const T* __restrict B, int64_t b_ks, reg (&acc)[R][N]) {
+  constexpr int kRowBytes = N * W * static_cast<int>(sizeof(T));
   for (int64_t k = 0; k < kc; ++k) {
+    if constexpr (PREFETCH) {
+      const char* ahead = reinterpret_cast<const char*>(B + (k + kBPrefetch) * b_ks);
+#pragma GCC unroll 4
+      for (int line = 0; line < kRowBytes; line += 64) __builtin_prefetch(ahead + line, 0, 3);
+    }
     reg b[N];
 #pragma GCC unroll 4
     for (int n = 0; n < N; ++n) b[n] = V::load(B + k * b_ks + n * W);
@@ -118,13 +133,17 @@ FASTVAE_SIMD_INLINE void for_rows(int64_t rows, Args&&... args) {
 
 // ------------------------------------------------------------------- GEMM --
 
-// One tile of C = beta * C + A @ B over depth kc.
-template <int R, int N>
+// One tile of C = beta * C + A @ B over depth kc (PREFETCH: B's rows ahead, for deep slices).
+template <int R, int N, bool PREFETCH>
 FASTVAE_SIMD_INLINE void gemm_tile(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B, int64_t b_ks,
                                    T* C, int64_t ldc, int64_t cols, T beta) {
   reg acc[R][N];
   zero_tile<R, N>(acc);
-  mm_tile<R, N>(kc, A, a_rs, a_cs, B, b_ks, acc);
+  if (PREFETCH && kc >= kPrefetchDepth) {
+    mm_tile<R, N, true>(kc, A, a_rs, a_cs, B, b_ks, acc);
+  } else {  // a short slice stays in L1: the prefetches would only cost issue slots (AVX2 K = 32-64: -4%)
+    mm_tile<R, N>(kc, A, a_rs, a_cs, B, b_ks, acc);
+  }
   if (beta == T(0)) {
     store_tile<R, false, N>(acc, C, ldc, cols, beta);
   } else {
@@ -138,21 +157,22 @@ FASTVAE_SIMD_INLINE void gemm_tile(int64_t kc, const T* A, int64_t a_rs, int64_t
 // N = 1 serves a last column group of at most W columns: N = 300 on AVX-512
 // leaves 12 of the last group's 32, and the full tile would do 32 columns of
 // FMAs for them (the Sentence-VAE LSTM's input gradient dgates @ w_ih: 96-97
-// -> 100-101 GFLOP/s).
-template <int N>
+// -> 100-101 GFLOP/s). PREFETCH: see mm_tile (off where B's slice is reused
+// from L1 by many tiles, as in head_hidden_grad: there it cost 1-8%).
+template <int N, bool PREFETCH = true>
 struct GemmTiles {
   template <int R>
   struct InPlace {
     static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B, T* C,
                                         int64_t ldc, int64_t cols, T beta) {
-      gemm_tile<R, N>(kc, A, a_rs, a_cs, B, kPanelWidth, C, ldc, cols, beta);
+      gemm_tile<R, N, PREFETCH>(kc, A, a_rs, a_cs, B, kPanelWidth, C, ldc, cols, beta);
     }
   };
   template <int R>
   struct Packed {
     static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, const T* B, T* C, int64_t ldc, int64_t cols,
                                         T beta) {
-      gemm_tile<R, N>(kc, A, 1, R, B, kPanelWidth, C, ldc, cols, beta);
+      gemm_tile<R, N, PREFETCH>(kc, A, 1, R, B, kPanelWidth, C, ldc, cols, beta);
     }
   };
 };
@@ -542,9 +562,9 @@ inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, 
         const T pass_beta = k0 == 0 ? beta : T(1);
         for (int64_t t = 0, i = 0; t < tiles; ++t) {
           const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
-          for_rows<GemmTiles<NV>::template InPlace>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
-                                                    dl + p * ps + k0 * kPanelWidth + g * NC, dhT + i * ldh + c0, ldh,
-                                                    int64_t(NC), pass_beta);
+          for_rows<GemmTiles<NV, false>::template InPlace>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
+                                                           dl + p * ps + k0 * kPanelWidth + g * NC,
+                                                           dhT + i * ldh + c0, ldh, int64_t(NC), pass_beta);
           i += height;
         }
       }
