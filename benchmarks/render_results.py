@@ -100,9 +100,6 @@ def cpu_region(isa, vendor):
     return f"cpu-{isa}-{vendor}"
 
 
-CPU_FILES = {cls: cpu_file(*cls) for cls in CPU_CLASSES}  # (isa, vendor) -> file name, in display order
-
-
 def cpu_classes(results_dir=RESULTS):
     """The CPU classes to render: CPU_CLASSES, then the classes of any other ``cpu-<isa>-<vendor>.json`` there."""
     names = sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <new>
 
@@ -72,15 +73,14 @@ bool has_direct_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
 bool tiled_float_gemm() { return cpu_isa() != Isa::Generic; }
 
-namespace {
-
-// Rows [0, K) of one panel from B's columns [n0, n0 + width) (B stored [K, N],
-// or [N, K] when trans_b), zero past width.
 template <typename scalar_t>
 void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const scalar_t* B, int64_t ldb,
                      scalar_t* panel) {
   if (trans_b) {  // B stored [N, K]: the panel's rows of B transposed
     kernels<scalar_t>().transpose(width, K, B + n0 * ldb, ldb, panel, kPanelWidth);
+  } else if (width == kPanelWidth) {  // B stored [K, N], a whole panel: a fixed-size copy per row (inlined, no call)
+    for (int64_t k = 0; k < K; ++k)
+      std::memcpy(panel + k * kPanelWidth, B + k * ldb + n0, kPanelWidth * sizeof(scalar_t));
   } else {  // B stored [K, N]
     for (int64_t k = 0; k < K; ++k) std::copy(B + k * ldb + n0, B + k * ldb + n0 + width, panel + k * kPanelWidth);
   }
@@ -90,7 +90,8 @@ void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const s
   }
 }
 
-}  // namespace
+template void pack_panel_rows<float>(bool, int64_t, int64_t, int64_t, const float*, int64_t, float*);
+template void pack_panel_rows<double>(bool, int64_t, int64_t, int64_t, const double*, int64_t, double*);
 
 // ------------------------------------------------------------ the pool --
 

@@ -105,6 +105,12 @@ struct Panels {
   PanelView<scalar_t> view(int64_t k0 = 0) const { return {data.data() + k0 * kPanelWidth, K - k0, N, stride()}; }
 };
 
+// Rows [0, K) of one panel (row k at panel + k * 32) from B's columns
+// [n0, n0 + width) (B stored [K, N], or [N, K] when trans_b), zero past width.
+template <typename scalar_t>
+void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const scalar_t* B, int64_t ldb,
+                     scalar_t* panel);
+
 // Packs B (stored [K, N], or [N, K] when trans_b, leading dimension ldb);
 // with K_rows > K each panel gets K_rows rows, zero past K.
 template <typename scalar_t>

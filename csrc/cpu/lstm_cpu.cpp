@@ -456,10 +456,9 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
     // The running rows' carried gradient; finished rows keep theirs (their state was held).
     whh.multiply(false, ns, DG + sc.off[s] * G4, G4, 0, DH, H);
     if (DGP != nullptr) {  // the step's rows, still in cache, into the weight gradients' right operand
-      for (int64_t r = sc.off[s]; r < sc.off[s] + ns; ++r)
-        for (int64_t p = 0; p < G4 / kPanelWidth; ++p)
-          std::memcpy(DGP + p * P * kPanelWidth + r * kPanelWidth, DG + r * G4 + p * kPanelWidth,
-                      kPanelWidth * sizeof(scalar_t));
+      for (int64_t p = 0; p < G4 / kPanelWidth; ++p)
+        pack_panel_rows(false, ns, p * kPanelWidth, kPanelWidth, DG + sc.off[s] * G4, G4,
+                        DGP + p * P * kPanelWidth + sc.off[s] * kPanelWidth);
     }
   }
   sc.unsort_rows(DH, H, dh.data_ptr<scalar_t>());
