@@ -221,11 +221,12 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
   }
   const KernelSet<float>& ks = kernels<float>();
   const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+  // Panels up to 70% of L2 stay there through the product (the rest holds
+  // A's tiles and C's rows): 1.2-1.3 MB of the 2 MB on a Xeon.
+  const int64_t resident = l2_cache_bytes() / 10 * 7;
   auto rows = [&](int64_t m0, int64_t m1) {
-    const int64_t tiles = (m1 - m0 + ks.tile_rows - 1) / ks.tile_rows;
-    float* scratch =
-        thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(tiles * ks.tile_rows * std::min(K, ks.gemm_depth)));
-    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch);
+    float* scratch = thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(ks.gemm_scratch(m1 - m0, K)));
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch, resident);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).
   const int64_t tile = ks.tile_rows;

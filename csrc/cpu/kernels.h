@@ -17,13 +17,16 @@ template <typename T>
 struct KernelSet {
   const char* isa;
   int64_t tile_rows;   // rows of C per register tile
-  int64_t gemm_depth;  // depth of one pass of gemm (its A scratch holds tile_rows * gemm_depth per tile)
+  // Values of scratch gemm needs for M rows of depth K (A's copy in tiles).
+  int64_t (*gemm_scratch)(int64_t M, int64_t K);
 
   // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs]; P in
-  // panels (stride ps, K rows each). scratch: >= round_up(M, tile_rows) *
-  // min(K, gemm_depth) values, used when A's strides are large.
+  // panels (stride ps, K rows each). scratch: gemm_scratch(M, K) values, used
+  // when A's strides are large.
+  // resident: the bytes of panels that stay in L2 through the product (the
+  // loop order depends on it).
   void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P, int64_t ps,
-               T beta, T* C, int64_t ldc, T* scratch);
+               T beta, T* C, int64_t ldc, T* scratch, int64_t resident);
 
   // Vocabulary heads over `rows` words (W [rows, H], row stride ldw) and the
   // npanels * 32 tokens of hT ([H, tokens] in panels of stride H * 32):
@@ -73,7 +76,7 @@ const KernelSet<double>& kernels_generic_double();
 // The body of a kernels_<level>.cpp: the KernelSet of namespace NS::tile.
 #define FASTVAE_KERNEL_SET(NS, NAME)                                                                          \
   {                                                                                                           \
-    NAME, NS::tile::MR, NS::tile::kDepth, &NS::tile::gemm, &NS::tile::head_logits, &NS::tile::head_argmax,    \
+    NAME, NS::tile::MR, &NS::tile::gemm_scratch, &NS::tile::gemm, &NS::tile::head_logits, &NS::tile::head_argmax,    \
         &NS::tile::head_exp, &NS::tile::head_scale, &NS::tile::head_softmax_grad, &NS::tile::head_weight_grad, \
         &NS::tile::head_hidden_grad, &NS::tile::lstm_fwd_row, &NS::tile::lstm_bwd_row, &NS::tile::transpose,   \
         &NS::tile::fma_loop                                                                                   \
