@@ -50,6 +50,18 @@ Isa cpu_isa() {
   return isa;
 }
 
+bool cpu_is_intel() {
+#ifdef FASTVAE_X86_DISPATCH
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 int64_t l2_cache_bytes() {
   static const int64_t bytes = [] {
     const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc: from cpuid on x86; 0 or -1 where unknown

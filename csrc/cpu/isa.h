@@ -37,6 +37,10 @@ enum class Isa { Generic, Avx2, Avx512 };
 Isa cpu_isa();
 const char* isa_name(Isa isa);
 
+// True on an Intel CPU (cpuid's vendor string; false off x86). Used where the
+// vendors' hardware prefetchers want different code (lstm_cpu.cpp).
+bool cpu_is_intel();
+
 // This core's L2 cache in bytes (the OS's report, read once; 1 MB when it
 // reports none): the kernels size the operands they keep in L2 by it.
 int64_t l2_cache_bytes();
