@@ -73,6 +73,10 @@ bool has_direct_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }
 
 bool tiled_float_gemm() { return cpu_isa() != Isa::Generic; }
 
+namespace {
+
+// Rows [0, K) of one panel (row k at panel + k * 32) from B's columns
+// [n0, n0 + width) (B stored [K, N], or [N, K] when trans_b), zero past width.
 template <typename scalar_t>
 void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const scalar_t* B, int64_t ldb,
                      scalar_t* panel) {
@@ -90,8 +94,7 @@ void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const s
   }
 }
 
-template void pack_panel_rows<float>(bool, int64_t, int64_t, int64_t, const float*, int64_t, float*);
-template void pack_panel_rows<double>(bool, int64_t, int64_t, int64_t, const double*, int64_t, double*);
+}  // namespace
 
 // ------------------------------------------------------------ the pool --
 
@@ -210,8 +213,12 @@ void pack_panels_stacked(int64_t N, const DepthPart<scalar_t>& top, const DepthP
 
 }  // namespace
 
-void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
-                 float* C, int64_t ldc) {
+namespace {
+
+// C[M, N] = A @ Bp + beta * C, A(r, k) at A[r * a_rs + k * a_cs] (a_ps = 0)
+// or in panels over its depth (a_ps > 0: kernels.h).
+void gemm_panels_impl(int64_t M, const float* A, int64_t a_rs, int64_t a_cs, int64_t a_ps, const PanelView<float>& Bp,
+                      float beta, float* C, int64_t ldc) {
   const int64_t K = Bp.K, N = Bp.N;
   if (M == 0 || N == 0) return;
   if (K == 0) {  // empty sum: C = beta * C
@@ -220,13 +227,14 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
     return;
   }
   const KernelSet<float>& ks = kernels<float>();
-  const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
+  const int64_t row_step = a_ps > 0 ? kPanelWidth : a_rs;  // a row's offset from the one before
   // Panels up to 70% of L2 stay there through the product (the rest holds
   // A's tiles and C's rows): 1.2-1.3 MB of the 2 MB on a Xeon.
   const int64_t resident = l2_cache_bytes() / 10 * 7;
   auto rows = [&](int64_t m0, int64_t m1) {
     float* scratch = thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(ks.gemm_scratch(m1 - m0, K)));
-    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch, resident);
+    ks.gemm(m1 - m0, N, K, A + m0 * row_step, a_rs, a_cs, a_ps, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch,
+            resident);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).
   const int64_t tile = ks.tile_rows;
@@ -237,6 +245,18 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
     return;
   }
   at::parallel_for(0, tiles, grain_tiles, [&](int64_t t0, int64_t t1) { rows(t0 * tile, std::min(M, t1 * tile)); });
+}
+
+}  // namespace
+
+void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
+                 float* C, int64_t ldc) {
+  gemm_panels_impl(M, A, trans_a ? 1 : lda, trans_a ? lda : 1, 0, Bp, beta, C, ldc);
+}
+
+void gemm_panels(const PanelView<float>& Ap, const PanelView<float>& Bp, float beta, float* C, int64_t ldc) {
+  TORCH_CHECK(Ap.N == Bp.K, "fastvae: internal error: a left operand of depth ", Ap.N, " for panels of depth ", Bp.K);
+  gemm_panels_impl(Ap.K, Ap.data, kPanelWidth, 1, Ap.ps, Bp, beta, C, ldc);
 }
 
 template <>
@@ -295,6 +315,17 @@ void RightOperand<scalar_t>::multiply(bool trans_a, int64_t M, const scalar_t* A
   }
   const scalar_t* B = B_ + (trans_b_ ? k0 : k0 * ldb_);
   gemm<scalar_t>(trans_a, trans_b_, M, N_, K_ - k0, scalar_t(1), A, lda, B, ldb_, beta, C, ldc);
+}
+
+template <typename scalar_t>
+void RightOperand<scalar_t>::multiply(const PanelView<scalar_t>& A, scalar_t beta, scalar_t* C, int64_t ldc) const {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (packed_) {
+      gemm_panels(A, panels_.view(), beta, C, ldc);
+      return;
+    }
+  }
+  TORCH_CHECK(false, "fastvae: internal error: a left operand in panels needs the float tile kernels");
 }
 
 template class RightOperand<float>;

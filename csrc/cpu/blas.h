@@ -105,12 +105,6 @@ struct Panels {
   PanelView<scalar_t> view(int64_t k0 = 0) const { return {data.data() + k0 * kPanelWidth, K - k0, N, stride()}; }
 };
 
-// Rows [0, K) of one panel (row k at panel + k * 32) from B's columns
-// [n0, n0 + width) (B stored [K, N], or [N, K] when trans_b), zero past width.
-template <typename scalar_t>
-void pack_panel_rows(bool trans_b, int64_t K, int64_t n0, int64_t width, const scalar_t* B, int64_t ldb,
-                     scalar_t* panel);
-
 // Packs B (stored [K, N], or [N, K] when trans_b, leading dimension ldb);
 // with K_rows > K each panel gets K_rows rows, zero past K.
 template <typename scalar_t>
@@ -140,6 +134,11 @@ scalar_t* thread_scratch(size_t n) {
 void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const PanelView<float>& Bp, float beta,
                  float* C, int64_t ldc);
 
+// C[M, N] = A @ Bp + beta * C with A [M, K] itself in panels over its depth
+// (Ap: M rows per panel, N = K columns; A(r, k) at Ap.data[(k / 32) * Ap.ps +
+// r * 32 + k % 32]) -- a matrix written once in panels serves as either operand.
+void gemm_panels(const PanelView<float>& Ap, const PanelView<float>& Bp, float beta, float* C, int64_t ldc);
+
 // The right operand B of many products C = op(A) @ op(B) (the recurrent
 // weights of a time loop): prepared once -- packed into panels when the tile
 // kernels run float GEMMs -- then multiplied step after step.
@@ -158,6 +157,11 @@ class RightOperand {
   // depth [k0, K) only (op(A) is then [M, K - k0]: the steps past k0).
   void multiply(bool trans_a, int64_t M, const scalar_t* A, int64_t lda, scalar_t beta,
                 scalar_t* C, int64_t ldc, int64_t k0 = 0) const;
+  // C = A @ op(B) + beta * C with A in panels (gemm_panels above; float on
+  // the tile kernels only).
+  void multiply(const PanelView<scalar_t>& A, scalar_t beta, scalar_t* C, int64_t ldc) const;
+  // Whether multiply takes a left operand in panels.
+  bool packed() const { return packed_; }
 
  private:
   bool trans_b_;

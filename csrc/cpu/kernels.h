@@ -20,13 +20,14 @@ struct KernelSet {
   // Values of scratch gemm needs for M rows of depth K (A's copy in tiles).
   int64_t (*gemm_scratch)(int64_t M, int64_t K);
 
-  // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs]; P in
-  // panels (stride ps, K rows each). scratch: gemm_scratch(M, K) values, used
-  // when A's strides are large.
+  // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs], or
+  // with a_ps > 0 A in panels over its depth (A(r, k) at A[(k / 32) * a_ps +
+  // r * 32 + k % 32]; a_rs, a_cs unused); P in panels (stride ps, K rows
+  // each). scratch: gemm_scratch(M, K) values, used when A is copied into tiles.
   // resident: the bytes of panels that stay in L2 through the product (the
   // loop order depends on it).
-  void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P, int64_t ps,
-               T beta, T* C, int64_t ldc, T* scratch, int64_t resident);
+  void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps, const T* P,
+               int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident);
 
   // Vocabulary heads over `rows` words (W [rows, H], row stride ldw) and the
   // npanels * 32 tokens of hT ([H, tokens] in panels of stride H * 32):
@@ -52,8 +53,9 @@ struct KernelSet {
   // LSTM rows (tile_kernels.h): one sequence's step, forward (also the decoding step) and backward.
   void (*lstm_fwd_row)(const T* pre, const T* rec, const T* bias, T* act, const T* c_in, T* c_out, const T* h_in,
                        T* h_out, T* y, T* cprev, T* tanh_c, T* hprev, int64_t H);
+  // dgate_ps > 0: dgate is a row of a matrix in panels of that stride (H a multiple of 16).
   void (*lstm_bwd_row)(const T* gates, const T* cprev, const T* tanh_c, const T* gy, const T* dh, T* dc, T* dgate,
-                       T* db, int64_t H);
+                       int64_t dgate_ps, T* db, int64_t H);
   // dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols.
   void (*transpose)(int64_t rows, int64_t cols, const T* src, int64_t lds, T* dst, int64_t ldd);
   // n steps of 12 independent vector FMAs in registers; returns the flops done (the FMA peak probe).

@@ -220,12 +220,12 @@ bool all_full(const int64_t* len, int64_t B, int64_t T) {
 // buffers reused from call to call (blas.h: thread_scratch; fresh allocations
 // of this size are page-faulted in on every call -- at the DailyDialog size
 // that cost more than the cell arithmetic). Above kMaxTemp values a buffer is
-// allocated per call, so a thread keeps at most nine buffers of kMaxTemp values
-// (72 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
-// gradients and their copy in panels).
+// allocated per call, so a thread keeps at most eight buffers of kMaxTemp values
+// (64 MB in fp32; the Sentence-VAE size needs 1.3 M for its largest, the gate
+// gradients).
 // A forward and a backward never run inside one another on a thread, so the
 // forward's packed inputs and gates (padded batches) take the backward's slots.
-enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput, kGradInputs, kGradGatesPanels };
+enum Tmp { kPre, kRec, kGradGates, kInputs, kHidden, kWeightGradT, kStepInput, kGradInputs };
 constexpr int64_t kMaxTemp = int64_t(1) << 21;  // 8 MB in fp32
 
 template <typename scalar_t, Tmp slot>
@@ -409,9 +409,24 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
                    at::Tensor& dw_ih, at::Tensor& dw_hh, at::Tensor& db) {
   const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
   const auto opts = x.options();
-  // Pre-activation gradients of the pairs that ran, packed step-major.
+  // Pre-activation gradients of the pairs that ran, packed step-major: in
+  // panels (float on the tile kernels, H a multiple of 16), the one layout
+  // that every product reading them takes -- as the left operand of the
+  // carried gradient and the input gradient, as the right operand of the
+  // weight gradients. Rows [P, 4H] otherwise. The rows first and a copy into
+  // panels step by step (the weight gradients' operand) cost a second 5 MB
+  // stream of stores at the Sentence-VAE size: 0.4-0.5 ms of a 27 ms fwd+bwd
+  // on a Xeon.
+  const bool in_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && H % 16 == 0;
+  const int64_t dg_ps = in_panels ? P * kPanelWidth : 0;  // panel stride
   at::Tensor dgp = temporary<scalar_t, kGradGates>({P, G4}, opts);
   scalar_t* DG = dgp.data_ptr<scalar_t>();
+  // Row j of dgates (packed order): its first value.
+  auto dg_row = [&](int64_t j) { return DG + j * (in_panels ? kPanelWidth : G4); };
+  // Rows [j0, j0 + rows) of dgates in panels.
+  auto dg_panels = [&](int64_t j0, int64_t rows) {
+    return PanelView<scalar_t>{DG + j0 * kPanelWidth, rows, G4, dg_ps};
+  };
   at::Tensor dhs = at::empty({B, H}, opts), dcs = at::empty({B, H}, opts);
   sc.sort_rows(dh.data_ptr<scalar_t>(), H, dhs.data_ptr<scalar_t>());
   sc.sort_rows(dc.data_ptr<scalar_t>(), H, dcs.data_ptr<scalar_t>());
@@ -428,14 +443,6 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   std::vector<scalar_t> db_total(static_cast<size_t>(blocks * G4), scalar_t(0));
   std::vector<scalar_t> db_step(static_cast<size_t>(blocks * G4));
   scalar_t *DBT = db_total.data(), *DBS = db_step.data();
-  // The weight gradients' right operand, dgates in panels (float on the tile
-  // kernels, 4H a whole number of panels): each step copies its rows in while
-  // they are still in cache. Packed after the loop instead, the 5 MB of
-  // dgates at the Sentence-VAE size came back from L3 in 40,960 copies of
-  // 128 bytes (~3% of a fwd+bwd on a Xeon).
-  const bool direct_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && G4 % kPanelWidth == 0;
-  at::Tensor dg_panels = direct_panels ? temporary<scalar_t, kGradGatesPanels>({P, G4}, opts) : at::Tensor();
-  scalar_t* DGP = direct_panels ? dg_panels.data_ptr<scalar_t>() : nullptr;
   const bool prefetch = prefetch_saved_rows();
   for (int64_t s = sc.T - 1; s >= 0; --s) {
     const int64_t ns = sc.n[s];
@@ -455,17 +462,16 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
             prefetch_row(GY + fn * H, H);
           }
           ks.lstm_bwd_row(GT + f * G4, CP + f * H, TC + f * H, GY + f * H, DH + j * H, DC + j * H,
-                          DG + (sc.off[s] + j) * G4, step, H);
+                          dg_row(sc.off[s] + j), dg_ps, step, H);
         }
         for (int64_t i = 0; i < G4; ++i) total[i] += step[i];
       }
     });
     // The running rows' carried gradient; finished rows keep theirs (their state was held).
-    whh.multiply(false, ns, DG + sc.off[s] * G4, G4, 0, DH, H);
-    if (DGP != nullptr) {  // the step's rows, still in cache, into the weight gradients' right operand
-      for (int64_t p = 0; p < G4 / kPanelWidth; ++p)
-        pack_panel_rows(false, ns, p * kPanelWidth, kPanelWidth, DG + sc.off[s] * G4, G4,
-                        DGP + p * P * kPanelWidth + sc.off[s] * kPanelWidth);
+    if (in_panels) {
+      whh.multiply(dg_panels(sc.off[s], ns), 0, DH, H);
+    } else {
+      whh.multiply(false, ns, DG + sc.off[s] * G4, G4, 0, DH, H);
     }
   }
   sc.unsort_rows(DH, H, dh.data_ptr<scalar_t>());
@@ -474,7 +480,12 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // dx = dgates @ w_ih, dw_ih = dgates^T @ x, dw_hh = dgates^T @ hprev (x and
   // hprev gathered into the packed order when it is not the [T, B] order).
   at::Tensor dxp = sc.identity ? dx : temporary<scalar_t, kGradInputs>({P, E}, opts);
-  gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
+  if (in_panels) {
+    const RightOperand<scalar_t> wih(false, G4, E, w_ih.data_ptr<scalar_t>(), E);
+    wih.multiply(dg_panels(0, P), 0, dxp.data_ptr<scalar_t>(), E);
+  } else {
+    gemm<scalar_t>(false, false, P, E, G4, 1, DG, G4, w_ih.data_ptr<scalar_t>(), E, 0, dxp.data_ptr<scalar_t>(), E);
+  }
   if (!sc.identity) sc.scatter(dxp.data_ptr<scalar_t>(), E, dx.data_ptr<scalar_t>());
   at::Tensor xs = sc.identity ? x : temporary<scalar_t, kInputs>({P, E}, opts);
   at::Tensor hs = sc.identity ? hprev : temporary<scalar_t, kHidden>({P, H}, opts);
@@ -494,13 +505,12 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   const scalar_t* HS = hs.data_ptr<scalar_t>();
   const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (direct_panels) {
-      const PanelView<float> all{DGP, P, G4, P * kPanelWidth}, past_k0{DGP + k0 * kPanelWidth, P - k0, G4, P * kPanelWidth};
-      gemm_panels(true, E, xs.data_ptr<float>(), E, all, 0, DWT, G4);
-      gemm_panels(true, H, HS + k0 * H, H, past_k0, 0, DWT + E * G4, G4);
+    if (in_panels) {
+      gemm_panels(true, E, xs.data_ptr<float>(), E, dg_panels(0, P), 0, DWT, G4);
+      gemm_panels(true, H, HS + k0 * H, H, dg_panels(k0, P - k0), 0, DWT + E * G4, G4);
     }
   }
-  if (!direct_panels) {
+  if (!in_panels) {
     const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
     dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
     dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);

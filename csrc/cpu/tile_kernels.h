@@ -209,12 +209,16 @@ FASTVAE_SIMD_INLINE int64_t tile_rows_at(int64_t left) {
 // Copies rows [0, M) x depth [k0, k0 + kc) of A into the register tiles'
 // row groups (tile_rows_at), each group of `rows` rows as [kc][rows] at
 // out + (its first row) * kc, so the micro-kernel reads A sequentially.
-inline void pack_a(int64_t M, int64_t k0, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, T* out) {
+// A(r, k) at A[r * a_rs + k * a_cs]; or, with a_ps > 0, A in panels over its
+// depth: A(r, k) at A[(k / 32) * a_ps + r * 32 + k % 32] (a_rs = 32, a_cs = 1).
+inline void pack_a(int64_t M, int64_t k0, int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
+                   T* out) {
   for (int64_t i = 0, rows = 0; i < M; i += rows) {
     rows = tile_rows_at(M - i);
     T* tile = out + i * kc;
     for (int64_t k = 0; k < kc; ++k) {
-      const T* src = A + i * a_rs + (k0 + k) * a_cs;
+      const int64_t kk = k0 + k;
+      const T* src = a_ps > 0 ? A + i * a_rs + (kk / kPanelWidth) * a_ps + kk % kPanelWidth : A + i * a_rs + kk * a_cs;
       T* dst = tile + k * rows;
       for (int64_t r = 0; r < rows; ++r) dst[r] = src[r * a_rs];
     }
@@ -269,11 +273,11 @@ inline bool whole_depth_rows(int64_t N, int64_t K, bool packed, int64_t resident
   return MR >= 12 && packed && panels * K * kPanelWidth * static_cast<int64_t>(sizeof(T)) <= resident;
 }
 
-inline void gemm_whole_depth(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P,
-                             int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
+inline void gemm_whole_depth(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
+                             const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
   for (int64_t i = 0, rows = 0; i < M; i += rows) {
     rows = tile_rows_at(M - i);
-    pack_a(rows, 0, K, A + i * a_rs, a_rs, a_cs, scratch);
+    pack_a(rows, 0, K, A + i * a_rs, a_rs, a_cs, a_ps, scratch);
     for (int64_t c0 = 0; c0 < N; c0 += NC) {
       const T* B = P + (c0 / kPanelWidth) * ps + c0 % kPanelWidth;
       const int64_t cols = imin(NC, N - c0);
@@ -293,18 +297,20 @@ inline int64_t gemm_scratch(int64_t M, int64_t K) {
   return pass > tile ? pass : tile;
 }
 
-inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, const T* P,
-                 int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident) {
-  const bool packed = should_pack_a(a_rs, a_cs, N);
+// A in panels (a_ps > 0, see pack_a) is always copied into tiles.
+inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
+                 const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident) {
+  if (a_ps > 0) a_rs = kPanelWidth, a_cs = 1;
+  const bool packed = a_ps > 0 || should_pack_a(a_rs, a_cs, N);
   if (whole_depth_rows(N, K, packed, resident)) {
-    gemm_whole_depth(M, N, K, A, a_rs, a_cs, P, ps, beta, C, ldc, scratch);
+    gemm_whole_depth(M, N, K, A, a_rs, a_cs, a_ps, P, ps, beta, C, ldc, scratch);
     return;
   }
   const int64_t mc = row_block(imin(kDepth, K));
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t kc = imin(kDepth, K - k0);
     const T pass_beta = k0 == 0 ? beta : T(1);
-    if (packed) pack_a(M, k0, kc, A, a_rs, a_cs, scratch);
+    if (packed) pack_a(M, k0, kc, A, a_rs, a_cs, a_ps, scratch);
     const int64_t nc = col_block(kc);
     for (int64_t n0 = 0; n0 < N; n0 += nc) {
       const int64_t n1 = imin(N, n0 + nc);
@@ -721,9 +727,11 @@ inline void lstm_fwd_row(const T* pre, const T* rec, const T* bias, T* act, cons
 // tanh_c [H], the output gradient gy [H] and the carried dh [H]; writes the
 // pre-activation gradients dgate [4H] and the new carried dc [H] (in place);
 // db [4H] (or null) accumulates dgate (the bias gradient, without a second
-// pass over all T * B rows of dgate).
+// pass over all T * B rows of dgate). With dgate_ps > 0 dgate is this row of
+// a matrix in panels (column c at dgate[(c / 32) * dgate_ps + c % 32]; H a
+// multiple of 16, so no vector of units straddles two panels).
 inline void lstm_bwd_row(const T* gates, const T* cprev, const T* tanh_c, const T* gy, const T* dh, T* dc, T* dgate,
-                         T* db, int64_t H) {
+                         int64_t dgate_ps, T* db, int64_t H) {
   const reg one = V::set1(T(1));
   over_units(H, [&](int64_t j, int n) {
     const reg i = ld(gates + j, n), f = ld(gates + H + j, n), g = ld(gates + 2 * H + j, n),
@@ -736,7 +744,8 @@ inline void lstm_bwd_row(const T* gates, const T* cprev, const T* tanh_c, const 
                       V::mul(V::mul(dht, tc), V::mul(o, V::sub(one, o)))};
 #pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
-      st(dgate + q * H + j, d[q], n);
+      const int64_t col = q * H + j;
+      st(dgate_ps > 0 ? dgate + (col / kPanelWidth) * dgate_ps + col % kPanelWidth : dgate + col, d[q], n);
       if (db != nullptr) st(db + q * H + j, V::add(ld(db + q * H + j, n), d[q]), n);
     }
     st(dc + j, V::mul(dct, f), n);
