@@ -174,6 +174,13 @@ void pool_release(void* block, size_t capacity) noexcept {
   p.bytes += capacity;
 }
 
+at::Tensor pooled_empty(int64_t n, const at::TensorOptions& opts) {
+  TORCH_CHECK(n >= 0, "fastvae: internal error: pooled_empty of ", n, " values");
+  size_t capacity = 0;
+  void* block = pool_acquire(static_cast<size_t>(n) * opts.dtype().itemsize(), capacity);
+  return at::from_blob(block, {n}, [capacity](void* p) { pool_release(p, capacity); }, opts);
+}
+
 // ----------------------------------------------------------- the panels --
 
 template <typename scalar_t>

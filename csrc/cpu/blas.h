@@ -51,6 +51,14 @@ constexpr size_t kPoolBytes = size_t(64) << 20;
 void* pool_acquire(size_t bytes, size_t& capacity);
 void pool_release(void* block, size_t capacity) noexcept;
 
+// A 1-d tensor of n uninitialised values over a block of the calling thread's
+// pool; the block goes back to the pool of whichever thread frees the tensor.
+// For the multi-MB tensors an op returns and takes back within a training
+// step (the LSTM's saved activations): at::empty's blocks of ~1 MB are
+// trimmed from the heap top when freed, and page-faulted in again on the next
+// call (the DailyDialog-size stack, fwd+bwd: ~670 page faults per call).
+at::Tensor pooled_empty(int64_t n, const at::TensorOptions& opts);
+
 // An uninitialised buffer of n values from the thread's pool, given back when
 // it is resized past its block or destroyed.
 template <typename T>
