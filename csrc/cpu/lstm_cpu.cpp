@@ -410,14 +410,17 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   const int64_t B = d.B, E = d.E, H = d.H, G4 = 4 * H, P = sc.total();
   const auto opts = x.options();
   // Pre-activation gradients of the pairs that ran, packed step-major: in
-  // panels (float on the tile kernels, H a multiple of 16), the one layout
-  // that every product reading them takes -- as the left operand of the
-  // carried gradient and the input gradient, as the right operand of the
-  // weight gradients. Rows [P, 4H] otherwise. The rows first and a copy into
-  // panels step by step (the weight gradients' operand) cost a second 5 MB
-  // stream of stores at the Sentence-VAE size: 0.4-0.5 ms of a 27 ms fwd+bwd
-  // on a Xeon.
-  const bool in_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && H % 16 == 0;
+  // panels (float on the tile kernels, H a multiple of 16, H >= 128), the one
+  // layout that every product reading them takes -- as the left operand of
+  // the carried gradient and the input gradient, as the right operand of the
+  // weight gradients. The rows first and a copy into panels step by step (the
+  // weight gradients' operand) cost a second 5 MB stream of stores at the
+  // Sentence-VAE size: 0.4-0.5 ms of a 27 ms fwd+bwd on a Xeon. A left
+  // operand in panels is always copied into register tiles, as rows of 4H >=
+  // 512 values are anyway (should_pack_a); shorter rows are read in place,
+  // so below H = 128 dgates stays in rows [P, 4H] and is packed once after
+  // the loop (in panels, the DailyDialog size H = 32 ran 5% slower).
+  const bool in_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && H % 16 == 0 && H >= 128;
   const int64_t dg_ps = in_panels ? P * kPanelWidth : 0;  // panel stride
   at::Tensor dgp = temporary<scalar_t, kGradGates>({P, G4}, opts);
   scalar_t* DG = dgp.data_ptr<scalar_t>();

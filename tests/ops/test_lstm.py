@@ -723,8 +723,10 @@ ISA_CHECK = textwrap.dedent(
     from fastvae.ops import lstm, lstm_ref, lstm_cell, lstm_cell_ref
 
     torch.manual_seed(0)
-    # H = 32: float on the tile kernels keeps the gate gradients in panels (H a multiple of 16); H = 23 rows
-    for dtype, (T, B, E, H) in itertools.product((torch.float32, torch.float64), ((7, 5, 19, 23), (6, 13, 9, 32))):
+    # H = 128: float on the tile kernels keeps the gate gradients in panels (H >= 128, a multiple of 16);
+    # H = 23 and 32 in rows
+    shapes = ((7, 5, 19, 23), (6, 13, 9, 32), (5, 13, 9, 128))
+    for dtype, (T, B, E, H) in itertools.product((torch.float32, torch.float64), shapes):
         k = 1 / math.sqrt(H)
         args = [torch.randn(T, B, E, dtype=dtype), torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)]
         args += [torch.empty(*s, dtype=dtype).uniform_(-k, k) for s in ((4 * H, E), (4 * H, H), (4 * H,), (4 * H,))]
