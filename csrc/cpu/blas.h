@@ -168,8 +168,6 @@ class RightOperand {
   // C = A @ op(B) + beta * C with A in panels (gemm_panels above; float on
   // the tile kernels only).
   void multiply(const PanelView<scalar_t>& A, scalar_t beta, scalar_t* C, int64_t ldc) const;
-  // Whether multiply takes a left operand in panels.
-  bool packed() const { return packed_; }
 
  private:
   bool trans_b_;
