@@ -223,7 +223,7 @@ void pack_panels_stacked(int64_t N, const DepthPart<scalar_t>& top, const DepthP
 namespace {
 
 // C[M, N] = A @ Bp + beta * C, A(r, k) at A[r * a_rs + k * a_cs] (a_ps = 0)
-// or in panels over its depth (a_ps > 0: kernels.h).
+// or in panels over its depth (a_ps > 0, a_rs = 32, a_cs = 1: kernels.h).
 void gemm_panels_impl(int64_t M, const float* A, int64_t a_rs, int64_t a_cs, int64_t a_ps, const PanelView<float>& Bp,
                       float beta, float* C, int64_t ldc) {
   const int64_t K = Bp.K, N = Bp.N;
@@ -234,13 +234,12 @@ void gemm_panels_impl(int64_t M, const float* A, int64_t a_rs, int64_t a_cs, int
     return;
   }
   const KernelSet<float>& ks = kernels<float>();
-  const int64_t row_step = a_ps > 0 ? kPanelWidth : a_rs;  // a row's offset from the one before
   // Panels up to 70% of L2 stay there through the product (the rest holds
   // A's tiles and C's rows): 1.2-1.3 MB of the 2 MB on a Xeon.
   const int64_t resident = l2_cache_bytes() / 10 * 7;
   auto rows = [&](int64_t m0, int64_t m1) {
     float* scratch = thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(ks.gemm_scratch(m1 - m0, K)));
-    ks.gemm(m1 - m0, N, K, A + m0 * row_step, a_rs, a_cs, a_ps, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch,
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, a_ps, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch,
             resident);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).

@@ -21,8 +21,8 @@ struct KernelSet {
   int64_t (*gemm_scratch)(int64_t M, int64_t K);
 
   // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs], or
-  // with a_ps > 0 A in panels over its depth (A(r, k) at A[(k / 32) * a_ps +
-  // r * 32 + k % 32]; a_rs, a_cs unused); P in panels (stride ps, K rows
+  // with a_ps > 0 A in panels over its depth: a_rs = 32, a_cs = 1 and A(r, k)
+  // at A[(k / 32) * a_ps + r * 32 + k % 32]; P in panels (stride ps, K rows
   // each). scratch: gemm_scratch(M, K) values, used when A is copied into tiles.
   // resident: the bytes of panels that stay in L2 through the product (the
   // loop order depends on it).

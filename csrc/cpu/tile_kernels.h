@@ -273,6 +273,16 @@ inline bool whole_depth_rows(int64_t N, int64_t K, bool packed, int64_t resident
   return MR >= 12 && packed && panels * K * kPanelWidth * static_cast<int64_t>(sizeof(T)) <= resident;
 }
 
+// One tile of `rows` rows of C (cols <= NC valid columns) from A's copy in tiles.
+FASTVAE_SIMD_INLINE void packed_tile(int64_t rows, int64_t kc, const T* At, const T* B, T* Ct, int64_t ldc,
+                                     int64_t cols, T beta) {
+  if (cols > W) {
+    for_rows<GemmTiles<NV>::template Packed>(rows, kc, At, B, Ct, ldc, cols, beta);
+  } else {
+    for_rows<GemmTiles<1>::template Packed>(rows, kc, At, B, Ct, ldc, cols, beta);
+  }
+}
+
 inline void gemm_whole_depth(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
                              const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
   for (int64_t i = 0, rows = 0; i < M; i += rows) {
@@ -280,13 +290,7 @@ inline void gemm_whole_depth(int64_t M, int64_t N, int64_t K, const T* A, int64_
     pack_a(rows, 0, K, A + i * a_rs, a_rs, a_cs, a_ps, scratch);
     for (int64_t c0 = 0; c0 < N; c0 += NC) {
       const T* B = P + (c0 / kPanelWidth) * ps + c0 % kPanelWidth;
-      const int64_t cols = imin(NC, N - c0);
-      T* Ct = C + i * ldc + c0;
-      if (cols > W) {
-        for_rows<GemmTiles<NV>::template Packed>(rows, K, scratch, B, Ct, ldc, cols, beta);
-      } else {
-        for_rows<GemmTiles<1>::template Packed>(rows, K, scratch, B, Ct, ldc, cols, beta);
-      }
+      packed_tile(rows, K, scratch, B, C + i * ldc + c0, ldc, imin(NC, N - c0), beta);
     }
   }
 }
@@ -300,7 +304,6 @@ inline int64_t gemm_scratch(int64_t M, int64_t K) {
 // A in panels (a_ps > 0, see pack_a) is always copied into tiles.
 inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
                  const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident) {
-  if (a_ps > 0) a_rs = kPanelWidth, a_cs = 1;
   const bool packed = a_ps > 0 || should_pack_a(a_rs, a_cs, N);
   if (whole_depth_rows(N, K, packed, resident)) {
     gemm_whole_depth(M, N, K, A, a_rs, a_cs, a_ps, P, ps, beta, C, ldc, scratch);
@@ -323,10 +326,8 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int6
             rows = tile_rows_at(M - i);
             T* Ct = C + i * ldc + c0;
             const T* Ai = A + i * a_rs + k0 * a_cs;
-            if (packed && cols > W) {
-              for_rows<GemmTiles<NV>::template Packed>(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
-            } else if (packed) {
-              for_rows<GemmTiles<1>::template Packed>(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
+            if (packed) {
+              packed_tile(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
             } else if (cols > W) {
               for_rows<GemmTiles<NV>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, Ct, ldc, cols, pass_beta);
             } else {
