@@ -1,5 +1,7 @@
 """Which implementation an op runs for a given input: C++ (CPU), Triton (CUDA) or the reference."""
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +39,30 @@ class FusedOps:
     bwd: Callable
 
 
+def register_cpu_fake(op_name: str, fake: Callable) -> None:
+    """``fake`` as the fake kernel of the C++ op ``fastvae::<op_name>``, behind a device check.
+
+    The C++ ops have CPU kernels only. Their fake kernel also serves the Meta
+    dispatch key, which wins over CPU: a call that mixes CPU tensors with a meta
+    tensor would run it and get uninitialised CPU outputs (``x.new_empty``)
+    instead of an error. So every tensor argument (fake ones under
+    ``torch.compile`` included) must be on the CPU; the error names the argument.
+    """
+    signature = inspect.signature(fake)
+
+    @functools.wraps(fake)
+    def checked(*args, **kwargs):
+        for name, value in signature.bind(*args, **kwargs).arguments.items():
+            for t in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+                    raise ValueError(
+                        f"fastvae::{op_name}: argument '{name}' is on {t.device}; this op runs on CPU tensors only"
+                    )
+        return fake(*args, **kwargs)
+
+    torch.library.register_fake(f"fastvae::{op_name}")(checked)
+
+
 def native_cpu_ops(name, fake_fwd, fake_bwd) -> FusedOps:
     """The C++ ops ``fastvae::<name>`` and ``<name>_bwd`` with their fake kernels registered.
 
@@ -44,8 +70,8 @@ def native_cpu_ops(name, fake_fwd, fake_bwd) -> FusedOps:
     fastvae._C (``csrc/<name>_ops.cpp``): there a Python autograd node would
     cost more than the kernels.
     """
-    torch.library.register_fake(f"fastvae::{name}")(fake_fwd)
-    torch.library.register_fake(f"fastvae::{name}_bwd")(fake_bwd)
+    register_cpu_fake(name, fake_fwd)
+    register_cpu_fake(f"{name}_bwd", fake_bwd)
     return FusedOps(getattr(torch.ops.fastvae, name).default, getattr(torch.ops.fastvae, f"{name}_bwd").default)
 
 

@@ -10,6 +10,7 @@ reference is ``torch.mm``.
 import torch
 
 from fastvae import _ext
+from fastvae.ops import _dispatch
 
 
 def _fake(a, b, trans_a, trans_b):
@@ -19,4 +20,4 @@ def _fake(a, b, trans_a, trans_b):
 
 
 if _ext.HAS_EXTENSION:
-    torch.library.register_fake("fastvae::_gemm")(_fake)
+    _dispatch.register_cpu_fake("_gemm", _fake)

@@ -30,7 +30,7 @@ def _fake(hidden, weight, bias):
 
 
 def _register_cpu():
-    torch.library.register_fake("fastvae::linear_argmax")(_fake)
+    _dispatch.register_cpu_fake("linear_argmax", _fake)
     return torch.ops.fastvae.linear_argmax.default
 
 

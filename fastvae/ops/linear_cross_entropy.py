@@ -119,8 +119,8 @@ def _fake_grads(N, H, V, hidden, bias, grad_mask):
 def _register_cpu() -> _dispatch.FusedOps:
     """Fake kernels and autograd of the C++ ops (schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
-    torch.library.register_fake("fastvae::linear_ce_fwd")(_fake_fwd)
-    torch.library.register_fake("fastvae::linear_ce_bwd")(_fake_bwd)
+    _dispatch.register_cpu_fake("linear_ce_fwd", _fake_fwd)
+    _dispatch.register_cpu_fake("linear_ce_bwd", _fake_bwd)
     torch.library.register_autograd(
         "fastvae::linear_ce_fwd", _make_backward(ops.linear_ce_bwd.default), setup_context=_setup_context
     )

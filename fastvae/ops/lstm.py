@@ -238,12 +238,12 @@ class _Kernels:
 def _register_cpu() -> _Kernels:
     """Fake kernels and autograd of the C++ ops (their schemas and CPU kernels come from fastvae._C)."""
     ops = torch.ops.fastvae
-    torch.library.register_fake("fastvae::lstm_fwd")(_fake_fwd)
-    torch.library.register_fake("fastvae::lstm_bwd")(_fake_bwd)
-    torch.library.register_fake("fastvae::lstm_cell")(_fake_cell)
-    torch.library.register_fake("fastvae::lstm_stack")(_fake_stack)
-    torch.library.register_fake("fastvae::lstm_stack_fwd")(_fake_stack_fwd)
-    torch.library.register_fake("fastvae::lstm_stack_bwd")(_fake_stack_bwd)
+    _dispatch.register_cpu_fake("lstm_fwd", _fake_fwd)
+    _dispatch.register_cpu_fake("lstm_bwd", _fake_bwd)
+    _dispatch.register_cpu_fake("lstm_cell", _fake_cell)
+    _dispatch.register_cpu_fake("lstm_stack", _fake_stack)
+    _dispatch.register_cpu_fake("lstm_stack_fwd", _fake_stack_fwd)
+    _dispatch.register_cpu_fake("lstm_stack_bwd", _fake_stack_bwd)
     torch.library.register_autograd(
         "fastvae::lstm_fwd", _make_backward(ops.lstm_bwd.default), setup_context=_setup_context
     )
