@@ -533,8 +533,8 @@ using FwdOut = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Te
 // (B64 T20 H32, ~1.1 MB a layer) at::empty's blocks were trimmed from glibc's
 // heap top when backward freed them and page-faulted in again on the next
 // call (~670 faults per fwd+bwd of the 2-layer stack, a third of its time;
-// pooled: none; fwd+bwd 1.37x -> 1.9x nn.LSTM on a Xeon, alternating
-// builds). Larger blocks stay with at::empty: freeing one raises glibc's mmap
+// pooled: none; in a fresh process fwd+bwd 1.37x -> 1.9x nn.LSTM on a Xeon,
+// alternating builds). Larger blocks stay with at::empty: freeing one raises glibc's mmap
 // threshold to its size (up to 32 MB), which keeps the call's other
 // multi-MB tensors (outputs, input and weight gradients) on the heap; with
 // the Sentence-VAE size's 9 MB block from the pool they were mmapped and

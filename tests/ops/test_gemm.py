@@ -76,15 +76,11 @@ ISA_CHECK = textwrap.dedent(
     # Tall products of several depth passes (the LSTM's weight gradients [x | hprev]^T @ dgates:
     # M 256-300, K 1248-1280): row blocks whose tail split of the register tiles crosses a block
     # boundary, each row's sum over every pass counted once (a row computed twice adds a pass twice).
-    for M in (37, 256, 301):
-        for ta in (False, True):
-            a, b = torch.randn(M, 1248), torch.randn(1248, 96)
-            out = torch.ops.fastvae._gemm(a.t().contiguous() if ta else a, b, ta, False)
-            torch.testing.assert_close(out, a @ b, rtol=1e-3, atol=1e-3)
-    # Both loop orders of the AVX-512 tile, whatever this core's L2: panels that stay in L2 (K300 x
-    # N256, 300 KB: row tiles over the whole depth, a 7-row tail) and panels larger than any L2
-    # (K1248 x N1024, 5 MB: depth passes).
-    for M, K, N in ((37, 300, 256), (301, 300, 256), (301, 1248, 1024)):
+    # Then both loop orders of the AVX-512 tile, whatever this core's L2: panels that stay in L2
+    # (K300 x N256, 300 KB: row tiles over the whole depth, a 7-row tail) and panels larger than any
+    # L2 (K1248 x N1024, 5 MB: depth passes).
+    tall = [(M, 1248, 96) for M in (37, 256, 301)]
+    for M, K, N in tall + [(37, 300, 256), (301, 300, 256), (301, 1248, 1024)]:
         for ta in (False, True):
             a, b = torch.randn(M, K), torch.randn(K, N)
             out = torch.ops.fastvae._gemm(a.t().contiguous() if ta else a, b, ta, False)
