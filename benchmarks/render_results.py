@@ -72,7 +72,8 @@ HEADLINE = (
 # Column order of the extra tables (saved with sorted keys): these first, in this order, any other column
 # next, the target last; every column but the text ones is a number (right-aligned).
 EXTRA_COLUMNS = ("case", "shape", "baseline", "GFLOP per call", "baseline GFLOP/s", "fastvae GFLOP/s",
-                 "FMA peak GFLOP/s", "baseline / peak", "fastvae / peak", "fraction of peak", "speed-up",
+                 "FMA peak GFLOP/s", "baseline / peak", "fastvae / peak", "fraction of peak",
+                 "torch.mm alone GFLOP/s", "torch.mm alone / peak", "speed-up",
                  "bound at the peak", "baseline MB", "fastvae MB", "fastvae / baseline", "first step (s)",
                  "compiled step (ms)", "compile time (s)")
 TEXT_COLUMNS = ("case", "shape", "baseline", "target")

@@ -17,6 +17,7 @@ decoding step vs nn.LSTMCell >= 1.5x.
 
 The GEMM-bound rows (Sentence-VAE size, decoding step) also go to the FMA
 limit table (``_limits.py``): each side's GFLOP/s against this core's FMA
+peak and against the same products run as bare ``torch.mm`` calls
 peak, and the speed-up the peak allows over a baseline that runs near it.
 """
 
@@ -49,6 +50,19 @@ def lstm_flops(T, B, E, H, layers, backward):
     leaves out step 0's recurrent terms (1/T of them), so its rate here is the nominal count over its time."""
     per_row = sum(2 * 4 * H * ((E if layer == 0 else H) + H) for layer in range(layers))
     return T * B * per_row * (3 if backward else 1)
+
+
+def lstm_products(T, B, E, H, layers, backward):
+    """The products that ``lstm_flops`` counts, as ``(M, K, N, count)`` for ``_limits.mm_products``: per layer
+    the input projection [T*B, E_l] @ [E_l, 4H] and T recurrent steps [B, H] @ [H, 4H]; with the backward
+    the input and recurrent gradients (their transposes) and the two weight gradients [4H, T*B] @ [T*B, .]."""
+    products = []
+    for layer in range(layers):
+        E_l = E if layer == 0 else H
+        products += [(T * B, E_l, 4 * H, 1), (B, H, 4 * H, T)]
+        if backward:
+            products += [(T * B, 4 * H, E_l, 1), (B, 4 * H, H, T), (4 * H, T * B, E_l, 1), (4 * H, T * B, H, 1)]
+    return products
 
 
 class RefLSTM(torch.nn.Module):
@@ -128,8 +142,9 @@ def test_lstm(ratio_bench, timing_enabled, extra_table, shape, case, baseline):
     target = TARGETS.get((case, shape, baseline))
     ratio_bench(case, shape_label(shape, spec), baseline, fast, base, target)
     if timing_enabled and shape in GEMM_BOUND and baseline == "nn.LSTM":
-        flops = lstm_flops(spec["T"], spec["B"], spec["E"], spec["H"], spec["layers"], case == FWD_BWD)
-        record_fma_limit(extra_table, case, shape_label(shape, spec), baseline, flops, fast, base, target)
+        dims = (spec["T"], spec["B"], spec["E"], spec["H"], spec["layers"], case == FWD_BWD)
+        record_fma_limit(extra_table, case, shape_label(shape, spec), baseline, lstm_flops(*dims), fast, base,
+                         target, lstm_products(*dims))
 
 
 PADDED = "LSTM fwd+bwd, padded batch"
@@ -196,4 +211,4 @@ def test_decoding_step(ratio_bench, timing_enabled, extra_table):
     ratio_bench(case, shape, "nn.LSTMCell", fast, base, CELL_TARGET)
     if timing_enabled:
         record_fma_limit(extra_table, case, shape, "nn.LSTMCell", lstm_flops(1, B, E, H, 1, False), fast, base,
-                         CELL_TARGET)
+                         CELL_TARGET, lstm_products(1, B, E, H, 1, False))
