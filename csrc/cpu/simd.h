@@ -119,6 +119,17 @@ struct VecGeneric {
     for (int i = 0; i < W; ++i) m.v[i] = a.v[i] > b.v[i];
     return m;
   }
+  // a > b or either is NaN, per lane (not a <= b).
+  static FASTVAE_SIMD_INLINE mask gt_or_nan(reg a, reg b) {
+    mask m;
+    for (int i = 0; i < W; ++i) m.v[i] = !(a.v[i] <= b.v[i]);
+    return m;
+  }
+  static FASTVAE_SIMD_INLINE bool any(mask m) {
+    bool r = false;
+    for (int i = 0; i < W; ++i) r = r || m.v[i];
+    return r;
+  }
   // m ? a : b per lane.
   static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) {
     reg r;
@@ -188,6 +199,8 @@ struct VecAvx2 {
   static FASTVAE_SIMD_INLINE reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
   static FASTVAE_SIMD_INLINE reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static FASTVAE_SIMD_INLINE mask gt_or_nan(reg a, reg b) { return _mm256_cmp_ps(a, b, _CMP_NLE_UQ); }
+  static FASTVAE_SIMD_INLINE bool any(mask m) { return _mm256_movemask_ps(m) != 0; }
   static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) { return _mm256_blendv_ps(b, a, m); }
   static FASTVAE_SIMD_INLINE float reduce_add(reg x) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -260,6 +273,8 @@ struct VecAvx512 {
   static FASTVAE_SIMD_INLINE reg min(reg a, reg b) { return _mm512_min_ps(a, b); }
   static FASTVAE_SIMD_INLINE reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static FASTVAE_SIMD_INLINE mask gt(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static FASTVAE_SIMD_INLINE mask gt_or_nan(reg a, reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
+  static FASTVAE_SIMD_INLINE bool any(mask m) { return m != 0; }
   static FASTVAE_SIMD_INLINE reg select(mask m, reg a, reg b) { return _mm512_mask_blend_ps(m, b, a); }
   static FASTVAE_SIMD_INLINE float reduce_add(reg x) { return _mm512_reduce_add_ps(x); }
   // 1 / x for x >= 1: rcp14 and one Newton step, ~1 ulp (vdivps is ~5x slower).

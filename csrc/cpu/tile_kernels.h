@@ -451,17 +451,38 @@ struct ArgmaxTile {
     mm_tile<R>(H, Wr, ldw, 1, B, kPanelWidth, acc);
     reg bv[NV], bi[NV];
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) {
-      bv[n] = V::load(best + n * W);
-      bi[n] = V::load(best_index + n * W);
+    for (int n = 0; n < NV; ++n) bv[n] = V::load(best + n * W);
+    if (bias != nullptr) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const reg b = V::set1(bias[r]);
+#pragma GCC unroll 4
+        for (int n = 0; n < NV; ++n) acc[r][n] = V::add(acc[r][n], b);
+      }
     }
+    // Past the first blocks a tile rarely holds a new best: its column maxima
+    // against the best so far decide whether the per-row selects run (skipped
+    // only where they would change nothing). A NaN that reaches the maxima
+    // takes the full path, which never picks a NaN. R640 H32 V10k, a scratch
+    // loop over the blocks as linear_argmax runs them: AVX2 4.45-4.54 ->
+    // 3.77-3.86 ms, AVX-512 2.74-2.89 -> 2.58-2.61 ms; H256 AVX2 -3%, AVX-512 alike.
+    bool improves = false;
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) {
+      reg m = acc[0][n];
+#pragma GCC unroll 16
+      for (int r = 1; r < R; ++r) m = V::max(acc[r][n], m);
+      improves = improves || V::any(V::gt_or_nan(m, bv[n]));
+    }
+    if (!improves) return;
+#pragma GCC unroll 4
+    for (int n = 0; n < NV; ++n) bi[n] = V::load(best_index + n * W);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const reg b = V::set1(bias != nullptr ? bias[r] : T(0));
       const reg index = V::set1(first + T(r));
 #pragma GCC unroll 4
       for (int n = 0; n < NV; ++n) {
-        const reg x = V::add(acc[r][n], b);
+        const reg x = acc[r][n];
         const auto better = V::gt(x, bv[n]);
         bv[n] = V::select(better, x, bv[n]);
         bi[n] = V::select(better, index, bi[n]);

@@ -106,6 +106,13 @@ for dtype in (torch.float32, torch.float64):
 w = torch.zeros(600, 4)
 w[[7, 300, 599]] = 1.0
 assert linear_argmax(torch.ones(3, 4), w)[0].tolist() == [7, 7, 7]
+# a NaN word next to the best one does not hide it: the kernels skip a tile's selects when its maxima
+# hold no new best, and a NaN must not decide that (words 0 and 12 start a register tile on every ISA)
+for nan_word, best_word in ((0, 1), (12, 13), (6, 5), (599, 598)):
+    w = torch.randn(600, 4, generator=g) * 0.01
+    w[nan_word] = float("nan")
+    w[best_word] = 1.0
+    assert linear_argmax(torch.ones(40, 4), w)[0].tolist() == [best_word] * 40, (nan_word, best_word)
 """
 
 
