@@ -17,8 +17,8 @@ decoding step vs nn.LSTMCell >= 1.5x.
 
 The GEMM-bound rows (Sentence-VAE size, decoding step) also go to the FMA
 limit table (``_limits.py``): each side's GFLOP/s against this core's FMA
-peak and against the same products run as bare ``torch.mm`` calls
-peak, and the speed-up the peak allows over a baseline that runs near it.
+peak, the same products run as bare ``torch.mm`` calls (``lstm_products``),
+and the speed-up the peak allows over a baseline that runs near it.
 """
 
 import pytest
