@@ -4,32 +4,18 @@ No timing: the products each row hands to ``mm_products`` must be the flops the 
 practical ceiling would be measured on other work), and the columns are computed from the time given.
 """
 
-import importlib.util
-import os
-
 import pytest
 import torch
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 
-
-def load(monkeypatch, name):
-    """A benchmarks/ module by file name (benchmarks/ is not a package)."""
-    monkeypatch.syspath_prepend(BENCHMARKS)
-    spec = importlib.util.spec_from_file_location(f"fastvae_benchmarks_{name}", os.path.join(BENCHMARKS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def limits(benchmarks_module):
+    return benchmarks_module("_limits.py")
 
 
 @pytest.fixture
-def limits(monkeypatch):
-    return load(monkeypatch, "_limits")
-
-
-@pytest.fixture
-def bench_lstm(monkeypatch):
-    return load(monkeypatch, "test_bench_lstm")
+def bench_lstm(benchmarks_module):
+    return benchmarks_module("test_bench_lstm.py")
 
 
 def test_products_must_add_up_to_the_rows_flops(limits):

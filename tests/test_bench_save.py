@@ -4,7 +4,6 @@ fastvae's kernels ran with and the CPU's vendor), it does not replace them.
 Pure Python, no timing: the save helper of ``benchmarks/conftest.py`` on a file in tmp_path.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -15,14 +14,9 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 @pytest.fixture
-def bench(monkeypatch):
+def bench(benchmarks_module):
     """benchmarks/conftest.py as a plain module (tests/ has its own conftest, so not ``import conftest``)."""
-    monkeypatch.syspath_prepend(BENCHMARKS)  # for its ``from _ratios import ...``
-    path = os.path.join(BENCHMARKS, "conftest.py")
-    spec = importlib.util.spec_from_file_location("fastvae_benchmarks_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmarks_module("conftest.py")
 
 
 def ratio_row(case, shape, baseline, speedup):
