@@ -239,7 +239,7 @@ void gemm_panels_impl(int64_t M, const float* A, int64_t a_rs, int64_t a_cs, int
   const int64_t resident = l2_cache_bytes() / 10 * 7;
   auto rows = [&](int64_t m0, int64_t m1) {
     float* scratch = thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(ks.gemm_scratch(m1 - m0, K)));
-    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, a_ps, Bp.data, Bp.ps, beta, C + m0 * ldc, ldc, scratch,
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, a_ps, Bp.data, Bp.ps, Bp.ks, beta, C + m0 * ldc, ldc, scratch,
             resident);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).
@@ -262,6 +262,7 @@ void gemm_panels(bool trans_a, int64_t M, const float* A, int64_t lda, const Pan
 
 void gemm_panels(const PanelView<float>& Ap, const PanelView<float>& Bp, float beta, float* C, int64_t ldc) {
   TORCH_CHECK(Ap.N == Bp.K, "fastvae: internal error: a left operand of depth ", Ap.N, " for panels of depth ", Bp.K);
+  TORCH_CHECK(Ap.ks == kPanelWidth, "fastvae: internal error: a left operand in panels is packed (row stride 32)");
   gemm_panels_impl(Ap.K, Ap.data, kPanelWidth, 1, Ap.ps, Bp, beta, C, ldc);
 }
 

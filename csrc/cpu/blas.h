@@ -94,12 +94,24 @@ class PooledBuffer {
   size_t size_ = 0, capacity_ = 0;
 };
 
-// Panels someone else owns: K rows each, panel stride ps (>= K * 32).
+// Panels someone else owns: K rows each, panel stride ps (>= K * 32), row
+// stride ks within a panel (32). A row-major [K, N] matrix with N a multiple
+// of 32 is such a view as it lies (rows_as_panels): ps = 32, ks = its row
+// stride -- a right operand read in place, no copy.
 template <typename scalar_t>
 struct PanelView {
   const scalar_t* data;
   int64_t K, N, ps;
+  int64_t ks = kPanelWidth;
 };
+
+// The row-major [K, N] matrix B (row stride ldb >= N, N a multiple of 32) as panels.
+template <typename scalar_t>
+PanelView<scalar_t> rows_as_panels(const scalar_t* B, int64_t K, int64_t N, int64_t ldb) {
+  TORCH_CHECK(N % kPanelWidth == 0 && ldb >= N, "fastvae: internal error: ", N, " columns (row stride ", ldb,
+              ") read in place as panels");
+  return {B, K, N, kPanelWidth, ldb};
+}
 
 // A K x N matrix in panels of kPanelWidth columns (kernels.h): panel p holds
 // columns [32p, 32p + 32) as K rows of 32 values, zero past N.

@@ -23,11 +23,14 @@ struct KernelSet {
   // C[M, N] = beta * C + A[M, K] @ P. A(r, k) at A[r * a_rs + k * a_cs], or
   // with a_ps > 0 A in panels over its depth: a_rs = 32, a_cs = 1 and A(r, k)
   // at A[(k / 32) * a_ps + r * 32 + k % 32]; P in panels (stride ps, K rows
-  // each). scratch: gemm_scratch(M, K) values, used when A is copied into tiles.
+  // each, row k of a panel ks values after row k - 1: 32 when packed, or
+  // ps = 32 and ks = N for a row-major [K, N] matrix read in place, N a
+  // multiple of 32). scratch: gemm_scratch(M, K) values, used when A is copied
+  // into tiles.
   // resident: the bytes of panels that stay in L2 through the product (the
   // loop order depends on it).
   void (*gemm)(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps, const T* P,
-               int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident);
+               int64_t ps, int64_t ks, T beta, T* C, int64_t ldc, T* scratch, int64_t resident);
 
   // Vocabulary heads over `rows` words (W [rows, H], row stride ldw) and the
   // npanels * 32 tokens of hT ([H, tokens] in panels of stride H * 32):

@@ -418,8 +418,12 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   // Sentence-VAE size: 0.4-0.5 ms of a 27 ms fwd+bwd on a Xeon. A left
   // operand in panels is always copied into register tiles, as rows of 4H >=
   // 512 values are anyway (should_pack_a); shorter rows are read in place,
-  // so below H = 128 dgates stays in rows [P, 4H] and is packed once after
-  // the loop (in panels, the DailyDialog size H = 32 ran 5% slower).
+  // so below H = 128 dgates stays in rows [P, 4H] (in panels, the DailyDialog
+  // size H = 32 ran 5% slower), and the weight gradients read those rows in
+  // place as panels when 4H is a multiple of 32 (rows_as_panels). Packing
+  // them after the loop instead cost 5% of the DailyDialog size's fwd+bwd
+  // (pack_panels in a profile): that stack 1.42 -> 1.45x nn.LSTM (AVX-512)
+  // and 1.45 -> 1.46x (AVX2) in alternating runs on a Xeon.
   const bool in_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && H % 16 == 0 && H >= 128;
   const int64_t dg_ps = in_panels ? P * kPanelWidth : 0;  // panel stride
   at::Tensor dgp = temporary<scalar_t, kGradGates>({P, G4}, opts);
@@ -507,13 +511,20 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
   const scalar_t* HS = hs.data_ptr<scalar_t>();
   const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
+  // dgates in panels, or its rows read in place as panels (4H a multiple of
+  // 32): no copy of it for these products.
+  bool weight_grads_done = false;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (in_panels) {
-      gemm_panels(true, E, xs.data_ptr<float>(), E, dg_panels(0, P), 0, DWT, G4);
-      gemm_panels(true, H, HS + k0 * H, H, dg_panels(k0, P - k0), 0, DWT + E * G4, G4);
+    if (in_panels || (tiled_float_gemm() && G4 % kPanelWidth == 0)) {
+      auto dg_from = [&](int64_t j0) {  // rows [j0, P) of dgates
+        return in_panels ? dg_panels(j0, P - j0) : rows_as_panels<float>(DG + j0 * G4, P - j0, G4, G4);
+      };
+      gemm_panels(true, E, xs.data_ptr<float>(), E, dg_from(0), 0, DWT, G4);
+      gemm_panels(true, H, HS + k0 * H, H, dg_from(k0), 0, DWT + E * G4, G4);
+      weight_grads_done = true;
     }
   }
-  if (!in_panels) {
+  if (!weight_grads_done) {
     const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
     dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
     dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);

@@ -163,16 +163,16 @@ template <int N, bool PREFETCH = true>
 struct GemmTiles {
   template <int R>
   struct InPlace {
-    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B, T* C,
-                                        int64_t ldc, int64_t cols, T beta) {
-      gemm_tile<R, N, PREFETCH>(kc, A, a_rs, a_cs, B, kPanelWidth, C, ldc, cols, beta);
+    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, int64_t a_rs, int64_t a_cs, const T* B, int64_t b_ks,
+                                        T* C, int64_t ldc, int64_t cols, T beta) {
+      gemm_tile<R, N, PREFETCH>(kc, A, a_rs, a_cs, B, b_ks, C, ldc, cols, beta);
     }
   };
   template <int R>
   struct Packed {
-    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, const T* B, T* C, int64_t ldc, int64_t cols,
-                                        T beta) {
-      gemm_tile<R, N, PREFETCH>(kc, A, 1, R, B, kPanelWidth, C, ldc, cols, beta);
+    static FASTVAE_SIMD_INLINE void run(int64_t kc, const T* A, const T* B, int64_t b_ks, T* C, int64_t ldc,
+                                        int64_t cols, T beta) {
+      gemm_tile<R, N, PREFETCH>(kc, A, 1, R, B, b_ks, C, ldc, cols, beta);
     }
   };
 };
@@ -274,23 +274,23 @@ inline bool whole_depth_rows(int64_t N, int64_t K, bool packed, int64_t resident
 }
 
 // One tile of `rows` rows of C (cols <= NC valid columns) from A's copy in tiles.
-FASTVAE_SIMD_INLINE void packed_tile(int64_t rows, int64_t kc, const T* At, const T* B, T* Ct, int64_t ldc,
-                                     int64_t cols, T beta) {
+FASTVAE_SIMD_INLINE void packed_tile(int64_t rows, int64_t kc, const T* At, const T* B, int64_t b_ks, T* Ct,
+                                     int64_t ldc, int64_t cols, T beta) {
   if (cols > W) {
-    for_rows<GemmTiles<NV>::template Packed>(rows, kc, At, B, Ct, ldc, cols, beta);
+    for_rows<GemmTiles<NV>::template Packed>(rows, kc, At, B, b_ks, Ct, ldc, cols, beta);
   } else {
-    for_rows<GemmTiles<1>::template Packed>(rows, kc, At, B, Ct, ldc, cols, beta);
+    for_rows<GemmTiles<1>::template Packed>(rows, kc, At, B, b_ks, Ct, ldc, cols, beta);
   }
 }
 
 inline void gemm_whole_depth(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
-                             const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch) {
+                             const T* P, int64_t ps, int64_t ks, T beta, T* C, int64_t ldc, T* scratch) {
   for (int64_t i = 0, rows = 0; i < M; i += rows) {
     rows = tile_rows_at(M - i);
     pack_a(rows, 0, K, A + i * a_rs, a_rs, a_cs, a_ps, scratch);
     for (int64_t c0 = 0; c0 < N; c0 += NC) {
       const T* B = P + (c0 / kPanelWidth) * ps + c0 % kPanelWidth;
-      packed_tile(rows, K, scratch, B, C + i * ldc + c0, ldc, imin(NC, N - c0), beta);
+      packed_tile(rows, K, scratch, B, ks, C + i * ldc + c0, ldc, imin(NC, N - c0), beta);
     }
   }
 }
@@ -303,10 +303,10 @@ inline int64_t gemm_scratch(int64_t M, int64_t K) {
 
 // A in panels (a_ps > 0, see pack_a) is always copied into tiles.
 inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int64_t a_cs, int64_t a_ps,
-                 const T* P, int64_t ps, T beta, T* C, int64_t ldc, T* scratch, int64_t resident) {
+                 const T* P, int64_t ps, int64_t ks, T beta, T* C, int64_t ldc, T* scratch, int64_t resident) {
   const bool packed = a_ps > 0 || should_pack_a(a_rs, a_cs, N);
   if (whole_depth_rows(N, K, packed, resident)) {
-    gemm_whole_depth(M, N, K, A, a_rs, a_cs, a_ps, P, ps, beta, C, ldc, scratch);
+    gemm_whole_depth(M, N, K, A, a_rs, a_cs, a_ps, P, ps, ks, beta, C, ldc, scratch);
     return;
   }
   const int64_t mc = row_block(imin(kDepth, K));
@@ -320,18 +320,18 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int6
       for (int64_t m0 = 0, m1 = 0; m0 < M; m0 = m1) {
         while (m1 < M && m1 - m0 < mc) m1 += tile_rows_at(M - m1);  // whole tiles: a block ends where one does
         for (int64_t c0 = n0; c0 < n1; c0 += NC) {
-          const T* B = P + (c0 / kPanelWidth) * ps + k0 * kPanelWidth + c0 % kPanelWidth;
+          const T* B = P + (c0 / kPanelWidth) * ps + k0 * ks + c0 % kPanelWidth;
           const int64_t cols = imin(NC, N - c0);
           for (int64_t i = m0, rows = 0; i < m1; i += rows) {
             rows = tile_rows_at(M - i);
             T* Ct = C + i * ldc + c0;
             const T* Ai = A + i * a_rs + k0 * a_cs;
             if (packed) {
-              packed_tile(rows, kc, scratch + i * kc, B, Ct, ldc, cols, pass_beta);
+              packed_tile(rows, kc, scratch + i * kc, B, ks, Ct, ldc, cols, pass_beta);
             } else if (cols > W) {
-              for_rows<GemmTiles<NV>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, Ct, ldc, cols, pass_beta);
+              for_rows<GemmTiles<NV>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, ks, Ct, ldc, cols, pass_beta);
             } else {
-              for_rows<GemmTiles<1>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, Ct, ldc, cols, pass_beta);
+              for_rows<GemmTiles<1>::template InPlace>(rows, kc, Ai, a_rs, a_cs, B, ks, Ct, ldc, cols, pass_beta);
             }
           }
         }
@@ -634,7 +634,7 @@ inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, 
           const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
           for_rows<GemmTiles<NV, false>::template InPlace>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
                                                            dl + p * ps + k0 * kPanelWidth + g * NC,
-                                                           dhT + i * ldh + c0, ldh, int64_t(NC), pass_beta);
+                                                           int64_t(kPanelWidth), dhT + i * ldh + c0, ldh, int64_t(NC), pass_beta);
           i += height;
         }
       }

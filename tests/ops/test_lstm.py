@@ -724,7 +724,8 @@ ISA_CHECK = textwrap.dedent(
 
     torch.manual_seed(0)
     # H = 128: float on the tile kernels keeps the gate gradients in panels (H >= 128, a multiple of 16);
-    # H = 23 and 32 in rows
+    # H = 23 and 32 in rows (H = 32: the weight gradients read them in place, 4H a multiple of 32;
+    # H = 23: copied into panels first)
     shapes = ((7, 5, 19, 23), (6, 13, 9, 32), (5, 13, 9, 128))
     for dtype, (T, B, E, H) in itertools.product((torch.float32, torch.float64), shapes):
         k = 1 / math.sqrt(H)
