@@ -239,8 +239,8 @@ void gemm_panels_impl(int64_t M, const float* A, int64_t a_rs, int64_t a_cs, int
   const int64_t resident = l2_cache_bytes() / 10 * 7;
   auto rows = [&](int64_t m0, int64_t m1) {
     float* scratch = thread_scratch<float, GemmLeftTiles>(static_cast<size_t>(ks.gemm_scratch(m1 - m0, K)));
-    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, a_ps, Bp.data, Bp.ps, Bp.ks, beta, C + m0 * ldc, ldc, scratch,
-            resident);
+    ks.gemm(m1 - m0, N, K, A + m0 * a_rs, a_rs, a_cs, a_ps, Bp.data, Bp.ps, Bp.ks, beta, C + m0 * ldc, ldc,
+            scratch, resident);
   };
   // Split rows over threads only when each task has real work (~2 MFLOP).
   const int64_t tile = ks.tile_rows;

@@ -12,7 +12,9 @@
 // with ps the panel stride (K * 32 when packed tight). Three things have this
 // form: a packed GEMM right operand (blas.h), the transposed hidden rows of
 // the vocabulary heads, and the "token panels" of the fused linear +
-// cross-entropy (rows = vocabulary words, columns = tokens).
+// cross-entropy (rows = vocabulary words, columns = tokens). The GEMM's
+// right operand may also be a row-major [K, N] matrix read in place (N a
+// multiple of 32): panel stride 32 and row stride ks = N instead of 32.
 //
 // The micro-kernel holds an MR x (NV * W) tile of the result in registers and
 // runs the whole depth K over it: per step NV loads of a panel row, MR
@@ -247,7 +249,9 @@ inline int64_t row_block(int64_t kc) {
   return rows < MR ? MR : rows / MR * MR;
 }
 
-// C[M, N] = beta * C + A[M, K] @ P, P in panels (panel stride ps, K rows).
+// C[M, N] = beta * C + A[M, K] @ P, P in panels (panel stride ps, K rows,
+// row stride ks: 32 when packed, the row length of a row-major matrix read in
+// place -- kernels.h).
 // Loops: depth passes of kDepth (A copied into tiles once per pass when it is
 // packed) > column blocks of P (in L2) > row blocks of A > column groups (a
 // kc x NC slice of P) > register tiles. The depth pass outermost lets a
@@ -634,7 +638,8 @@ inline void head_hidden_grad(int64_t rows, int64_t H, const T* Wb, int64_t ldw, 
           const int64_t height = (H - i) / (tiles - t) + ((H - i) % (tiles - t) != 0);
           for_rows<GemmTiles<NV, false>::template InPlace>(height, kc, Wb + k0 * ldw + i, int64_t(1), ldw,
                                                            dl + p * ps + k0 * kPanelWidth + g * NC,
-                                                           int64_t(kPanelWidth), dhT + i * ldh + c0, ldh, int64_t(NC), pass_beta);
+                                                           int64_t(kPanelWidth), dhT + i * ldh + c0, ldh,
+                                                           int64_t(NC), pass_beta);
           i += height;
         }
       }
