@@ -731,12 +731,15 @@ ISA_CHECK = textwrap.dedent(
         k = 1 / math.sqrt(H)
         args = [torch.randn(T, B, E, dtype=dtype), torch.randn(B, H, dtype=dtype), torch.randn(B, H, dtype=dtype)]
         args += [torch.empty(*s, dtype=dtype).uniform_(-k, k) for s in ((4 * H, E), (4 * H, H), (4 * H,), (4 * H,))]
-        # full lengths forward: the fused step products; else the packed schedule
+        # full lengths forward: the fused step products; else the packed schedule. A zero initial state
+        # (the usual one) leaves step 0's rows out of the recurrent weight gradient's product.
         mixed = ([T, 1, 4, T, 2] * 3)[:B]
-        for reverse, lengths in ((False, mixed), (True, mixed), (False, None)):
+        zero_state = [args[0], torch.zeros_like(args[1]), torch.zeros_like(args[2]), *args[3:]]
+        for reverse, lengths, inputs in ((False, mixed, args), (True, mixed, args), (False, None, args),
+                                         (False, None, zero_state), (True, mixed, zero_state)):
             outs = []
             for fn in (lstm, lstm_ref):
-                leaves = [a.clone().requires_grad_() for a in args]
+                leaves = [a.clone().requires_grad_() for a in inputs]
                 out = fn(*leaves, lengths=lengths, reverse=reverse)
                 sum((o * torch.linspace(-1, 1, o.numel(), dtype=dtype).view_as(o)).sum() for o in out).backward()
                 outs.append(list(out) + [a.grad for a in leaves])
