@@ -511,11 +511,11 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   scalar_t* DWT = dwt.data_ptr<scalar_t>();
   const scalar_t* HS = hs.data_ptr<scalar_t>();
   const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
-  // dgates in panels, or its rows read in place as panels (4H a multiple of
-  // 32): no copy of it for these products.
+  // dgates in panels, or its rows read in place as panels: no copy of it for
+  // these products (in_panels implies 4H a multiple of 32).
   bool weight_grads_done = false;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (in_panels || (tiled_float_gemm() && G4 % kPanelWidth == 0)) {
+    if (tiled_float_gemm() && G4 % kPanelWidth == 0) {
       auto dg_from = [&](int64_t j0) {  // rows [j0, P) of dgates
         return in_panels ? dg_panels(j0, P - j0) : rows_as_panels<float>(DG + j0 * G4, P - j0, G4, G4);
       };
