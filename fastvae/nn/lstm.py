@@ -171,8 +171,7 @@ class LSTM(torch.nn.Module):
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def _initial_state(self, hx, x, unbatched):
-        D = self._directions
-        expected = (self.num_layers * D, x.shape[1], self.hidden_size)
+        expected = (self.num_layers * (2 if self.bidirectional else 1), x.shape[1], self.hidden_size)
         if hx is None:
             zeros = x.new_zeros(expected)
             return zeros, zeros
@@ -188,20 +187,28 @@ class LSTM(torch.nn.Module):
         return h0, c0
 
     def _run(self, x, hx, lengths, unbatched):
-        """x: ``[T, B, E]`` time-major. Returns ``y [T, B, D*H]`` and the final state."""
+        """x: ``[T, B, E]`` time-major. Returns ``y [T, B, D*H]`` and the final state.
+
+        Plain attribute reads and compares on the way to the fused op: at the
+        DailyDialog size (B64 T20 E=H=32, 2 layers) this Python ran ~30 us of
+        a ~1.4 ms training call as first written (eight ``Module.__getattr__``
+        lookups, helper calls that pass keyword dicts); ``ops.lstm_stack``
+        checks the parameters' kind, the C++ op their shapes.
+        """
         if x.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {x.shape[-1]}")
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
-        weight = self.weight_ih_l0
-        _checks.same_device("weights", weight, input=x)
+        parameters = self._parameters
+        params = [parameters[name] for name in self._flat_names]
+        if params[0].device != x.device:
+            _checks.same_device("weights", params[0], input=x)
         h0, c0 = self._initial_state(hx, x, unbatched)
         if lengths is not None:
             lengths = _checks.lengths(lengths, x.shape[1], x.shape[0])
         if self.dropout > 0 and self.training and self.num_layers > 1:
             layer_input, h_n, c_n = self._run_with_dropout(x, h0, c0, lengths)
         else:  # the whole stack in one fused op
-            params = [getattr(self, name) for name in self._flat_names]
             layer_input, h_n, c_n = ops.lstm_stack(x, h0, c0, params, lengths, self.bidirectional)
         if unbatched:
             h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
