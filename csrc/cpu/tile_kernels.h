@@ -179,6 +179,23 @@ struct GemmTiles {
   };
 };
 
+// Depth of the generic GEMM's passes. A right operand read in place from rows
+// 512 bytes or more apart (the LSTM's gate gradients [P, 4H] below H = 128,
+// rows_as_panels) puts the 64-byte slice each AVX2 column group reads of
+// every row into few L1 sets -- one set in 8 at a 512-byte stride, one in 16
+// at 1 KB -- so a pass of kDepth rows overflows their ways and the slice
+// leaves L1 between row tiles. The AVX2 tile takes such a B in passes of 64
+// (Xeon, 48 KB 12-way L1, GFLOP/s over the FMA probe: the weight gradients
+// [x | hprev]^T @ dgates M32 x K1280 x N128 0.71-0.75 -> 0.86-0.88, M64 x
+// K1280 x N256 0.68-0.71 -> 0.79-0.84, M96 x K1280 x N384 0.67-0.68 -> 0.80-0.81;
+// 32 and 96 were worse than 64). The 12-row AVX-512 tile keeps kDepth: 64
+// measured no better there at N128 (0.73-0.75 against 0.75-0.76) and worse
+// at N256-384 (0.66-0.70 against 0.70-0.77).
+constexpr int64_t kInPlaceRowsDepth = 64;
+FASTVAE_SIMD_INLINE int64_t pass_depth(int64_t b_ks) {
+  return MR < 12 && b_ks > kPanelWidth ? kInPlaceRowsDepth : kDepth;
+}
+
 // A is copied into tiles when its rows or depth steps lie 2 KB or more apart
 // (they would share L1 sets), and when it is a transposed operand (rows
 // adjacent) whose depth steps lie 512 bytes or more apart: a tile's kc depth
@@ -252,7 +269,7 @@ inline int64_t row_block(int64_t kc) {
 // C[M, N] = beta * C + A[M, K] @ P, P in panels (panel stride ps, K rows,
 // row stride ks: 32 when packed, the row length of a row-major matrix read in
 // place -- kernels.h).
-// Loops: depth passes of kDepth (A copied into tiles once per pass when it is
+// Loops: depth passes of pass_depth (A copied into tiles once per pass when it is
 // packed) > column blocks of P (in L2) > row blocks of A > column groups (a
 // kc x NC slice of P) > register tiles. The depth pass outermost lets a
 // column block serve every row block of a tall A from L2; row blocks outermost
@@ -313,9 +330,10 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t a_rs, int6
     gemm_whole_depth(M, N, K, A, a_rs, a_cs, a_ps, P, ps, ks, beta, C, ldc, scratch);
     return;
   }
-  const int64_t mc = row_block(imin(kDepth, K));
-  for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
-    const int64_t kc = imin(kDepth, K - k0);
+  const int64_t depth = pass_depth(ks);
+  const int64_t mc = row_block(imin(depth, K));
+  for (int64_t k0 = 0; k0 < K; k0 += depth) {
+    const int64_t kc = imin(depth, K - k0);
     const T pass_beta = k0 == 0 ? beta : T(1);
     if (packed) pack_a(M, k0, kc, A, a_rs, a_cs, a_ps, scratch);
     const int64_t nc = col_block(kc);
