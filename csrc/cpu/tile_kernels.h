@@ -179,12 +179,12 @@ struct GemmTiles {
   };
 };
 
-// Depth of the generic GEMM's passes. A right operand read in place from rows
-// 512 bytes or more apart (the LSTM's gate gradients [P, 4H] below H = 128,
+// Depth of the generic GEMM's passes. A right operand read in place from its
+// rows (row stride ks > 32: the LSTM's gate gradients [P, 4H] below H = 128,
 // rows_as_panels) puts the 64-byte slice each AVX2 column group reads of
-// every row into few L1 sets -- one set in 8 at a 512-byte stride, one in 16
-// at 1 KB -- so a pass of kDepth rows overflows their ways and the slice
-// leaves L1 between row tiles. The AVX2 tile takes such a B in passes of 64
+// every row into a fraction of the L1 sets -- one set in 8 at 4H = 128
+// (512-byte rows), one in 16 at 4H = 256 -- so a pass of kDepth rows
+// overflows their ways and the slice leaves L1 between row tiles. The AVX2 tile takes such a B in passes of 64
 // (Xeon, 48 KB 12-way L1, GFLOP/s over the FMA probe: the weight gradients
 // [x | hprev]^T @ dgates M32 x K1280 x N128 0.71-0.75 -> 0.86-0.88, M64 x
 // K1280 x N256 0.68-0.71 -> 0.79-0.84, M96 x K1280 x N384 0.67-0.68 -> 0.80-0.81;
