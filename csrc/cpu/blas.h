@@ -12,7 +12,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -143,11 +147,44 @@ struct DepthPart {
 // call (a fresh multi-MB buffer per call costs its page faults every call).
 // Each Tag type names a buffer of its own, so a caller can hold several at
 // once; the buffer lives until the thread ends and keeps its largest size.
+//
+// The buffer starts on a cache line (64 bytes), as the pool's blocks and
+// at::empty's do. A std::vector's storage (glibc: 16 bytes past a line, for
+// a large block) made every row the kernels read of it straddle lines:
+// the packed A tiles of every tile GEMM, the LSTM's step buffers and its gate
+// gradients, which the AVX2 weight-gradient product reads in place.
+template <typename scalar_t>
+class AlignedScratch {
+ public:
+  AlignedScratch() = default;
+  AlignedScratch(const AlignedScratch&) = delete;
+  AlignedScratch& operator=(const AlignedScratch&) = delete;
+  ~AlignedScratch() { std::free(data_); }
+  // At least n values; grows as std::vector::resize does (the old values
+  // kept, the new ones zero).
+  scalar_t* reserve(size_t n) {
+    if (n > size_) {
+      const size_t bytes = (std::max<size_t>(n, 1) * sizeof(scalar_t) + 63) / 64 * 64;
+      auto* grown = static_cast<scalar_t*>(std::aligned_alloc(64, bytes));
+      if (grown == nullptr) throw std::bad_alloc();
+      if (size_ > 0) std::memcpy(grown, data_, size_ * sizeof(scalar_t));
+      std::memset(static_cast<void*>(grown + size_), 0, (n - size_) * sizeof(scalar_t));
+      std::free(data_);
+      data_ = grown;
+      size_ = n;
+    }
+    return data_;
+  }
+
+ private:
+  scalar_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 template <typename scalar_t, typename Tag>
 scalar_t* thread_scratch(size_t n) {
-  static thread_local std::vector<scalar_t> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+  static thread_local AlignedScratch<scalar_t> buffer;
+  return buffer.reserve(n);
 }
 
 // C[M, N] = op(A)[M, K] @ Bp + beta * C with the tile kernels (A stored [M, K], or [K, M] when trans_a).

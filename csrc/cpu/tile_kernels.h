@@ -183,14 +183,17 @@ struct GemmTiles {
 // rows (row stride ks > 32: the LSTM's gate gradients [P, 4H] below H = 128,
 // rows_as_panels) puts the 64-byte slice each AVX2 column group reads of
 // every row into a fraction of the L1 sets -- one set in 8 at 4H = 128
-// (512-byte rows), one in 16 at 4H = 256 -- so a pass of kDepth rows
-// overflows their ways and the slice leaves L1 between row tiles. The AVX2 tile takes such a B in passes of 64
-// (Xeon, 48 KB 12-way L1, GFLOP/s over the FMA probe: the weight gradients
-// [x | hprev]^T @ dgates M32 x K1280 x N128 0.71-0.75 -> 0.86-0.88, M64 x
-// K1280 x N256 0.68-0.71 -> 0.79-0.84, M96 x K1280 x N384 0.67-0.68 -> 0.80-0.81;
-// 32 and 96 were worse than 64). The 12-row AVX-512 tile keeps kDepth: 64
-// measured no better there at N128 (0.73-0.75 against 0.75-0.76) and worse
-// at N256-384 (0.66-0.70 against 0.70-0.77).
+// (512-byte rows), one in 16 at 4H = 256 -- so a pass of kDepth rows can
+// overflow their ways. The AVX2 tile takes such a B in passes of 64.
+// Measured in place (Xeon, AVX2, the LSTM's fwd+bwd against nn.LSTM,
+// alternating builds, with the 64-byte aligned scratch of blas.h): B64 T20
+// E=H=32, 2 layers 1.45-1.50x -> 1.54-1.58x; E=H=96 1.10-1.13x ->
+// 1.14-1.16x; E=H=64 and E=H=16 within the noise (1.18-1.24x, 1.89-2.00x
+// either way). A stand-alone loop over the weight gradient alone (M32 x K1280
+// x N128, aligned operands) gives 0.81-0.86 -> 0.84-0.88 of the FMA probe
+// (32 and 96 measured worse than 64). The 12-row AVX-512 tile keeps kDepth:
+// 64 measured no better there (0.73-0.75 against 0.75-0.76 of the probe at
+// N128, worse at N256-384).
 constexpr int64_t kInPlaceRowsDepth = 64;
 FASTVAE_SIMD_INLINE int64_t pass_depth(int64_t b_ks) {
   return MR < 12 && b_ks > kPanelWidth ? kInPlaceRowsDepth : kDepth;
