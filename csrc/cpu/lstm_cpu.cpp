@@ -513,18 +513,17 @@ void lstm_bwd_impl(const Dims& d, const Schedule& sc, const at::Tensor& grad_y, 
   const int64_t k0 = all_zero(HS, sc.n[0] * H) ? sc.n[0] : 0;  // packed rows of step 0: [0, n[0])
   // dgates in panels, or its rows read in place as panels: no copy of it for
   // these products (in_panels implies 4H a multiple of 32).
-  bool weight_grads_done = false;
+  const bool dgates_as_panels = std::is_same_v<scalar_t, float> && tiled_float_gemm() && G4 % kPanelWidth == 0;
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (tiled_float_gemm() && G4 % kPanelWidth == 0) {
+    if (dgates_as_panels) {
       auto dg_from = [&](int64_t j0) {  // rows [j0, P) of dgates
         return in_panels ? dg_panels(j0, P - j0) : rows_as_panels<float>(DG + j0 * G4, P - j0, G4, G4);
       };
       gemm_panels(true, E, xs.data_ptr<float>(), E, dg_from(0), 0, DWT, G4);
       gemm_panels(true, H, HS + k0 * H, H, dg_from(k0), 0, DWT + E * G4, G4);
-      weight_grads_done = true;
     }
   }
-  if (!weight_grads_done) {
+  if (!dgates_as_panels) {
     const RightOperand<scalar_t> dgates(false, P, G4, DG, G4);
     dgates.multiply(true, E, xs.data_ptr<scalar_t>(), E, 0, DWT, G4);
     dgates.multiply(true, H, HS + k0 * H, H, 0, DWT + E * G4, G4, k0);

@@ -171,7 +171,7 @@ class LSTM(torch.nn.Module):
         return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def _initial_state(self, hx, x, unbatched):
-        expected = (self.num_layers * (2 if self.bidirectional else 1), x.shape[1], self.hidden_size)
+        expected = (self.num_layers * self._directions, x.shape[1], self.hidden_size)
         if hx is None:
             zeros = x.new_zeros(expected)
             return zeros, zeros
