@@ -27,7 +27,8 @@ namespace fastvae {
 namespace {
 
 std::string cpu_capability() {
-  return std::string("isa=") + cpu::isa_name(cpu::cpu_isa()) + " blas=" + (cpu::has_direct_blas() ? "direct" : "aten");
+  const char* blas = cpu::blas_first() ? "mkl" : cpu::has_direct_blas() ? "direct" : "aten";
+  return std::string("isa=") + cpu::isa_name(cpu::cpu_isa()) + " blas=" + blas;
 }
 
 int64_t fma_loop(int64_t n) {
@@ -40,7 +41,10 @@ int64_t fma_loop(int64_t n) {
 
 TORCH_LIBRARY(fastvae, m) {
   // What the CPU kernels run with: ISA level of the pointwise loops and
-  // whether GEMMs call BLAS directly, e.g. "isa=avx512 blas=direct".
+  // tile GEMMs, and how the products that pack their right operand per call
+  // run: "mkl" (MKL's sgemm, blas.h: blas_first), "direct" (the tile kernels;
+  // double and generic-level float ones call the BLAS in libtorch directly) or
+  // "aten" (no BLAS symbols: at::mm), e.g. "isa=avx512 blas=mkl".
   m.def("cpu_capability() -> str", &fastvae::cpu_capability);
   // The single-core float FMA peak probe of the ISA level the kernels run:
   // n steps of 12 independent vector FMAs in registers; returns the flops

@@ -22,7 +22,29 @@ def test_import_and_extension():
 def test_cpu_capability():
     cap = torch.ops.fastvae.cpu_capability()
     assert isinstance(cap, str) and cap.startswith("isa=")
-    assert re.fullmatch(r"isa=(generic|avx2|avx512) blas=(direct|aten)", cap), cap
+    assert re.fullmatch(r"isa=(generic|avx2|avx512) blas=(mkl|direct|aten)", cap), cap
+
+
+def _cpu_vendor():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def test_products_go_to_mkl_on_intel_only():
+    """One-off float products (the decoding step's) go to MKL's sgemm on an Intel CPU whose torch carries MKL,
+    to the tile kernels elsewhere (AMD: MKL measured slower there)."""
+    cap = torch.ops.fastvae.cpu_capability()
+    vendor = _cpu_vendor()
+    if not torch.backends.mkl.is_available() or vendor not in (None, "GenuineIntel"):
+        assert "blas=mkl" not in cap, (vendor, cap)
+    elif vendor == "GenuineIntel" and not cap.startswith("isa=generic"):  # a build without x86 dispatch: generic
+        assert cap.endswith("blas=mkl"), cap
 
 
 def test_no_fallback_warning_with_the_extension():

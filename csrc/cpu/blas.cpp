@@ -20,6 +20,8 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n,
             const int* k, const double* alpha, const double* a, const int* lda,
             const double* b, const int* ldb, const double* beta, double* c,
             const int* ldc) __attribute__((weak));
+// Exported by MKL only: tells that sgemm_ above is MKL's.
+void MKL_Get_Version_String(char* buffer, int len) __attribute__((weak));
 }
 
 namespace fastvae {
@@ -266,14 +268,26 @@ void gemm_panels(const PanelView<float>& Ap, const PanelView<float>& Bp, float b
   gemm_panels_impl(Ap.K, Ap.data, kPanelWidth, 1, Ap.ps, Bp, beta, C, ldc);
 }
 
+bool blas_first() {
+  static const bool mkl_on_intel = sgemm_ != nullptr && MKL_Get_Version_String != nullptr && cpu_is_intel();
+  return mkl_on_intel;
+}
+
+void gemm_tiles(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  TORCH_CHECK(tiled_float_gemm(), "fastvae: internal error: the tile GEMM runs on an AVX2 or AVX-512 CPU only");
+  if (M == 0 || N == 0) return;
+  static thread_local Panels<float> packed;
+  pack_panels(trans_b, K, N, B, ldb, packed);
+  gemm_panels(trans_a, M, A, lda, packed.view(), beta, C, ldc);
+}
+
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  if (alpha == 1.0f && tiled_float_gemm()) {
-    static thread_local Panels<float> packed;
-    pack_panels(trans_b, K, N, B, ldb, packed);
-    gemm_panels(trans_a, M, A, lda, packed.view(), beta, C, ldc);
+  if (alpha == 1.0f && tiled_float_gemm() && !blas_first()) {
+    gemm_tiles(trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
     return;
   }
   gemm_blas<float>(sgemm_, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -28,10 +28,31 @@ namespace cpu {
 // C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C, all row-major.
 //   trans_a: A is stored [K,M] (lda >= M) instead of [M,K] (lda >= K)
 //   trans_b: B is stored [N,K] (ldb >= K) instead of [K,N] (ldb >= N)
+// For a right operand used once (a product that packs it for itself): a
+// float product goes to MKL where blas_first() says so, else to the tile
+// kernels (gemm_tiles); a product reusing its right operand (the recurrent
+// weights of a time loop) takes RightOperand below.
 template <typename scalar_t>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
           scalar_t alpha, const scalar_t* A, int64_t lda, const scalar_t* B,
           int64_t ldb, scalar_t beta, scalar_t* C, int64_t ldc);
+
+// C = op(A) @ op(B) + beta * C on the tile kernels, B packed into panels per
+// call (tiled_float_gemm() CPUs only): gemm's float path where blas_first()
+// is false, and what the _gemm op runs to test the tiles everywhere.
+void gemm_tiles(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// True when gemm<float> calls the BLAS inside libtorch rather than the tile
+// kernels: an Intel CPU and a torch whose BLAS is MKL (its x86 wheels).
+// There MKL's sgemm, which packs its operands as it multiplies, measured
+// faster than packing the right operand into panels per call (Xeon, one
+// thread): the decoding step's [640, 256] @ [256, 1024] products 8% at AVX2
+// and alike at AVX-512 in a stand-alone loop, the step itself 1.11-1.14x ->
+// 1.23-1.24x nn.LSTMCell at AVX2 in place (docs/design.md has the rest); on
+// the AMD EPYCs MKL's sgemm ran at 55-80 GFLOP/s where the tile kernels
+// reached ~110 (AVX-512).
+bool blas_first();
 
 // True when the GEMMs the tile kernels do not cover go straight to BLAS (false: at::mm_out).
 bool has_direct_blas();
